@@ -1,0 +1,196 @@
+//! Delivery receipts.
+//!
+//! A source hands every batch it reads to the pipeline together with an [`Ack`]. The ack is a
+//! cheap clone (one `Arc`); every fragment of the batch that travels on (an output message, a
+//! dead-letter record) carries a clone. When the last clone drops, the ack reports the *worst*
+//! status any fragment recorded to the source's [`AckReceiver`], which then decides whether the
+//! source position may be committed.
+//!
+//! Sinks never hold a bare [`Ack`]: they hold a [`PendingReceipt`], which counts as
+//! [`AckStatus::Errored`] if it is dropped without being resolved (panic, cancellation, bug), so
+//! nothing is ever committed by accident.
+
+pub mod tracker;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// Outcome of one fragment of a batch. Ordered from best to worst; a batch's status is the
+/// maximum over its fragments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(u8)]
+pub enum AckStatus {
+    /// Reached every output it was routed to, was intentionally filtered, or was durably
+    /// dead-lettered.
+    Delivered = 0,
+    /// Failed in a way that may succeed on redelivery (broker unavailable, timeout).
+    Errored = 1,
+    /// Failed permanently and the pipeline policy does not accept the loss (`on_error: fail`).
+    Rejected = 2,
+}
+
+impl AckStatus {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            0 => AckStatus::Delivered,
+            1 => AckStatus::Errored,
+            _ => AckStatus::Rejected,
+        }
+    }
+
+    /// Whether the source may commit past the positions this status covers.
+    pub fn is_committable(self) -> bool {
+        self == AckStatus::Delivered
+    }
+}
+
+/// Receives the final status of an ack, exactly once, when its last clone drops.
+pub trait AckReceiver: Send + Sync {
+    /// `token` is the value the source chose when it created the ack (for Kafka: an index into
+    /// its per-partition tracker).
+    fn resolved(&self, token: u64, status: AckStatus);
+}
+
+struct AckInner {
+    status: AtomicU8,
+    token: u64,
+    receiver: Option<Arc<dyn AckReceiver>>,
+}
+
+impl Drop for AckInner {
+    fn drop(&mut self) {
+        if let Some(receiver) = &self.receiver {
+            receiver.resolved(self.token, AckStatus::from_u8(self.status.load(Ordering::Acquire)));
+        }
+    }
+}
+
+/// A shared receipt for one source batch. Clone it for every fragment; the status reported is
+/// the worst recorded by any clone.
+#[derive(Clone)]
+pub struct Ack(Arc<AckInner>);
+
+impl std::fmt::Debug for Ack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ack")
+            .field("token", &self.0.token)
+            .field("status", &self.status())
+            .finish()
+    }
+}
+
+impl Ack {
+    /// Creates an ack that reports to `receiver` with `token` when its last clone drops.
+    pub fn new(token: u64, receiver: Arc<dyn AckReceiver>) -> Self {
+        Ack(Arc::new(AckInner {
+            status: AtomicU8::new(AckStatus::Delivered as u8),
+            token,
+            receiver: Some(receiver),
+        }))
+    }
+
+    /// An ack that reports to nobody (tests, sources without positions such as a generator).
+    pub fn detached() -> Self {
+        Ack(Arc::new(AckInner {
+            status: AtomicU8::new(AckStatus::Delivered as u8),
+            token: 0,
+            receiver: None,
+        }))
+    }
+
+    /// Records an outcome; the ack keeps the worst one seen.
+    pub fn record(&self, status: AckStatus) {
+        self.0.status.fetch_max(status as u8, Ordering::AcqRel);
+    }
+
+    /// The worst status recorded so far.
+    pub fn status(&self) -> AckStatus {
+        AckStatus::from_u8(self.0.status.load(Ordering::Acquire))
+    }
+
+    /// A fail-safe receipt for one fragment of this batch.
+    pub fn receipt(&self) -> PendingReceipt {
+        PendingReceipt {
+            ack: Some(self.clone()),
+        }
+    }
+}
+
+/// One fragment's receipt. Resolve it with [`PendingReceipt::resolve`]; dropping it unresolved
+/// records [`AckStatus::Errored`].
+#[derive(Debug)]
+#[must_use = "dropping a receipt unresolved marks the batch as errored"]
+pub struct PendingReceipt {
+    ack: Option<Ack>,
+}
+
+impl PendingReceipt {
+    /// Resolves the fragment with `status`.
+    pub fn resolve(mut self, status: AckStatus) {
+        if let Some(ack) = self.ack.take() {
+            ack.record(status);
+        }
+    }
+
+    /// Shorthand for `resolve(AckStatus::Delivered)`.
+    pub fn delivered(self) {
+        self.resolve(AckStatus::Delivered)
+    }
+
+    /// The ack this receipt belongs to (to derive further receipts for sub-fragments).
+    pub fn ack(&self) -> &Ack {
+        self.ack.as_ref().expect("receipt is only taken by resolve, which consumes it")
+    }
+}
+
+impl Drop for PendingReceipt {
+    fn drop(&mut self) {
+        if let Some(ack) = self.ack.take() {
+            ack.record(AckStatus::Errored);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<(u64, AckStatus)>>);
+    impl AckReceiver for Recorder {
+        fn resolved(&self, token: u64, status: AckStatus) {
+            self.0.lock().unwrap().push((token, status));
+        }
+    }
+
+    #[test]
+    fn reports_once_when_last_clone_drops_with_worst_status() {
+        let rec = Arc::new(Recorder::default());
+        let ack = Ack::new(7, rec.clone());
+        let a = ack.receipt();
+        let b = ack.receipt();
+        drop(ack);
+        a.delivered();
+        assert!(rec.0.lock().unwrap().is_empty());
+        b.resolve(AckStatus::Rejected);
+        assert_eq!(*rec.0.lock().unwrap(), vec![(7, AckStatus::Rejected)]);
+    }
+
+    #[test]
+    fn dropped_receipt_counts_as_errored() {
+        let rec = Arc::new(Recorder::default());
+        let ack = Ack::new(1, rec.clone());
+        let r = ack.receipt();
+        drop(ack);
+        drop(r);
+        assert_eq!(*rec.0.lock().unwrap(), vec![(1, AckStatus::Errored)]);
+    }
+
+    #[test]
+    fn untouched_ack_is_delivered() {
+        let rec = Arc::new(Recorder::default());
+        drop(Ack::new(3, rec.clone()));
+        assert_eq!(*rec.0.lock().unwrap(), vec![(3, AckStatus::Delivered)]);
+    }
+}

@@ -1,0 +1,135 @@
+//! The command line: `run`, `validate`, `demo`, `broker`, `schema`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::telemetry::logging::LogFormat;
+
+/// Streamgate: YAML pipelines from Kafka through DataFusion SQL to Kafka, at least once.
+#[derive(Debug, Parser)]
+#[command(
+    name = "streamgate",
+    version,
+    about,
+    after_help = "\
+Examples:
+  streamgate demo                              fraud pipeline on an embedded broker, nothing to install
+  streamgate validate pipelines/*.yaml         check pipelines (add --offline to skip broker checks)
+  KAFKA_BOOTSTRAP_SERVERS=kafka:9092 streamgate run pipelines/fraud-rules.yaml
+  streamgate broker --topic transactions:8     an embedded Kafka-protocol broker for local work
+  streamgate generate --rate 2000              synthetic transactions into a Kafka topic
+  streamgate schema > pipeline.schema.json     JSON Schema of the pipeline format for editors
+
+Metrics, health and readiness are served on --admin-addr: /metrics, /healthz, /readyz, /pipelines."
+)]
+pub struct Cli {
+    /// Log format on standard error.
+    #[arg(long, global = true, value_enum, default_value = "text", env = "STREAMGATE_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    /// Log level or filter (`info`, `debug`, `streamgate=debug,rdkafka=warn`); RUST_LOG wins.
+    #[arg(long, global = true, default_value = "info", env = "STREAMGATE_LOG_LEVEL")]
+    pub log_level: String,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run pipelines until SIGINT/SIGTERM, then drain in-flight records and commit.
+    ///
+    /// A second signal exits at once (uncommitted records are redelivered next time).
+    Run {
+        /// Pipeline files.
+        #[arg(required = true)]
+        pipelines: Vec<PathBuf>,
+        /// Address of the admin server (metrics, health).
+        #[arg(long, default_value = "127.0.0.1:9898", env = "STREAMGATE_ADMIN_ADDR")]
+        admin_addr: SocketAddr,
+    },
+    /// Check pipeline files: every problem, with its location; exits 1 if any.
+    ///
+    /// Checks syntax, fields, environment variables, record schemas, the SQL against the
+    /// schema (wrong column names), output filters and key columns, and (unless --offline)
+    /// that the brokers answer and the source topics exist.
+    Validate {
+        /// Pipeline files.
+        #[arg(required = true)]
+        pipelines: Vec<PathBuf>,
+        /// Skip connecting to brokers.
+        #[arg(long)]
+        offline: bool,
+    },
+    /// Run the fraud-scoring demo on an embedded Kafka broker, with synthetic transactions.
+    ///
+    /// Nothing to install: the broker, the transaction generator (1% malformed by default),
+    /// the `pipelines/fraud-rules.yaml` pipeline and the admin server all run in this process.
+    /// Prints a live summary each second.
+    Demo {
+        /// Transactions per second (0 = as fast as possible).
+        #[arg(long, default_value_t = 5000)]
+        rate: u64,
+        /// Stop after this many transactions are processed.
+        #[arg(long)]
+        records: Option<u64>,
+        /// Stop after this long (`30s`, `5m`).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        duration: Option<Duration>,
+        /// Share of malformed transactions (0..1).
+        #[arg(long, default_value_t = 0.01)]
+        malformed: f64,
+        /// Partitions of the input topic.
+        #[arg(long, default_value_t = 8)]
+        partitions: i32,
+        /// Address of the admin server.
+        #[arg(long, default_value = "127.0.0.1:9898", env = "STREAMGATE_ADMIN_ADDR")]
+        admin_addr: SocketAddr,
+    },
+    /// Run an embedded Kafka-protocol broker (librdkafka's mock cluster) until interrupted.
+    ///
+    /// Prints `bootstrap.servers=HOST:PORT` on standard output once ready. It keeps only a
+    /// few MB per partition (like a tiny retention): for tests and local work, not production.
+    Broker {
+        /// Topics to create, as `name:partitions` (repeatable).
+        #[arg(long = "topic", value_parser = parse_topic)]
+        topics: Vec<(String, i32)>,
+    },
+    /// Produce synthetic card transactions (JSON, ~300 bytes, 12 fields) to a Kafka topic.
+    ///
+    /// For load tests and for trying pipelines against a real cluster.
+    Generate {
+        /// Bootstrap brokers.
+        #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS", default_value = "localhost:9092")]
+        bootstrap_servers: String,
+        /// Target topic.
+        #[arg(long, default_value = "transactions")]
+        topic: String,
+        /// Transactions per second (0 = as fast as possible).
+        #[arg(long, default_value_t = 1000)]
+        rate: u64,
+        /// Stop after this many (default: run until interrupted).
+        #[arg(long)]
+        records: Option<u64>,
+        /// Share of malformed transactions (0..1).
+        #[arg(long, default_value_t = 0.01)]
+        malformed: f64,
+    },
+    /// Print the JSON Schema of the pipeline format.
+    Schema,
+}
+
+fn parse_topic(s: &str) -> Result<(String, i32), String> {
+    match s.split_once(':') {
+        None => Ok((s.to_string(), 1)),
+        Some((name, n)) => n
+            .parse::<i32>()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .map(|n| (name.to_string(), n))
+            .ok_or_else(|| format!("partitions must be 1..=1000 in {s:?}")),
+    }
+}

@@ -1,0 +1,22 @@
+//! Bytes ↔ Arrow.
+//!
+//! - [`schema`]: the record schema from declared columns, an Avro `.avsc` or a JSON Schema file;
+//! - [`metadata`]: the source metadata columns (`_key`, `_topic`, …) appended to every batch;
+//! - [`json`]: JSON decode (with per-record isolation of bad input) and encode.
+
+pub mod json;
+pub mod metadata;
+pub mod schema;
+
+/// One record that could not be decoded (or processed by a later stage), by its index in the
+/// batch it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordFailure {
+    /// Index of the record in the source batch (or of the row in the stage's input).
+    pub index: usize,
+    /// Bounded error class for metrics and dead-letter headers (`malformed_json`,
+    /// `type_mismatch`, `missing_field`, `sql_error`, ...).
+    pub class: &'static str,
+    /// Human-readable message.
+    pub message: String,
+}

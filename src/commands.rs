@@ -1,0 +1,226 @@
+//! What each subcommand does (the binary's edge: `anyhow` here only).
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use streamgate::api::{self, AdminState};
+use streamgate::cli::Command;
+use streamgate::runtime::{self, StatusBoard};
+use streamgate::spec::{self, SourceSpec};
+use streamgate::telemetry::Metrics;
+use tokio_util::sync::CancellationToken;
+
+pub async fn execute(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Run {
+            pipelines,
+            admin_addr,
+        } => run(pipelines, admin_addr).await,
+        Command::Validate { pipelines, offline } => validate(pipelines, offline).await,
+        Command::Demo {
+            rate,
+            records,
+            duration,
+            malformed,
+            partitions,
+            admin_addr,
+        } => {
+            let options = streamgate::demo::DemoOptions {
+                rate,
+                records,
+                duration,
+                malformed: malformed.clamp(0.0, 1.0),
+                partitions: partitions.clamp(1, 256),
+            };
+            let metrics = Metrics::new();
+            let status = StatusBoard::default();
+            let shutdown = shutdown_on_signal();
+            let (addr, _server) = api::serve(
+                admin_addr,
+                AdminState {
+                    metrics: metrics.clone(),
+                    status: status.clone(),
+                },
+                shutdown.clone(),
+            )
+            .await
+            .with_context(|| format!("cannot listen on {admin_addr} (choose another with --admin-addr)"))?;
+            eprintln!("metrics on http://{addr}/metrics");
+            streamgate::demo::run(options, metrics, status, shutdown).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Broker { topics } => {
+            let refs: Vec<(&str, i32)> = topics.iter().map(|(n, p)| (n.as_str(), *p)).collect();
+            let broker = streamgate::demo::EmbeddedBroker::start(&refs)?;
+            println!("bootstrap.servers={}", broker.bootstrap_servers());
+            shutdown_on_signal().cancelled().await;
+            drop(broker);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Generate {
+            bootstrap_servers,
+            topic,
+            rate,
+            records,
+            malformed,
+        } => {
+            let produced = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+            streamgate::demo::generate(
+                &bootstrap_servers,
+                &topic,
+                rate,
+                records,
+                malformed.clamp(0.0, 1.0),
+                produced.clone(),
+                shutdown_on_signal(),
+            )
+            .await?;
+            eprintln!(
+                "produced {} transactions to {topic}",
+                produced.load(std::sync::atomic::Ordering::Relaxed)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Schema => {
+            print!("{}", spec::json_schema::pipeline_json_schema());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Cancelled on the first SIGINT/SIGTERM; a second one exits at once.
+fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        wait_signal().await;
+        tracing::info!("shutting down: draining in-flight records (signal again to exit at once)");
+        t.cancel();
+        wait_signal().await;
+        tracing::warn!("second signal: exiting without draining");
+        std::process::exit(130);
+    });
+    token
+}
+
+async fn wait_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn run(
+    files: Vec<std::path::PathBuf>,
+    admin_addr: std::net::SocketAddr,
+) -> anyhow::Result<ExitCode> {
+    let mut compiled = Vec::new();
+    let mut failed = false;
+    for file in &files {
+        match compile(file).await {
+            Ok(c) => compiled.push(c),
+            Err(e) => {
+                eprintln!("{e}");
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        return Ok(ExitCode::FAILURE);
+    }
+    let metrics = Metrics::new();
+    let status = StatusBoard::default();
+    let shutdown = shutdown_on_signal();
+    let (addr, server) = api::serve(
+        admin_addr,
+        AdminState {
+            metrics: metrics.clone(),
+            status: status.clone(),
+        },
+        shutdown.clone(),
+    )
+    .await
+    .with_context(|| format!("cannot listen on {admin_addr} (choose another with --admin-addr)"))?;
+    tracing::info!(%addr, "admin server listening");
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in compiled {
+        let metrics = metrics.clone();
+        let status = status.clone();
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move { runtime::run_pipeline(c, &metrics, shutdown, status).await });
+    }
+    let mut code = ExitCode::SUCCESS;
+    while let Some(result) = tasks.join_next().await {
+        match result {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "pipeline failed");
+                code = ExitCode::FAILURE;
+                // One failed pipeline stops the process: a supervisor restarts it and the
+                // uncommitted records are redelivered.
+                shutdown.cancel();
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "pipeline task panicked");
+                code = ExitCode::FAILURE;
+                shutdown.cancel();
+            }
+        }
+    }
+    shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+    Ok(code)
+}
+
+async fn compile(
+    file: &std::path::Path,
+) -> Result<std::sync::Arc<streamgate::plan::CompiledPipeline>, spec::SpecErrors> {
+    let loaded = spec::load_file(file)?;
+    streamgate::plan::compile(loaded).await
+}
+
+async fn validate(files: Vec<std::path::PathBuf>, offline: bool) -> anyhow::Result<ExitCode> {
+    let mut problems = 0usize;
+    for file in &files {
+        match compile(file).await {
+            Err(errors) => {
+                problems += errors.0.len();
+                println!("{errors}");
+            }
+            Ok(compiled) => {
+                if !offline {
+                    let SourceSpec::Kafka(k) = &compiled.pipeline.spec.source;
+                    if let Err(e) = streamgate::kafka::check_topics(k, Duration::from_secs(10)).await {
+                        problems += 1;
+                        println!("{}: source: {e}", file.display());
+                        continue;
+                    }
+                }
+                println!("{}: ok", file.display());
+            }
+        }
+    }
+    if problems > 0 {
+        println!("{problems} problem(s) found");
+        Ok(ExitCode::FAILURE)
+    } else {
+        Ok(ExitCode::SUCCESS)
+    }
+}

@@ -1,0 +1,129 @@
+//! Compiles a validated pipeline into what runs: the record schema, the JSON decoder, the SQL
+//! plan (planned once, here) and the output filters. Everything that can be checked without a
+//! broker is checked here, so `streamgate validate` catches wrong column names, bad SQL and
+//! unknown key columns before anything starts.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+
+use crate::codec::json::JsonDecoder;
+use crate::codec::metadata::input_table_schema;
+use crate::codec::schema::load_record_schema;
+use crate::spec::{FormatSpec, LoadedPipeline, SinkSpec, SpecError, SpecErrors};
+use crate::transform::route::RowFilter;
+use crate::transform::sql::SqlTransform;
+
+/// One compiled output.
+pub struct CompiledOutput {
+    /// Output name.
+    pub name: String,
+    /// Compiled `where`, if any.
+    pub filter: Option<RowFilter>,
+}
+
+/// A pipeline ready to be built into a runtime.
+pub struct CompiledPipeline {
+    /// The validated spec and its file.
+    pub pipeline: LoadedPipeline,
+    /// Schema of decoded records (without metadata columns).
+    pub record_schema: SchemaRef,
+    /// Decoder of payloads into the SQL input table.
+    pub decoder: JsonDecoder,
+    /// The SQL stage.
+    pub sql: SqlTransform,
+    /// Outputs in spec order.
+    pub outputs: Vec<CompiledOutput>,
+}
+
+impl CompiledPipeline {
+    /// Schema of the rows the outputs receive.
+    pub fn output_schema(&self) -> SchemaRef {
+        self.sql.output_schema()
+    }
+}
+
+fn column_list(schema: &SchemaRef) -> String {
+    schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Compiles a loaded pipeline, collecting every problem with its path.
+pub async fn compile(pipeline: LoadedPipeline) -> Result<Arc<CompiledPipeline>, SpecErrors> {
+    let file = pipeline.file.clone();
+    let err = |path: &str, msg: String| SpecError::at(&file, path, msg);
+    let FormatSpec::Json(format) = &pipeline.spec.format;
+    let record_schema = load_record_schema(format, pipeline.base_dir())
+        .map_err(|e| SpecErrors(vec![err("format", e.to_string())]))?;
+    let decoder = JsonDecoder::try_new(record_schema.clone())
+        .map_err(|e| SpecErrors(vec![err("format", e.to_string())]))?;
+    let table = input_table_schema(&record_schema);
+    let sql = SqlTransform::new(pipeline.spec.sql.as_deref(), table)
+        .await
+        .map_err(|e| SpecErrors(vec![err("sql", e.to_string())]))?;
+    let out_schema = sql.output_schema();
+
+    let mut errors = Vec::new();
+    let mut outputs = Vec::new();
+    for (i, output) in pipeline.spec.outputs.iter().enumerate() {
+        let filter = match &output.filter {
+            Some(expr) => match RowFilter::new(expr, out_schema.clone()) {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    errors.push(err(&format!("outputs[{i}].where"), e.to_string()));
+                    None
+                }
+            },
+            None => None,
+        };
+        check_sink_columns(&output.sink, &out_schema, &format!("outputs[{i}].sink"), &mut |p, m| {
+            errors.push(err(&p, m))
+        });
+        outputs.push(CompiledOutput {
+            name: output.name.clone(),
+            filter,
+        });
+    }
+    if !errors.is_empty() {
+        return Err(SpecErrors(errors));
+    }
+    Ok(Arc::new(CompiledPipeline {
+        pipeline,
+        record_schema,
+        decoder,
+        sql,
+        outputs,
+    }))
+}
+
+fn check_sink_columns(
+    sink: &SinkSpec,
+    schema: &SchemaRef,
+    path: &str,
+    report: &mut dyn FnMut(String, String),
+) {
+    let SinkSpec::Kafka(k) = sink else {
+        return;
+    };
+    let mut check = |field: String, column: &str| {
+        if schema.field_with_name(column).is_err() {
+            report(
+                field,
+                format!(
+                    "column `{column}` is not in the SQL output (columns: {})",
+                    column_list(schema)
+                ),
+            );
+        }
+    };
+    if let Some(key) = &k.key {
+        check(format!("{path}.key"), key);
+    }
+    for (header, column) in &k.headers {
+        check(format!("{path}.headers.{header}"), column);
+    }
+}

@@ -1,0 +1,164 @@
+//! Wires a compiled pipeline to its source, workers and sinks, runs it, and stops it in order:
+//! source stops reading → queued batches are processed → sinks confirm → acks resolve →
+//! source commits → sinks flush.
+
+pub mod status;
+pub mod worker;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::batch::SourceBatch;
+use crate::plan::CompiledPipeline;
+use crate::sink::{self, SinkError};
+use crate::source::BatchRouter;
+use crate::source::kafka::{KafkaSource, KafkaSourceError, SourceReport};
+use crate::spec::SourceSpec;
+use crate::telemetry::Metrics;
+pub use status::{PipelineState, StatusBoard};
+use worker::{OutputRuntime, PipelineWorker};
+
+/// Why a pipeline stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// A sink could not be created.
+    #[error("pipeline {pipeline}: {source}")]
+    Sink {
+        /// Pipeline name.
+        pipeline: String,
+        /// The sink error.
+        source: SinkError,
+    },
+    /// The source failed or a batch could not be delivered.
+    #[error("pipeline {pipeline}: {source}")]
+    Source {
+        /// Pipeline name.
+        pipeline: String,
+        /// The source error.
+        source: KafkaSourceError,
+    },
+}
+
+/// Extra time workers get after the source's drain deadline before they are aborted (their
+/// unfinished batches were not committed and will be redelivered).
+const WORKER_GRACE: Duration = Duration::from_secs(2);
+
+/// Runs one pipeline until `shutdown` is cancelled or it fails.
+pub async fn run_pipeline(
+    compiled: Arc<CompiledPipeline>,
+    metrics: &Metrics,
+    shutdown: CancellationToken,
+    status: StatusBoard,
+) -> Result<SourceReport, RuntimeError> {
+    let spec = &compiled.pipeline.spec;
+    let name: Arc<str> = Arc::from(spec.name.as_str());
+    let pipeline_metrics = metrics.pipeline(&name);
+    status.set(&name, PipelineState::Starting);
+    let sink_err = |source| RuntimeError::Sink {
+        pipeline: name.to_string(),
+        source,
+    };
+    let SourceSpec::Kafka(source_spec) = &spec.source;
+
+    let mut outputs = Vec::new();
+    for (index, output) in spec.outputs.iter().enumerate() {
+        outputs.push(OutputRuntime {
+            index,
+            sink: sink::build(&output.sink, Some(source_spec), &name).map_err(sink_err)?,
+            delivered: pipeline_metrics.records_out(&output.name),
+        });
+    }
+    let dead_letter = match &spec.dead_letter {
+        Some(s) => Some(sink::build(s, Some(source_spec), &name).map_err(sink_err)?),
+        None => None,
+    };
+    let all_sinks: Vec<_> = outputs
+        .iter()
+        .map(|o| o.sink.clone())
+        .chain(dead_letter.clone())
+        .collect();
+    let worker = Arc::new(PipelineWorker {
+        compiled: compiled.clone(),
+        outputs,
+        dead_letter,
+        policy: spec.error_policy(),
+        metrics: pipeline_metrics.clone(),
+        name: name.clone(),
+    });
+
+    let mut workers = JoinSet::new();
+    let mut queues = Vec::new();
+    for _ in 0..spec.processing.workers.max(1) {
+        let (tx, mut rx) = mpsc::channel::<SourceBatch>(spec.processing.queued_batches.max(1));
+        queues.push(tx);
+        let worker = worker.clone();
+        workers.spawn(async move {
+            while let Some(batch) = rx.recv().await {
+                worker.process(batch).await;
+            }
+        });
+    }
+
+    let source = KafkaSource::new(
+        source_spec,
+        pipeline_metrics.clone(),
+        spec.processing.drain_timeout,
+        CancellationToken::new(),
+    )
+    .map_err(|source| RuntimeError::Source {
+        pipeline: name.to_string(),
+        source,
+    })?;
+    let thread = source.spawn(
+        BatchRouter::new(queues),
+        shutdown.clone(),
+        tokio::runtime::Handle::current(),
+    );
+    status.set(&name, PipelineState::Running);
+    tracing::info!(pipeline = %name, "pipeline running");
+
+    let result = tokio::task::spawn_blocking(move || thread.join())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_else(|| {
+            Err(KafkaSourceError::BatchFailed(
+                "source thread panicked".to_string(),
+            ))
+        });
+    status.set(&name, PipelineState::Stopping);
+
+    // The source closed the queues; workers finish what they hold.
+    let grace = tokio::time::timeout(WORKER_GRACE, async {
+        while workers.join_next().await.is_some() {}
+    })
+    .await;
+    if grace.is_err() {
+        tracing::warn!(pipeline = %name, "workers still busy after the drain deadline; aborting them (their batches are redelivered)");
+        workers.abort_all();
+    }
+    for sink in all_sinks {
+        if let Err(e) = sink.flush(spec.processing.drain_timeout).await {
+            tracing::warn!(pipeline = %name, error = %e, "sink flush failed");
+        }
+    }
+
+    match result {
+        Ok(report) => {
+            status.set(&name, PipelineState::Stopped);
+            tracing::info!(pipeline = %name, committed_partitions = report.committed.len(), "pipeline stopped");
+            Ok(report)
+        }
+        Err(source) => {
+            status.set(&name, PipelineState::Failed(source.to_string()));
+            Err(RuntimeError::Source {
+                pipeline: name.to_string(),
+                source,
+            })
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! JSON-lines file sink. Appends; a batch is delivered once written and flushed to the OS (and
+//! synced to disk with `fsync: true`).
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Mutex;
+
+use super::stdout::render;
+use super::{Sink, SinkError, SinkInput};
+use crate::ack::Ack;
+use crate::spec::FileSinkSpec;
+
+/// Appends JSON lines to a file.
+pub struct FileSink {
+    file: Mutex<tokio::fs::File>,
+    fsync: bool,
+}
+
+impl FileSink {
+    /// Opens (creating if needed) the file for appending.
+    pub fn new(spec: &FileSinkSpec) -> Result<Self, SinkError> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&spec.path)
+            .map_err(|e| SinkError::Build {
+                kind: "file",
+                message: format!("{}: {e}", spec.path),
+            })?;
+        Ok(FileSink {
+            file: Mutex::new(tokio::fs::File::from_std(file)),
+            fsync: spec.fsync,
+        })
+    }
+}
+
+impl Sink for FileSink {
+    fn send<'a>(&'a self, input: SinkInput, ack: &'a Ack) -> BoxFuture<'a, Result<(), SinkError>> {
+        async move {
+            let receipt = ack.receipt();
+            let bytes = render(&input)?;
+            let mut file = self.file.lock().await;
+            file.write_all(&bytes).await?;
+            file.flush().await?;
+            if self.fsync {
+                file.sync_data().await?;
+            }
+            receipt.delivered();
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn flush(&self, _timeout: std::time::Duration) -> BoxFuture<'_, Result<(), SinkError>> {
+        async move { Ok(self.file.lock().await.flush().await?) }.boxed()
+    }
+}

@@ -1,0 +1,237 @@
+//! Kafka sink: one message per row (JSON), or the original bytes for dead letters, produced
+//! with an idempotent producer. Receipts ride along as the delivery opaque and resolve in the
+//! delivery report callback, so a row counts as delivered only once the broker acknowledged it.
+
+use std::time::Duration;
+
+use datafusion::arrow::array::Array;
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{
+    BaseRecord, DeliveryResult, NoCustomPartitioner, Producer, ProducerContext, ThreadedProducer,
+};
+use rdkafka::ClientContext;
+
+use super::{Sink, SinkError, SinkInput, column_as_strings};
+use crate::ack::{Ack, AckStatus, PendingReceipt};
+use crate::spec::{KafkaSinkSpec, KafkaSourceSpec};
+
+/// How long to wait before retrying a send when librdkafka's local queue is full: the queue
+/// drains at broker speed, so a short pause is all that is needed; this is the backpressure
+/// path, not a synchronisation.
+const QUEUE_FULL_BACKOFF: Duration = Duration::from_millis(2);
+
+/// Resolves receipts from delivery reports.
+pub struct DeliveryContext {
+    topic: String,
+}
+
+impl ClientContext for DeliveryContext {}
+
+impl ProducerContext<NoCustomPartitioner> for DeliveryContext {
+    type DeliveryOpaque = Box<PendingReceipt>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, receipt: Self::DeliveryOpaque) {
+        match result {
+            Ok(_) => receipt.delivered(),
+            Err((e, _)) => {
+                tracing::error!(topic = %self.topic, error = %e, "kafka delivery failed");
+                receipt.resolve(AckStatus::Errored);
+            }
+        }
+    }
+}
+
+/// Produces rows to one topic.
+pub struct KafkaSink {
+    producer: ThreadedProducer<DeliveryContext>,
+    topic: String,
+    key: Option<String>,
+    headers: Vec<(String, String)>,
+}
+
+impl KafkaSink {
+    /// Creates the producer. Without `bootstrap_servers` the source's connection is used.
+    pub fn new(
+        spec: &KafkaSinkSpec,
+        source: Option<&KafkaSourceSpec>,
+        pipeline: &str,
+    ) -> Result<Self, SinkError> {
+        let (servers, security) = match (&spec.bootstrap_servers, source) {
+            (Some(servers), _) => (servers.as_str(), spec.security.as_ref()),
+            (None, Some(src)) => (
+                src.bootstrap_servers.as_str(),
+                spec.security.as_ref().or(src.security.as_ref()),
+            ),
+            (None, None) => {
+                return Err(SinkError::Build {
+                    kind: "kafka",
+                    message: "bootstrap_servers is required when the source is not Kafka".into(),
+                });
+            }
+        };
+        let client_id = format!("streamgate-{pipeline}");
+        let config = crate::kafka::client_config(
+            servers,
+            security,
+            &[
+                ("client.id", &client_id),
+                // Small lingering batches many rows per request at high rates while adding at
+                // most 5 ms of latency at low rates.
+                ("linger.ms", "5"),
+                ("compression.type", "none"),
+            ],
+            &spec.properties,
+            // Idempotence gives ordered, duplicate-free retries per partition (acks=all).
+            &[("enable.idempotence", "true")],
+        );
+        let producer: ThreadedProducer<DeliveryContext> = config
+            .create_with_context(DeliveryContext {
+                topic: spec.topic.clone(),
+            })
+            .map_err(|e| SinkError::Build {
+                kind: "kafka",
+                message: e.to_string(),
+            })?;
+        Ok(KafkaSink {
+            producer,
+            topic: spec.topic.clone(),
+            key: spec.key.clone(),
+            headers: spec
+                .headers
+                .iter()
+                .map(|(h, c)| (h.clone(), c.clone()))
+                .collect(),
+        })
+    }
+
+    /// Enqueues one message, waiting while librdkafka's queue is full.
+    async fn produce(
+        &self,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        headers: Option<OwnedHeaders>,
+        receipt: PendingReceipt,
+    ) -> Result<(), SinkError> {
+        let mut record = BaseRecord::with_opaque_to(&self.topic, Box::new(receipt)).payload(payload);
+        if let Some(k) = key {
+            record = record.key(k);
+        }
+        if let Some(h) = headers {
+            record = record.headers(h);
+        }
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), rec)) => {
+                    record = rec;
+                    tokio::time::sleep(QUEUE_FULL_BACKOFF).await;
+                }
+                Err((e, rec)) => {
+                    // Not accepted: the receipt inside resolves as errored when dropped.
+                    drop(rec);
+                    return Err(SinkError::Kafka(e.to_string()));
+                }
+            }
+        }
+    }
+
+    async fn send_rows(
+        &self,
+        batch: datafusion::arrow::record_batch::RecordBatch,
+        ack: &Ack,
+    ) -> Result<(), SinkError> {
+        let rows =
+            crate::codec::json::encode_rows(&batch).map_err(|e| SinkError::Encode(e.to_string()))?;
+        let keys = match &self.key {
+            Some(column) => Some(column_as_strings(&batch, column)?),
+            None => None,
+        };
+        let header_values = self
+            .headers
+            .iter()
+            .map(|(name, column)| Ok((name.as_str(), column_as_strings(&batch, column)?)))
+            .collect::<Result<Vec<_>, SinkError>>()?;
+        for i in 0..rows.len() {
+            let key = keys
+                .as_ref()
+                .and_then(|k| k.is_valid(i).then(|| k.value(i).as_bytes()));
+            let headers = (!header_values.is_empty()).then(|| {
+                header_values
+                    .iter()
+                    .fold(OwnedHeaders::new(), |h, (name, values)| {
+                        h.insert(Header {
+                            key: name,
+                            value: values.is_valid(i).then(|| values.value(i)),
+                        })
+                    })
+            });
+            self.produce(key, rows.row(i), headers, ack.receipt()).await?;
+        }
+        Ok(())
+    }
+
+    async fn send_dead_letters(
+        &self,
+        records: Vec<super::DeadLetterRecord>,
+        ack: &Ack,
+    ) -> Result<(), SinkError> {
+        for dl in records {
+            let mut headers = OwnedHeaders::new();
+            for (k, v) in &dl.record.headers {
+                headers = headers.insert(Header {
+                    key: k,
+                    value: v.as_deref(),
+                });
+            }
+            for (k, v) in dl.context_headers() {
+                headers = headers.insert(Header {
+                    key: &k,
+                    value: Some(&v),
+                });
+            }
+            self.produce(
+                dl.record.key.as_deref(),
+                &dl.record.payload,
+                Some(headers),
+                ack.receipt(),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+impl Sink for KafkaSink {
+    fn send<'a>(&'a self, input: SinkInput, ack: &'a Ack) -> BoxFuture<'a, Result<(), SinkError>> {
+        async move {
+            match input {
+                SinkInput::Rows(batch) => self.send_rows(batch, ack).await,
+                SinkInput::DeadLetters(records) => self.send_dead_letters(records, ack).await,
+            }
+        }
+        .boxed()
+    }
+
+    fn flush(&self, timeout: Duration) -> BoxFuture<'_, Result<(), SinkError>> {
+        async move {
+            let producer = self.producer.clone();
+            tokio::task::spawn_blocking(move || producer.flush(timeout))
+                .await
+                .map_err(|e| SinkError::Kafka(e.to_string()))?
+                .map_err(|e| SinkError::Kafka(e.to_string()))
+        }
+        .boxed()
+    }
+}
+
+impl Drop for KafkaSink {
+    fn drop(&mut self) {
+        // Deliver what is queued; anything left resolves as errored (and is redelivered).
+        let _ = self.producer.flush(Duration::from_secs(10));
+        let _ = self.producer.in_flight_count();
+    }
+}
+

@@ -1,0 +1,59 @@
+//! Standard-output sink: JSON lines. Writes are serialised so lines of concurrent batches never
+//! interleave, and a blocked pipe blocks the pipeline (backpressure), never memory.
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Mutex;
+
+use super::{Sink, SinkError, SinkInput, json_lines};
+use crate::ack::Ack;
+
+/// Writes rows as JSON lines to standard output.
+pub struct StdoutSink {
+    out: Mutex<tokio::io::Stdout>,
+}
+
+impl StdoutSink {
+    /// A sink on the process's standard output.
+    pub fn new() -> Self {
+        StdoutSink {
+            out: Mutex::new(tokio::io::stdout()),
+        }
+    }
+}
+
+impl Default for StdoutSink {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Renders sink input as newline-terminated JSON lines.
+pub(crate) fn render(input: &SinkInput) -> Result<Vec<u8>, SinkError> {
+    match input {
+        SinkInput::Rows(batch) => json_lines(batch),
+        SinkInput::DeadLetters(records) => {
+            Ok(records.iter().flat_map(|r| r.to_json_line()).collect())
+        }
+    }
+}
+
+impl Sink for StdoutSink {
+    fn send<'a>(&'a self, input: SinkInput, ack: &'a Ack) -> BoxFuture<'a, Result<(), SinkError>> {
+        async move {
+            let receipt = ack.receipt();
+            let bytes = render(&input)?;
+            let mut out = self.out.lock().await;
+            out.write_all(&bytes).await?;
+            out.flush().await?;
+            receipt.delivered();
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn flush(&self, _timeout: std::time::Duration) -> BoxFuture<'_, Result<(), SinkError>> {
+        async move { Ok(self.out.lock().await.flush().await?) }.boxed()
+    }
+}

@@ -1,0 +1,223 @@
+//! Acknowledgement bookkeeping of the Kafka source: one ordered tracker per assigned partition,
+//! the offsets that became committable, and waiting for in-flight batches to drain.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::ack::tracker::PartitionTracker;
+use crate::ack::{AckReceiver, AckStatus};
+use crate::telemetry::PipelineMetrics;
+
+/// A topic-partition.
+pub type TopicPartition = (Arc<str>, i32);
+
+struct PartitionState {
+    /// Incremented on every (re)assignment, so acks of an earlier assignment are ignored.
+    generation: u64,
+    tracker: PartitionTracker,
+    /// Committable offset not yet handed to librdkafka's offset store.
+    unstored: Option<i64>,
+}
+
+struct InFlight {
+    partition: TopicPartition,
+    generation: u64,
+    first_offset: i64,
+    received_at: Instant,
+}
+
+#[derive(Default)]
+struct Inner {
+    partitions: HashMap<TopicPartition, PartitionState>,
+    in_flight: HashMap<u64, InFlight>,
+    next_token: u64,
+    next_generation: u64,
+    failure: Option<String>,
+}
+
+/// Shared between the consumer thread (registers batches, stores offsets), the rebalance
+/// callbacks (assign, drain, revoke) and whoever drops the last clone of an ack (resolves).
+pub struct AckState {
+    inner: Mutex<Inner>,
+    changed: Condvar,
+    metrics: PipelineMetrics,
+    /// Cancelled when a batch fails: the pipeline stops without committing past it.
+    fatal: CancellationToken,
+}
+
+impl AckState {
+    /// New state reporting failures through `fatal`.
+    pub fn new(metrics: PipelineMetrics, fatal: CancellationToken) -> Arc<Self> {
+        Arc::new(AckState {
+            inner: Mutex::new(Inner::default()),
+            changed: Condvar::new(),
+            metrics,
+            fatal,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave the maps inconsistent in a way that
+        // loses data (the worst case is a batch never released, i.e. redelivered).
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts tracking newly assigned partitions.
+    pub fn assign(&self, partitions: impl IntoIterator<Item = TopicPartition>) {
+        let mut inner = self.lock();
+        for tp in partitions {
+            inner.next_generation += 1;
+            let generation = inner.next_generation;
+            inner.partitions.insert(
+                tp,
+                PartitionState {
+                    generation,
+                    tracker: PartitionTracker::new(),
+                    unstored: None,
+                },
+            );
+        }
+    }
+
+    /// Stops tracking revoked partitions; returns their final committable offsets.
+    pub fn revoke(&self, partitions: &[TopicPartition]) -> Vec<(TopicPartition, i64)> {
+        let mut inner = self.lock();
+        let mut done = Vec::new();
+        for tp in partitions {
+            if let Some(state) = inner.partitions.remove(tp)
+                && let Some(offset) = state.tracker.committable()
+            {
+                done.push((tp.clone(), offset));
+            }
+        }
+        done
+    }
+
+    /// The generation of a partition's current assignment, if it is assigned.
+    pub fn generation(&self, tp: &TopicPartition) -> Option<u64> {
+        self.lock().partitions.get(tp).map(|s| s.generation)
+    }
+
+    /// Registers a batch `first..=last` of `tp` about to be handed to the pipeline; returns the
+    /// ack token, or `None` when the partition is no longer assigned in `generation`.
+    pub fn register(
+        &self,
+        tp: &TopicPartition,
+        generation: u64,
+        first: i64,
+        last: i64,
+        received_at: Instant,
+    ) -> Option<u64> {
+        let mut inner = self.lock();
+        let state = inner.partitions.get_mut(tp)?;
+        if state.generation != generation {
+            return None;
+        }
+        state.tracker.register(first, last);
+        inner.next_token += 1;
+        let token = inner.next_token;
+        inner.in_flight.insert(
+            token,
+            InFlight {
+                partition: tp.clone(),
+                generation,
+                first_offset: first,
+                received_at,
+            },
+        );
+        self.metrics.pending_batches.inc();
+        Some(token)
+    }
+
+    /// Committable offsets not yet stored (drained: each is returned once).
+    pub fn take_unstored(&self) -> Vec<(TopicPartition, i64)> {
+        let mut inner = self.lock();
+        inner
+            .partitions
+            .iter_mut()
+            .filter_map(|(tp, s)| s.unstored.take().map(|o| (tp.clone(), o)))
+            .collect()
+    }
+
+    /// The committable offset of every assigned partition that has one.
+    pub fn committable(&self) -> Vec<(TopicPartition, i64)> {
+        let inner = self.lock();
+        inner
+            .partitions
+            .iter()
+            .filter_map(|(tp, s)| s.tracker.committable().map(|o| (tp.clone(), o)))
+            .collect()
+    }
+
+    /// Batches handed out and not yet resolved, for the given partitions (all when `None`).
+    pub fn in_flight(&self, partitions: Option<&[TopicPartition]>) -> usize {
+        let inner = self.lock();
+        inner
+            .in_flight
+            .values()
+            .filter(|f| partitions.is_none_or(|ps| ps.contains(&f.partition)))
+            .count()
+    }
+
+    /// Waits until no batch of `partitions` (all when `None`) is in flight, or `timeout`.
+    /// Returns the number still in flight.
+    pub fn wait_drained(&self, partitions: Option<&[TopicPartition]>, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        let mut inner = self.lock();
+        loop {
+            let pending = inner
+                .in_flight
+                .values()
+                .filter(|f| partitions.is_none_or(|ps| ps.contains(&f.partition)))
+                .count();
+            let now = Instant::now();
+            if pending == 0 || now >= deadline {
+                return pending;
+            }
+            inner = self
+                .changed
+                .wait_timeout(inner, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Why the pipeline must stop, if a batch failed.
+    pub fn failure(&self) -> Option<String> {
+        self.lock().failure.clone()
+    }
+}
+
+impl AckReceiver for AckState {
+    fn resolved(&self, token: u64, status: AckStatus) {
+        let mut inner = self.lock();
+        let Some(flight) = inner.in_flight.remove(&token) else {
+            return;
+        };
+        self.metrics.pending_batches.dec();
+        self.metrics
+            .end_to_end_latency
+            .observe(flight.received_at.elapsed().as_secs_f64());
+        if !status.is_committable() {
+            self.metrics.batches_failed.inc();
+            let reason = format!(
+                "batch at {}[{}] offset {} was not delivered ({status:?}); stopping without committing it",
+                flight.partition.0, flight.partition.1, flight.first_offset
+            );
+            tracing::error!(topic = %flight.partition.0, partition = flight.partition.1, offset = flight.first_offset, ?status, "batch failed; pipeline stops, records will be redelivered");
+            inner.failure.get_or_insert(reason);
+            self.fatal.cancel();
+        }
+        if let Some(state) = inner.partitions.get_mut(&flight.partition)
+            && state.generation == flight.generation
+            && let Some(offset) = state.tracker.resolve(flight.first_offset, status)
+        {
+            state.unstored = Some(offset);
+        }
+        drop(inner);
+        self.changed.notify_all();
+    }
+}

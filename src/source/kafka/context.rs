@@ -1,0 +1,98 @@
+//! librdkafka callbacks of the source consumer: rebalances (drain and commit before giving a
+//! partition away) and statistics (consumer lag).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::statistics::Statistics;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+use super::acks::{AckState, TopicPartition};
+use crate::telemetry::PipelineMetrics;
+
+/// Consumer context of the Kafka source.
+pub struct SourceContext {
+    pub(super) acks: Arc<AckState>,
+    pub(super) metrics: PipelineMetrics,
+    /// How long a revocation waits for in-flight batches of the revoked partitions.
+    pub(super) drain_timeout: Duration,
+    /// Set once the source committed its final offsets: the revocation that closing the
+    /// consumer triggers has nothing left to wait for.
+    pub(super) closing: AtomicBool,
+}
+
+fn partitions_of(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
+    tpl.elements()
+        .iter()
+        .map(|e| (Arc::<str>::from(e.topic()), e.partition()))
+        .collect()
+}
+
+/// Commits `offsets` synchronously; failures are logged (the records will be redelivered).
+pub(super) fn commit_offsets(
+    consumer: &BaseConsumer<SourceContext>,
+    offsets: &[(TopicPartition, i64)],
+) {
+    if offsets.is_empty() {
+        return;
+    }
+    let mut tpl = TopicPartitionList::new();
+    for ((topic, partition), offset) in offsets {
+        if let Err(e) = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset)) {
+            tracing::warn!(error = %e, "cannot build commit list");
+        }
+    }
+    match consumer.commit(&tpl, CommitMode::Sync) {
+        Ok(()) => tracing::debug!(partitions = offsets.len(), "committed offsets"),
+        Err(e) => tracing::warn!(error = %e, "offset commit failed; uncommitted records will be redelivered"),
+    }
+}
+
+impl ClientContext for SourceContext {
+    fn stats(&self, statistics: Statistics) {
+        for (topic, t) in &statistics.topics {
+            for (partition, p) in &t.partitions {
+                // librdkafka reports -1 for partitions this consumer does not fetch.
+                if *partition >= 0 && p.consumer_lag >= 0 {
+                    self.metrics.set_consumer_lag(topic, *partition, p.consumer_lag);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for SourceContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let revoked = partitions_of(tpl);
+            // Give in-flight batches of the revoked partitions a chance to finish so the next
+            // owner does not reprocess them; whatever is still pending is simply redelivered.
+            let timeout = if self.closing.load(Ordering::SeqCst) {
+                Duration::ZERO
+            } else {
+                self.drain_timeout
+            };
+            let pending = self.acks.wait_drained(Some(&revoked), timeout);
+            if pending > 0 {
+                tracing::warn!(pending, "revocation drain timed out; those batches will be redelivered");
+            }
+            let done = self.acks.revoke(&revoked);
+            commit_offsets(consumer, &done);
+            tracing::info!(partitions = revoked.len(), "partitions revoked");
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                let assigned = partitions_of(tpl);
+                tracing::info!(partitions = assigned.len(), "partitions assigned");
+                self.acks.assign(assigned);
+            }
+            Rebalance::Revoke(_) => {}
+            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
+        }
+    }
+}

@@ -1,0 +1,441 @@
+//! Kafka consumer-group source, at least once.
+//!
+//! The consumer runs on a dedicated thread (librdkafka's poll loop and its rebalance callbacks
+//! may block, e.g. while draining a revoked partition; they must not stall the async runtime).
+//! It groups records into per-partition micro-batches, registers each batch with the
+//! partition's ordered tracker just before handing it to a worker, and stores only the
+//! contiguous delivered prefix as committable (`enable.auto.offset.store=false`); librdkafka
+//! auto-commits stored offsets and we commit synchronously on revocation and shutdown.
+//!
+//! Backpressure: when a worker queue is full, the whole assignment is paused and the thread
+//! keeps polling (rebalances, heartbeats) without accepting records until there is room.
+
+mod acks;
+mod context;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::runtime::Handle;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio_util::sync::CancellationToken;
+
+pub use acks::{AckState, TopicPartition};
+use context::{SourceContext, commit_offsets};
+
+use super::BatchRouter;
+use crate::ack::Ack;
+use crate::batch::{Position, RawRecord, SourceBatch};
+use crate::spec::{KafkaSourceSpec, StartFrom};
+use crate::telemetry::PipelineMetrics;
+
+/// Longest the poll loop blocks, so shutdown and batch ages are noticed promptly.
+const MAX_POLL_WAIT: Duration = Duration::from_millis(100);
+
+/// librdkafka's prefetch queue default is 64 MiB; 16 MiB keeps a paused pipeline's memory
+/// bounded while still allowing full-speed fetches. Users can override it in `properties`.
+const DEFAULT_QUEUED_KBYTES: &str = "16384";
+
+/// Errors starting or running the Kafka source.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaSourceError {
+    /// The consumer could not be created or subscribed.
+    #[error("kafka consumer: {0}")]
+    Client(#[from] KafkaError),
+    /// A batch failed and the pipeline stopped without committing it.
+    #[error("{0}")]
+    BatchFailed(String),
+}
+
+/// A configured, not yet running, Kafka source.
+pub struct KafkaSource {
+    consumer: BaseConsumer<SourceContext>,
+    acks: Arc<AckState>,
+    topics: Vec<Arc<str>>,
+    max_rows: usize,
+    max_age: Duration,
+    drain_timeout: Duration,
+    metrics: PipelineMetrics,
+}
+
+/// Final state of a source after it stopped.
+#[derive(Debug, Default, Clone)]
+pub struct SourceReport {
+    /// Offsets committed at shutdown.
+    pub committed: Vec<(TopicPartition, i64)>,
+    /// Batches still unresolved when the drain deadline passed (redelivered on restart).
+    pub abandoned_batches: usize,
+}
+
+impl KafkaSource {
+    /// Creates the consumer and subscribes. `fatal` is cancelled when a batch fails.
+    pub fn new(
+        spec: &KafkaSourceSpec,
+        metrics: PipelineMetrics,
+        drain_timeout: Duration,
+        fatal: CancellationToken,
+    ) -> Result<Self, KafkaSourceError> {
+        let acks = AckState::new(metrics.clone(), fatal);
+        let reset = match spec.start_from {
+            StartFrom::Earliest => "earliest",
+            StartFrom::Latest => "latest",
+        };
+        let config = crate::kafka::client_config(
+            &spec.bootstrap_servers,
+            spec.security.as_ref(),
+            &[
+                ("auto.commit.interval.ms", "1000"),
+                ("statistics.interval.ms", "5000"),
+                ("queued.max.messages.kbytes", DEFAULT_QUEUED_KBYTES),
+                ("enable.partition.eof", "false"),
+            ],
+            &spec.properties,
+            &[
+                ("group.id", &spec.group_id),
+                ("auto.offset.reset", reset),
+                // The delivery guarantee: only offsets we store are committed.
+                ("enable.auto.offset.store", "false"),
+                ("enable.auto.commit", "true"),
+            ],
+        );
+        let context = SourceContext {
+            acks: acks.clone(),
+            metrics: metrics.clone(),
+            drain_timeout,
+            closing: AtomicBool::new(false),
+        };
+        let consumer: BaseConsumer<SourceContext> = config.create_with_context(context)?;
+        let topics: Vec<&str> = spec.topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&topics)?;
+        Ok(KafkaSource {
+            consumer,
+            acks,
+            topics: spec.topics.iter().map(|t| Arc::from(t.as_str())).collect(),
+            max_rows: spec.batch.max_rows.max(1),
+            max_age: spec.batch.max_age,
+            drain_timeout,
+            metrics,
+        })
+    }
+
+    /// Runs the poll loop on a dedicated thread until `shutdown` (or a batch failure), then
+    /// drains in-flight batches and commits.
+    pub fn spawn(
+        self,
+        router: BatchRouter,
+        shutdown: CancellationToken,
+        runtime: Handle,
+    ) -> std::thread::JoinHandle<Result<SourceReport, KafkaSourceError>> {
+        std::thread::Builder::new()
+            .name(format!("kafka-source-{}", self.metrics.name()))
+            .spawn(move || {
+                let fatal = self.acks.clone();
+                let report = PollLoop::new(self, router, runtime).run(&shutdown);
+                match fatal.failure() {
+                    Some(reason) => Err(KafkaSourceError::BatchFailed(reason)),
+                    None => Ok(report),
+                }
+            })
+            .expect("spawning a thread only fails when the OS is out of resources")
+    }
+}
+
+/// Records of one partition waiting to become a batch.
+struct PendingBatch {
+    tp: TopicPartition,
+    generation: u64,
+    records: Vec<RawRecord>,
+    first_received: Instant,
+}
+
+struct PollLoop {
+    source: KafkaSource,
+    router: BatchRouter,
+    runtime: Handle,
+    filling: HashMap<(usize, i32), PendingBatch>,
+    /// Full or aged batches waiting for room in a worker queue, in the order they became ready.
+    ready: std::collections::VecDeque<PendingBatch>,
+    paused: bool,
+    next_age_check: Instant,
+    workers_gone: bool,
+}
+
+impl PollLoop {
+    fn new(source: KafkaSource, router: BatchRouter, runtime: Handle) -> Self {
+        PollLoop {
+            source,
+            router,
+            runtime,
+            filling: HashMap::new(),
+            ready: Default::default(),
+            paused: false,
+            next_age_check: Instant::now(),
+            workers_gone: false,
+        }
+    }
+
+    fn run(mut self, shutdown: &CancellationToken) -> SourceReport {
+        let fatal = self.source.acks.clone();
+        while !shutdown.is_cancelled() && fatal.failure().is_none() && !self.workers_gone {
+            self.dispatch_ready();
+            self.apply_backpressure();
+            let wait = if self.paused {
+                self.wait_for_room(MAX_POLL_WAIT);
+                Duration::ZERO
+            } else {
+                self.next_age_check
+                    .saturating_duration_since(Instant::now())
+                    .min(MAX_POLL_WAIT)
+            };
+            self.poll_messages(wait);
+            self.flush_aged();
+            self.drop_revoked();
+            self.store_offsets();
+        }
+        self.finish(fatal.failure().is_none())
+    }
+
+    /// Polls one message (waiting up to `wait`), then whatever is already queued, bounded so
+    /// that ready batches are dispatched regularly.
+    fn poll_messages(&mut self, wait: Duration) {
+        let mut timeout = wait;
+        for _ in 0..self.source.max_rows {
+            let Some(result) = self.source.consumer.poll(timeout) else {
+                return;
+            };
+            timeout = Duration::ZERO;
+            match result {
+                Ok(message) => {
+                    let record = self.to_record(&message);
+                    drop(message);
+                    if let Some((key, record)) = record {
+                        self.accept(key, record);
+                    }
+                }
+                Err(e) => tracing::warn!(pipeline = self.source.metrics.name(), error = %e, "kafka consumer error"),
+            }
+        }
+    }
+
+    /// Copies a message out of librdkafka's buffer, keyed by (topic index, partition).
+    fn to_record(&self, message: &BorrowedMessage<'_>) -> Option<((usize, i32), RawRecord)> {
+        let topic_index = self.source.topics.iter().position(|t| **t == *message.topic())?;
+        let tp: TopicPartition = (self.source.topics[topic_index].clone(), message.partition());
+        Some(((topic_index, tp.1), raw_record(message, &tp)))
+    }
+
+    fn accept(&mut self, key: (usize, i32), record: RawRecord) {
+        let pending = match self.filling.get_mut(&key) {
+            Some(p) => p,
+            None => {
+                let tp: TopicPartition = (record.position.topic.clone(), key.1);
+                let generation = self.source.acks.generation(&tp).unwrap_or(0);
+                let now = Instant::now();
+                self.next_age_check = self.next_age_check.min(now + self.source.max_age);
+                self.filling.entry(key).or_insert(PendingBatch {
+                    tp,
+                    generation,
+                    records: Vec::with_capacity(self.source.max_rows),
+                    first_received: now,
+                })
+            }
+        };
+        pending.records.push(record);
+        if pending.records.len() >= self.source.max_rows
+            && let Some(full) = self.filling.remove(&key)
+        {
+            self.ready.push_back(full);
+        }
+    }
+
+    fn flush_aged(&mut self) {
+        let now = Instant::now();
+        if now < self.next_age_check {
+            return;
+        }
+        let max_age = self.source.max_age;
+        let mut next = now + max_age;
+        let aged: Vec<_> = self
+            .filling
+            .iter()
+            .filter_map(|(k, p)| {
+                let due = p.first_received + max_age;
+                if due <= now {
+                    Some(*k)
+                } else {
+                    next = next.min(due);
+                    None
+                }
+            })
+            .collect();
+        for k in aged {
+            if let Some(p) = self.filling.remove(&k) {
+                self.ready.push_back(p);
+            }
+        }
+        self.next_age_check = next;
+    }
+
+    /// Hands ready batches to workers until one queue is full.
+    fn dispatch_ready(&mut self) {
+        while let Some(batch) = self.ready.pop_front() {
+            let tx = self.router.worker_for(&batch.tp.0, batch.tp.1);
+            match tx.try_reserve() {
+                Ok(permit) => {
+                    let first = batch.records.first().map_or(0, |r| r.position.offset);
+                    let last = batch.records.last().map_or(0, |r| r.position.offset);
+                    let Some(token) = self.source.acks.register(
+                        &batch.tp,
+                        batch.generation,
+                        first,
+                        last,
+                        batch.first_received,
+                    ) else {
+                        // Revoked meanwhile: never registered, never committed, redelivered
+                        // to the partition's new owner.
+                        continue;
+                    };
+                    self.source.metrics.records_in.inc_by(batch.records.len() as u64);
+                    let ack = Ack::new(token, self.source.acks.clone());
+                    permit.send(SourceBatch {
+                        records: batch.records,
+                        receipt: ack.receipt(),
+                        received_at: batch.first_received,
+                    });
+                }
+                Err(TrySendError::Full(())) => {
+                    self.ready.push_front(batch);
+                    return;
+                }
+                Err(TrySendError::Closed(())) => {
+                    self.workers_gone = true;
+                    return;
+                }
+            }
+        }
+    }
+
+    fn apply_backpressure(&mut self) {
+        let want_pause = !self.ready.is_empty();
+        if want_pause == self.paused {
+            return;
+        }
+        let assignment = match self.source.consumer.assignment() {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read assignment");
+                return;
+            }
+        };
+        let result = if want_pause {
+            self.source.metrics.backpressure_pauses.inc();
+            tracing::debug!(pipeline = self.source.metrics.name(), "pipeline full: pausing consumption");
+            self.source.consumer.pause(&assignment)
+        } else {
+            tracing::debug!(pipeline = self.source.metrics.name(), "resuming consumption");
+            self.source.consumer.resume(&assignment)
+        };
+        match result {
+            Ok(()) => self.paused = want_pause,
+            Err(e) => tracing::warn!(error = %e, "pause/resume failed"),
+        }
+    }
+
+    /// Blocks until the queue of the first ready batch has room, or `timeout`.
+    fn wait_for_room(&mut self, timeout: Duration) {
+        let Some(batch) = self.ready.front() else {
+            return;
+        };
+        let tx = self.router.worker_for(&batch.tp.0, batch.tp.1).clone();
+        self.runtime.block_on(async move {
+            // The permit is dropped at once; dispatch_ready reserves again.
+            let _ = tokio::time::timeout(timeout, tx.reserve()).await;
+        });
+    }
+
+    /// Drops batches of partitions that were revoked (or reassigned) since they were read.
+    fn drop_revoked(&mut self) {
+        let acks = &self.source.acks;
+        let current = |p: &PendingBatch| acks.generation(&p.tp) == Some(p.generation);
+        if self.filling.values().all(current) && self.ready.iter().all(current) {
+            return;
+        }
+        self.filling.retain(|_, p| current(p));
+        self.ready.retain(current);
+    }
+
+    fn store_offsets(&self) {
+        let offsets = self.source.acks.take_unstored();
+        if offsets.is_empty() {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), offset) in &offsets {
+            let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset));
+        }
+        if let Err(e) = self.source.consumer.store_offsets(&tpl) {
+            // Happens for a partition revoked a moment ago; its offsets were committed at
+            // revocation, or its records are redelivered.
+            tracing::debug!(error = %e, "storing offsets failed");
+        }
+    }
+
+    /// Orderly stop: hand every complete record to the workers (unless stopping on failure),
+    /// close the queues, wait for acknowledgements, commit.
+    fn finish(mut self, hand_over_remaining: bool) -> SourceReport {
+        let deadline = Instant::now() + self.source.drain_timeout;
+        if hand_over_remaining {
+            let filling: Vec<_> = self.filling.drain().map(|(_, p)| p).collect();
+            self.ready.extend(filling);
+            while !self.ready.is_empty() && !self.workers_gone && Instant::now() < deadline {
+                self.dispatch_ready();
+                self.wait_for_room(MAX_POLL_WAIT);
+            }
+        }
+        let unsent = self.ready.len() + self.filling.len();
+        drop(std::mem::replace(&mut self.router, BatchRouter::closed()));
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let abandoned = self.source.acks.wait_drained(None, remaining);
+        if abandoned > 0 || unsent > 0 {
+            tracing::warn!(
+                pipeline = self.source.metrics.name(),
+                abandoned,
+                unsent,
+                "drain deadline passed; unfinished batches will be redelivered"
+            );
+        }
+        let committed = self.source.acks.committable();
+        commit_offsets(&self.source.consumer, &committed);
+        // Closing the consumer revokes the assignment; there is nothing left to drain.
+        self.source.consumer.context().closing.store(true, Ordering::SeqCst);
+        SourceReport {
+            committed,
+            abandoned_batches: abandoned,
+        }
+    }
+}
+
+fn raw_record(message: &BorrowedMessage<'_>, tp: &TopicPartition) -> RawRecord {
+    let headers = message.headers().map_or_else(Vec::new, |hs| {
+        hs.iter()
+            .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
+            .collect()
+    });
+    RawRecord {
+        key: message.key().map(<[u8]>::to_vec),
+        payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+        headers,
+        timestamp_ms: message.timestamp().to_millis(),
+        position: Position {
+            topic: tp.0.clone(),
+            partition: tp.1,
+            offset: message.offset(),
+        },
+    }
+}

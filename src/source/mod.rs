@@ -1,0 +1,40 @@
+//! Sources: where records come from. Each source reads raw records, groups them into
+//! per-partition micro-batches, hands them to the pipeline's workers through a [`BatchRouter`],
+//! and commits positions only as acknowledgements allow.
+
+pub mod kafka;
+
+use std::hash::{Hash, Hasher};
+
+use tokio::sync::mpsc;
+
+use crate::batch::SourceBatch;
+
+/// Sends batches to the pipeline's workers. All batches of one partition go to the same
+/// worker, so per-partition order is kept end to end.
+#[derive(Clone)]
+pub struct BatchRouter {
+    workers: Vec<mpsc::Sender<SourceBatch>>,
+}
+
+impl BatchRouter {
+    /// A router over the given worker queues (at least one).
+    pub fn new(workers: Vec<mpsc::Sender<SourceBatch>>) -> Self {
+        BatchRouter { workers }
+    }
+
+    /// A router with no workers (after the source closed its queues).
+    pub fn closed() -> Self {
+        BatchRouter {
+            workers: Vec::new(),
+        }
+    }
+
+    /// The queue of the worker that owns `(topic, partition)`.
+    pub fn worker_for(&self, topic: &str, partition: i32) -> &mpsc::Sender<SourceBatch> {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        topic.hash(&mut h);
+        partition.hash(&mut h);
+        &self.workers[(h.finish() % self.workers.len() as u64) as usize]
+    }
+}

@@ -1,0 +1,148 @@
+//! What the YAML says: serde types, environment interpolation, validation and the generated
+//! JSON Schema.
+//!
+//! Loading is three separate steps, never mixed (ripgrep's lowargs → hiargs):
+//! 1. parse the text into [`PipelineSpec`] (syntax, unknown fields, wrong types: reported with
+//!    line and column);
+//! 2. interpolate `${VAR}` / `${VAR:-default}` into string values ([`interpolate`]);
+//! 3. validate semantics, collecting every problem with its path ([`validate`]).
+//!
+//! Compiling the SQL against the record schema (so that wrong column names fail here too) is
+//! done by [`crate::plan`], which `streamgate validate` also runs.
+
+pub mod duration;
+pub mod interpolate;
+pub mod json_schema;
+pub mod secret;
+pub mod types;
+pub mod validate;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+pub use secret::Secret;
+pub use types::*;
+
+/// One problem found in a pipeline file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecError {
+    /// The pipeline file.
+    pub file: PathBuf,
+    /// Location inside the document, like `outputs[1].sink.topic` (empty for the whole file).
+    pub path: String,
+    /// 1-based line and column, when known (parse errors).
+    pub line_column: Option<(usize, usize)>,
+    /// What is wrong and, where possible, how to fix it.
+    pub message: String,
+}
+
+impl SpecError {
+    /// A problem at `path` without a line number.
+    pub fn at(file: &Path, path: impl Into<String>, message: impl Into<String>) -> Self {
+        SpecError {
+            file: file.to_path_buf(),
+            path: path.into(),
+            line_column: None,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some((line, column)) = self.line_column {
+            write!(f, ":{line}:{column}")?;
+        }
+        if self.path.is_empty() {
+            write!(f, ": {}", self.message)
+        } else {
+            write!(f, ": {}: {}", self.path, self.message)
+        }
+    }
+}
+
+impl std::error::Error for SpecError {}
+
+/// A list of problems, printed one per line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecErrors(pub Vec<SpecError>);
+
+impl fmt::Display for SpecErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for SpecErrors {}
+
+/// A parsed, interpolated and validated pipeline, with the file it came from.
+#[derive(Debug, Clone)]
+pub struct LoadedPipeline {
+    /// The pipeline.
+    pub spec: PipelineSpec,
+    /// The file it was read from; relative paths inside it resolve against its folder.
+    pub file: PathBuf,
+}
+
+impl LoadedPipeline {
+    /// The folder relative paths in the pipeline (schemas) are resolved against.
+    pub fn base_dir(&self) -> &Path {
+        self.file.parent().unwrap_or(Path::new("."))
+    }
+}
+
+/// Reads, parses, interpolates from the process environment and validates a pipeline file.
+pub fn load_file(file: &Path) -> Result<LoadedPipeline, SpecErrors> {
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        SpecErrors(vec![SpecError::at(file, "", format!("cannot read file: {e}"))])
+    })?;
+    load_str(&text, file, &|name| std::env::var(name).ok())
+}
+
+/// Parses, interpolates with `env` and validates pipeline text that was read from `file`.
+pub fn load_str(
+    text: &str,
+    file: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<LoadedPipeline, SpecErrors> {
+    let mut spec = parse(text, file).map_err(|e| SpecErrors(vec![e]))?;
+    let mut errors = interpolate::interpolate(&mut spec, file, env);
+    errors.extend(validate::validate(&spec, file));
+    if errors.is_empty() {
+        Ok(LoadedPipeline {
+            spec,
+            file: file.to_path_buf(),
+        })
+    } else {
+        Err(SpecErrors(errors))
+    }
+}
+
+/// Step 1: YAML text into typed spec. The document's shape cannot be trusted after the first
+/// structural error, so this reports exactly one, with line, column and path.
+pub fn parse(text: &str, file: &Path) -> Result<PipelineSpec, SpecError> {
+    let de = serde_yaml_ng::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        let line_column = inner.location().map(|l| (l.line(), l.column()));
+        let mut message = inner.to_string();
+        // serde_yaml appends " at line X column Y"; we print the location ourselves.
+        if let Some(i) = message.find(" at line ") {
+            message.truncate(i);
+        }
+        SpecError {
+            file: file.to_path_buf(),
+            path: if path == "." { String::new() } else { path },
+            line_column,
+            message,
+        }
+    })
+}

@@ -1,0 +1,893 @@
+//! Semantic validation: everything the types cannot express.
+//!
+//! Pure (no I/O, no environment) and exhaustive: every problem is collected with its path, so a
+//! user fixes a file in one round. SQL column names are checked later by [`crate::plan`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::time::Duration;
+
+use super::{
+    ColumnSpec, FormatSpec, KafkaSecurity, KafkaSinkSpec, KafkaSourceSpec, OnError, PipelineSpec,
+    ProcessingSpec, SecurityProtocol, SinkSpec, SourceSpec, SpecError,
+};
+
+/// Metadata columns the source adds to every record; declared columns may not start with `_`.
+pub const METADATA_COLUMNS: [&str; 6] = [
+    "_key",
+    "_topic",
+    "_partition",
+    "_offset",
+    "_timestamp",
+    "_headers",
+];
+
+const MAX_BATCH_ROWS: usize = 100_000;
+const MIN_BATCH_AGE: Duration = Duration::from_millis(1);
+const MAX_BATCH_AGE: Duration = Duration::from_secs(60);
+const MAX_WORKERS: usize = 64;
+const MAX_QUEUED_BATCHES: usize = 1024;
+const MAX_DRAIN_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Consumer properties streamgate sets itself, with what to write instead.
+const RESERVED_CONSUMER_PROPERTIES: &[(&str, &str)] = &[
+    (
+        "enable.auto.commit",
+        "streamgate commits offsets itself, only after records are delivered",
+    ),
+    (
+        "enable.auto.offset.store",
+        "streamgate stores offsets itself, only after records are delivered",
+    ),
+    ("group.id", "set `group_id` instead"),
+    ("bootstrap.servers", "set `bootstrap_servers` instead"),
+    ("auto.offset.reset", "set `start_from` instead"),
+    ("security.protocol", "set `security.protocol` instead"),
+    ("sasl.mechanism", "set `security.sasl.mechanism` instead"),
+    ("sasl.mechanisms", "set `security.sasl.mechanism` instead"),
+    ("sasl.username", "set `security.sasl.username` instead"),
+    ("sasl.password", "set `security.sasl.password` instead"),
+];
+
+/// Producer properties streamgate sets itself, with what to write instead.
+const RESERVED_PRODUCER_PROPERTIES: &[(&str, &str)] = &[
+    (
+        "enable.idempotence",
+        "the producer is always idempotent so retries cannot duplicate or reorder records",
+    ),
+    (
+        "acks",
+        "the idempotent producer always waits for all in-sync replicas",
+    ),
+    ("bootstrap.servers", "set `bootstrap_servers` instead"),
+    ("security.protocol", "set `security.protocol` instead"),
+    ("sasl.mechanism", "set `security.sasl.mechanism` instead"),
+    ("sasl.mechanisms", "set `security.sasl.mechanism` instead"),
+    ("sasl.username", "set `security.sasl.username` instead"),
+    ("sasl.password", "set `security.sasl.password` instead"),
+];
+
+/// Every semantic problem in `spec`, each with its path.
+pub fn validate(spec: &PipelineSpec, file: &Path) -> Vec<SpecError> {
+    let mut checker = Checker {
+        file,
+        errors: Vec::new(),
+    };
+    checker.pipeline(spec);
+    checker.errors
+}
+
+/// Whether `name` is a valid pipeline or output name: 1 to 63 characters from lowercase ASCII
+/// letters, digits, `-` and `_`, starting with a letter or digit.
+pub fn is_valid_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    (1..=63).contains(&bytes.len())
+        && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
+        && bytes
+            .iter()
+            .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+/// Whether `topic` is a legal Kafka topic name: 1 to 249 characters from ASCII letters,
+/// digits, `.`, `_` and `-`, and not `.` or `..`.
+pub fn is_legal_topic(topic: &str) -> bool {
+    (1..=249).contains(&topic.len())
+        && topic != "."
+        && topic != ".."
+        && topic
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+struct Checker<'a> {
+    file: &'a Path,
+    errors: Vec<SpecError>,
+}
+
+impl Checker<'_> {
+    fn error(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(SpecError::at(self.file, path, message));
+    }
+
+    fn pipeline(&mut self, spec: &PipelineSpec) {
+        if spec.version != 1 {
+            self.error(
+                "version",
+                format!(
+                    "unsupported version {}: only version 1 exists",
+                    spec.version
+                ),
+            );
+        }
+        self.name("name", &spec.name);
+
+        let source_topics: &[String] = match &spec.source {
+            SourceSpec::Kafka(kafka) => {
+                self.kafka_source("source", kafka);
+                &kafka.topics
+            }
+        };
+        let source_is_kafka = matches!(spec.source, SourceSpec::Kafka(_));
+
+        self.format(&spec.format);
+
+        if let Some(sql) = &spec.sql
+            && sql.trim().is_empty()
+        {
+            self.error(
+                "sql",
+                "is empty: write a query over the `input` table, or remove `sql` to pass \
+                 decoded columns through",
+            );
+        }
+
+        self.outputs(spec, source_is_kafka, source_topics);
+
+        if let Some(sink) = &spec.dead_letter {
+            self.sink("dead_letter", sink, source_is_kafka, source_topics);
+        }
+        if spec.on_error == Some(OnError::DeadLetter) && spec.dead_letter.is_none() {
+            self.error(
+                "on_error",
+                "is `dead_letter` but no `dead_letter` sink is configured: add a `dead_letter` \
+                 sink, or use `fail` or `drop`",
+            );
+        }
+
+        self.processing("processing", &spec.processing);
+    }
+
+    fn name(&mut self, path: &str, name: &str) {
+        if !is_valid_name(name) {
+            self.error(
+                path,
+                format!(
+                    "invalid name {name:?}: expected 1 to 63 lowercase letters, digits, `-` or \
+                     `_`, starting with a letter or digit"
+                ),
+            );
+        }
+    }
+
+    fn not_empty(&mut self, path: &str, value: &str, expected: &str) {
+        if value.trim().is_empty() {
+            self.error(path, format!("is empty: expected {expected}"));
+        }
+    }
+
+    fn topic(&mut self, path: &str, topic: &str) {
+        if !is_legal_topic(topic) {
+            self.error(
+                path,
+                format!(
+                    "invalid topic name {topic:?}: expected 1 to 249 characters from letters, \
+                     digits, `.`, `_` and `-`"
+                ),
+            );
+        }
+    }
+
+    fn kafka_source(&mut self, path: &str, spec: &KafkaSourceSpec) {
+        self.not_empty(
+            &format!("{path}.bootstrap_servers"),
+            &spec.bootstrap_servers,
+            "a comma-separated `host:port` list of brokers",
+        );
+
+        if spec.topics.is_empty() {
+            self.error(
+                format!("{path}.topics"),
+                "is empty: expected at least one topic",
+            );
+        }
+        let mut seen = HashMap::new();
+        for (i, topic) in spec.topics.iter().enumerate() {
+            let topic_path = format!("{path}.topics[{i}]");
+            self.topic(&topic_path, topic);
+            if let Some(first) = seen.insert(topic.as_str(), i) {
+                self.error(
+                    topic_path,
+                    format!("topic {topic:?} is listed twice (also at {path}.topics[{first}])"),
+                );
+            }
+        }
+
+        self.not_empty(
+            &format!("{path}.group_id"),
+            &spec.group_id,
+            "a consumer group name",
+        );
+
+        let batch = &spec.batch;
+        if !(1..=MAX_BATCH_ROWS).contains(&batch.max_rows) {
+            self.error(
+                format!("{path}.batch.max_rows"),
+                format!("is {}: expected 1 to {MAX_BATCH_ROWS}", batch.max_rows),
+            );
+        }
+        if !(MIN_BATCH_AGE..=MAX_BATCH_AGE).contains(&batch.max_age) {
+            self.error(
+                format!("{path}.batch.max_age"),
+                format!(
+                    "is {}: expected between 1ms and 60s",
+                    humantime::format_duration(batch.max_age)
+                ),
+            );
+        }
+
+        if let Some(security) = &spec.security {
+            self.security(&format!("{path}.security"), security);
+        }
+        self.properties(
+            &format!("{path}.properties"),
+            &spec.properties,
+            RESERVED_CONSUMER_PROPERTIES,
+        );
+    }
+
+    fn properties(
+        &mut self,
+        path: &str,
+        properties: &BTreeMap<String, String>,
+        reserved: &[(&str, &str)],
+    ) {
+        for key in properties.keys() {
+            let normalized = key.trim().to_ascii_lowercase();
+            if let Some((_, instead)) = reserved.iter().find(|(name, _)| *name == normalized) {
+                self.error(
+                    format!("{path}[{key:?}]"),
+                    format!("cannot be set: {instead}"),
+                );
+            } else if normalized.is_empty() {
+                self.error(
+                    format!("{path}[{key:?}]"),
+                    "empty property name: expected a librdkafka property like `linger.ms`",
+                );
+            }
+        }
+    }
+
+    fn security(&mut self, path: &str, security: &KafkaSecurity) {
+        let (protocol, uses_sasl, uses_tls) = match security.protocol {
+            SecurityProtocol::Plaintext => ("plaintext", false, false),
+            SecurityProtocol::Ssl => ("ssl", false, true),
+            SecurityProtocol::SaslPlaintext => ("sasl_plaintext", true, false),
+            SecurityProtocol::SaslSsl => ("sasl_ssl", true, true),
+        };
+        match (&security.sasl, uses_sasl) {
+            (None, true) => self.error(
+                format!("{path}.sasl"),
+                format!("is required with protocol `{protocol}`: add `mechanism`, `username` and `password`"),
+            ),
+            (Some(_), false) => self.error(
+                format!("{path}.sasl"),
+                format!(
+                    "is not used with protocol `{protocol}`: use protocol `sasl_ssl` (or \
+                     `sasl_plaintext`), or remove `sasl`"
+                ),
+            ),
+            (Some(sasl), true) => {
+                self.not_empty(&format!("{path}.sasl.username"), &sasl.username, "a user name");
+                if sasl.password.expose().is_empty() {
+                    self.error(
+                        format!("{path}.sasl.password"),
+                        "is empty: expected a password, written as `${ENV_VAR}`",
+                    );
+                }
+            }
+            (None, false) => {}
+        }
+        if let Some(tls) = &security.tls {
+            if !uses_tls {
+                self.error(
+                    format!("{path}.tls"),
+                    format!(
+                        "is not used with protocol `{protocol}`: use protocol `ssl` or \
+                         `sasl_ssl`, or remove `tls`"
+                    ),
+                );
+            }
+            for (field, value) in [
+                ("ca_file", &tls.ca_file),
+                ("cert_file", &tls.cert_file),
+                ("key_file", &tls.key_file),
+            ] {
+                if let Some(value) = value {
+                    self.not_empty(&format!("{path}.tls.{field}"), value, "a PEM file path");
+                }
+            }
+            match (&tls.cert_file, &tls.key_file) {
+                (Some(_), None) => self.error(
+                    format!("{path}.tls.key_file"),
+                    "is required when `cert_file` is set: give the client certificate's key",
+                ),
+                (None, Some(_)) => self.error(
+                    format!("{path}.tls.cert_file"),
+                    "is required when `key_file` is set: give the client certificate",
+                ),
+                _ => {}
+            }
+            if tls.key_password.is_some() && tls.key_file.is_none() {
+                self.error(
+                    format!("{path}.tls.key_password"),
+                    "is set without `key_file`: give the encrypted key file, or remove \
+                     `key_password`",
+                );
+            }
+        }
+    }
+
+    fn format(&mut self, format: &FormatSpec) {
+        match format {
+            FormatSpec::Json(json) => match (&json.schema, &json.columns) {
+                (Some(_), Some(_)) => self.error(
+                    "format",
+                    "has both `schema` and `columns`: expected exactly one of them",
+                ),
+                (None, None) => self.error(
+                    "format",
+                    "has neither `schema` nor `columns`: expected exactly one of them",
+                ),
+                (Some(schema), None) => self.not_empty(
+                    "format.schema",
+                    schema,
+                    "the path of an Avro (`.avsc`) or JSON Schema (`.json`) file",
+                ),
+                (None, Some(columns)) => self.columns("format.columns", columns),
+            },
+        }
+    }
+
+    fn columns(&mut self, path: &str, columns: &[ColumnSpec]) {
+        if columns.is_empty() {
+            self.error(path, "is empty: expected at least one column");
+        }
+        let mut seen = HashMap::new();
+        for (i, column) in columns.iter().enumerate() {
+            let name_path = format!("{path}[{i}].name");
+            let name = column.name.as_str();
+            if name.trim().is_empty() {
+                self.error(name_path, "is empty: expected a column name");
+                continue;
+            }
+            if name.starts_with('_') {
+                self.error(
+                    &name_path,
+                    format!(
+                        "column name {name:?} starts with `_`, which is reserved for the \
+                         metadata columns ({}): rename it",
+                        METADATA_COLUMNS
+                            .iter()
+                            .map(|c| format!("`{c}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                );
+            }
+            if let Some(first) = seen.insert(name, i) {
+                self.error(
+                    name_path,
+                    format!("duplicate column name {name:?} (also at {path}[{first}].name)"),
+                );
+            }
+        }
+    }
+
+    fn outputs(&mut self, spec: &PipelineSpec, source_is_kafka: bool, source_topics: &[String]) {
+        if spec.outputs.is_empty() {
+            self.error("outputs", "is empty: expected at least one output");
+        }
+        let mut seen = HashMap::new();
+        for (i, output) in spec.outputs.iter().enumerate() {
+            let path = format!("outputs[{i}]");
+            self.name(&format!("{path}.name"), &output.name);
+            if let Some(first) = seen.insert(output.name.as_str(), i) {
+                self.error(
+                    format!("{path}.name"),
+                    format!(
+                        "duplicate output name {:?} (also at outputs[{first}].name): output \
+                         names must be unique",
+                        output.name
+                    ),
+                );
+            }
+            if let Some(filter) = &output.filter
+                && filter.trim().is_empty()
+            {
+                self.error(
+                    format!("{path}.where"),
+                    "is empty: expected a SQL boolean expression, or remove `where` to send \
+                     every row",
+                );
+            }
+            self.sink(
+                &format!("{path}.sink"),
+                &output.sink,
+                source_is_kafka,
+                source_topics,
+            );
+        }
+    }
+
+    fn sink(
+        &mut self,
+        path: &str,
+        sink: &SinkSpec,
+        source_is_kafka: bool,
+        source_topics: &[String],
+    ) {
+        match sink {
+            SinkSpec::Kafka(kafka) => self.kafka_sink(path, kafka, source_is_kafka, source_topics),
+            SinkSpec::Stdout(_) => {}
+            SinkSpec::File(file) => {
+                self.not_empty(&format!("{path}.path"), &file.path, "a file path");
+            }
+        }
+    }
+
+    fn kafka_sink(
+        &mut self,
+        path: &str,
+        spec: &KafkaSinkSpec,
+        source_is_kafka: bool,
+        source_topics: &[String],
+    ) {
+        match &spec.bootstrap_servers {
+            Some(servers) => self.not_empty(
+                &format!("{path}.bootstrap_servers"),
+                servers,
+                "a comma-separated `host:port` list of brokers",
+            ),
+            None if !source_is_kafka => self.error(
+                format!("{path}.bootstrap_servers"),
+                "is required because the source is not Kafka: give a comma-separated \
+                 `host:port` list of brokers",
+            ),
+            None => {}
+        }
+
+        self.topic(&format!("{path}.topic"), &spec.topic);
+        if spec.bootstrap_servers.is_none() && source_topics.contains(&spec.topic) {
+            self.error(
+                format!("{path}.topic"),
+                format!(
+                    "topic {:?} is also a source topic on the same cluster: rows would be \
+                     consumed again in an endless loop; write to another topic",
+                    spec.topic
+                ),
+            );
+        }
+
+        if let Some(key) = &spec.key {
+            self.not_empty(&format!("{path}.key"), key, "a column name");
+        }
+        for (name, column) in &spec.headers {
+            let header_path = format!("{path}.headers[{name:?}]");
+            if name.trim().is_empty() {
+                self.error(&header_path, "empty header name: expected a header name");
+            }
+            self.not_empty(&header_path, column, "a column name");
+        }
+
+        if let Some(security) = &spec.security {
+            self.security(&format!("{path}.security"), security);
+        }
+        self.properties(
+            &format!("{path}.properties"),
+            &spec.properties,
+            RESERVED_PRODUCER_PROPERTIES,
+        );
+    }
+
+    fn processing(&mut self, path: &str, spec: &ProcessingSpec) {
+        if !(1..=MAX_WORKERS).contains(&spec.workers) {
+            self.error(
+                format!("{path}.workers"),
+                format!("is {}: expected 1 to {MAX_WORKERS}", spec.workers),
+            );
+        }
+        if !(1..=MAX_QUEUED_BATCHES).contains(&spec.queued_batches) {
+            self.error(
+                format!("{path}.queued_batches"),
+                format!(
+                    "is {}: expected 1 to {MAX_QUEUED_BATCHES}",
+                    spec.queued_batches
+                ),
+            );
+        }
+        if spec.drain_timeout > MAX_DRAIN_TIMEOUT {
+            self.error(
+                format!("{path}.drain_timeout"),
+                format!(
+                    "is {}: expected at most 10m",
+                    humantime::format_duration(spec.drain_timeout)
+                ),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{
+        ColumnSpec, ColumnType, FileSinkSpec, SaslMechanism, SaslSpec, Secret, TlsSpec, parse,
+    };
+
+    const VALID: &str = r#"
+name: orders-enrich
+source:
+  type: kafka
+  bootstrap_servers: localhost:9092
+  topics: [orders]
+  group_id: streamgate-orders
+format:
+  type: json
+  columns:
+    - { name: id, type: string }
+    - { name: amount, type: float64 }
+sql: SELECT id, amount FROM input
+outputs:
+  - name: high
+    where: amount > 100
+    sink: { type: kafka, topic: orders.high }
+  - name: all
+    sink: { type: stdout }
+"#;
+
+    fn spec() -> PipelineSpec {
+        parse(VALID, Path::new("p.yaml")).unwrap()
+    }
+
+    fn errors(spec: &PipelineSpec) -> Vec<String> {
+        validate(spec, Path::new("p.yaml"))
+            .into_iter()
+            .map(|e| format!("{}: {}", e.path, e.message))
+            .collect()
+    }
+
+    fn kafka_source(spec: &mut PipelineSpec) -> &mut KafkaSourceSpec {
+        let SourceSpec::Kafka(kafka) = &mut spec.source;
+        kafka
+    }
+
+    fn kafka_sink(spec: &mut PipelineSpec, output: usize) -> &mut KafkaSinkSpec {
+        match &mut spec.outputs[output].sink {
+            SinkSpec::Kafka(kafka) => kafka,
+            _ => panic!("kafka sink expected"),
+        }
+    }
+
+    /// The single error of `spec`, as `path: message`.
+    fn single(spec: &PipelineSpec) -> String {
+        let mut errors = errors(spec);
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        errors.remove(0)
+    }
+
+    #[test]
+    fn valid_spec_has_no_errors() {
+        assert_eq!(errors(&spec()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn names() {
+        for good in ["a", "orders-v2", "0_x", &"a".repeat(63)] {
+            assert!(is_valid_name(good), "{good}");
+        }
+        for bad in ["", "Orders", "-x", "_x", "a b", "é", &"a".repeat(64)] {
+            assert!(!is_valid_name(bad), "{bad}");
+        }
+        let mut spec = spec();
+        spec.name = "Orders".into();
+        assert!(single(&spec).starts_with("name: invalid name \"Orders\": expected"));
+    }
+
+    #[test]
+    fn topics() {
+        for good in ["orders", "a.b_c-D9", &"t".repeat(249)] {
+            assert!(is_legal_topic(good), "{good}");
+        }
+        for bad in ["", ".", "..", "a b", "a/b", "ö", &"t".repeat(250)] {
+            assert!(!is_legal_topic(bad), "{bad}");
+        }
+        let mut spec = spec();
+        kafka_source(&mut spec).topics = vec![];
+        assert_eq!(
+            single(&spec),
+            "source.topics: is empty: expected at least one topic"
+        );
+        kafka_source(&mut spec).topics = vec!["a".into(), "b c".into(), "a".into()];
+        assert_eq!(
+            errors(&spec),
+            [
+                "source.topics[1]: invalid topic name \"b c\": expected 1 to 249 characters \
+                 from letters, digits, `.`, `_` and `-`",
+                "source.topics[2]: topic \"a\" is listed twice (also at source.topics[0])",
+            ]
+        );
+    }
+
+    #[test]
+    fn version() {
+        let mut spec = spec();
+        spec.version = 2;
+        assert_eq!(
+            single(&spec),
+            "version: unsupported version 2: only version 1 exists"
+        );
+    }
+
+    #[test]
+    fn source_fields_and_batch_bounds() {
+        let mut spec = spec();
+        let source = kafka_source(&mut spec);
+        source.bootstrap_servers = " ".into();
+        source.group_id = String::new();
+        source.batch.max_rows = 0;
+        source.batch.max_age = Duration::from_secs(61);
+        assert_eq!(
+            errors(&spec),
+            [
+                "source.bootstrap_servers: is empty: expected a comma-separated `host:port` \
+                 list of brokers",
+                "source.group_id: is empty: expected a consumer group name",
+                "source.batch.max_rows: is 0: expected 1 to 100000",
+                "source.batch.max_age: is 1m 1s: expected between 1ms and 60s",
+            ]
+        );
+        let source = kafka_source(&mut spec);
+        source.bootstrap_servers = "b:9092".into();
+        source.group_id = "g".into();
+        source.batch.max_rows = 100_001;
+        source.batch.max_age = Duration::ZERO;
+        assert_eq!(errors(&spec).len(), 2);
+        let source = kafka_source(&mut spec);
+        source.batch.max_rows = 100_000;
+        source.batch.max_age = Duration::from_secs(60);
+        assert_eq!(errors(&spec), Vec::<String>::new());
+    }
+
+    #[test]
+    fn reserved_properties() {
+        let mut spec = spec();
+        let source = kafka_source(&mut spec);
+        for key in [
+            "enable.auto.commit",
+            "enable.auto.offset.store",
+            "group.id",
+            "bootstrap.servers",
+            "fetch.min.bytes",
+        ] {
+            source.properties.insert(key.into(), "x".into());
+        }
+        let sink = kafka_sink(&mut spec, 0);
+        sink.properties
+            .insert("enable.idempotence".into(), "false".into());
+        sink.properties.insert("linger.ms".into(), "5".into());
+        assert_eq!(
+            errors(&spec),
+            [
+                "source.properties[\"bootstrap.servers\"]: cannot be set: set \
+                 `bootstrap_servers` instead",
+                "source.properties[\"enable.auto.commit\"]: cannot be set: streamgate commits \
+                 offsets itself, only after records are delivered",
+                "source.properties[\"enable.auto.offset.store\"]: cannot be set: streamgate \
+                 stores offsets itself, only after records are delivered",
+                "source.properties[\"group.id\"]: cannot be set: set `group_id` instead",
+                "outputs[0].sink.properties[\"enable.idempotence\"]: cannot be set: the \
+                 producer is always idempotent so retries cannot duplicate or reorder records",
+            ]
+        );
+    }
+
+    #[test]
+    fn security_combinations() {
+        let sasl = || SaslSpec {
+            mechanism: SaslMechanism::ScramSha512,
+            username: "u".into(),
+            password: Secret::new("p"),
+        };
+        let tls = || TlsSpec {
+            ca_file: Some("ca.pem".into()),
+            cert_file: None,
+            key_file: None,
+            key_password: None,
+            verify_hostname: true,
+        };
+        let case = |protocol, tls: Option<TlsSpec>, sasl| {
+            let mut spec = spec();
+            kafka_source(&mut spec).security = Some(KafkaSecurity {
+                protocol,
+                tls,
+                sasl,
+            });
+            errors(&spec)
+        };
+        assert!(case(SecurityProtocol::SaslSsl, Some(tls()), Some(sasl())).is_empty());
+        assert!(case(SecurityProtocol::SaslPlaintext, None, Some(sasl())).is_empty());
+        assert!(case(SecurityProtocol::Ssl, Some(tls()), None).is_empty());
+        assert!(case(SecurityProtocol::Plaintext, None, None).is_empty());
+        assert_eq!(
+            case(SecurityProtocol::SaslSsl, None, None),
+            [
+                "source.security.sasl: is required with protocol `sasl_ssl`: add `mechanism`, \
+              `username` and `password`"
+            ]
+        );
+        assert_eq!(
+            case(SecurityProtocol::Ssl, None, Some(sasl())),
+            [
+                "source.security.sasl: is not used with protocol `ssl`: use protocol `sasl_ssl` \
+              (or `sasl_plaintext`), or remove `sasl`"
+            ]
+        );
+        assert_eq!(
+            case(SecurityProtocol::SaslPlaintext, Some(tls()), Some(sasl())),
+            [
+                "source.security.tls: is not used with protocol `sasl_plaintext`: use protocol \
+              `ssl` or `sasl_ssl`, or remove `tls`"
+            ]
+        );
+        let mut half_mtls = tls();
+        half_mtls.cert_file = Some("client.pem".into());
+        half_mtls.key_password = Some(Secret::new("k"));
+        let mut empty_password = sasl();
+        empty_password.password = Secret::new("");
+        assert_eq!(
+            case(
+                SecurityProtocol::SaslSsl,
+                Some(half_mtls),
+                Some(empty_password)
+            ),
+            [
+                "source.security.sasl.password: is empty: expected a password, written as \
+                 `${ENV_VAR}`",
+                "source.security.tls.key_file: is required when `cert_file` is set: give the \
+                 client certificate's key",
+                "source.security.tls.key_password: is set without `key_file`: give the \
+                 encrypted key file, or remove `key_password`",
+            ]
+        );
+    }
+
+    #[test]
+    fn format_columns() {
+        let mut spec = spec();
+        let FormatSpec::Json(json) = &mut spec.format;
+        json.schema = Some("record.avsc".into());
+        assert_eq!(
+            single(&spec),
+            "format: has both `schema` and `columns`: expected exactly one of them"
+        );
+        let FormatSpec::Json(json) = &mut spec.format;
+        json.schema = None;
+        json.columns = None;
+        assert_eq!(
+            single(&spec),
+            "format: has neither `schema` nor `columns`: expected exactly one of them"
+        );
+        let FormatSpec::Json(json) = &mut spec.format;
+        json.columns = Some(vec![]);
+        assert_eq!(
+            single(&spec),
+            "format.columns: is empty: expected at least one column"
+        );
+
+        let column = |name: &str| ColumnSpec {
+            name: name.into(),
+            data_type: ColumnType::String,
+            nullable: false,
+        };
+        let FormatSpec::Json(json) = &mut spec.format;
+        json.columns = Some(vec![column("id"), column(""), column("_key"), column("id")]);
+        let found = errors(&spec);
+        assert_eq!(found.len(), 3, "{found:#?}");
+        assert_eq!(
+            found[0],
+            "format.columns[1].name: is empty: expected a column name"
+        );
+        assert!(found[1].starts_with(
+            "format.columns[2].name: column name \"_key\" starts with `_`, which is reserved \
+             for the metadata columns (`_key`, `_topic`, "
+        ));
+        assert_eq!(
+            found[2],
+            "format.columns[3].name: duplicate column name \"id\" (also at \
+             format.columns[0].name)"
+        );
+        spec.sql = Some("  ".into());
+        assert!(errors(&spec).iter().any(|e| e.starts_with("sql: is empty")));
+    }
+
+    #[test]
+    fn outputs() {
+        let mut spec = spec();
+        spec.outputs[1].name = "high".into();
+        assert_eq!(
+            single(&spec),
+            "outputs[1].name: duplicate output name \"high\" (also at outputs[0].name): output \
+             names must be unique"
+        );
+        spec.outputs.clear();
+        assert_eq!(
+            single(&spec),
+            "outputs: is empty: expected at least one output"
+        );
+    }
+
+    #[test]
+    fn kafka_sinks() {
+        let mut spec = spec();
+        let sink = kafka_sink(&mut spec, 0);
+        sink.topic = "orders".into();
+        assert!(single(&spec).starts_with(
+            "outputs[0].sink.topic: topic \"orders\" is also a source topic on the same cluster"
+        ));
+        // On another cluster the same topic name is fine.
+        kafka_sink(&mut spec, 0).bootstrap_servers = Some("other:9092".into());
+        assert!(errors(&spec).is_empty());
+        let sink = kafka_sink(&mut spec, 0);
+        sink.topic = "bad topic".into();
+        sink.bootstrap_servers = Some(String::new());
+        sink.key = Some(String::new());
+        assert_eq!(
+            errors(&spec),
+            [
+                "outputs[0].sink.bootstrap_servers: is empty: expected a comma-separated \
+                 `host:port` list of brokers",
+                "outputs[0].sink.topic: invalid topic name \"bad topic\": expected 1 to 249 \
+                 characters from letters, digits, `.`, `_` and `-`",
+                "outputs[0].sink.key: is empty: expected a column name",
+            ]
+        );
+    }
+
+    #[test]
+    fn dead_letter_and_processing() {
+        let mut spec = spec();
+        spec.on_error = Some(OnError::DeadLetter);
+        spec.processing.workers = 0;
+        spec.processing.queued_batches = 1025;
+        spec.processing.drain_timeout = Duration::from_secs(601);
+        assert_eq!(
+            errors(&spec),
+            [
+                "on_error: is `dead_letter` but no `dead_letter` sink is configured: add a \
+                 `dead_letter` sink, or use `fail` or `drop`",
+                "processing.workers: is 0: expected 1 to 64",
+                "processing.queued_batches: is 1025: expected 1 to 1024",
+                "processing.drain_timeout: is 10m 1s: expected at most 10m",
+            ]
+        );
+        spec.dead_letter = Some(SinkSpec::File(FileSinkSpec {
+            path: String::new(),
+            fsync: false,
+        }));
+        spec.processing = ProcessingSpec::default();
+        assert_eq!(
+            single(&spec),
+            "dead_letter.path: is empty: expected a file path"
+        );
+    }
+}

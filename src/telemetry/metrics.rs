@@ -1,0 +1,210 @@
+//! Metric families. Labels are bounded: pipeline and output names come from configuration,
+//! stages and error classes are fixed lists, partitions are bounded by the topics consumed.
+
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Every metric family Streamgate exports, registered in one registry.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Records read from sources.
+    pub records_in: IntCounterVec,
+    /// Rows delivered per output.
+    pub records_out: IntCounterVec,
+    /// Rows that matched no output, or were filtered by the SQL `WHERE`.
+    pub records_filtered: IntCounterVec,
+    /// Records written to the dead-letter sink, by stage and error class.
+    pub records_dead_lettered: IntCounterVec,
+    /// Records skipped by `on_error: drop`, by stage and error class.
+    pub records_dropped: IntCounterVec,
+    /// Processing time of a batch per stage.
+    pub batch_duration: HistogramVec,
+    /// Time from receiving a batch's first record to its final acknowledgement.
+    pub end_to_end_latency: HistogramVec,
+    /// Records a consumer is behind the partition's high watermark.
+    pub consumer_lag: IntGaugeVec,
+    /// Batches handed to the pipeline and not yet acknowledged.
+    pub pending_batches: IntGaugeVec,
+    /// Batches whose acknowledgement failed (pipeline stops without committing them).
+    pub batches_failed: IntCounterVec,
+    /// Times the source paused consumption because the pipeline was full.
+    pub backpressure_pauses: IntCounterVec,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Latency buckets from 100µs to 30s: covers in-process stages and slow model calls.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0,
+];
+
+impl Metrics {
+    /// Creates and registers all families in a fresh registry.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry.register(Box::new(c.clone())).expect("unique metric");
+            c
+        };
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry.register(Box::new(g.clone())).expect("unique metric");
+            g
+        };
+        let histogram = |name: &str, help: &str, labels: &[&str]| {
+            let h = HistogramVec::new(
+                HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()),
+                labels,
+            )
+            .expect("valid metric");
+            registry.register(Box::new(h.clone())).expect("unique metric");
+            h
+        };
+        Metrics {
+            records_in: counter(
+                "streamgate_records_in_total",
+                "Records read from the source.",
+                &["pipeline"],
+            ),
+            records_out: counter(
+                "streamgate_records_out_total",
+                "Rows delivered to an output.",
+                &["pipeline", "output"],
+            ),
+            records_filtered: counter(
+                "streamgate_records_filtered_total",
+                "Rows filtered by the SQL or matching no output.",
+                &["pipeline"],
+            ),
+            records_dead_lettered: counter(
+                "streamgate_records_dead_lettered_total",
+                "Records written to the dead-letter sink.",
+                &["pipeline", "stage", "class"],
+            ),
+            records_dropped: counter(
+                "streamgate_records_dropped_total",
+                "Failed records skipped because on_error is drop.",
+                &["pipeline", "stage", "class"],
+            ),
+            batch_duration: histogram(
+                "streamgate_batch_duration_seconds",
+                "Processing time of one micro-batch in a stage.",
+                &["pipeline", "stage"],
+            ),
+            end_to_end_latency: histogram(
+                "streamgate_end_to_end_latency_seconds",
+                "From receiving a batch's first record to the batch's final acknowledgement.",
+                &["pipeline"],
+            ),
+            consumer_lag: gauge(
+                "streamgate_consumer_lag",
+                "Records between the consumer position and the high watermark.",
+                &["pipeline", "topic", "partition"],
+            ),
+            pending_batches: gauge(
+                "streamgate_pending_batches",
+                "Batches handed to the pipeline and not yet acknowledged.",
+                &["pipeline"],
+            ),
+            batches_failed: counter(
+                "streamgate_batches_failed_total",
+                "Batches whose acknowledgement failed; their positions are not committed.",
+                &["pipeline"],
+            ),
+            backpressure_pauses: counter(
+                "streamgate_backpressure_pauses_total",
+                "Times consumption paused because the pipeline queue was full.",
+                &["pipeline"],
+            ),
+            registry,
+        }
+    }
+
+    /// The registry (to add families of other subsystems).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Prometheus text exposition of every family.
+    pub fn render(&self) -> String {
+        TextEncoder::new()
+            .encode_to_string(&self.registry.gather())
+            .unwrap_or_else(|e| format!("# encoding failed: {e}\n"))
+    }
+
+    /// Handles with the pipeline label resolved once, for per-batch updates.
+    pub fn pipeline(&self, pipeline: &str) -> PipelineMetrics {
+        PipelineMetrics {
+            name: pipeline.to_string(),
+            records_in: self.records_in.with_label_values(&[pipeline]),
+            records_filtered: self.records_filtered.with_label_values(&[pipeline]),
+            end_to_end_latency: self.end_to_end_latency.with_label_values(&[pipeline]),
+            pending_batches: self.pending_batches.with_label_values(&[pipeline]),
+            batches_failed: self.batches_failed.with_label_values(&[pipeline]),
+            backpressure_pauses: self.backpressure_pauses.with_label_values(&[pipeline]),
+            all: self.clone(),
+        }
+    }
+}
+
+/// Metric handles of one pipeline.
+#[derive(Clone)]
+pub struct PipelineMetrics {
+    name: String,
+    /// `streamgate_records_in_total{pipeline}`.
+    pub records_in: prometheus::IntCounter,
+    /// `streamgate_records_filtered_total{pipeline}`.
+    pub records_filtered: prometheus::IntCounter,
+    /// `streamgate_end_to_end_latency_seconds{pipeline}`.
+    pub end_to_end_latency: prometheus::Histogram,
+    /// `streamgate_pending_batches{pipeline}`.
+    pub pending_batches: prometheus::IntGauge,
+    /// `streamgate_batches_failed_total{pipeline}`.
+    pub batches_failed: prometheus::IntCounter,
+    /// `streamgate_backpressure_pauses_total{pipeline}`.
+    pub backpressure_pauses: prometheus::IntCounter,
+    all: Metrics,
+}
+
+impl PipelineMetrics {
+    /// The pipeline name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `streamgate_records_out_total{pipeline, output}`.
+    pub fn records_out(&self, output: &str) -> prometheus::IntCounter {
+        self.all.records_out.with_label_values(&[&self.name, output])
+    }
+
+    /// `streamgate_batch_duration_seconds{pipeline, stage}`.
+    pub fn batch_duration(&self, stage: &str) -> prometheus::Histogram {
+        self.all.batch_duration.with_label_values(&[&self.name, stage])
+    }
+
+    /// Counts a failed record by its fate.
+    pub fn record_failure(&self, dead_lettered: bool, stage: &str, class: &str) {
+        let family = if dead_lettered {
+            &self.all.records_dead_lettered
+        } else {
+            &self.all.records_dropped
+        };
+        family.with_label_values(&[&self.name, stage, class]).inc();
+    }
+
+    /// `streamgate_consumer_lag{pipeline, topic, partition}`.
+    pub fn set_consumer_lag(&self, topic: &str, partition: i32, lag: i64) {
+        self.all
+            .consumer_lag
+            .with_label_values(&[&self.name, topic, &partition.to_string()])
+            .set(lag);
+    }
+}

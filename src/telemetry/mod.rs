@@ -1,0 +1,6 @@
+//! Logging setup and metric families.
+
+pub mod logging;
+pub mod metrics;
+
+pub use metrics::{Metrics, PipelineMetrics};

@@ -1,0 +1,83 @@
+//! Helpers for tests that run `streamgate` as a separate process: the embedded broker in its
+//! own process (so the gateway can be killed without killing the broker) and gateway runs.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use crate::common::streamgate_bin;
+
+/// `streamgate broker` in a child process; killed on drop.
+pub struct BrokerProcess {
+    child: Child,
+    pub bootstrap: String,
+}
+
+impl BrokerProcess {
+    /// Starts a broker with `topics` (name, partitions) and waits for its address.
+    pub fn start(topics: &[(&str, i32)]) -> Self {
+        let mut cmd = Command::new(streamgate_bin());
+        cmd.arg("broker").stdout(Stdio::piped()).stderr(Stdio::null());
+        for (name, partitions) in topics {
+            cmd.arg("--topic").arg(format!("{name}:{partitions}"));
+        }
+        let mut child = cmd.spawn().expect("spawn broker");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("broker address");
+        let bootstrap = line
+            .trim()
+            .strip_prefix("bootstrap.servers=")
+            .unwrap_or_else(|| panic!("unexpected broker output {line:?}"))
+            .to_string();
+        BrokerProcess { child, bootstrap }
+    }
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Writes a pipeline file into `dir` and returns its path.
+pub fn write_pipeline(dir: &Path, name: &str, yaml: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+/// Absolute path of the example transaction schema.
+pub fn transaction_schema() -> String {
+    format!("{}/schemas/transaction.avsc", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Starts `streamgate run <pipeline>` with an ephemeral admin port; logs go to `log`.
+pub fn start_gateway(pipeline: &Path, log: &Path, stdout: Stdio) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    Command::new(streamgate_bin())
+        .arg("run")
+        .arg(pipeline)
+        .args(["--admin-addr", "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .stdout(stdout)
+        .stderr(log)
+        .spawn()
+        .expect("spawn gateway")
+}
+
+/// Sends SIGTERM.
+pub fn terminate(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}

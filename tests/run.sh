@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine with only the Rust toolchain: installs what the
+# tests need when it is missing, then runs every test. `.ci/run` calls exactly this.
+#
+#   bash tests/run.sh              # everything
+#   bash tests/run.sh kafka_e2e    # extra arguments go to `cargo test` as a name filter
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Cache build output outside the clone so CI and fresh clones rebuild incrementally.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/streamgate-target}"
+mkdir -p "$CARGO_TARGET_DIR"
+
+need_apt=()
+command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)
+command -v make >/dev/null 2>&1 || need_apt+=(make)
+command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
+# librdkafka is built from source by rdkafka-sys: it needs OpenSSL and zlib headers.
+[ -f /usr/include/openssl/ssl.h ] || need_apt+=(libssl-dev)
+[ -f /usr/include/zlib.h ] || need_apt+=(zlib1g-dev)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "installing build dependencies: ${need_apt[*]}"
+  if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}"
+fi
+
+# The binary is used by the process-level tests (crash, backpressure); build it first so those
+# tests find it at target/debug/streamgate.
+cargo build --bin streamgate
+cargo test --no-fail-fast "$@"
