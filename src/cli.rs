@@ -27,10 +27,21 @@ Metrics, health and readiness are served on --admin-addr: /metrics, /healthz, /r
 )]
 pub struct Cli {
     /// Log format on standard error.
-    #[arg(long, global = true, value_enum, default_value = "text", env = "STREAMGATE_LOG_FORMAT")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "STREAMGATE_LOG_FORMAT"
+    )]
     pub log_format: LogFormat,
     /// Log level or filter (`info`, `debug`, `streamgate=debug,rdkafka=warn`); RUST_LOG wins.
-    #[arg(long, global = true, default_value = "info", env = "STREAMGATE_LOG_LEVEL")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "info",
+        env = "STREAMGATE_LOG_LEVEL"
+    )]
     pub log_level: String,
     /// What to do.
     #[command(subcommand)]
@@ -103,7 +114,11 @@ pub enum Command {
     /// For load tests and for trying pipelines against a real cluster.
     Generate {
         /// Bootstrap brokers.
-        #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS", default_value = "localhost:9092")]
+        #[arg(
+            long,
+            env = "KAFKA_BOOTSTRAP_SERVERS",
+            default_value = "localhost:9092"
+        )]
         bootstrap_servers: String,
         /// Target topic.
         #[arg(long, default_value = "transactions")]

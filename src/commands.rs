@@ -45,7 +45,9 @@ pub async fn execute(command: Command) -> anyhow::Result<ExitCode> {
                 shutdown.clone(),
             )
             .await
-            .with_context(|| format!("cannot listen on {admin_addr} (choose another with --admin-addr)"))?;
+            .with_context(|| {
+                format!("cannot listen on {admin_addr} (choose another with --admin-addr)")
+            })?;
             eprintln!("metrics on http://{addr}/metrics");
             streamgate::demo::run(options, metrics, status, shutdown).await?;
             Ok(ExitCode::SUCCESS)
@@ -207,7 +209,9 @@ async fn validate(files: Vec<std::path::PathBuf>, offline: bool) -> anyhow::Resu
             Ok(compiled) => {
                 if !offline {
                     let SourceSpec::Kafka(k) = &compiled.pipeline.spec.source;
-                    if let Err(e) = streamgate::kafka::check_topics(k, Duration::from_secs(10)).await {
+                    if let Err(e) =
+                        streamgate::kafka::check_topics(k, Duration::from_secs(10)).await
+                    {
                         problems += 1;
                         println!("{}: source: {e}", file.display());
                         continue;

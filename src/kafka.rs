@@ -91,6 +91,49 @@ pub fn redact(text: &str, secrets: &[&str]) -> String {
     out
 }
 
+/// Connects with the source's settings and checks that every source topic exists.
+pub async fn check_topics(
+    spec: &crate::spec::KafkaSourceSpec,
+    timeout: std::time::Duration,
+) -> Result<(), String> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let config = client_config(
+        &spec.bootstrap_servers,
+        spec.security.as_ref(),
+        &[],
+        &spec.properties,
+        &[("group.id", &spec.group_id)],
+    );
+    let topics = spec.topics.clone();
+    let servers = spec.bootstrap_servers.clone();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = config.create().map_err(|e| e.to_string())?;
+        let metadata = consumer
+            .fetch_metadata(None, timeout)
+            .map_err(|e| format!("cannot reach brokers {servers}: {e}"))?;
+        let missing: Vec<_> = topics
+            .iter()
+            .filter(|t| {
+                !metadata
+                    .topics()
+                    .iter()
+                    .any(|m| m.name() == t.as_str() && m.error().is_none())
+            })
+            .cloned()
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "topics not found on {servers}: {}",
+                missing.join(", ")
+            ))
+        }
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,39 +172,4 @@ mod tests {
         assert_eq!(c.get("sasl.password"), Some("pw-canary"));
         assert_eq!(redact("bad pw-canary", &["pw-canary"]), "bad ***");
     }
-}
-
-/// Connects with the source's settings and checks that every source topic exists.
-pub async fn check_topics(
-    spec: &crate::spec::KafkaSourceSpec,
-    timeout: std::time::Duration,
-) -> Result<(), String> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let config = client_config(
-        &spec.bootstrap_servers,
-        spec.security.as_ref(),
-        &[],
-        &spec.properties,
-        &[("group.id", &spec.group_id)],
-    );
-    let topics = spec.topics.clone();
-    let servers = spec.bootstrap_servers.clone();
-    tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = config.create().map_err(|e| e.to_string())?;
-        let metadata = consumer
-            .fetch_metadata(None, timeout)
-            .map_err(|e| format!("cannot reach brokers {servers}: {e}"))?;
-        let missing: Vec<_> = topics
-            .iter()
-            .filter(|t| !metadata.topics().iter().any(|m| m.name() == t.as_str() && m.error().is_none()))
-            .cloned()
-            .collect();
-        if missing.is_empty() {
-            Ok(())
-        } else {
-            Err(format!("topics not found on {servers}: {}", missing.join(", ")))
-        }
-    })
-    .await
-    .map_err(|e| e.to_string())?
 }

@@ -10,7 +10,10 @@ mod commands;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     streamgate::telemetry::logging::init(cli.log_format, &cli.log_level);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

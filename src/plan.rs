@@ -80,9 +80,12 @@ pub async fn compile(pipeline: LoadedPipeline) -> Result<Arc<CompiledPipeline>, 
             },
             None => None,
         };
-        check_sink_columns(&output.sink, &out_schema, &format!("outputs[{i}].sink"), &mut |p, m| {
-            errors.push(err(&p, m))
-        });
+        check_sink_columns(
+            &output.sink,
+            &out_schema,
+            &format!("outputs[{i}].sink"),
+            &mut |p, m| errors.push(err(&p, m)),
+        );
         outputs.push(CompiledOutput {
             name: output.name.clone(),
             filter,

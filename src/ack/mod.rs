@@ -60,7 +60,10 @@ struct AckInner {
 impl Drop for AckInner {
     fn drop(&mut self) {
         if let Some(receiver) = &self.receiver {
-            receiver.resolved(self.token, AckStatus::from_u8(self.status.load(Ordering::Acquire)));
+            receiver.resolved(
+                self.token,
+                AckStatus::from_u8(self.status.load(Ordering::Acquire)),
+            );
         }
     }
 }
@@ -139,7 +142,9 @@ impl PendingReceipt {
 
     /// The ack this receipt belongs to (to derive further receipts for sub-fragments).
     pub fn ack(&self) -> &Ack {
-        self.ack.as_ref().expect("receipt is only taken by resolve, which consumes it")
+        self.ack
+            .as_ref()
+            .expect("receipt is only taken by resolve, which consumes it")
     }
 }
 

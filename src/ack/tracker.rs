@@ -40,7 +40,9 @@ impl PartitionTracker {
     pub fn register(&mut self, first: i64, last: i64) {
         debug_assert!(first <= last);
         debug_assert!(
-            self.entries.last_key_value().is_none_or(|(_, e)| e.last < first),
+            self.entries
+                .last_key_value()
+                .is_none_or(|(_, e)| e.last < first),
             "batches must be registered in offset order"
         );
         self.entries.insert(first, Entry { last, status: None });
@@ -65,7 +67,9 @@ impl PartitionTracker {
                 None => break,
             }
         }
-        (self.committable != before).then_some(self.committable).flatten()
+        (self.committable != before)
+            .then_some(self.committable)
+            .flatten()
     }
 
     /// The next offset that may be committed, if any batch was released.

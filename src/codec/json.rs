@@ -238,17 +238,25 @@ impl JsonDecoder {
             match decoder.decode(payload) {
                 Err(e) => return bad(MALFORMED_JSON, error_text(&e)),
                 Ok(read) if read != payload.len() => {
-                    return bad(NOT_AN_OBJECT, "the payload holds more than one JSON value".into());
+                    return bad(
+                        NOT_AN_OBJECT,
+                        "the payload holds more than one JSON value".into(),
+                    );
                 }
                 Ok(_) => {}
             }
-            if decoder.has_partial_record() {
-                return bad(MALFORMED_JSON, "truncated JSON: the object is not closed".into());
-            }
-            if decoder.len() != at + 1 {
+            // The row count includes a partially read row, so check it first: `{..} 5` is two
+            // values, not a truncated object.
+            if decoder.len() > at + 1 {
                 return bad(
                     NOT_AN_OBJECT,
                     "the payload holds more than one JSON value".into(),
+                );
+            }
+            if decoder.has_partial_record() || decoder.len() != at + 1 {
+                return bad(
+                    MALFORMED_JSON,
+                    "truncated JSON: the object is not closed".into(),
                 );
             }
         }
@@ -272,9 +280,17 @@ fn precheck(payload: &[u8]) -> Result<(), (&'static str, String)> {
                 b'-' | b'0'..=b'9' => "a number",
                 b't' | b'f' => "a boolean",
                 b'n' => "null",
-                _ => return Err((MALFORMED_JSON, format!("not JSON: unexpected {:?}", *b as char))),
+                _ => {
+                    return Err((
+                        MALFORMED_JSON,
+                        format!("not JSON: unexpected {:?}", *b as char),
+                    ));
+                }
             };
-            Err((NOT_AN_OBJECT, format!("expected a JSON object, found {found}")))
+            Err((
+                NOT_AN_OBJECT,
+                format!("expected a JSON object, found {found}"),
+            ))
         }
     }
 }
@@ -478,16 +494,16 @@ mod tests {
     fn one_percent_bad_among_1000() {
         let d = JsonDecoder::new(schema());
         let bad_kinds = [
-            r#"{"id":"x","amount":"#,             // truncated
-            r#"{"id": 5, "amount": 1.0}"#,        // type mismatch
-            r#"{"amount": 1.0}"#,                 // missing id
-            r#"[1,2]"#,                           // not an object
+            r#"{"id":"x","amount":"#,                        // truncated
+            r#"{"id": 5, "amount": 1.0}"#,                   // type mismatch
+            r#"{"amount": 1.0}"#,                            // missing id
+            r#"[1,2]"#,                                      // not an object
             r#"{"id":"x","amount":1}{"id":"y","amount":2}"#, // two objects
-            r#"{"id":"x","amount":1,"ts":"yesterday"}"#, // invalid value
-            r#"{"id":x,"amount":1}"#,             // syntax
-            "",                                   // empty
-            r#"{"id":"x","amount":1,"n":3000000000}"#, // out of range
-            r#"{"id":null,"amount":1}"#,          // null non-nullable
+            r#"{"id":"x","amount":1,"ts":"yesterday"}"#,     // invalid value
+            r#"{"id":x,"amount":1}"#,                        // syntax
+            "",                                              // empty
+            r#"{"id":"x","amount":1,"n":3000000000}"#,       // out of range
+            r#"{"id":null,"amount":1}"#,                     // null non-nullable
         ];
         let bad_at: Vec<usize> = (0..10).map(|k| 37 + k * 97).collect();
         let records: Vec<_> = (0..1000)
@@ -529,7 +545,11 @@ mod tests {
             "{:#?}",
             out.failures
         );
-        assert!(out.failures[2].message.contains("`id`"), "{:?}", out.failures[2]);
+        assert!(
+            out.failures[2].message.contains("`id`"),
+            "{:?}",
+            out.failures[2]
+        );
     }
 
     #[test]
@@ -550,7 +570,11 @@ mod tests {
         for (payload, class) in cases {
             let out = d.decode(&[rec(0, payload)]);
             assert_eq!(out.failures.len(), 1, "{payload}: {:?}", out.failures);
-            assert_eq!(out.failures[0].class, class, "{payload}: {:?}", out.failures);
+            assert_eq!(
+                out.failures[0].class, class,
+                "{payload}: {:?}",
+                out.failures
+            );
             assert!(!out.failures[0].message.is_empty());
             assert_eq!(out.batch.num_rows(), 0);
         }
@@ -584,10 +608,17 @@ mod tests {
             true,
         );
         let d = JsonDecoder::new(Arc::new(Schema::new(vec![inner])));
-        let out = d.decode(&[rec(0, r#"{"geo":{"lon":1}}"#), rec(1, r#"{"geo":{"lat":1}}"#)]);
+        let out = d.decode(&[
+            rec(0, r#"{"geo":{"lon":1}}"#),
+            rec(1, r#"{"geo":{"lat":1}}"#),
+        ]);
         assert_eq!(out.rows, [1]);
         assert_eq!(out.failures[0].class, MISSING_FIELD);
-        assert!(out.failures[0].message.contains("geo.lat"), "{:?}", out.failures);
+        assert!(
+            out.failures[0].message.contains("geo.lat"),
+            "{:?}",
+            out.failures
+        );
     }
 
     #[test]
@@ -605,7 +636,10 @@ mod tests {
     fn encode_roundtrip() {
         let d = JsonDecoder::new(schema());
         let records = vec![
-            rec(0, r#"{"id":"a\nb \"q\"","amount":1.25,"n":null,"ts":"2026-03-01T12:00:00.123Z"}"#),
+            rec(
+                0,
+                r#"{"id":"a\nb \"q\"","amount":1.25,"n":null,"ts":"2026-03-01T12:00:00.123Z"}"#,
+            ),
             rec(1, r#"{"id":"é","amount":-3,"n":7,"ts":1700000000000}"#),
         ];
         let out = d.decode(&records);
@@ -623,13 +657,47 @@ mod tests {
         assert!(rows.row(5).is_empty());
 
         // Decoding the encoded record columns gives the same columns back.
-        let again: Vec<RawRecord> = rows.iter().enumerate().map(|(i, r)| {
-            rec(i, std::str::from_utf8(r).expect("utf8"))
-        }).collect();
+        let again: Vec<RawRecord> = rows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| rec(i, std::str::from_utf8(r).expect("utf8")))
+            .collect();
         let back = d.decode(&again);
         assert!(back.failures.is_empty(), "{:?}", back.failures);
         for c in 0..4 {
             assert_eq!(back.batch.column(c), out.batch.column(c));
+        }
+    }
+
+    use proptest::prelude::Strategy as _;
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// Any bytes: no panic, and every record is either a row or a failure, in order.
+        #[test]
+        fn arbitrary_payloads_are_accounted_for(
+            payloads in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40),
+                    "[{}\\[\\]\":,0-9a-z .\\-]{0,40}".prop_map(String::into_bytes),
+                    (0..5usize).prop_map(|i| good(i).into_bytes()),
+                ],
+                0..40,
+            )
+        ) {
+            let d = JsonDecoder::new(schema());
+            let records: Vec<RawRecord> = payloads
+                .iter()
+                .enumerate()
+                .map(|(i, p)| RawRecord { payload: p.clone(), ..rec(i, "") })
+                .collect();
+            let out = d.decode(&records);
+            let mut seen: Vec<usize> = out.rows.iter().map(|&r| r as usize).collect();
+            seen.extend(out.failures.iter().map(|f| f.index));
+            seen.sort_unstable();
+            proptest::prop_assert_eq!(seen, (0..records.len()).collect::<Vec<_>>());
+            proptest::prop_assert_eq!(out.batch.num_rows(), out.rows.len());
+            proptest::prop_assert!(out.rows.windows(2).all(|w| w[0] < w[1]));
         }
     }
 

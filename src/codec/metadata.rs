@@ -145,10 +145,7 @@ mod tests {
         RawRecord {
             key: if i == 1 { None } else { Some(vec![b'k', 0xff]) },
             payload: b"{}".to_vec(),
-            headers: vec![
-                ("h".into(), Some(b"v".to_vec())),
-                ("empty".into(), None),
-            ],
+            headers: vec![("h".into(), Some(b"v".to_vec())), ("empty".into(), None)],
             timestamp_ms: Some(1_700_000_000_000 + i),
             position: Position {
                 topic: "tx".into(),
@@ -175,7 +172,9 @@ mod tests {
         assert_eq!(arrays[2].as_primitive::<Int32Type>().value(1), 3);
         assert_eq!(arrays[3].as_primitive::<Int64Type>().value(0), 102);
         assert_eq!(
-            arrays[4].as_primitive::<TimestampMillisecondType>().value(1),
+            arrays[4]
+                .as_primitive::<TimestampMillisecondType>()
+                .value(1),
             1_700_000_000_001
         );
         let headers = arrays[5].as_map();
@@ -194,7 +193,15 @@ mod tests {
         let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
         assert_eq!(
             names,
-            ["a", "_key", "_topic", "_partition", "_offset", "_timestamp", "_headers"]
+            [
+                "a",
+                "_key",
+                "_topic",
+                "_partition",
+                "_offset",
+                "_timestamp",
+                "_headers"
+            ]
         );
     }
 }

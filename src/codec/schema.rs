@@ -37,7 +37,9 @@ pub enum SchemaError {
         source: std::io::Error,
     },
     /// The schema file has an extension other than `.avsc` or `.json`.
-    #[error("schema file {path}: unknown kind; use an Avro schema (.avsc) or a JSON Schema (.json)")]
+    #[error(
+        "schema file {path}: unknown kind; use an Avro schema (.avsc) or a JSON Schema (.json)"
+    )]
     UnknownKind {
         /// The file.
         path: PathBuf,
@@ -516,7 +518,11 @@ impl JsonSchemaConverter {
     }
 
     /// The non-null type names of a schema node and whether `null` is among its types.
-    fn types_of<'a>(&self, node: &'a Node, path: &str) -> Result<(Vec<&'a str>, bool), SchemaError> {
+    fn types_of<'a>(
+        &self,
+        node: &'a Node,
+        path: &str,
+    ) -> Result<(Vec<&'a str>, bool), SchemaError> {
         if !matches!(node, Node::Object(_)) {
             return Err(self.err(path, "schema must be a JSON object"));
         }
@@ -543,7 +549,12 @@ impl JsonSchemaConverter {
         Ok((non_null, nullable))
     }
 
-    fn object_fields(&self, node: &Node, path: &str, depth: usize) -> Result<Vec<Field>, SchemaError> {
+    fn object_fields(
+        &self,
+        node: &Node,
+        path: &str,
+        depth: usize,
+    ) -> Result<Vec<Field>, SchemaError> {
         let required: HashSet<&str> = match node.get("required") {
             None => HashSet::new(),
             Some(Node::Array(items)) => items.iter().filter_map(|v| v.as_str()).collect(),
@@ -572,7 +583,12 @@ impl JsonSchemaConverter {
         Ok(fields)
     }
 
-    fn property_type(&self, node: &Node, path: &str, depth: usize) -> Result<(DataType, bool), SchemaError> {
+    fn property_type(
+        &self,
+        node: &Node,
+        path: &str,
+        depth: usize,
+    ) -> Result<(DataType, bool), SchemaError> {
         if depth > MAX_DEPTH {
             return Err(self.err(path, format!("nested deeper than {MAX_DEPTH} levels")));
         }
@@ -684,7 +700,11 @@ mod tests {
             data_type: ColumnType::Int64,
             nullable: false,
         };
-        for cols in [vec![col("_key")], vec![col("__sg_row")], vec![col("a"), col("a")]] {
+        for cols in [
+            vec![col("_key")],
+            vec![col("__sg_row")],
+            vec![col("a"), col("a")],
+        ] {
             let spec = JsonFormatSpec {
                 schema: None,
                 columns: Some(cols),
@@ -702,7 +722,10 @@ mod tests {
         assert_eq!(f.data_type(), &timestamp_ms());
         assert!(!f.is_nullable());
         assert_eq!(
-            schema.field_with_name("amount").expect("amount").data_type(),
+            schema
+                .field_with_name("amount")
+                .expect("amount")
+                .data_type(),
             &DataType::Float64
         );
         let age = schema.field_with_name("customer_age").expect("age");
@@ -856,7 +879,11 @@ mod tests {
             .to_string();
         assert!(err.contains("bad.json") && err.contains("a.b"), "{err}");
 
-        write(dir.path(), "arr.json", r#"{"type":"array","items":{"type":"string"}}"#);
+        write(
+            dir.path(),
+            "arr.json",
+            r#"{"type":"array","items":{"type":"string"}}"#,
+        );
         assert!(load_record_schema(&spec_file("arr.json"), dir.path()).is_err());
     }
 }

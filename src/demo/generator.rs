@@ -4,7 +4,15 @@
 use rand::Rng;
 use rand::rngs::SmallRng;
 
-const CATEGORIES: &[&str] = &["grocery", "electronics", "travel", "restaurant", "fuel", "jewelry", "gaming"];
+const CATEGORIES: &[&str] = &[
+    "grocery",
+    "electronics",
+    "travel",
+    "restaurant",
+    "fuel",
+    "jewelry",
+    "gaming",
+];
 const COUNTRIES: &[&str] = &["US", "GB", "DE", "FR", "NL", "BR", "NG", "SG"];
 const CHANNELS: &[&str] = &["pos", "online", "atm"];
 
@@ -101,7 +109,11 @@ mod tests {
             let ok = parsed.as_ref().is_ok_and(|v| {
                 v.get("card_id").is_some() && v.get("amount").is_some_and(|a| a.is_number())
             });
-            assert!(!ok, "record {id} looks valid: {}", String::from_utf8_lossy(&m));
+            assert!(
+                !ok,
+                "record {id} looks valid: {}",
+                String::from_utf8_lossy(&m)
+            );
         }
         assert_eq!((0..1000).filter(|i| is_malformed(*i, 0.01)).count(), 10);
     }

@@ -14,13 +14,22 @@ pub struct Summary {
     started: Instant,
 }
 
-fn counter_sum(families: &[MetricFamily], name: &str, pipeline: &str, label: Option<(&str, &str)>) -> u64 {
+fn counter_sum(
+    families: &[MetricFamily],
+    name: &str,
+    pipeline: &str,
+    label: Option<(&str, &str)>,
+) -> u64 {
     families
         .iter()
         .filter(|f| f.name() == name)
         .flat_map(|f| f.get_metric())
         .filter(|m| {
-            let has = |k: &str, v: &str| m.get_label().iter().any(|l| l.name() == k && l.value() == v);
+            let has = |k: &str, v: &str| {
+                m.get_label()
+                    .iter()
+                    .any(|l| l.name() == k && l.value() == v)
+            };
             has("pipeline", pipeline) && label.is_none_or(|(k, v)| has(k, v))
         })
         .map(|m| m.get_counter().get_value() as u64)
@@ -28,12 +37,21 @@ fn counter_sum(families: &[MetricFamily], name: &str, pipeline: &str, label: Opt
 }
 
 /// Quantile estimate from a histogram's cumulative buckets (upper bound of the bucket).
-fn histogram_quantile(families: &[MetricFamily], name: &str, pipeline: &str, q: f64) -> Option<f64> {
+fn histogram_quantile(
+    families: &[MetricFamily],
+    name: &str,
+    pipeline: &str,
+    q: f64,
+) -> Option<f64> {
     let metric = families
         .iter()
         .filter(|f| f.name() == name)
         .flat_map(|f| f.get_metric())
-        .find(|m| m.get_label().iter().any(|l| l.name() == "pipeline" && l.value() == pipeline))?;
+        .find(|m| {
+            m.get_label()
+                .iter()
+                .any(|l| l.name() == "pipeline" && l.value() == pipeline)
+        })?;
     let h = metric.get_histogram();
     let total = h.get_sample_count();
     if total == 0 {
@@ -59,7 +77,12 @@ impl Summary {
 
     /// Records read so far.
     pub fn records_in(&self) -> u64 {
-        counter_sum(&self.metrics.registry().gather(), "streamgate_records_in_total", &self.pipeline, None)
+        counter_sum(
+            &self.metrics.registry().gather(),
+            "streamgate_records_in_total",
+            &self.pipeline,
+            None,
+        )
     }
 
     /// Records that reached an outcome: delivered to some output, filtered or dead-lettered.
@@ -68,8 +91,12 @@ impl Summary {
         let p = &self.pipeline;
         // In the demo every SQL row goes to `scored`, so each record ends in exactly one of:
         // scored, filtered, dead-lettered, dropped.
-        counter_sum(&f, "streamgate_records_out_total", p, Some(("output", "scored")))
-            + counter_sum(&f, "streamgate_records_filtered_total", p, None)
+        counter_sum(
+            &f,
+            "streamgate_records_out_total",
+            p,
+            Some(("output", "scored")),
+        ) + counter_sum(&f, "streamgate_records_filtered_total", p, None)
             + counter_sum(&f, "streamgate_records_dead_lettered_total", p, None)
             + counter_sum(&f, "streamgate_records_dropped_total", p, None)
     }
@@ -89,12 +116,32 @@ impl Summary {
         format!(
             "[{:>4.0}s] produced {produced} | in {records_in} ({rate:.0}/s) | alerts {} | scored {} | filtered {} | dead-lettered {} | e2e p50 ≤{} p99 ≤{}",
             now.duration_since(self.started).as_secs_f64(),
-            counter_sum(&f, "streamgate_records_out_total", p, Some(("output", "alerts"))),
-            counter_sum(&f, "streamgate_records_out_total", p, Some(("output", "scored"))),
+            counter_sum(
+                &f,
+                "streamgate_records_out_total",
+                p,
+                Some(("output", "alerts"))
+            ),
+            counter_sum(
+                &f,
+                "streamgate_records_out_total",
+                p,
+                Some(("output", "scored"))
+            ),
             counter_sum(&f, "streamgate_records_filtered_total", p, None),
             counter_sum(&f, "streamgate_records_dead_lettered_total", p, None),
-            ms(histogram_quantile(&f, "streamgate_end_to_end_latency_seconds", p, 0.5)),
-            ms(histogram_quantile(&f, "streamgate_end_to_end_latency_seconds", p, 0.99)),
+            ms(histogram_quantile(
+                &f,
+                "streamgate_end_to_end_latency_seconds",
+                p,
+                0.5
+            )),
+            ms(histogram_quantile(
+                &f,
+                "streamgate_end_to_end_latency_seconds",
+                p,
+                0.99
+            )),
         )
     }
 
@@ -105,8 +152,18 @@ impl Summary {
         format!(
             "done: {produced} transactions produced, {} read, {} alerts, {} scored, {} dead-lettered in {:.1}s",
             counter_sum(&f, "streamgate_records_in_total", p, None),
-            counter_sum(&f, "streamgate_records_out_total", p, Some(("output", "alerts"))),
-            counter_sum(&f, "streamgate_records_out_total", p, Some(("output", "scored"))),
+            counter_sum(
+                &f,
+                "streamgate_records_out_total",
+                p,
+                Some(("output", "alerts"))
+            ),
+            counter_sum(
+                &f,
+                "streamgate_records_out_total",
+                p,
+                Some(("output", "scored"))
+            ),
             counter_sum(&f, "streamgate_records_dead_lettered_total", p, None),
             self.started.elapsed().as_secs_f64()
         )

@@ -64,14 +64,18 @@ impl PipelineWorker {
 
         let started = Instant::now();
         let decoded = self.compiled.decoder.decode(&records);
-        self.metrics.batch_duration("decode").observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .batch_duration("decode")
+            .observe(started.elapsed().as_secs_f64());
         for f in decoded.failures {
             add(f.index, "decode", f);
         }
 
         let started = Instant::now();
         let sql = self.compiled.sql.apply(decoded.batch).await;
-        self.metrics.batch_duration("sql").observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .batch_duration("sql")
+            .observe(started.elapsed().as_secs_f64());
         for f in sql.failures {
             if let Some(&record) = decoded.rows.get(f.index) {
                 add(record as usize, "sql", f);
@@ -118,7 +122,9 @@ impl PipelineWorker {
             };
             routed.push((output, selected));
         }
-        self.metrics.batch_duration("route").observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .batch_duration("route")
+            .observe(started.elapsed().as_secs_f64());
 
         let started = Instant::now();
         for (output, selected) in routed {
@@ -135,12 +141,16 @@ impl PipelineWorker {
                 }
             }
         }
-        self.metrics.batch_duration("sink").observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .batch_duration("sink")
+            .observe(started.elapsed().as_secs_f64());
 
         let unmatched = matched_any.iter().filter(|m| !**m).count();
         let decoded_ok = decoded.rows.len();
         let sql_failed = failures.values().filter(|f| f.stage == "sql").count();
-        let filtered_by_sql = decoded_ok.saturating_sub(sql_failed).saturating_sub(distinct_inputs(&sql.rows));
+        let filtered_by_sql = decoded_ok
+            .saturating_sub(sql_failed)
+            .saturating_sub(distinct_inputs(&sql.rows));
         self.metrics
             .records_filtered
             .inc_by((unmatched + filtered_by_sql) as u64);

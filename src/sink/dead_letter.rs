@@ -40,13 +40,25 @@ impl DeadLetterRecord {
             message.truncate(cut);
         }
         vec![
-            (format!("{HEADER_PREFIX}pipeline"), self.pipeline.to_string()),
+            (
+                format!("{HEADER_PREFIX}pipeline"),
+                self.pipeline.to_string(),
+            ),
             (format!("{HEADER_PREFIX}stage"), self.stage.to_string()),
-            (format!("{HEADER_PREFIX}error.class"), self.class.to_string()),
+            (
+                format!("{HEADER_PREFIX}error.class"),
+                self.class.to_string(),
+            ),
             (format!("{HEADER_PREFIX}error.message"), message),
             (format!("{HEADER_PREFIX}source.topic"), p.topic.to_string()),
-            (format!("{HEADER_PREFIX}source.partition"), p.partition.to_string()),
-            (format!("{HEADER_PREFIX}source.offset"), p.offset.to_string()),
+            (
+                format!("{HEADER_PREFIX}source.partition"),
+                p.partition.to_string(),
+            ),
+            (
+                format!("{HEADER_PREFIX}source.offset"),
+                p.offset.to_string(),
+            ),
         ]
     }
 
@@ -96,7 +108,10 @@ fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | (*b as u32) << (16 - 8 * i));
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (*b as u32) << (16 - 8 * i));
         for i in 0..4 {
             if i <= chunk.len() {
                 out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);

@@ -7,12 +7,12 @@ use std::time::Duration;
 use datafusion::arrow::array::Array;
 use futures::FutureExt;
 use futures::future::BoxFuture;
+use rdkafka::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{
     BaseRecord, DeliveryResult, NoCustomPartitioner, Producer, ProducerContext, ThreadedProducer,
 };
-use rdkafka::ClientContext;
 
 use super::{Sink, SinkError, SinkInput, column_as_strings};
 use crate::ack::{Ack, AckStatus, PendingReceipt};
@@ -115,7 +115,8 @@ impl KafkaSink {
         headers: Option<OwnedHeaders>,
         receipt: PendingReceipt,
     ) -> Result<(), SinkError> {
-        let mut record = BaseRecord::with_opaque_to(&self.topic, Box::new(receipt)).payload(payload);
+        let mut record =
+            BaseRecord::with_opaque_to(&self.topic, Box::new(receipt)).payload(payload);
         if let Some(k) = key {
             record = record.key(k);
         }
@@ -143,8 +144,8 @@ impl KafkaSink {
         batch: datafusion::arrow::record_batch::RecordBatch,
         ack: &Ack,
     ) -> Result<(), SinkError> {
-        let rows =
-            crate::codec::json::encode_rows(&batch).map_err(|e| SinkError::Encode(e.to_string()))?;
+        let rows = crate::codec::json::encode_rows(&batch)
+            .map_err(|e| SinkError::Encode(e.to_string()))?;
         let keys = match &self.key {
             Some(column) => Some(column_as_strings(&batch, column)?),
             None => None,
@@ -168,7 +169,8 @@ impl KafkaSink {
                         })
                     })
             });
-            self.produce(key, rows.row(i), headers, ack.receipt()).await?;
+            self.produce(key, rows.row(i), headers, ack.receipt())
+                .await?;
         }
         Ok(())
     }
@@ -234,4 +236,3 @@ impl Drop for KafkaSink {
         let _ = self.producer.in_flight_count();
     }
 }
-

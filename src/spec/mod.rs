@@ -101,7 +101,11 @@ impl LoadedPipeline {
 /// Reads, parses, interpolates from the process environment and validates a pipeline file.
 pub fn load_file(file: &Path) -> Result<LoadedPipeline, SpecErrors> {
     let text = std::fs::read_to_string(file).map_err(|e| {
-        SpecErrors(vec![SpecError::at(file, "", format!("cannot read file: {e}"))])
+        SpecErrors(vec![SpecError::at(
+            file,
+            "",
+            format!("cannot read file: {e}"),
+        )])
     })?;
     load_str(&text, file, &|name| std::env::var(name).ok())
 }
@@ -132,11 +136,23 @@ pub fn parse(text: &str, file: &Path) -> Result<PipelineSpec, SpecError> {
     serde_path_to_error::deserialize(de).map_err(|err| {
         let path = err.path().to_string();
         let inner = err.into_inner();
-        let line_column = inner.location().map(|l| (l.line(), l.column()));
+        let mut line_column = inner.location().map(|l| (l.line(), l.column()));
         let mut message = inner.to_string();
         // serde_yaml appends " at line X column Y"; we print the location ourselves.
         if let Some(i) = message.find(" at line ") {
             message.truncate(i);
+        }
+        // It also prefixes its own (shallower) path, "outputs[1]: ..."; we print ours.
+        if let Some((prefix, rest)) = message.split_once(": ")
+            && !prefix.contains(' ')
+            && (prefix.contains('.') || prefix.contains('[') || path.starts_with(prefix))
+        {
+            message = rest.to_string();
+        }
+        // Inside `type`-tagged components serde buffers the content and loses positions,
+        // reporting 1:1; a wrong location is worse than none.
+        if line_column == Some((1, 1)) && path != "." {
+            line_column = None;
         }
         SpecError {
             file: file.to_path_buf(),

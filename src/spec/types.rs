@@ -299,7 +299,7 @@ pub struct OutputSpec {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum SinkSpec {
     /// Produce to a Kafka topic with an idempotent producer.
-    Kafka(KafkaSinkSpec),
+    Kafka(Box<KafkaSinkSpec>),
     /// Write JSON lines to standard output.
     Stdout(StdoutSinkSpec),
     /// Append JSON lines to a file.

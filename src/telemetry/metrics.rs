@@ -51,12 +51,16 @@ impl Metrics {
         let registry = Registry::new();
         let counter = |name: &str, help: &str, labels: &[&str]| {
             let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-            registry.register(Box::new(c.clone())).expect("unique metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
             c
         };
         let gauge = |name: &str, help: &str, labels: &[&str]| {
             let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
-            registry.register(Box::new(g.clone())).expect("unique metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
             g
         };
         let histogram = |name: &str, help: &str, labels: &[&str]| {
@@ -65,7 +69,9 @@ impl Metrics {
                 labels,
             )
             .expect("valid metric");
-            registry.register(Box::new(h.clone())).expect("unique metric");
+            registry
+                .register(Box::new(h.clone()))
+                .expect("unique metric");
             h
         };
         Metrics {
@@ -182,12 +188,16 @@ impl PipelineMetrics {
 
     /// `streamgate_records_out_total{pipeline, output}`.
     pub fn records_out(&self, output: &str) -> prometheus::IntCounter {
-        self.all.records_out.with_label_values(&[&self.name, output])
+        self.all
+            .records_out
+            .with_label_values(&[&self.name, output])
     }
 
     /// `streamgate_batch_duration_seconds{pipeline, stage}`.
     pub fn batch_duration(&self, stage: &str) -> prometheus::Histogram {
-        self.all.batch_duration.with_label_values(&[&self.name, stage])
+        self.all
+            .batch_duration
+            .with_label_values(&[&self.name, stage])
     }
 
     /// Counts a failed record by its fate.

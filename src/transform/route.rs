@@ -178,6 +178,9 @@ fn unsupported(expr: &Expr) -> Option<&'static str> {
             Expr::AggregateFunction(_) => Some("an aggregate function"),
             Expr::WindowFunction(_) => Some("a window function"),
             Expr::ScalarSubquery(_) | Expr::InSubquery(_) | Expr::Exists(_) => Some("a subquery"),
+            Expr::ScalarFunction(f) if super::sql::is_planning_time_function(f.name()) => {
+                Some("a function fixed at planning time (now, current_date, ...)")
+            }
             _ => None,
         };
         Ok(if what.is_some() {
@@ -222,7 +225,12 @@ mod tests {
                     None,
                     Some("high"),
                 ])),
-                Arc::new(Float64Array::from(vec![Some(900.0), Some(5.0), Some(1.0), None])),
+                Arc::new(Float64Array::from(vec![
+                    Some(900.0),
+                    Some(5.0),
+                    Some(1.0),
+                    None,
+                ])),
                 Arc::new(StringArray::from(vec!["1", "2", "x", "4"])),
             ],
         )
@@ -249,7 +257,9 @@ mod tests {
         assert!(matches!(err, RouteError::NotBoolean { .. }), "{err}");
         let err = RowFilter::new("amount >", s.clone()).expect_err("syntax");
         assert!(matches!(err, RouteError::Invalid { .. }), "{err}");
-        let err = RowFilter::new("sum(amount) > 1", s).expect_err("aggregate");
+        let err = RowFilter::new("sum(amount) > 1", s.clone()).expect_err("aggregate");
+        assert!(matches!(err, RouteError::Unsupported { .. }), "{err}");
+        let err = RowFilter::new("now() > now()", s).expect_err("now");
         assert!(matches!(err, RouteError::Unsupported { .. }), "{err}");
     }
 

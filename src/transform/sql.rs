@@ -317,8 +317,9 @@ impl Query {
     fn with_batch(&self, batch: RecordBatch) -> Result<Arc<dyn ExecutionPlan>, DataFusionError> {
         let transformed = Arc::clone(&self.plan).transform_up(|node| {
             match node.as_ref().downcast_ref::<BatchExec>() {
-                Some(leaf) => Ok(Transformed::yes(Arc::new(leaf.with_batch(batch.clone())?)
-                    as Arc<dyn ExecutionPlan>)),
+                Some(leaf) => Ok(Transformed::yes(
+                    Arc::new(leaf.with_batch(batch.clone())?) as Arc<dyn ExecutionPlan>
+                )),
                 None => Ok(Transformed::no(node)),
             }
         })?;
@@ -411,10 +412,12 @@ fn check_stateless(plan: &LogicalPlan) -> Result<(), SqlError> {
             | LogicalPlan::SubqueryAlias(_)
             | LogicalPlan::Unnest(_) => None,
             LogicalPlan::TableScan(scan) => {
-                (scan.table_name.table() != INPUT_TABLE).then(|| SqlError::NoInput)
+                (scan.table_name.table() != INPUT_TABLE).then_some(SqlError::NoInput)
             }
             LogicalPlan::EmptyRelation(_) | LogicalPlan::Values(_) => Some(SqlError::NoInput),
-            LogicalPlan::Aggregate(_) => Some(unsupported("aggregation (GROUP BY, COUNT, SUM, ...)")),
+            LogicalPlan::Aggregate(_) => {
+                Some(unsupported("aggregation (GROUP BY, COUNT, SUM, ...)"))
+            }
             LogicalPlan::Window(_) => Some(unsupported("window functions (OVER ...)")),
             LogicalPlan::Join(_) => Some(unsupported("joins")),
             LogicalPlan::Sort(_) => Some(unsupported("ORDER BY")),
@@ -422,16 +425,15 @@ fn check_stateless(plan: &LogicalPlan) -> Result<(), SqlError> {
             LogicalPlan::Distinct(_) => Some(unsupported("DISTINCT")),
             LogicalPlan::Union(_) => Some(unsupported("UNION / INTERSECT / EXCEPT")),
             LogicalPlan::RecursiveQuery(_) => Some(unsupported("recursive queries")),
-            LogicalPlan::Explain(_) | LogicalPlan::Analyze(_) => {
-                Some(unsupported("EXPLAIN"))
-            }
-            LogicalPlan::Ddl(_)
+            LogicalPlan::Explain(_)
+            | LogicalPlan::Analyze(_)
+            | LogicalPlan::Ddl(_)
             | LogicalPlan::Dml(_)
             | LogicalPlan::Copy(_)
             | LogicalPlan::Statement(_)
-            | LogicalPlan::DescribeTable(_) => {
-                Some(unsupported("statements other than SELECT"))
-            }
+            | LogicalPlan::DescribeTable(_) => Some(SqlError::Plan(
+                "only a SELECT query is allowed (no DDL, DML, EXPLAIN or other statements)".into(),
+            )),
             other => Some(unsupported(&format!(
                 "plan node `{}`",
                 other.display().to_string().split(':').next().unwrap_or("?")
@@ -472,6 +474,13 @@ fn check_expr(expr: &Expr) -> Option<SqlError> {
             }
             Expr::AggregateFunction(_) => Some(unsupported("aggregate functions")),
             Expr::WindowFunction(_) => Some(unsupported("window functions (OVER ...)")),
+            Expr::ScalarFunction(f) if is_planning_time_function(f.name()) => {
+                Some(SqlError::Plan(format!(
+                    "`{}()` would be fixed at the time the query is planned (once, at startup); \
+                     use the record timestamp `_timestamp` instead",
+                    f.name()
+                )))
+            }
             Expr::Alias(alias) if alias.name == ROW_ID => Some(SqlError::Plan(format!(
                 "`{ROW_ID}` is a reserved column name"
             ))),
@@ -488,6 +497,15 @@ fn check_expr(expr: &Expr) -> Option<SqlError> {
     problem
 }
 
+/// Functions DataFusion folds into a constant when planning: with a plan built once they would
+/// return the startup time forever.
+pub fn is_planning_time_function(name: &str) -> bool {
+    matches!(
+        name,
+        "now" | "current_timestamp" | "current_date" | "current_time" | "today"
+    )
+}
+
 /// Appends the row-id column to every projection that drops it, bottom-up, so it reaches the
 /// root.
 fn carry_row_id(plan: LogicalPlan) -> Result<LogicalPlan, SqlError> {
@@ -501,7 +519,9 @@ fn carry_row_id(plan: LogicalPlan) -> Result<LogicalPlan, SqlError> {
             if projection.schema.has_column_with_unqualified_name(ROW_ID) {
                 return Ok(Transformed::yes(LogicalPlan::Projection(projection)));
             }
-            let Projection { mut expr, input, .. } = projection;
+            let Projection {
+                mut expr, input, ..
+            } = projection;
             let (qualifier, _) = input
                 .schema()
                 .qualified_field_with_unqualified_name(ROW_ID)?;
@@ -794,15 +814,28 @@ mod tests {
         )
         .await
         .expect("plan");
-        let batch = decoded(100, |i| if i == 37 || i == 80 { "x".into() } else { i.to_string() });
+        let batch = decoded(100, |i| {
+            if i == 37 || i == 80 {
+                "x".into()
+            } else {
+                i.to_string()
+            }
+        });
         let out = t.apply(batch).await;
         let failed: Vec<usize> = out.failures.iter().map(|f| f.index).collect();
         assert_eq!(failed, [37, 80]);
         assert_eq!(out.failures[0].class, SQL_ERROR);
-        assert!(out.failures[0].message.to_lowercase().contains("cast"), "{:?}", out.failures);
+        assert!(
+            out.failures[0].message.to_lowercase().contains("cast"),
+            "{:?}",
+            out.failures
+        );
         let expected: Vec<u32> = (0..100).filter(|i| *i != 37 && *i != 80).collect();
         assert_eq!(out.rows, expected);
-        let n = out.batch.column(1).as_primitive::<datafusion::arrow::datatypes::Int32Type>();
+        let n = out
+            .batch
+            .column(1)
+            .as_primitive::<datafusion::arrow::datatypes::Int32Type>();
         for (row, &src) in out.rows.iter().enumerate() {
             assert_eq!(n.value(row), src as i32);
         }
@@ -852,13 +885,27 @@ mod tests {
             ("SELECT id FROM input LIMIT 5", "LIMIT"),
             ("SELECT DISTINCT id FROM input", "DISTINCT"),
             ("SELECT id, row_number() OVER () FROM input", "window"),
-            ("SELECT a.id FROM input a JOIN input b ON a.id = b.id", "join"),
-            ("SELECT id FROM input UNION ALL SELECT id FROM input", "UNION"),
+            (
+                "SELECT a.id FROM input a JOIN input b ON a.id = b.id",
+                "join",
+            ),
+            (
+                "SELECT id FROM input UNION ALL SELECT id FROM input",
+                "UNION",
+            ),
             ("SELECT 1", "input"),
-            ("SELECT id FROM input WHERE id IN (SELECT id FROM input)", "subquer"),
+            (
+                "SELECT id FROM input WHERE id IN (SELECT id FROM input)",
+                "subquer",
+            ),
             ("SELECT amount AS __sg_row FROM input", "reserved"),
             ("CREATE TABLE t (a INT)", "SELECT"),
             ("SELECT nope FROM input", "nope"),
+            ("SELECT id, now() AS t FROM input", "_timestamp"),
+            (
+                "SELECT id FROM input WHERE _timestamp > current_date",
+                "_timestamp",
+            ),
             ("SELEC id FROM input", "SELEC"),
         ];
         for (sql, needle) in cases {
@@ -866,17 +913,23 @@ mod tests {
                 .await
                 .expect_err(sql)
                 .to_string();
+            println!("{sql}\n  => {err}");
             assert!(
                 err.to_lowercase().contains(&needle.to_lowercase()),
                 "{sql}: {err}"
             );
-            assert!(!err.contains(ROW_ID) || needle == "reserved", "{sql}: {err}");
+            assert!(
+                !err.contains(ROW_ID) || needle == "reserved",
+                "{sql}: {err}"
+            );
         }
     }
 
     #[tokio::test]
     async fn passthrough_drops_metadata() {
-        let t = SqlTransform::new(None, input_schema()).await.expect("passthrough");
+        let t = SqlTransform::new(None, input_schema())
+            .await
+            .expect("passthrough");
         assert_eq!(t.output_schema(), record_schema());
         let out = t.apply(decoded(3, |_| "n".into())).await;
         assert_eq!(out.rows, [0, 1, 2]);
@@ -914,7 +967,9 @@ mod tests {
         let sql = "SELECT id, amount, CASE WHEN amount > 500 THEN 'high' ELSE 'low' END AS risk, \
                    upper(note) AS note FROM input WHERE amount >= 0";
         let start = Instant::now();
-        let t = SqlTransform::new(Some(sql), input_schema()).await.expect("plan");
+        let t = SqlTransform::new(Some(sql), input_schema())
+            .await
+            .expect("plan");
         let plan_us = start.elapsed().as_secs_f64() * 1e6;
         let batch = decoded(1000, |i| format!("n{i}"));
         let Kind::Query(q) = &t.kind else {

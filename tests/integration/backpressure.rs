@@ -61,15 +61,20 @@ outputs:
     let mut gateway = start_gateway(&file, &log, Stdio::piped());
     let admin = {
         let mut addr = None;
-        wait_until("admin address in the log", Duration::from_secs(60), Duration::from_millis(20), || {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            addr = text
-                .lines()
-                .find(|l| l.contains("admin server listening"))
-                .and_then(|l| l.split("addr=").nth(1))
-                .map(|a| a.split_whitespace().next().unwrap_or("").to_string());
-            addr.is_some()
-        });
+        wait_until(
+            "admin address in the log",
+            Duration::from_secs(60),
+            Duration::from_millis(20),
+            || {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                addr = text
+                    .lines()
+                    .find(|l| l.contains("admin server listening"))
+                    .and_then(|l| l.split("addr=").nth(1))
+                    .map(|a| a.split_whitespace().next().unwrap_or("").to_string());
+                addr.is_some()
+            },
+        );
         addr.unwrap()
     };
 
@@ -77,27 +82,41 @@ outputs:
     // window of polls.
     let mut last = u64::MAX;
     let mut stable = 0;
-    wait_until("consumption to plateau", Duration::from_secs(120), Duration::from_millis(200), || {
-        let now = metric(&admin, "streamgate_records_in_total");
-        stable = if now == last { stable + 1 } else { 0 };
-        last = now;
-        stable >= 10 && metric(&admin, "streamgate_backpressure_pauses_total") > 0
-    });
+    wait_until(
+        "consumption to plateau",
+        Duration::from_secs(120),
+        Duration::from_millis(200),
+        || {
+            let now = metric(&admin, "streamgate_records_in_total");
+            stable = if now == last { stable + 1 } else { 0 };
+            last = now;
+            stable >= 10 && metric(&admin, "streamgate_backpressure_pauses_total") > 0
+        },
+    );
     let rss_mib = rss_kib(gateway.id()).unwrap() as f64 / 1024.0;
     let read = metric(&admin, "streamgate_records_in_total");
     eprintln!(
         "backpressure: {read} of {RECORDS} records read while the sink is blocked; RSS {rss_mib:.1} MiB (input {:.1} MiB)",
         input_bytes as f64 / 1048576.0
     );
-    assert!(read < RECORDS / 4, "kept reading while the sink was blocked: {read}");
-    assert!(rss_mib < 200.0, "resident memory {rss_mib:.1} MiB is not bounded");
+    assert!(
+        read < RECORDS / 4,
+        "kept reading while the sink was blocked: {read}"
+    );
+    assert!(
+        rss_mib < 200.0,
+        "resident memory {rss_mib:.1} MiB is not bounded"
+    );
 
     // Draining stdout lets it continue: the pause was backpressure, not a stall.
     let stdout = gateway.stdout.take().unwrap();
     let reader = std::thread::spawn(move || BufReader::new(stdout).lines().count());
-    wait_until("all records read after unblocking", Duration::from_secs(120), Duration::from_millis(100), || {
-        metric(&admin, "streamgate_records_in_total") == RECORDS
-    });
+    wait_until(
+        "all records read after unblocking",
+        Duration::from_secs(120),
+        Duration::from_millis(100),
+        || metric(&admin, "streamgate_records_in_total") == RECORDS,
+    );
     gateway.kill().unwrap();
     gateway.wait().unwrap();
     assert!(reader.join().unwrap() as u64 >= RECORDS / 2);

@@ -46,7 +46,9 @@ fn deliveries(bootstrap: &str, name: &str) -> HashMap<u64, usize> {
     let mut counts = HashMap::new();
     for m in read_all(bootstrap, &format!("{name}-out"), PARTITIONS) {
         let row: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
-        let id = row["transaction_id"].as_str().unwrap()[3..].parse().unwrap();
+        let id = row["transaction_id"].as_str().unwrap()[3..]
+            .parse()
+            .unwrap();
         *counts.entry(id).or_insert(0) += 1;
     }
     for m in read_all(bootstrap, &format!("{name}-dlq"), 1) {
@@ -92,24 +94,44 @@ fn kill_9_at_random_moments_loses_nothing() {
         let mut gateway = start_gateway(&file, &log, Stdio::null());
         // Kill once the output grew by a random amount: sometimes mid-batch, sometimes late.
         let target = before + rng.random_range(1..7_000);
-        wait_until("output progress", Duration::from_secs(120), Duration::from_millis(5), || {
-            topic_len(&broker.bootstrap, &format!("{name}-out"), PARTITIONS) >= target
-        });
+        wait_until(
+            "output progress",
+            Duration::from_secs(120),
+            Duration::from_millis(5),
+            || topic_len(&broker.bootstrap, &format!("{name}-out"), PARTITIONS) >= target,
+        );
         gateway.kill().unwrap();
         gateway.wait().unwrap();
     }
 
     // A last run finishes the stream and stops gracefully.
     let mut gateway = start_gateway(&file, &log, Stdio::null());
-    wait_until("everything committed", Duration::from_secs(180), Duration::from_millis(100), || {
-        fully_committed(&broker.bootstrap, &format!("{name}-group"), &input, PARTITIONS)
-    });
+    wait_until(
+        "everything committed",
+        Duration::from_secs(180),
+        Duration::from_millis(100),
+        || {
+            fully_committed(
+                &broker.bootstrap,
+                &format!("{name}-group"),
+                &input,
+                PARTITIONS,
+            )
+        },
+    );
     terminate(&gateway);
     assert!(gateway.wait().unwrap().success(), "graceful stop exits 0");
 
     let counts = deliveries(&broker.bootstrap, name);
-    let missing: Vec<u64> = (0..ROUNDS * PER_ROUND).filter(|id| !counts.contains_key(id)).collect();
-    assert!(missing.is_empty(), "{} records lost, e.g. {:?}", missing.len(), &missing[..missing.len().min(10)]);
+    let missing: Vec<u64> = (0..ROUNDS * PER_ROUND)
+        .filter(|id| !counts.contains_key(id))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} records lost, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
     let duplicates: usize = counts.values().map(|c| c - 1).sum();
     eprintln!(
         "crash test: {} records, {ROUNDS} kill -9 rounds, {duplicates} duplicates ({:.2}%)",
@@ -131,17 +153,30 @@ fn graceful_sigterm_mid_stream_has_no_duplicates() {
     produce(&broker.bootstrap, &input, PARTITIONS, &all);
 
     let gateway = start_gateway(&file, &log, Stdio::null());
-    wait_until("output progress", Duration::from_secs(120), Duration::from_millis(5), || {
-        topic_len(&broker.bootstrap, &format!("{name}-out"), PARTITIONS) >= 1_000
-    });
+    wait_until(
+        "output progress",
+        Duration::from_secs(120),
+        Duration::from_millis(5),
+        || topic_len(&broker.bootstrap, &format!("{name}-out"), PARTITIONS) >= 1_000,
+    );
     terminate(&gateway);
     let mut gateway = gateway;
     assert!(gateway.wait().unwrap().success(), "SIGTERM exits 0");
 
     let gateway = start_gateway(&file, &log, Stdio::null());
-    wait_until("everything committed", Duration::from_secs(180), Duration::from_millis(100), || {
-        fully_committed(&broker.bootstrap, &format!("{name}-group"), &input, PARTITIONS)
-    });
+    wait_until(
+        "everything committed",
+        Duration::from_secs(180),
+        Duration::from_millis(100),
+        || {
+            fully_committed(
+                &broker.bootstrap,
+                &format!("{name}-group"),
+                &input,
+                PARTITIONS,
+            )
+        },
+    );
     terminate(&gateway);
     let mut gateway = gateway;
     assert!(gateway.wait().unwrap().success());
@@ -149,5 +184,9 @@ fn graceful_sigterm_mid_stream_has_no_duplicates() {
     let counts = deliveries(&broker.bootstrap, name);
     assert_eq!(counts.len() as u64, N, "every record delivered");
     let duplicates: Vec<_> = counts.iter().filter(|(_, c)| **c > 1).collect();
-    assert!(duplicates.is_empty(), "graceful stop duplicated {} records", duplicates.len());
+    assert!(
+        duplicates.is_empty(),
+        "graceful stop duplicated {} records",
+        duplicates.len()
+    );
 }

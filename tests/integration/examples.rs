@@ -40,17 +40,30 @@ fn docker_compose_parses_and_references_existing_files() {
     let mut checked = 0;
     for (name, service) in services {
         for volume in service["volumes"].as_sequence().into_iter().flatten() {
-            let Some(spec) = volume.as_str() else { continue };
+            let Some(spec) = volume.as_str() else {
+                continue;
+            };
             let host = spec.split(':').next().unwrap();
             if host.starts_with("./") {
-                assert!(root().join(host).exists(), "{name:?}: {host} does not exist");
+                assert!(
+                    root().join(host).exists(),
+                    "{name:?}: {host} does not exist"
+                );
                 checked += 1;
             }
         }
         if let Some(context) = service["build"]["context"].as_str() {
-            assert!(root().join(context).exists(), "{name:?}: build context {context}");
-            let dockerfile = service["build"]["dockerfile"].as_str().unwrap_or("Dockerfile");
-            assert!(root().join(context).join(dockerfile).exists(), "{name:?}: {dockerfile}");
+            assert!(
+                root().join(context).exists(),
+                "{name:?}: build context {context}"
+            );
+            let dockerfile = service["build"]["dockerfile"]
+                .as_str()
+                .unwrap_or("Dockerfile");
+            assert!(
+                root().join(context).join(dockerfile).exists(),
+                "{name:?}: {dockerfile}"
+            );
             checked += 1;
         }
     }

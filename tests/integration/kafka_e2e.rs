@@ -68,19 +68,21 @@ async fn hundred_thousand_records_with_one_percent_malformed() {
     });
 
     let b = bootstrap.clone();
-    wait_until_async("all input committed", Duration::from_secs(300), Duration::from_millis(250), || {
-        fully_committed(&b, "e2e-group", "tx-in", PARTITIONS)
-    })
+    wait_until_async(
+        "all input committed",
+        Duration::from_secs(300),
+        Duration::from_millis(250),
+        || fully_committed(&b, "e2e-group", "tx-in", PARTITIONS),
+    )
     .await;
     shutdown.cancel();
     task.await.unwrap().unwrap();
 
     let (b, out, dlq) = (bootstrap.clone(), "tx-out", "tx-dlq");
-    let (outputs, dead) = tokio::task::spawn_blocking(move || {
-        (read_all(&b, out, PARTITIONS), read_all(&b, dlq, 4))
-    })
-    .await
-    .unwrap();
+    let (outputs, dead) =
+        tokio::task::spawn_blocking(move || (read_all(&b, out, PARTITIONS), read_all(&b, dlq, 4)))
+            .await
+            .unwrap();
 
     // Output: exactly the good records, transformed, each once.
     let bad_set: HashSet<usize> = bad.iter().copied().collect();
@@ -88,19 +90,33 @@ async fn hundred_thousand_records_with_one_percent_malformed() {
     let mut seen = HashSet::new();
     for m in &outputs {
         let row: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
-        let id: usize = row["transaction_id"].as_str().unwrap()[3..].parse().unwrap();
-        assert!(!bad_set.contains(&id), "malformed record {id} reached the output");
+        let id: usize = row["transaction_id"].as_str().unwrap()[3..]
+            .parse()
+            .unwrap();
+        assert!(
+            !bad_set.contains(&id),
+            "malformed record {id} reached the output"
+        );
         assert!(seen.insert(id), "record {id} delivered twice");
         let input: serde_json::Value = serde_json::from_slice(&records[id].1).unwrap();
         assert_eq!(row["card_id"], input["card_id"]);
-        assert_eq!(m.key.as_deref(), input["card_id"].as_str().map(str::as_bytes));
+        assert_eq!(
+            m.key.as_deref(),
+            input["card_id"].as_str().map(str::as_bytes)
+        );
         assert_eq!(row["amount"].as_f64(), input["amount"].as_f64());
         assert_eq!(
             row["country"].as_str().unwrap(),
             input["country"].as_str().unwrap().to_uppercase()
         );
-        assert_eq!(row["large"].as_bool().unwrap(), input["amount"].as_f64().unwrap() > 1000.0);
-        assert_eq!(row["src_partition"].as_i64().unwrap() as i32, positions[id].0);
+        assert_eq!(
+            row["large"].as_bool().unwrap(),
+            input["amount"].as_f64().unwrap() > 1000.0
+        );
+        assert_eq!(
+            row["src_partition"].as_i64().unwrap() as i32,
+            positions[id].0
+        );
         assert_eq!(row["src_offset"].as_i64().unwrap(), positions[id].1);
     }
 
@@ -108,16 +124,31 @@ async fn hundred_thousand_records_with_one_percent_malformed() {
     assert_eq!(dead.len(), bad.len(), "dead-letter count");
     let by_key: HashMap<usize, _> = dead
         .iter()
-        .map(|m| (String::from_utf8_lossy(m.key.as_deref().unwrap()).parse().unwrap(), m))
+        .map(|m| {
+            (
+                String::from_utf8_lossy(m.key.as_deref().unwrap())
+                    .parse()
+                    .unwrap(),
+                m,
+            )
+        })
         .collect();
     for &id in &bad {
-        let m = by_key.get(&id).unwrap_or_else(|| panic!("malformed record {id} not dead-lettered"));
-        assert_eq!(m.payload, records[id].1, "dead letter keeps the original bytes");
+        let m = by_key
+            .get(&id)
+            .unwrap_or_else(|| panic!("malformed record {id} not dead-lettered"));
+        assert_eq!(
+            m.payload, records[id].1,
+            "dead letter keeps the original bytes"
+        );
         let h = &m.headers;
         assert_eq!(h["streamgate.pipeline"], "e2e");
         assert_eq!(h["streamgate.stage"], "decode");
         assert_eq!(h["streamgate.source.topic"], "tx-in");
-        assert_eq!(h["streamgate.source.partition"], positions[id].0.to_string());
+        assert_eq!(
+            h["streamgate.source.partition"],
+            positions[id].0.to_string()
+        );
         assert_eq!(h["streamgate.source.offset"], positions[id].1.to_string());
         assert!(!h["streamgate.error.class"].is_empty());
         assert!(!h["streamgate.error.message"].is_empty());
@@ -125,6 +156,11 @@ async fn hundred_thousand_records_with_one_percent_malformed() {
 
     // Metrics agree with what landed.
     let rendered = metrics.render();
-    assert!(rendered.contains("streamgate_records_in_total{pipeline=\"e2e\"} 100000"), "{rendered}");
-    assert!(rendered.contains("streamgate_records_out_total{output=\"out\",pipeline=\"e2e\"} 99000"));
+    assert!(
+        rendered.contains("streamgate_records_in_total{pipeline=\"e2e\"} 100000"),
+        "{rendered}"
+    );
+    assert!(
+        rendered.contains("streamgate_records_out_total{output=\"out\",pipeline=\"e2e\"} 99000")
+    );
 }

@@ -1,9 +1,10 @@
 //! Integration tests, one binary (each tests/*.rs file would link the whole library again).
 
-mod common;
-mod kafka_e2e;
-mod sql_golden;
 mod backpressure;
+mod common;
 mod crash;
-mod process;
 mod examples;
+mod kafka_e2e;
+mod process;
+mod spec_golden;
+mod sql_golden;

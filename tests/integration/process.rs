@@ -19,14 +19,18 @@ impl BrokerProcess {
     /// Starts a broker with `topics` (name, partitions) and waits for its address.
     pub fn start(topics: &[(&str, i32)]) -> Self {
         let mut cmd = Command::new(streamgate_bin());
-        cmd.arg("broker").stdout(Stdio::piped()).stderr(Stdio::null());
+        cmd.arg("broker")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
         for (name, partitions) in topics {
             cmd.arg("--topic").arg(format!("{name}:{partitions}"));
         }
         let mut child = cmd.spawn().expect("spawn broker");
         let stdout = child.stdout.take().unwrap();
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("broker address");
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("broker address");
         let bootstrap = line
             .trim()
             .strip_prefix("bootstrap.servers=")

@@ -149,14 +149,11 @@ fn every_semantic_error_is_reported_at_once() {
     }
 }
 
+/// Errors inside `type`-tagged components (like `bad_duration`, under `source`) have no
+/// reliable position (serde buffers tagged content) and are reported by path only.
 #[test]
 fn parse_errors_have_line_and_column() {
-    for name in [
-        "yaml_syntax",
-        "unknown_field_in_sink",
-        "wrong_type",
-        "bad_duration",
-    ] {
+    for name in ["yaml_syntax", "unknown_field_in_sink", "wrong_type"] {
         let errors = load_error(name);
         assert_eq!(errors.0.len(), 1, "{errors}");
         assert!(errors.0[0].line_column.is_some(), "{name}: {errors}");

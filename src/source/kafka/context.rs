@@ -46,7 +46,9 @@ pub(super) fn commit_offsets(
     }
     match consumer.commit(&tpl, CommitMode::Sync) {
         Ok(()) => tracing::debug!(partitions = offsets.len(), "committed offsets"),
-        Err(e) => tracing::warn!(error = %e, "offset commit failed; uncommitted records will be redelivered"),
+        Err(e) => {
+            tracing::warn!(error = %e, "offset commit failed; uncommitted records will be redelivered")
+        }
     }
 }
 
@@ -56,7 +58,8 @@ impl ClientContext for SourceContext {
             for (partition, p) in &t.partitions {
                 // librdkafka reports -1 for partitions this consumer does not fetch.
                 if *partition >= 0 && p.consumer_lag >= 0 {
-                    self.metrics.set_consumer_lag(topic, *partition, p.consumer_lag);
+                    self.metrics
+                        .set_consumer_lag(topic, *partition, p.consumer_lag);
                 }
             }
         }
@@ -76,7 +79,10 @@ impl ConsumerContext for SourceContext {
             };
             let pending = self.acks.wait_drained(Some(&revoked), timeout);
             if pending > 0 {
-                tracing::warn!(pending, "revocation drain timed out; those batches will be redelivered");
+                tracing::warn!(
+                    pending,
+                    "revocation drain timed out; those batches will be redelivered"
+                );
             }
             let done = self.acks.revoke(&revoked);
             commit_offsets(consumer, &done);

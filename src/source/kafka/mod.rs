@@ -218,14 +218,20 @@ impl PollLoop {
                         self.accept(key, record);
                     }
                 }
-                Err(e) => tracing::warn!(pipeline = self.source.metrics.name(), error = %e, "kafka consumer error"),
+                Err(e) => {
+                    tracing::warn!(pipeline = self.source.metrics.name(), error = %e, "kafka consumer error")
+                }
             }
         }
     }
 
     /// Copies a message out of librdkafka's buffer, keyed by (topic index, partition).
     fn to_record(&self, message: &BorrowedMessage<'_>) -> Option<((usize, i32), RawRecord)> {
-        let topic_index = self.source.topics.iter().position(|t| **t == *message.topic())?;
+        let topic_index = self
+            .source
+            .topics
+            .iter()
+            .position(|t| **t == *message.topic())?;
         let tp: TopicPartition = (self.source.topics[topic_index].clone(), message.partition());
         Some(((topic_index, tp.1), raw_record(message, &tp)))
     }
@@ -301,7 +307,10 @@ impl PollLoop {
                         // to the partition's new owner.
                         continue;
                     };
-                    self.source.metrics.records_in.inc_by(batch.records.len() as u64);
+                    self.source
+                        .metrics
+                        .records_in
+                        .inc_by(batch.records.len() as u64);
                     let ack = Ack::new(token, self.source.acks.clone());
                     permit.send(SourceBatch {
                         records: batch.records,
@@ -335,10 +344,16 @@ impl PollLoop {
         };
         let result = if want_pause {
             self.source.metrics.backpressure_pauses.inc();
-            tracing::debug!(pipeline = self.source.metrics.name(), "pipeline full: pausing consumption");
+            tracing::debug!(
+                pipeline = self.source.metrics.name(),
+                "pipeline full: pausing consumption"
+            );
             self.source.consumer.pause(&assignment)
         } else {
-            tracing::debug!(pipeline = self.source.metrics.name(), "resuming consumption");
+            tracing::debug!(
+                pipeline = self.source.metrics.name(),
+                "resuming consumption"
+            );
             self.source.consumer.resume(&assignment)
         };
         match result {
@@ -413,7 +428,11 @@ impl PollLoop {
         let committed = self.source.acks.committable();
         commit_offsets(&self.source.consumer, &committed);
         // Closing the consumer revokes the assignment; there is nothing left to drain.
-        self.source.consumer.context().closing.store(true, Ordering::SeqCst);
+        self.source
+            .consumer
+            .context()
+            .closing
+            .store(true, Ordering::SeqCst);
         SourceReport {
             committed,
             abandoned_batches: abandoned,

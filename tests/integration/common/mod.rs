@@ -112,7 +112,12 @@ pub fn topic_len(bootstrap: &str, topic: &str, partitions: i32) -> i64 {
 }
 
 /// Committed offsets of `group` for every partition (`None` where nothing is committed).
-pub fn committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> HashMap<i32, Option<i64>> {
+pub fn committed(
+    bootstrap: &str,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> HashMap<i32, Option<i64>> {
     let c = consumer(bootstrap, Some(group));
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
@@ -138,7 +143,9 @@ pub fn committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> 
 pub fn fully_committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> bool {
     let highs = high_watermarks(bootstrap, topic, partitions);
     let committed = committed(bootstrap, group, topic, partitions);
-    highs.iter().all(|(p, h)| committed.get(p).copied().flatten() == Some(*h))
+    highs
+        .iter()
+        .all(|(p, h)| committed.get(p).copied().flatten() == Some(*h))
 }
 
 /// Reads every message currently in `topic` (up to the high watermarks at call time).
@@ -147,14 +154,18 @@ pub fn read_all(bootstrap: &str, topic: &str, partitions: i32) -> Vec<ReadMessag
     let c = consumer(bootstrap, None);
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
-        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
     }
     c.assign(&tpl).expect("assign");
     let mut remaining: HashMap<i32, i64> = highs.into_iter().filter(|(_, h)| *h > 0).collect();
     let mut out = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(120);
     while !remaining.is_empty() {
-        assert!(Instant::now() < deadline, "timed out reading {topic}: {remaining:?} left");
+        assert!(
+            Instant::now() < deadline,
+            "timed out reading {topic}: {remaining:?} left"
+        );
         let Some(result) = c.poll(Duration::from_millis(200)) else {
             continue;
         };
@@ -189,7 +200,12 @@ pub fn read_all(bootstrap: &str, topic: &str, partitions: i32) -> Vec<ReadMessag
 }
 
 /// Polls `condition` every `every` until it holds or `timeout` passes (then panics with `what`).
-pub fn wait_until(what: &str, timeout: Duration, every: Duration, mut condition: impl FnMut() -> bool) {
+pub fn wait_until(
+    what: &str,
+    timeout: Duration,
+    every: Duration,
+    mut condition: impl FnMut() -> bool,
+) {
     let deadline = Instant::now() + timeout;
     while !condition() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -211,9 +227,12 @@ pub async fn wait_until_async(
     }
 }
 
+/// (key, payload) pairs.
+pub type Records = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Synthetic transactions: `n` records keyed by their index, a share `malformed` bad.
 /// Returns the records and the indices of the malformed ones.
-pub fn transactions(n: u64, malformed: f64) -> (Vec<(Vec<u8>, Vec<u8>)>, Vec<usize>) {
+pub fn transactions(n: u64, malformed: f64) -> (Records, Vec<usize>) {
     use rand::SeedableRng;
     let mut rng = rand::rngs::SmallRng::seed_from_u64(42);
     let mut bad = Vec::new();
