@@ -25,7 +25,5 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}"
 fi
 
-# The binary is used by the process-level tests (crash, backpressure); build it first so those
-# tests find it at target/debug/streamgate.
-cargo build --bin streamgate
+# `cargo test` also builds the binary the process-level tests (crash, backpressure) run.
 cargo test --no-fail-fast "$@"

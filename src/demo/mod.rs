@@ -123,9 +123,17 @@ pub async fn run(
     let file = dir.join("pipelines/fraud-rules.yaml");
     std::fs::write(&file, DEMO_PIPELINE)?;
     let env_bootstrap = bootstrap.clone();
-    let loaded = crate::spec::load_str(DEMO_PIPELINE, Path::new(&file), &move |name| {
+    let mut loaded = crate::spec::load_str(DEMO_PIPELINE, Path::new(&file), &move |name| {
         (name == "KAFKA_BOOTSTRAP_SERVERS").then(|| env_bootstrap.clone())
     })?;
+    let crate::spec::SourceSpec::Kafka(source) = &mut loaded.spec.source;
+    // The embedded broker answers a fetch only when fetch.wait.max.ms (librdkafka default
+    // 500 ms) expires, even if data arrived meanwhile; real brokers answer as soon as data is
+    // there. A short wait keeps the demo's latency representative.
+    source
+        .properties
+        .entry("fetch.wait.max.ms".to_string())
+        .or_insert_with(|| "10".to_string());
     let compiled = crate::plan::compile(loaded).await?;
 
     let stop = shutdown.child_token();

@@ -96,6 +96,10 @@ impl PipelineWorker {
                 Some(filter) => {
                     let result = filter.evaluate(&sql.batch);
                     for f in result.failures {
+                        // Dead-lettered, so not counted as filtered below.
+                        if let Some(m) = matched_any.get_mut(f.index) {
+                            *m = true;
+                        }
                         if let Some(record) = row_record(f.index) {
                             add(record, "route", f);
                         }

@@ -31,6 +31,8 @@ pub struct Metrics {
     pub batches_failed: IntCounterVec,
     /// Times the source paused consumption because the pipeline was full.
     pub backpressure_pauses: IntCounterVec,
+    /// Partitions currently assigned to the pipeline's consumer.
+    pub assigned_partitions: IntGaugeVec,
 }
 
 impl Default for Metrics {
@@ -130,6 +132,11 @@ impl Metrics {
                 "Times consumption paused because the pipeline queue was full.",
                 &["pipeline"],
             ),
+            assigned_partitions: gauge(
+                "streamgate_assigned_partitions",
+                "Partitions currently assigned to this instance's consumer.",
+                &["pipeline"],
+            ),
             registry,
         }
     }
@@ -156,6 +163,7 @@ impl Metrics {
             pending_batches: self.pending_batches.with_label_values(&[pipeline]),
             batches_failed: self.batches_failed.with_label_values(&[pipeline]),
             backpressure_pauses: self.backpressure_pauses.with_label_values(&[pipeline]),
+            assigned_partitions: self.assigned_partitions.with_label_values(&[pipeline]),
             all: self.clone(),
         }
     }
@@ -177,6 +185,8 @@ pub struct PipelineMetrics {
     pub batches_failed: prometheus::IntCounter,
     /// `streamgate_backpressure_pauses_total{pipeline}`.
     pub backpressure_pauses: prometheus::IntCounter,
+    /// `streamgate_assigned_partitions{pipeline}`.
+    pub assigned_partitions: prometheus::IntGauge,
     all: Metrics,
 }
 

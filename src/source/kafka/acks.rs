@@ -80,6 +80,9 @@ impl AckState {
                 },
             );
         }
+        self.metrics
+            .assigned_partitions
+            .set(inner.partitions.len() as i64);
     }
 
     /// Stops tracking revoked partitions; returns their final committable offsets.
@@ -93,6 +96,9 @@ impl AckState {
                 done.push((tp.clone(), offset));
             }
         }
+        self.metrics
+            .assigned_partitions
+            .set(inner.partitions.len() as i64);
         done
     }
 

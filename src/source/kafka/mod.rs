@@ -94,6 +94,9 @@ impl KafkaSource {
                 ("statistics.interval.ms", "5000"),
                 ("queued.max.messages.kbytes", DEFAULT_QUEUED_KBYTES),
                 ("enable.partition.eof", "false"),
+                // Incremental rebalancing: only the partitions that move are revoked (and
+                // drained and committed); the others keep flowing through a rebalance.
+                ("partition.assignment.strategy", "cooperative-sticky"),
             ],
             &spec.properties,
             &[
