@@ -64,6 +64,18 @@ fn histogram_quantile(
         .map(|b| b.upper_bound())
 }
 
+/// One reading of the demo pipeline's counters.
+struct Counts {
+    records_in: u64,
+    alerts: u64,
+    scored: u64,
+    filtered: u64,
+    dead_lettered: u64,
+    dropped: u64,
+    p50: Option<f64>,
+    p99: Option<f64>,
+}
+
 impl Summary {
     /// A summary of `pipeline`.
     pub fn new(pipeline: &str, metrics: &Metrics) -> Self {
@@ -75,96 +87,73 @@ impl Summary {
         }
     }
 
-    /// Records read so far.
-    pub fn records_in(&self) -> u64 {
-        counter_sum(
-            &self.metrics.registry().gather(),
-            "streamgate_records_in_total",
-            &self.pipeline,
-            None,
-        )
-    }
-
-    /// Records that reached an outcome: delivered to some output, filtered or dead-lettered.
-    pub fn accounted(&self) -> u64 {
+    fn counts(&self) -> Counts {
         let f = self.metrics.registry().gather();
         let p = &self.pipeline;
-        // In the demo every SQL row goes to `scored`, so each record ends in exactly one of:
-        // scored, filtered, dead-lettered, dropped.
-        counter_sum(
-            &f,
-            "streamgate_records_out_total",
-            p,
-            Some(("output", "scored")),
-        ) + counter_sum(&f, "streamgate_records_filtered_total", p, None)
-            + counter_sum(&f, "streamgate_records_dead_lettered_total", p, None)
-            + counter_sum(&f, "streamgate_records_dropped_total", p, None)
+        let out = |name| {
+            counter_sum(
+                &f,
+                "streamgate_records_out_total",
+                p,
+                Some(("output", name)),
+            )
+        };
+        let latency = |q| histogram_quantile(&f, "streamgate_end_to_end_latency_seconds", p, q);
+        Counts {
+            records_in: counter_sum(&f, "streamgate_records_in_total", p, None),
+            alerts: out("alerts"),
+            scored: out("scored"),
+            filtered: counter_sum(&f, "streamgate_records_filtered_total", p, None),
+            dead_lettered: counter_sum(&f, "streamgate_records_dead_lettered_total", p, None),
+            dropped: counter_sum(&f, "streamgate_records_dropped_total", p, None),
+            p50: latency(0.5),
+            p99: latency(0.99),
+        }
+    }
+
+    /// Records read so far.
+    pub fn records_in(&self) -> u64 {
+        self.counts().records_in
+    }
+
+    /// Records that reached an outcome. In the demo every SQL row goes to `scored`, so each
+    /// record ends in exactly one of: scored, filtered, dead-lettered, dropped.
+    pub fn accounted(&self) -> u64 {
+        let c = self.counts();
+        c.scored + c.filtered + c.dead_lettered + c.dropped
     }
 
     /// One line: rates, counts per output, dead letters, latency.
     pub fn line(&mut self, produced: u64) -> String {
-        let f = self.metrics.registry().gather();
-        let p = &self.pipeline;
-        let records_in = counter_sum(&f, "streamgate_records_in_total", p, None);
+        let c = self.counts();
         let now = Instant::now();
-        let rate = match self.last {
-            Some((t, n)) => (records_in - n) as f64 / now.duration_since(t).as_secs_f64().max(1e-3),
-            None => records_in as f64 / now.duration_since(self.started).as_secs_f64().max(1e-3),
-        };
-        self.last = Some((now, records_in));
+        let (since, before) = self.last.unwrap_or((self.started, 0));
+        let rate =
+            (c.records_in - before) as f64 / now.duration_since(since).as_secs_f64().max(1e-3);
+        self.last = Some((now, c.records_in));
         let ms = |v: Option<f64>| v.map_or("-".to_string(), |s| format!("{:.0}ms", s * 1000.0));
         format!(
-            "[{:>4.0}s] produced {produced} | in {records_in} ({rate:.0}/s) | alerts {} | scored {} | filtered {} | dead-lettered {} | e2e p50 ≤{} p99 ≤{}",
+            "[{:>4.0}s] produced {produced} | in {} ({rate:.0}/s) | alerts {} | scored {} | filtered {} | dead-lettered {} | e2e p50 ≤{} p99 ≤{}",
             now.duration_since(self.started).as_secs_f64(),
-            counter_sum(
-                &f,
-                "streamgate_records_out_total",
-                p,
-                Some(("output", "alerts"))
-            ),
-            counter_sum(
-                &f,
-                "streamgate_records_out_total",
-                p,
-                Some(("output", "scored"))
-            ),
-            counter_sum(&f, "streamgate_records_filtered_total", p, None),
-            counter_sum(&f, "streamgate_records_dead_lettered_total", p, None),
-            ms(histogram_quantile(
-                &f,
-                "streamgate_end_to_end_latency_seconds",
-                p,
-                0.5
-            )),
-            ms(histogram_quantile(
-                &f,
-                "streamgate_end_to_end_latency_seconds",
-                p,
-                0.99
-            )),
+            c.records_in,
+            c.alerts,
+            c.scored,
+            c.filtered,
+            c.dead_lettered,
+            ms(c.p50),
+            ms(c.p99),
         )
     }
 
     /// Closing report.
     pub fn final_report(&self, produced: u64) -> String {
-        let f = self.metrics.registry().gather();
-        let p = &self.pipeline;
+        let c = self.counts();
         format!(
             "done: {produced} transactions produced, {} read, {} alerts, {} scored, {} dead-lettered in {:.1}s",
-            counter_sum(&f, "streamgate_records_in_total", p, None),
-            counter_sum(
-                &f,
-                "streamgate_records_out_total",
-                p,
-                Some(("output", "alerts"))
-            ),
-            counter_sum(
-                &f,
-                "streamgate_records_out_total",
-                p,
-                Some(("output", "scored"))
-            ),
-            counter_sum(&f, "streamgate_records_dead_lettered_total", p, None),
+            c.records_in,
+            c.alerts,
+            c.scored,
+            c.dead_lettered,
             self.started.elapsed().as_secs_f64()
         )
     }

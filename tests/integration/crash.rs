@@ -4,6 +4,7 @@
 //! produce no duplicates at all.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -58,6 +59,20 @@ fn deliveries(bootstrap: &str, name: &str) -> HashMap<u64, usize> {
     counts
 }
 
+/// Runs the gateway until the whole input is committed, then stops it with SIGTERM.
+fn run_to_end_and_terminate(file: &Path, log: &Path, bootstrap: &str, name: &str) {
+    let mut gateway = start_gateway(file, log, Stdio::null());
+    let (group, input) = (format!("{name}-group"), format!("{name}-in"));
+    wait_until(
+        "everything committed",
+        Duration::from_secs(180),
+        Duration::from_millis(100),
+        || fully_committed(bootstrap, &group, &input, PARTITIONS),
+    );
+    terminate(&gateway);
+    assert!(gateway.wait().unwrap().success(), "graceful stop exits 0");
+}
+
 fn topics(name: &str) -> Vec<(String, i32)> {
     vec![
         (format!("{name}-in"), PARTITIONS),
@@ -105,22 +120,7 @@ fn kill_9_at_random_moments_loses_nothing() {
     }
 
     // A last run finishes the stream and stops gracefully.
-    let mut gateway = start_gateway(&file, &log, Stdio::null());
-    wait_until(
-        "everything committed",
-        Duration::from_secs(180),
-        Duration::from_millis(100),
-        || {
-            fully_committed(
-                &broker.bootstrap,
-                &format!("{name}-group"),
-                &input,
-                PARTITIONS,
-            )
-        },
-    );
-    terminate(&gateway);
-    assert!(gateway.wait().unwrap().success(), "graceful stop exits 0");
+    run_to_end_and_terminate(&file, &log, &broker.bootstrap, name);
 
     let counts = deliveries(&broker.bootstrap, name);
     let missing: Vec<u64> = (0..ROUNDS * PER_ROUND)
@@ -163,23 +163,7 @@ fn graceful_sigterm_mid_stream_has_no_duplicates() {
     let mut gateway = gateway;
     assert!(gateway.wait().unwrap().success(), "SIGTERM exits 0");
 
-    let gateway = start_gateway(&file, &log, Stdio::null());
-    wait_until(
-        "everything committed",
-        Duration::from_secs(180),
-        Duration::from_millis(100),
-        || {
-            fully_committed(
-                &broker.bootstrap,
-                &format!("{name}-group"),
-                &input,
-                PARTITIONS,
-            )
-        },
-    );
-    terminate(&gateway);
-    let mut gateway = gateway;
-    assert!(gateway.wait().unwrap().success());
+    run_to_end_and_terminate(&file, &log, &broker.bootstrap, name);
 
     let counts = deliveries(&broker.bootstrap, name);
     assert_eq!(counts.len() as u64, N, "every record delivered");

@@ -4,14 +4,11 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::time::Duration;
 
 use streamgate::demo::EmbeddedBroker;
-use streamgate::runtime::{StatusBoard, run_pipeline};
 use streamgate::telemetry::Metrics;
-use tokio_util::sync::CancellationToken;
 
-use crate::common::{fully_committed, produce, read_all, transactions, wait_until_async};
+use crate::common::{produce, read_all, spawn_pipeline, transactions, wait_committed};
 
 const PARTITIONS: i32 = 16;
 const RECORDS: u64 = 100_000;
@@ -61,21 +58,9 @@ async fn hundred_thousand_records_with_one_percent_malformed() {
     let loaded = streamgate::spec::load_str(&pipeline_yaml(&bootstrap), &file, &|_| None).unwrap();
     let compiled = streamgate::plan::compile(loaded).await.unwrap();
     let metrics = Metrics::new();
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn({
-        let (metrics, shutdown) = (metrics.clone(), shutdown.clone());
-        async move { run_pipeline(compiled, &metrics, shutdown, StatusBoard::default()).await }
-    });
-
-    let b = bootstrap.clone();
-    wait_until_async(
-        "all input committed",
-        Duration::from_secs(300),
-        Duration::from_millis(250),
-        || fully_committed(&b, "e2e-group", "tx-in", PARTITIONS),
-    )
-    .await;
-    shutdown.cancel();
+    let (stop, task) = spawn_pipeline(compiled, &metrics);
+    wait_committed(&bootstrap, "e2e-group", "tx-in", PARTITIONS).await;
+    stop.cancel();
     task.await.unwrap().unwrap();
 
     let (b, out, dlq) = (bootstrap.clone(), "tx-out", "tx-dlq");

@@ -9,9 +9,7 @@ use streamgate::runtime::{StatusBoard, run_pipeline};
 use streamgate::telemetry::Metrics;
 use tokio_util::sync::CancellationToken;
 
-use crate::common::{
-    committed, fully_committed, produce, read_all, transactions, wait_until_async,
-};
+use crate::common::{committed, produce, read_all, spawn_pipeline, transactions, wait_committed};
 
 fn yaml(bootstrap: &str, name: &str, policy: &str) -> String {
     format!(
@@ -105,19 +103,8 @@ async fn drop_policy_skips_counts_and_commits() {
 
     let compiled = compile(&bootstrap, "drop", "drop").await;
     let metrics = Metrics::new();
-    let stop = CancellationToken::new();
-    let task = tokio::spawn({
-        let (m, s) = (metrics.clone(), stop.clone());
-        async move { run_pipeline(compiled, &m, s, StatusBoard::default()).await }
-    });
-    let b = bootstrap.clone();
-    wait_until_async(
-        "all committed",
-        Duration::from_secs(120),
-        Duration::from_millis(50),
-        || fully_committed(&b, "drop-group", "drop-in", 2),
-    )
-    .await;
+    let (stop, task) = spawn_pipeline(compiled, &metrics);
+    wait_committed(&bootstrap, "drop-group", "drop-in", 2).await;
     stop.cancel();
     task.await.unwrap().unwrap();
     let b = bootstrap.clone();

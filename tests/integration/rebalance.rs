@@ -12,12 +12,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use streamgate::demo::EmbeddedBroker;
-use streamgate::runtime::{StatusBoard, run_pipeline};
 use streamgate::telemetry::Metrics;
 use tokio_util::sync::CancellationToken;
 
 use crate::common::{
-    fully_committed, produce, read_all, topic_len, transactions, wait_until_async,
+    produce, read_all, spawn_pipeline, topic_len, transactions, wait_committed, wait_until_async,
 };
 
 const PARTITIONS: i32 = 8;
@@ -51,14 +50,11 @@ async fn start(
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/rebalance.yaml");
     let loaded = streamgate::spec::load_str(&yaml(bootstrap), &file, &|_| None).unwrap();
     let compiled = streamgate::plan::compile(loaded).await.unwrap();
-    let stop = CancellationToken::new();
-    let (m, s) = (metrics.clone(), stop.clone());
-    let task = tokio::spawn(async move {
-        run_pipeline(compiled, &m, s, StatusBoard::default())
-            .await
-            .unwrap();
-    });
-    (stop, task)
+    let (stop, task) = spawn_pipeline(compiled, metrics);
+    (
+        stop,
+        tokio::spawn(async move { task.await.unwrap().map(|_| ()).unwrap() }),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -110,14 +106,7 @@ async fn instances_joining_and_leaving_lose_nothing() {
     // The first leaves gracefully: its partitions move to the second.
     stop_a.cancel();
     task_a.await.unwrap();
-    let b = bootstrap.clone();
-    wait_until_async(
-        "everything committed",
-        Duration::from_secs(120),
-        Duration::from_millis(100),
-        || fully_committed(&b, "rb-group", "rb-in", PARTITIONS),
-    )
-    .await;
+    wait_committed(&bootstrap, "rb-group", "rb-in", PARTITIONS).await;
     stop_b.cancel();
     task_b.await.unwrap();
 

@@ -266,3 +266,39 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
         .parse()
         .ok()
 }
+
+/// Runs a compiled pipeline in the background; cancel the token to stop it gracefully.
+pub fn spawn_pipeline(
+    compiled: std::sync::Arc<streamgate::plan::CompiledPipeline>,
+    metrics: &streamgate::telemetry::Metrics,
+) -> (
+    tokio_util::sync::CancellationToken,
+    tokio::task::JoinHandle<
+        Result<streamgate::source::kafka::SourceReport, streamgate::runtime::RuntimeError>,
+    >,
+) {
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (m, s) = (metrics.clone(), stop.clone());
+    let task = tokio::spawn(async move {
+        streamgate::runtime::run_pipeline(
+            compiled,
+            &m,
+            s,
+            streamgate::runtime::StatusBoard::default(),
+        )
+        .await
+    });
+    (stop, task)
+}
+
+/// Waits, without blocking the runtime, until `group` committed the end of every partition.
+pub async fn wait_committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) {
+    let (b, g, t) = (bootstrap.to_string(), group.to_string(), topic.to_string());
+    wait_until_async(
+        &format!("{group} to commit all of {topic}"),
+        Duration::from_secs(300),
+        Duration::from_millis(100),
+        || fully_committed(&b, &g, &t, partitions),
+    )
+    .await;
+}
