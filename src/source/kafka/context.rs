@@ -21,6 +21,9 @@ pub struct SourceContext {
     /// Set once the source committed its final offsets: the revocation that closing the
     /// consumer triggers has nothing left to wait for.
     pub(super) closing: AtomicBool,
+    /// Mirrors the poll loop's backpressure state: partitions assigned while the pipeline is
+    /// full are paused on arrival, or they would keep filling the loop's ready queue.
+    pub(super) paused: AtomicBool,
 }
 
 fn partitions_of(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
@@ -90,12 +93,18 @@ impl ConsumerContext for SourceContext {
         }
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {
                 let assigned = partitions_of(tpl);
                 tracing::info!(partitions = assigned.len(), "partitions assigned");
                 self.acks.assign(assigned);
+                if self.paused.load(Ordering::SeqCst)
+                    && tpl.count() > 0
+                    && let Err(e) = consumer.pause(tpl)
+                {
+                    tracing::warn!(error = %e, "cannot pause newly assigned partitions");
+                }
             }
             Rebalance::Revoke(_) => {}
             Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),

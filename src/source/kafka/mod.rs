@@ -38,6 +38,13 @@ use crate::telemetry::PipelineMetrics;
 /// Longest the poll loop blocks, so shutdown and batch ages are noticed promptly.
 const MAX_POLL_WAIT: Duration = Duration::from_millis(100);
 
+/// How long a full worker queue may stay full before the partitions are paused. Rebalance
+/// callbacks wait at most this long (heartbeats are sent by librdkafka's own thread).
+const PAUSE_AFTER: Duration = Duration::from_millis(500);
+
+/// An identical consumer error is logged once, then every this many repeats.
+const ERROR_LOG_EVERY: u64 = 100;
+
 /// librdkafka's prefetch queue default is 64 MiB; 16 MiB keeps a paused pipeline's memory
 /// bounded while still allowing full-speed fetches. Users can override it in `properties`.
 const DEFAULT_QUEUED_KBYTES: &str = "16384";
@@ -112,6 +119,7 @@ impl KafkaSource {
             metrics: metrics.clone(),
             drain_timeout,
             closing: AtomicBool::new(false),
+            paused: AtomicBool::new(false),
         };
         let consumer: BaseConsumer<SourceContext> = config.create_with_context(context)?;
         let topics: Vec<&str> = spec.topics.iter().map(String::as_str).collect();
@@ -167,6 +175,8 @@ struct PollLoop {
     paused: bool,
     next_age_check: Instant,
     workers_gone: bool,
+    /// Last consumer error and how often it repeated.
+    last_error: Option<(String, u64)>,
 }
 
 impl PollLoop {
@@ -180,6 +190,7 @@ impl PollLoop {
             paused: false,
             next_age_check: Instant::now(),
             workers_gone: false,
+            last_error: None,
         }
     }
 
@@ -187,6 +198,13 @@ impl PollLoop {
         let fatal = self.source.acks.clone();
         while !shutdown.is_cancelled() && fatal.failure().is_none() && !self.workers_gone {
             self.dispatch_ready();
+            // A full queue is usually momentary: wait for room without polling first. Only a
+            // queue that stays full pauses the partitions, because librdkafka drops what it
+            // prefetched for a paused partition and fetches it again on resume, so pausing on
+            // every brief stall would thrash the broker.
+            if !self.ready.is_empty() && !self.paused && self.wait_for_room(PAUSE_AFTER) {
+                continue;
+            }
             self.apply_backpressure();
             let wait = if self.paused {
                 self.wait_for_room(MAX_POLL_WAIT);
@@ -221,9 +239,7 @@ impl PollLoop {
                         self.accept(key, record);
                     }
                 }
-                Err(e) => {
-                    tracing::warn!(pipeline = self.source.metrics.name(), error = %e, "kafka consumer error")
-                }
+                Err(e) => self.consumer_error(e),
             }
         }
     }
@@ -237,6 +253,26 @@ impl PollLoop {
             .position(|t| **t == *message.topic())?;
         let tp: TopicPartition = (self.source.topics[topic_index].clone(), message.partition());
         Some(((topic_index, tp.1), raw_record(message, &tp)))
+    }
+
+    /// Logs consumer errors (unknown topic, broker down), repeating an identical one only
+    /// every `ERROR_LOG_EVERY` occurrences so an outage does not flood the logs.
+    fn consumer_error(&mut self, error: KafkaError) {
+        let text = error.to_string();
+        let repeated = matches!(&self.last_error, Some((last, _)) if *last == text);
+        if !repeated {
+            self.last_error = Some((text.clone(), 0));
+        }
+        let count = match &mut self.last_error {
+            Some((_, count)) => {
+                *count += 1;
+                *count
+            }
+            None => 1,
+        };
+        if count == 1 || count % ERROR_LOG_EVERY == 0 {
+            tracing::warn!(pipeline = self.source.metrics.name(), error = %text, repeated = count, "kafka consumer error");
+        }
     }
 
     fn accept(&mut self, key: (usize, i32), record: RawRecord) {
@@ -360,21 +396,29 @@ impl PollLoop {
             self.source.consumer.resume(&assignment)
         };
         match result {
-            Ok(()) => self.paused = want_pause,
+            Ok(()) => {
+                self.paused = want_pause;
+                self.source
+                    .consumer
+                    .context()
+                    .paused
+                    .store(want_pause, Ordering::SeqCst);
+            }
             Err(e) => tracing::warn!(error = %e, "pause/resume failed"),
         }
     }
 
-    /// Blocks until the queue of the first ready batch has room, or `timeout`.
-    fn wait_for_room(&mut self, timeout: Duration) {
+    /// Blocks until the queue of the first ready batch has room, or `timeout`. Returns whether
+    /// there is room.
+    fn wait_for_room(&mut self, timeout: Duration) -> bool {
         let Some(batch) = self.ready.front() else {
-            return;
+            return true;
         };
         let tx = self.router.worker_for(&batch.tp.0, batch.tp.1).clone();
         self.runtime.block_on(async move {
             // The permit is dropped at once; dispatch_ready reserves again.
-            let _ = tokio::time::timeout(timeout, tx.reserve()).await;
-        });
+            tokio::time::timeout(timeout, tx.reserve()).await.is_ok_and(|r| r.is_ok())
+        })
     }
 
     /// Drops batches of partitions that were revoked (or reassigned) since they were read.
