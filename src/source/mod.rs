@@ -30,11 +30,21 @@ impl BatchRouter {
         }
     }
 
-    /// The queue of the worker that owns `(topic, partition)`.
-    pub fn worker_for(&self, topic: &str, partition: i32) -> &mpsc::Sender<SourceBatch> {
+    /// Index of the worker that owns `(topic, partition)`.
+    pub fn worker_index(&self, topic: &str, partition: i32) -> usize {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         topic.hash(&mut h);
         partition.hash(&mut h);
-        &self.workers[(h.finish() % self.workers.len() as u64) as usize]
+        (h.finish() % self.workers.len().max(1) as u64) as usize
+    }
+
+    /// The queue of worker `index`.
+    pub fn worker(&self, index: usize) -> &mpsc::Sender<SourceBatch> {
+        &self.workers[index]
+    }
+
+    /// The queue of the worker that owns `(topic, partition)`.
+    pub fn worker_for(&self, topic: &str, partition: i32) -> &mpsc::Sender<SourceBatch> {
+        &self.workers[self.worker_index(topic, partition)]
     }
 }

@@ -22,11 +22,30 @@ struct PartitionState {
     unstored: Option<i64>,
 }
 
+/// One partition's slice of a batch: records `first..=last` of `partition`.
+#[derive(Debug, Clone)]
+pub struct Slice {
+    /// The partition.
+    pub partition: TopicPartition,
+    /// Its assignment generation when the records were read.
+    pub generation: u64,
+    /// First offset.
+    pub first: i64,
+    /// Last offset (inclusive).
+    pub last: i64,
+}
+
+/// A batch handed to the pipeline: slices of one or more partitions (all owned by the same
+/// worker, so per-partition order is kept).
 struct InFlight {
-    partition: TopicPartition,
-    generation: u64,
-    first_offset: i64,
+    slices: Vec<Slice>,
     received_at: Instant,
+}
+
+impl InFlight {
+    fn touches(&self, partitions: Option<&[TopicPartition]>) -> bool {
+        partitions.is_none_or(|ps| self.slices.iter().any(|s| ps.contains(&s.partition)))
+    }
 }
 
 #[derive(Default)]
@@ -107,30 +126,32 @@ impl AckState {
         self.lock().partitions.get(tp).map(|s| s.generation)
     }
 
-    /// Registers a batch `first..=last` of `tp` about to be handed to the pipeline; returns the
-    /// ack token, or `None` when the partition is no longer assigned in `generation`.
-    pub fn register(
-        &self,
-        tp: &TopicPartition,
-        generation: u64,
-        first: i64,
-        last: i64,
-        received_at: Instant,
-    ) -> Option<u64> {
+    /// Registers a batch about to be handed to the pipeline: one slice per partition it
+    /// holds records of. Returns the ack token, or `None` when a slice's partition is no longer
+    /// assigned in its generation (the caller drops those records: they are redelivered to the
+    /// partition's new owner).
+    pub fn register(&self, slices: Vec<Slice>, received_at: Instant) -> Option<u64> {
         let mut inner = self.lock();
-        let state = inner.partitions.get_mut(tp)?;
-        if state.generation != generation {
+        let current = slices.iter().all(|slice| {
+            inner
+                .partitions
+                .get(&slice.partition)
+                .is_some_and(|s| s.generation == slice.generation)
+        });
+        if !current || slices.is_empty() {
             return None;
         }
-        state.tracker.register(first, last);
+        for slice in &slices {
+            if let Some(state) = inner.partitions.get_mut(&slice.partition) {
+                state.tracker.register(slice.first, slice.last);
+            }
+        }
         inner.next_token += 1;
         let token = inner.next_token;
         inner.in_flight.insert(
             token,
             InFlight {
-                partition: tp.clone(),
-                generation,
-                first_offset: first,
+                slices,
                 received_at,
             },
         );
@@ -164,7 +185,7 @@ impl AckState {
         inner
             .in_flight
             .values()
-            .filter(|f| partitions.is_none_or(|ps| ps.contains(&f.partition)))
+            .filter(|f| f.touches(partitions))
             .count()
     }
 
@@ -177,7 +198,7 @@ impl AckState {
             let pending = inner
                 .in_flight
                 .values()
-                .filter(|f| partitions.is_none_or(|ps| ps.contains(&f.partition)))
+                .filter(|f| f.touches(partitions))
                 .count();
             let now = Instant::now();
             if pending == 0 || now >= deadline {
@@ -209,19 +230,22 @@ impl AckReceiver for AckState {
             .observe(flight.received_at.elapsed().as_secs_f64());
         if !status.is_committable() {
             self.metrics.batches_failed.inc();
+            let first = &flight.slices[0];
             let reason = format!(
                 "batch at {}[{}] offset {} was not delivered ({status:?}); stopping without committing it",
-                flight.partition.0, flight.partition.1, flight.first_offset
+                first.partition.0, first.partition.1, first.first
             );
-            tracing::error!(topic = %flight.partition.0, partition = flight.partition.1, offset = flight.first_offset, ?status, "batch failed; pipeline stops, records will be redelivered");
+            tracing::error!(topic = %first.partition.0, partition = first.partition.1, offset = first.first, ?status, "batch failed; pipeline stops, records will be redelivered");
             inner.failure.get_or_insert(reason);
             self.fatal.cancel();
         }
-        if let Some(state) = inner.partitions.get_mut(&flight.partition)
-            && state.generation == flight.generation
-            && let Some(offset) = state.tracker.resolve(flight.first_offset, status)
-        {
-            state.unstored = Some(offset);
+        for slice in &flight.slices {
+            if let Some(state) = inner.partitions.get_mut(&slice.partition)
+                && state.generation == slice.generation
+                && let Some(offset) = state.tracker.resolve(slice.first, status)
+            {
+                state.unstored = Some(offset);
+            }
         }
         drop(inner);
         self.changed.notify_all();

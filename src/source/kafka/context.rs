@@ -33,7 +33,8 @@ fn partitions_of(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
         .collect()
 }
 
-/// Commits `offsets` synchronously; failures are logged (the records will be redelivered).
+/// Stores and commits `offsets` synchronously; failures are logged (the records will be
+/// redelivered).
 pub(super) fn commit_offsets(
     consumer: &BaseConsumer<SourceContext>,
     offsets: &[(TopicPartition, i64)],
@@ -46,6 +47,11 @@ pub(super) fn commit_offsets(
         if let Err(e) = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset)) {
             tracing::warn!(error = %e, "cannot build commit list");
         }
+    }
+    // Store them too: librdkafka auto-commits its stored offsets on revocation and close, and
+    // a stale stored offset committed after ours would move the group backwards.
+    if let Err(e) = consumer.store_offsets(&tpl) {
+        tracing::debug!(error = %e, "storing final offsets failed");
     }
     match consumer.commit(&tpl, CommitMode::Sync) {
         Ok(()) => tracing::debug!(partitions = offsets.len(), "committed offsets"),

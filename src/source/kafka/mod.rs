@@ -26,7 +26,7 @@ use tokio::runtime::Handle;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
 
-pub use acks::{AckState, TopicPartition};
+pub use acks::{AckState, Slice, TopicPartition};
 use context::{SourceContext, commit_offsets};
 
 use super::BatchRouter;
@@ -97,7 +97,10 @@ impl KafkaSource {
             &spec.bootstrap_servers,
             spec.security.as_ref(),
             &[
-                ("auto.commit.interval.ms", "1000"),
+                // Delivered offsets reach the group within 250 ms, so a crash replays at most
+                // that much delivered work (librdkafka's default is 5 s); still one small
+                // request per interval.
+                ("auto.commit.interval.ms", "250"),
                 ("statistics.interval.ms", "5000"),
                 ("queued.max.messages.kbytes", DEFAULT_QUEUED_KBYTES),
                 ("enable.partition.eof", "false"),
@@ -203,6 +206,7 @@ impl PollLoop {
             // prefetched for a paused partition and fetches it again on resume, so pausing on
             // every brief stall would thrash the broker.
             if !self.ready.is_empty() && !self.paused && self.wait_for_room(PAUSE_AFTER) {
+                self.store_offsets();
                 continue;
             }
             self.apply_backpressure();
@@ -299,74 +303,110 @@ impl PollLoop {
         }
     }
 
+    /// Once the oldest filling batch reaches `max_age`, every filling batch is made ready:
+    /// they leave together and dispatch merges them per worker.
     fn flush_aged(&mut self) {
         let now = Instant::now();
         if now < self.next_age_check {
             return;
         }
-        let max_age = self.source.max_age;
-        let mut next = now + max_age;
-        let aged: Vec<_> = self
+        let due = self
             .filling
-            .iter()
-            .filter_map(|(k, p)| {
-                let due = p.first_received + max_age;
-                if due <= now {
-                    Some(*k)
-                } else {
-                    next = next.min(due);
-                    None
-                }
-            })
-            .collect();
-        for k in aged {
-            if let Some(p) = self.filling.remove(&k) {
-                self.ready.push_back(p);
-            }
+            .values()
+            .any(|p| p.first_received + self.source.max_age <= now);
+        if due {
+            let mut all: Vec<PendingBatch> = self.filling.drain().map(|(_, p)| p).collect();
+            // Oldest first, so the merge keeps waiting time fair across partitions.
+            all.sort_by_key(|p| p.first_received);
+            self.ready.extend(all);
+            self.next_age_check = now + self.source.max_age;
+        } else {
+            self.next_age_check = self
+                .filling
+                .values()
+                .map(|p| p.first_received + self.source.max_age)
+                .min()
+                .unwrap_or(now + self.source.max_age);
         }
-        self.next_age_check = next;
     }
 
-    /// Hands ready batches to workers until one queue is full.
+    /// Hands ready batches to workers until one queue is full. Ready batches bound for the
+    /// same worker are merged (up to `max_rows` records), so many partitions at a modest rate
+    /// still make full batches: per-batch costs (SQL execution, requests) are paid per
+    /// hundreds of records, not per handful.
     fn dispatch_ready(&mut self) {
-        while let Some(batch) = self.ready.pop_front() {
-            let tx = self.router.worker_for(&batch.tp.0, batch.tp.1);
-            match tx.try_reserve() {
-                Ok(permit) => {
-                    let first = batch.records.first().map_or(0, |r| r.position.offset);
-                    let last = batch.records.last().map_or(0, |r| r.position.offset);
-                    let Some(token) = self.source.acks.register(
-                        &batch.tp,
-                        batch.generation,
-                        first,
-                        last,
-                        batch.first_received,
-                    ) else {
-                        // Revoked meanwhile: never registered, never committed, redelivered
-                        // to the partition's new owner.
-                        continue;
-                    };
-                    self.source
-                        .metrics
-                        .records_in
-                        .inc_by(batch.records.len() as u64);
-                    let ack = Ack::new(token, self.source.acks.clone());
-                    permit.send(SourceBatch {
-                        records: batch.records,
-                        receipt: ack.receipt(),
-                        received_at: batch.first_received,
-                    });
-                }
-                Err(TrySendError::Full(())) => {
-                    self.ready.push_front(batch);
-                    return;
-                }
+        while let Some(front) = self.ready.front() {
+            let worker = self.router.worker_index(&front.tp.0, front.tp.1);
+            // A clone of the sender (an Arc) so the permit does not borrow the router.
+            let tx = self.router.worker(worker).clone();
+            let permit = match tx.try_reserve() {
+                Ok(permit) => permit,
+                Err(TrySendError::Full(())) => return,
                 Err(TrySendError::Closed(())) => {
                     self.workers_gone = true;
                     return;
                 }
+            };
+            let parts = self.take_mergeable(worker);
+            let received_at = parts
+                .iter()
+                .map(|p| p.first_received)
+                .min()
+                .unwrap_or_else(Instant::now);
+            let slices = parts
+                .iter()
+                .map(|p| Slice {
+                    partition: p.tp.clone(),
+                    generation: p.generation,
+                    first: p.records.first().map_or(0, |r| r.position.offset),
+                    last: p.records.last().map_or(0, |r| r.position.offset),
+                })
+                .collect();
+            let Some(token) = self.source.acks.register(slices, received_at) else {
+                // A partition was revoked meanwhile: drop_revoked removes its records before
+                // the next dispatch; nothing of this batch was registered, so it is simply read
+                // again (by whoever owns the partitions now).
+                self.ready.extend(parts);
+                self.drop_revoked();
+                continue;
+            };
+            let mut records = Vec::with_capacity(parts.iter().map(|p| p.records.len()).sum());
+            for part in parts {
+                records.extend(part.records);
+            }
+            self.source.metrics.records_in.inc_by(records.len() as u64);
+            let ack = Ack::new(token, self.source.acks.clone());
+            permit.send(SourceBatch {
+                records,
+                receipt: ack.receipt(),
+                received_at,
+            });
+        }
+    }
+
+    /// Removes from the ready queue the front batch and the following ones for the same
+    /// worker, in queue order, up to `max_rows` records. Once a partition's batch is left
+    /// behind, later batches of that partition are left too, so partition order holds.
+    fn take_mergeable(&mut self, worker: usize) -> Vec<PendingBatch> {
+        let mut taken: Vec<PendingBatch> = Vec::new();
+        let mut rows = 0;
+        let mut skipped: Vec<TopicPartition> = Vec::new();
+        let mut rest = std::collections::VecDeque::with_capacity(self.ready.len());
+        while let Some(batch) = self.ready.pop_front() {
+            let fits = taken.is_empty() || rows + batch.records.len() <= self.source.max_rows;
+            if fits
+                && !skipped.contains(&batch.tp)
+                && self.router.worker_index(&batch.tp.0, batch.tp.1) == worker
+            {
+                rows += batch.records.len();
+                taken.push(batch);
+            } else {
+                skipped.push(batch.tp.clone());
+                rest.push_back(batch);
             }
         }
+        self.ready = rest;
+        taken
     }
 
     fn apply_backpressure(&mut self) {
@@ -417,7 +457,9 @@ impl PollLoop {
         let tx = self.router.worker_for(&batch.tp.0, batch.tp.1).clone();
         self.runtime.block_on(async move {
             // The permit is dropped at once; dispatch_ready reserves again.
-            tokio::time::timeout(timeout, tx.reserve()).await.is_ok_and(|r| r.is_ok())
+            tokio::time::timeout(timeout, tx.reserve())
+                .await
+                .is_ok_and(|r| r.is_ok())
         })
     }
 
