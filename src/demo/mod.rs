@@ -79,20 +79,27 @@ pub async fn generate(
         } else {
             generator::transaction(&mut rng, id)
         };
-        let key = format!("{id}");
-        let producer = producer.clone();
-        let topic = topic.to_string();
-        let produced = produced.clone();
-        inflight.push(async move {
-            let record = FutureRecord::to(&topic).key(&key).payload(&payload);
-            if producer.send(record, Duration::from_secs(30)).await.is_ok() {
-                produced.fetch_add(1, Ordering::Relaxed);
+        let key = id.to_string();
+        // Enqueue synchronously so `produced` is current; delivery futures are drained as we
+        // go, and a full local queue waits for deliveries instead of growing.
+        loop {
+            match producer.send_result(FutureRecord::to(topic).key(&key).payload(&payload)) {
+                Ok(delivery) => {
+                    produced.fetch_add(1, Ordering::Relaxed);
+                    inflight.push(delivery);
+                    break;
+                }
+                Err((e, _)) if inflight.is_empty() => return Err(e.into()),
+                Err(_) => {
+                    inflight.next().await;
+                }
             }
-        });
+        }
         id += 1;
         while inflight.len() >= 10_000 {
             inflight.next().await;
         }
+        while let Some(Some(_)) = futures::FutureExt::now_or_never(inflight.next()) {}
     }
     while inflight.next().await.is_some() {}
     producer.flush(Duration::from_secs(10))?;
