@@ -116,7 +116,8 @@ pub enum StartFrom {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchSpec {
-    /// Most records per batch (default 1000).
+    /// Most records per batch (default 1000). Small batches of several partitions that are
+    /// due together are merged up to this size.
     #[serde(default = "default_max_rows")]
     pub max_rows: usize,
     /// Longest a record waits for its batch to fill (default `"20ms"`): the latency you trade
