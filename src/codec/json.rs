@@ -351,14 +351,7 @@ fn missing_field_path(text: &str) -> Option<String> {
 }
 
 fn trim(message: &str) -> String {
-    if message.len() <= MAX_MESSAGE {
-        return message.to_string();
-    }
-    let mut end = MAX_MESSAGE;
-    while !message.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &message[..end])
+    crate::codec::truncate_message(message, MAX_MESSAGE)
 }
 
 /// Rows of a batch encoded as JSON objects, one per row, in one buffer.

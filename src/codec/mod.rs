@@ -20,3 +20,26 @@ pub struct RecordFailure {
     /// Human-readable message.
     pub message: String,
 }
+
+/// `message` cut to at most `max` bytes (on a character boundary), with `…` when cut. Library
+/// messages (DataFusion, arrow, Avro) can quote whole schemas or plans; dead-letter headers and
+/// logs need them bounded.
+pub fn truncate_message(message: &str, max: usize) -> String {
+    if message.len() <= max {
+        return message.to_string();
+    }
+    let mut end = max;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &message[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn truncates_on_a_char_boundary() {
+        assert_eq!(super::truncate_message("short", 10), "short");
+        assert_eq!(super::truncate_message("ééé", 3), "é…");
+    }
+}

@@ -193,14 +193,7 @@ fn unsupported(expr: &Expr) -> Option<&'static str> {
 }
 
 fn trim(message: &str) -> String {
-    if message.len() <= MAX_MESSAGE {
-        return message.to_string();
-    }
-    let mut end = MAX_MESSAGE;
-    while !message.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &message[..end])
+    crate::codec::truncate_message(message, MAX_MESSAGE)
 }
 
 #[cfg(test)]

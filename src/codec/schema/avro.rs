@@ -207,15 +207,9 @@ fn map_type(value: DataType, value_nullable: bool) -> DataType {
 }
 
 fn trim_message(message: &str) -> String {
+    /// Avro parser messages can quote the whole schema.
     const MAX: usize = 300;
-    if message.len() <= MAX {
-        return message.to_string();
-    }
-    let mut end = MAX;
-    while !message.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &message[..end])
+    crate::codec::truncate_message(message, MAX)
 }
 
 #[cfg(test)]

@@ -14,12 +14,5 @@ pub(super) fn error_message(e: &DataFusionError) -> String {
 }
 
 pub(super) fn trim(message: &str) -> String {
-    if message.len() <= MAX_MESSAGE {
-        return message.to_string();
-    }
-    let mut end = MAX_MESSAGE;
-    while !message.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &message[..end])
+    crate::codec::truncate_message(message, MAX_MESSAGE)
 }
