@@ -168,19 +168,8 @@ impl SqlTransform {
     /// isolated (by bisection) and reported in [`SqlOutput::failures`].
     pub async fn apply(&self, input: RecordBatch) -> SqlOutput {
         let n = input.num_rows();
-        let all_failed = |message: String| SqlOutput {
-            batch: RecordBatch::new_empty(self.output_schema.clone()),
-            rows: Vec::new(),
-            failures: (0..n)
-                .map(|index| RecordFailure {
-                    index,
-                    class: SQL_ERROR,
-                    message: message.clone(),
-                })
-                .collect(),
-        };
         if let Err(message) = self.check_input(&input) {
-            return all_failed(message);
+            return self.all_failed(n, message);
         }
         match &self.kind {
             Kind::Passthrough { columns } => match input.project(columns) {
@@ -189,14 +178,14 @@ impl SqlTransform {
                     rows: (0..n as u32).collect(),
                     failures: Vec::new(),
                 },
-                Err(e) => all_failed(trim(&e.to_string())),
+                Err(e) => self.all_failed(n, trim(&e.to_string())),
             },
             Kind::Query(q) => {
                 let mut columns = input.columns().to_vec();
                 columns.push(Arc::new(UInt32Array::from_iter_values(0..n as u32)) as ArrayRef);
                 match RecordBatch::try_new(q.scan_schema.clone(), columns) {
                     Ok(batch) => self.run_isolating(q, batch).await,
-                    Err(e) => all_failed(trim(&e.to_string())),
+                    Err(e) => self.all_failed(n, trim(&e.to_string())),
                 }
             }
         }
@@ -268,21 +257,22 @@ impl SqlTransform {
                 rows,
                 failures,
             },
-            Err(e) => {
-                let message = trim(&e.to_string());
-                let n = batch.num_rows();
-                SqlOutput {
-                    batch: RecordBatch::new_empty(self.output_schema.clone()),
-                    rows: Vec::new(),
-                    failures: (0..n)
-                        .map(|index| RecordFailure {
-                            index,
-                            class: SQL_ERROR,
-                            message: message.clone(),
-                        })
-                        .collect(),
-                }
-            }
+            Err(e) => self.all_failed(batch.num_rows(), trim(&e.to_string())),
+        }
+    }
+
+    /// An output in which every one of `rows` input rows failed with `message`.
+    fn all_failed(&self, rows: usize, message: String) -> SqlOutput {
+        SqlOutput {
+            batch: RecordBatch::new_empty(self.output_schema.clone()),
+            rows: Vec::new(),
+            failures: (0..rows)
+                .map(|index| RecordFailure {
+                    index,
+                    class: SQL_ERROR,
+                    message: message.clone(),
+                })
+                .collect(),
         }
     }
 }
