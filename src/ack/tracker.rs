@@ -82,11 +82,6 @@ impl PartitionTracker {
         self.entries.len()
     }
 
-    /// Number of registered batches whose outcome is still unknown.
-    pub fn in_flight(&self) -> usize {
-        self.entries.values().filter(|e| e.status.is_none()).count()
-    }
-
     /// First offset of a failed batch that blocks this partition, if any.
     pub fn blocked_at(&self) -> Option<i64> {
         self.blocked_at

@@ -111,11 +111,6 @@ impl Summary {
         }
     }
 
-    /// Records read so far.
-    pub fn records_in(&self) -> u64 {
-        self.counts().records_in
-    }
-
     /// Records that reached an outcome. In the demo every SQL row goes to `scored`, so each
     /// record ends in exactly one of: scored, filtered, dead-lettered, dropped.
     pub fn accounted(&self) -> u64 {

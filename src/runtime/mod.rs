@@ -107,7 +107,6 @@ pub async fn run_pipeline(
         source_spec,
         pipeline_metrics.clone(),
         spec.processing.drain_timeout,
-        CancellationToken::new(),
     )
     .map_err(|source| RuntimeError::Source {
         pipeline: name.to_string(),

@@ -233,6 +233,5 @@ impl Drop for KafkaSink {
     fn drop(&mut self) {
         // Deliver what is queued; anything left resolves as errored (and is redelivered).
         let _ = self.producer.flush(Duration::from_secs(10));
-        let _ = self.producer.in_flight_count();
     }
 }

@@ -2,10 +2,9 @@
 //! the offsets that became committable, and waiting for in-flight batches to drain.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-
-use tokio_util::sync::CancellationToken;
 
 use crate::ack::tracker::PartitionTracker;
 use crate::ack::{AckReceiver, AckStatus};
@@ -63,19 +62,25 @@ pub struct AckState {
     inner: Mutex<Inner>,
     changed: Condvar,
     metrics: PipelineMetrics,
-    /// Cancelled when a batch fails: the pipeline stops without committing past it.
-    fatal: CancellationToken,
+    /// Counts assignments and revocations, so the poll loop re-checks its buffered batches
+    /// only after a rebalance.
+    rebalances: AtomicU64,
 }
 
 impl AckState {
-    /// New state reporting failures through `fatal`.
-    pub fn new(metrics: PipelineMetrics, fatal: CancellationToken) -> Arc<Self> {
+    /// New, empty state. A failed batch is reported by [`AckState::failure`].
+    pub fn new(metrics: PipelineMetrics) -> Arc<Self> {
         Arc::new(AckState {
             inner: Mutex::new(Inner::default()),
             changed: Condvar::new(),
             metrics,
-            fatal,
+            rebalances: AtomicU64::new(0),
         })
+    }
+
+    /// How many assignments and revocations happened so far.
+    pub fn rebalances(&self) -> u64 {
+        self.rebalances.load(Ordering::Acquire)
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -179,16 +184,6 @@ impl AckState {
             .collect()
     }
 
-    /// Batches handed out and not yet resolved, for the given partitions (all when `None`).
-    pub fn in_flight(&self, partitions: Option<&[TopicPartition]>) -> usize {
-        let inner = self.lock();
-        inner
-            .in_flight
-            .values()
-            .filter(|f| f.touches(partitions))
-            .count()
-    }
-
     /// Waits until no batch of `partitions` (all when `None`) is in flight, or `timeout`.
     /// Returns the number still in flight.
     pub fn wait_drained(&self, partitions: Option<&[TopicPartition]>, timeout: Duration) -> usize {
@@ -237,7 +232,6 @@ impl AckReceiver for AckState {
             );
             tracing::error!(topic = %first.partition.0, partition = first.partition.1, offset = first.first, ?status, "batch failed; pipeline stops, records will be redelivered");
             inner.failure.get_or_insert(reason);
-            self.fatal.cancel();
         }
         for slice in &flight.slices {
             if let Some(state) = inner.partitions.get_mut(&slice.partition)

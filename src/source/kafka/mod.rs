@@ -66,14 +66,13 @@ pub struct SourceReport {
 }
 
 impl KafkaSource {
-    /// Creates the consumer and subscribes. `fatal` is cancelled when a batch fails.
+    /// Creates the consumer and subscribes.
     pub fn new(
         spec: &KafkaSourceSpec,
         metrics: PipelineMetrics,
         drain_timeout: Duration,
-        fatal: CancellationToken,
     ) -> Result<Self, KafkaSourceError> {
-        let acks = AckState::new(metrics.clone(), fatal);
+        let acks = AckState::new(metrics.clone());
         let reset = match spec.start_from {
             StartFrom::Earliest => "earliest",
             StartFrom::Latest => "latest",
@@ -134,9 +133,9 @@ impl KafkaSource {
         std::thread::Builder::new()
             .name(format!("kafka-source-{}", self.metrics.name()))
             .spawn(move || {
-                let fatal = self.acks.clone();
+                let acks = self.acks.clone();
                 let report = poll_loop::PollLoop::new(self, router, runtime).run(&shutdown);
-                match fatal.failure() {
+                match acks.failure() {
                     Some(reason) => Err(KafkaSourceError::BatchFailed(reason)),
                     None => Ok(report),
                 }

@@ -48,6 +48,8 @@ pub(super) struct PollLoop {
     workers_gone: bool,
     /// Last consumer error and how often it repeated.
     last_error: Option<(String, u64)>,
+    /// Rebalance count when buffered batches were last checked against the assignment.
+    seen_rebalances: Option<u64>,
 }
 
 impl PollLoop {
@@ -62,6 +64,7 @@ impl PollLoop {
             next_age_check: Instant::now(),
             workers_gone: false,
             last_error: None,
+            seen_rebalances: None,
         }
     }
 
@@ -235,6 +238,7 @@ impl PollLoop {
                 // the next dispatch; nothing of this batch was registered, so it is simply read
                 // again (by whoever owns the partitions now).
                 self.ready.extend(parts);
+                self.seen_rebalances = None;
                 self.drop_revoked();
                 continue;
             };
@@ -333,6 +337,11 @@ impl PollLoop {
 
     /// Drops batches of partitions that were revoked (or reassigned) since they were read.
     fn drop_revoked(&mut self) {
+        let rebalances = self.source.acks.rebalances();
+        if self.seen_rebalances == Some(rebalances) {
+            return;
+        }
+        self.seen_rebalances = Some(rebalances);
         let acks = &self.source.acks;
         let current = |p: &PendingBatch| acks.generation(&p.tp) == Some(p.generation);
         if self.filling.values().all(current) && self.ready.iter().all(current) {
