@@ -18,7 +18,7 @@ use crate::telemetry::logging::LogFormat;
 Examples:
   streamgate demo                              fraud pipeline on an embedded broker, nothing to install
   streamgate validate pipelines/*.yaml         check pipelines (add --offline to skip broker checks)
-  KAFKA_BOOTSTRAP_SERVERS=kafka:9092 streamgate run pipelines/fraud-rules.yaml
+  KAFKA_BOOTSTRAP_SERVERS=kafka:9092 streamgate run pipelines/fraud-scoring.yaml
   streamgate broker --topic transactions:8     an embedded Kafka-protocol broker for local work
   streamgate generate --rate 2000              synthetic transactions into a Kafka topic
   streamgate schema > pipeline.schema.json     JSON Schema of the pipeline format for editors
@@ -65,20 +65,21 @@ pub enum Command {
     /// Check pipeline files: every problem, with its location; exits 1 if any.
     ///
     /// Checks syntax, fields, environment variables, record schemas, the SQL against the
-    /// schema (wrong column names), output filters and key columns, and (unless --offline)
-    /// that the brokers answer and the source topics exist.
+    /// schema (wrong column names), inference steps against the SQL output and in-process
+    /// models, output filters and key columns, and (unless --offline) that the brokers answer,
+    /// the source topics exist and served models (OIP v2 metadata) accept what is sent.
     Validate {
         /// Pipeline files.
         #[arg(required = true)]
         pipelines: Vec<PathBuf>,
-        /// Skip connecting to brokers.
+        /// Skip connecting to brokers and model servers.
         #[arg(long)]
         offline: bool,
     },
     /// Run the fraud-scoring demo on an embedded Kafka broker, with synthetic transactions.
     ///
     /// Nothing to install: the broker, the transaction generator (1% malformed by default),
-    /// the `pipelines/fraud-rules.yaml` pipeline and the admin server all run in this process.
+    /// the `pipelines/fraud-scoring.yaml` pipeline (scored by the shipped ONNX model) and the admin server all run in this process.
     /// Prints a live summary each second.
     Demo {
         /// Transactions per second (0 = as fast as possible).
@@ -135,6 +136,26 @@ pub enum Command {
     },
     /// Print the JSON Schema of the pipeline format.
     Schema,
+    /// Serve a mock model on loopback: Open Inference Protocol v2, OpenAI chat and
+    /// embeddings, TF Serving predict and a custom JSON `/score`, all on one port.
+    ///
+    /// Answers are deterministic (a row's score is the sum of its inputs), for trying
+    /// pipelines and benchmarks without a real model server. Prints `url=http://HOST:PORT`
+    /// once ready.
+    MockModel {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8000")]
+        listen: SocketAddr,
+        /// Name of the output tensor.
+        #[arg(long, default_value = "score")]
+        output_name: String,
+        /// Delay before each answer (`2ms`).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        latency: Option<Duration>,
+        /// Share of requests answered with 503 (0..1).
+        #[arg(long, default_value_t = 0.0)]
+        error_rate: f64,
+    },
 }
 
 fn parse_topic(s: &str) -> Result<(String, i32), String> {

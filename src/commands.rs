@@ -1,5 +1,6 @@
 //! What each subcommand does (the binary's edge: `anyhow` here only).
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -88,7 +89,50 @@ pub async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             print!("{}", spec::json_schema::pipeline_json_schema());
             Ok(ExitCode::SUCCESS)
         }
+        Command::MockModel {
+            listen,
+            output_name,
+            latency,
+            error_rate,
+        } => mock_model(listen, output_name, latency, error_rate).await,
     }
+}
+
+async fn mock_model(
+    listen: SocketAddr,
+    output_name: String,
+    latency: Option<Duration>,
+    error_rate: f64,
+) -> anyhow::Result<ExitCode> {
+    use streamgate::mock_model::{Faults, Latency, MockModel, MockModelConfig};
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&error_rate),
+        "--error-rate must be between 0 and 1"
+    );
+    let config = MockModelConfig {
+        output_name,
+        ..MockModelConfig::default()
+    };
+    let model = MockModel::start_on(listen, config)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    model.set_faults(Faults {
+        latency: latency.map_or(Latency::None, Latency::Fixed),
+        status_mix: if error_rate > 0.0 {
+            vec![(503, error_rate)]
+        } else {
+            vec![]
+        },
+        ..Faults::default()
+    });
+    println!("url={}", model.url());
+    tokio::signal::ctrl_c().await?;
+    eprintln!(
+        "mock model answered {} calls, {} rows",
+        model.calls(),
+        model.rows()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Cancelled on the first SIGINT/SIGTERM; a second one exits at once.
@@ -214,6 +258,14 @@ async fn validate(files: Vec<std::path::PathBuf>, offline: bool) -> anyhow::Resu
                     {
                         problems += 1;
                         println!("{}: source: {e}", file.display());
+                        continue;
+                    }
+                    let model_problems = compiled.check_models_online().await;
+                    for p in &model_problems {
+                        println!("{}: {}: {}", file.display(), p.path, p.message);
+                    }
+                    if !model_problems.is_empty() {
+                        problems += model_problems.len();
                         continue;
                     }
                 }

@@ -6,8 +6,8 @@
 //! ## Architecture map
 //!
 //! ```text
-//!  source ──► decode ──► SQL ──► route (where) ──► sinks ──► acks ──► source commits
-//!                 └────────┴─────────┴──────────► dead-letter sink
+//!  source ──► decode ──► SQL ──► inference ──► route (where) ──► sinks ──► acks ──► commit
+//!                 └────────┴─────────┴──────────────┴──────────► dead-letter sink
 //! ```
 //!
 //! - [`spec`]: the YAML format: serde types, interpolation, validation, JSON Schema.
@@ -16,12 +16,16 @@
 //! - [`batch`] / [`ack`]: the unit of work and its receipt; ordered offset tracking.
 //! - [`codec`]: bytes ↔ Arrow (JSON; record schemas from columns, Avro or JSON Schema).
 //! - [`transform`]: the SQL stage (planned once, executed per batch) and output filters.
+//! - [`inference`]: model registry, protocol clients, micro-batching, balancing, retries,
+//!   and the pipeline stage that joins model outputs back to rows.
 //! - [`source`]: Kafka consumer with per-partition batching, backpressure and ack tracking.
 //! - [`sink`]: Kafka, stdout, file, and dead-letter writing.
 //! - [`runtime`]: wires a pipeline together, runs its workers, shuts down in order.
 //! - [`api`]: admin HTTP server: `/metrics`, `/healthz`, `/readyz`.
 //! - [`telemetry`]: logging setup and metric families.
 //! - [`demo`]: the embedded broker, synthetic transactions and the one-command demo.
+//! - [`mock_model`]: a programmable mock model server (OIP v2, OpenAI, TF Serving, custom
+//!   JSON) with fault knobs, for tests, benchmarks and trying pipelines out.
 //! - [`cli`]: the command line.
 
 pub mod ack;
@@ -30,7 +34,9 @@ pub mod batch;
 pub mod cli;
 pub mod codec;
 pub mod demo;
+pub mod inference;
 pub mod kafka;
+pub mod mock_model;
 pub mod plan;
 pub mod runtime;
 pub mod sink;

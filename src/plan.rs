@@ -1,7 +1,8 @@
 //! Compiles a validated pipeline into what runs: the record schema, the JSON decoder, the SQL
 //! plan (planned once, here) and the output filters. Everything that can be checked without a
-//! broker is checked here, so `streamgate validate` catches wrong column names, bad SQL and
-//! unknown key columns before anything starts.
+//! broker is checked here, so `streamgate validate` catches wrong column names, bad SQL,
+//! unknown key columns, inference inputs and outputs that do not fit, and in-process models
+//! that do not accept what is sent, before anything starts.
 
 use std::sync::Arc;
 
@@ -9,7 +10,10 @@ use datafusion::arrow::datatypes::SchemaRef;
 
 use crate::codec::json::JsonDecoder;
 use crate::codec::metadata::input_table_schema;
-use crate::codec::schema::load_record_schema;
+use crate::codec::schema::{column_list, load_record_schema};
+use crate::inference::registry::{self, PreparedBackends};
+use crate::inference::step::{CompiledStep, compile_steps};
+use crate::inference::{OnlineProblem, check_online};
 use crate::spec::{FormatSpec, LoadedPipeline, SinkSpec, SpecError, SpecErrors};
 use crate::transform::route::RowFilter;
 use crate::transform::sql::SqlTransform;
@@ -32,6 +36,12 @@ pub struct CompiledPipeline {
     pub decoder: JsonDecoder,
     /// The SQL stage.
     pub sql: SqlTransform,
+    /// Protocol backends of every model version (in-process models loaded).
+    pub models: PreparedBackends,
+    /// Inference steps, in spec order.
+    pub steps: Vec<CompiledStep>,
+    /// Schema of rows after inference (the SQL output plus the steps' columns).
+    pub output_schema: SchemaRef,
     /// Outputs in spec order.
     pub outputs: Vec<CompiledOutput>,
 }
@@ -39,17 +49,19 @@ pub struct CompiledPipeline {
 impl CompiledPipeline {
     /// Schema of the rows the outputs receive.
     pub fn output_schema(&self) -> SchemaRef {
-        self.sql.output_schema()
+        self.output_schema.clone()
     }
-}
 
-fn column_list(schema: &SchemaRef) -> String {
-    schema
-        .fields()
-        .iter()
-        .map(|f| f.name().as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
+    /// Checks served models' metadata against the inference steps (network).
+    pub async fn check_models_online(&self) -> Vec<OnlineProblem> {
+        check_online(
+            &self.steps,
+            &self.pipeline.spec.models,
+            &self.models,
+            &self.sql.output_schema(),
+        )
+        .await
+    }
 }
 
 /// Compiles a loaded pipeline, collecting every problem with its path.
@@ -65,7 +77,14 @@ pub async fn compile(pipeline: LoadedPipeline) -> Result<Arc<CompiledPipeline>, 
     let sql = SqlTransform::new(pipeline.spec.sql.as_deref(), table)
         .await
         .map_err(|e| SpecErrors(vec![err("sql", e.to_string())]))?;
-    let out_schema = sql.output_schema();
+    let spec = &pipeline.spec;
+    let to_errors = |list: Vec<(String, String)>| {
+        SpecErrors(list.into_iter().map(|(p, m)| err(&p, m)).collect())
+    };
+    let models = registry::prepare(&spec.models, pipeline.base_dir()).map_err(to_errors)?;
+    let (steps, out_schema) =
+        compile_steps(&spec.inference, &spec.models, &models, &sql.output_schema())
+            .map_err(to_errors)?;
 
     let mut errors = Vec::new();
     let mut outputs = Vec::new();
@@ -99,6 +118,9 @@ pub async fn compile(pipeline: LoadedPipeline) -> Result<Arc<CompiledPipeline>, 
         record_schema,
         decoder,
         sql,
+        models,
+        steps,
+        output_schema: out_schema,
         outputs,
     }))
 }

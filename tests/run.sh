@@ -25,5 +25,20 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}"
 fi
 
+# Python side of the conformance tests: a real MLServer (OIP v2) with scikit-learn, and
+# onnxruntime for the model's reference scores, in a virtualenv outside the clone.
+export STREAMGATE_VENV="${STREAMGATE_VENV:-$HOME/.cache/streamgate-venv}"
+python_packages=(mlserver==1.7.1 mlserver-sklearn==1.7.1 scikit-learn joblib numpy onnx onnxruntime)
+if [ ! -x "$STREAMGATE_VENV/bin/mlserver" ] || ! "$STREAMGATE_VENV/bin/python" -c "import sklearn, onnxruntime" 2>/dev/null; then
+  echo "installing Python test dependencies into $STREAMGATE_VENV: ${python_packages[*]}"
+  command -v python3 >/dev/null 2>&1 || { echo "python3 is needed for the conformance tests" >&2; exit 1; }
+  python3 -m venv "$STREAMGATE_VENV" 2>/dev/null || {
+    if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
+    $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-venv
+    python3 -m venv "$STREAMGATE_VENV"
+  }
+  "$STREAMGATE_VENV/bin/pip" install -q "${python_packages[@]}"
+fi
+
 # `cargo test` also builds the binary the process-level tests (crash, backpressure) run.
 cargo test --no-fail-fast "$@"

@@ -1,6 +1,7 @@
 //! `streamgate demo`: the fraud pipeline end to end on an embedded broker, with nothing to
 //! install. Starts the embedded broker, a generator of synthetic card transactions (with a share
-//! of malformed ones), the `fraud-rules` pipeline and the admin server, and prints a live
+//! of malformed ones), the `fraud-scoring` pipeline (features in SQL, the shipped ONNX fraud model
+//! in process) and the admin server, and prints a live
 //! summary every second.
 
 pub mod broker;
@@ -24,7 +25,10 @@ use crate::runtime::StatusBoard;
 use crate::telemetry::Metrics;
 
 /// The demo pipeline, embedded so the demo runs from any directory.
-pub const DEMO_PIPELINE: &str = include_str!("../../pipelines/fraud-rules.yaml");
+pub const DEMO_PIPELINE: &str = include_str!("../../pipelines/fraud-scoring.yaml");
+
+/// The fraud model the demo pipeline scores with (ONNX, run in process).
+pub const DEMO_MODEL: &[u8] = include_bytes!("../../models/fraud/1/model.onnx");
 /// The record schema the demo pipeline references.
 pub const DEMO_SCHEMA: &str = include_str!("../../schemas/transaction.avsc");
 
@@ -122,12 +126,15 @@ pub async fn run(
     let bootstrap = broker.bootstrap_servers().to_string();
     eprintln!("embedded Kafka broker listening on {bootstrap} (any Kafka client can connect)");
 
-    // The pipeline file references ../schemas/transaction.avsc: lay both out in a temp dir.
+    // The pipeline file references ../schemas/transaction.avsc and ../models: lay them out in
+    // a temp dir.
     let dir = std::env::temp_dir().join(format!("streamgate-demo-{}", std::process::id()));
     std::fs::create_dir_all(dir.join("pipelines"))?;
     std::fs::create_dir_all(dir.join("schemas"))?;
+    std::fs::create_dir_all(dir.join("models/fraud/1"))?;
     std::fs::write(dir.join("schemas/transaction.avsc"), DEMO_SCHEMA)?;
-    let file = dir.join("pipelines/fraud-rules.yaml");
+    std::fs::write(dir.join("models/fraud/1/model.onnx"), DEMO_MODEL)?;
+    let file = dir.join("pipelines/fraud-scoring.yaml");
     std::fs::write(&file, DEMO_PIPELINE)?;
     let env_bootstrap = bootstrap.clone();
     let mut loaded = crate::spec::load_str(DEMO_PIPELINE, Path::new(&file), &move |name| {
@@ -162,7 +169,7 @@ pub async fn run(
     };
 
     let started = Instant::now();
-    let mut summary = summary::Summary::new("fraud-rules", &metrics);
+    let mut summary = summary::Summary::new("fraud-scoring", &metrics);
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     ticker.tick().await;
     loop {

@@ -13,6 +13,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::batch::SourceBatch;
+use crate::inference::{InferenceStage, ModelRegistry};
 use crate::plan::CompiledPipeline;
 use crate::sink::{self, SinkError};
 use crate::source::BatchRouter;
@@ -32,6 +33,14 @@ pub enum RuntimeError {
         pipeline: String,
         /// The sink error.
         source: SinkError,
+    },
+    /// A model does not fit what the pipeline sends or reads.
+    #[error("pipeline {pipeline}: {message}")]
+    Model {
+        /// Pipeline name.
+        pipeline: String,
+        /// The mismatch, naming both sides.
+        message: String,
     },
     /// The source failed or a batch could not be delivered.
     #[error("pipeline {pipeline}: {source}")]
@@ -81,7 +90,31 @@ pub async fn run_pipeline(
         .map(|o| o.sink.clone())
         .chain(dead_letter.clone())
         .collect();
+    // Served models: a contract mismatch stops the start; a model that cannot be reached
+    // yet only warns (calls back off until it is up).
+    let mut mismatches = Vec::new();
+    for problem in compiled.check_models_online().await {
+        if problem.unreachable {
+            tracing::warn!(pipeline = %name, step = %problem.path, "{}", problem.message);
+        } else {
+            mismatches.push(format!("{}: {}", problem.path, problem.message));
+        }
+    }
+    if !mismatches.is_empty() {
+        status.set(&name, PipelineState::Failed(mismatches.join("; ")));
+        return Err(RuntimeError::Model {
+            pipeline: name.to_string(),
+            message: mismatches.join("; "),
+        });
+    }
+    let registry = ModelRegistry::build(&spec.models, &compiled.models, &metrics.models);
+    let inference = InferenceStage::start(&compiled.steps, &registry, compiled.output_schema())
+        .map_err(|message| RuntimeError::Model {
+            pipeline: name.to_string(),
+            message,
+        })?;
     let worker = Arc::new(PipelineWorker {
+        inference,
         compiled: compiled.clone(),
         outputs,
         dead_letter,

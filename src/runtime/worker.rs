@@ -1,4 +1,4 @@
-//! Processes one source batch: decode → SQL → route → sinks, with per-record isolation of
+//! Processes one source batch: decode → SQL → inference → route → sinks, with per-record isolation of
 //! failures and the pipeline's error policy.
 
 use std::collections::BTreeMap;
@@ -11,8 +11,9 @@ use datafusion::arrow::compute::filter_record_batch;
 use crate::ack::{Ack, AckStatus};
 use crate::batch::{RawRecord, SourceBatch};
 use crate::codec::RecordFailure;
+use crate::inference::InferenceStage;
 use crate::plan::CompiledPipeline;
-use crate::sink::{DeadLetterRecord, Sink, SinkInput};
+use crate::sink::{DeadLetterRecord, ModelContext, Sink, SinkInput};
 use crate::spec::OnError;
 use crate::telemetry::PipelineMetrics;
 
@@ -29,6 +30,7 @@ pub struct OutputRuntime {
 /// Everything a worker needs; shared by all workers of a pipeline.
 pub struct PipelineWorker {
     pub(crate) compiled: Arc<CompiledPipeline>,
+    pub(crate) inference: InferenceStage,
     pub(crate) outputs: Vec<OutputRuntime>,
     pub(crate) dead_letter: Option<Arc<dyn Sink>>,
     pub(crate) policy: OnError,
@@ -41,6 +43,7 @@ struct Failure {
     stage: &'static str,
     class: &'static str,
     message: String,
+    model: Option<ModelContext>,
 }
 
 impl PipelineWorker {
@@ -54,11 +57,15 @@ impl PipelineWorker {
         // Record index → failure; BTreeMap keeps dead letters in source order and deduplicates
         // a row that failed in several output filters.
         let mut failures: BTreeMap<usize, Failure> = BTreeMap::new();
-        let mut add = |index: usize, stage: &'static str, f: RecordFailure| {
+        let add = |failures: &mut BTreeMap<usize, Failure>,
+                   index: usize,
+                   stage: &'static str,
+                   f: RecordFailure| {
             failures.entry(index).or_insert(Failure {
                 stage,
                 class: f.class,
                 message: f.message,
+                model: None,
             });
         };
 
@@ -68,7 +75,7 @@ impl PipelineWorker {
             .batch_duration("decode")
             .observe(started.elapsed().as_secs_f64());
         for f in decoded.failures {
-            add(f.index, "decode", f);
+            add(&mut failures, f.index, "decode", f);
         }
 
         let started = Instant::now();
@@ -78,30 +85,63 @@ impl PipelineWorker {
             .observe(started.elapsed().as_secs_f64());
         for f in sql.failures {
             if let Some(&record) = decoded.rows.get(f.index) {
-                add(record as usize, "sql", f);
+                add(&mut failures, record as usize, "sql", f);
             }
         }
-        let row_record = |row: usize| -> Option<usize> {
+        let sql_record = |row: usize| -> Option<usize> {
             let input_row = *sql.rows.get(row)? as usize;
             decoded.rows.get(input_row).map(|r| *r as usize)
         };
 
+        // Inference: rows that fail leave the batch; `scored_rows` maps the rows that remain
+        // back to SQL output rows.
+        let (scored, scored_rows) = if self.inference.is_empty() {
+            (sql.batch.clone(), None)
+        } else {
+            let started = Instant::now();
+            let output = self.inference.apply(sql.batch.clone()).await;
+            self.metrics
+                .batch_duration("model")
+                .observe(started.elapsed().as_secs_f64());
+            for f in output.failures {
+                if let Some(record) = sql_record(f.row) {
+                    failures.entry(record).or_insert(Failure {
+                        stage: "model",
+                        class: f.error.kind.as_str(),
+                        message: format!("step {}: {}", f.step, f.error.message),
+                        model: Some(ModelContext {
+                            model: f.model,
+                            version: f.version,
+                            attempts: f.error.attempts,
+                        }),
+                    });
+                }
+            }
+            (output.batch, Some(output.rows))
+        };
+        let row_record = |row: usize| -> Option<usize> {
+            match &scored_rows {
+                None => sql_record(row),
+                Some(rows) => sql_record(*rows.get(row)? as usize),
+            }
+        };
+
         let started = Instant::now();
-        let rows = sql.batch.num_rows();
+        let rows = scored.num_rows();
         let mut matched_any = vec![false; rows];
         let mut routed = Vec::with_capacity(self.outputs.len());
         for output in &self.outputs {
             let mask = match &self.compiled.outputs[output.index].filter {
                 None => None,
                 Some(filter) => {
-                    let result = filter.evaluate(&sql.batch);
+                    let result = filter.evaluate(&scored);
                     for f in result.failures {
                         // Dead-lettered, so not counted as filtered below.
                         if let Some(m) = matched_any.get_mut(f.index) {
                             *m = true;
                         }
                         if let Some(record) = row_record(f.index) {
-                            add(record, "route", f);
+                            add(&mut failures, record, "route", f);
                         }
                     }
                     Some(result.mask)
@@ -110,11 +150,11 @@ impl PipelineWorker {
             let selected = match &mask {
                 None => {
                     matched_any.iter_mut().for_each(|m| *m = true);
-                    sql.batch.clone()
+                    scored.clone()
                 }
                 Some(mask) => {
                     mark_matches(mask, &mut matched_any);
-                    match filter_record_batch(&sql.batch, mask) {
+                    match filter_record_batch(&scored, mask) {
                         Ok(b) => b,
                         Err(e) => {
                             tracing::error!(pipeline = %self.name, error = %e, "filtering rows failed");
@@ -185,6 +225,7 @@ impl PipelineWorker {
                             stage: f.stage,
                             class: f.class,
                             message: f.message,
+                            model: f.model,
                         })
                     })
                     .collect();

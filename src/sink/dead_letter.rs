@@ -25,6 +25,19 @@ pub struct DeadLetterRecord {
     pub class: &'static str,
     /// Error message (truncated).
     pub message: String,
+    /// The model call that failed, for stage `model`.
+    pub model: Option<ModelContext>,
+}
+
+/// Which model call failed, and after how many attempts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelContext {
+    /// Model name.
+    pub model: Arc<str>,
+    /// Version called.
+    pub version: Arc<str>,
+    /// Attempts made.
+    pub attempts: u32,
 }
 
 impl DeadLetterRecord {
@@ -39,7 +52,7 @@ impl DeadLetterRecord {
             }
             message.truncate(cut);
         }
-        vec![
+        let mut headers = vec![
             (
                 format!("{HEADER_PREFIX}pipeline"),
                 self.pipeline.to_string(),
@@ -59,7 +72,16 @@ impl DeadLetterRecord {
                 format!("{HEADER_PREFIX}source.offset"),
                 p.offset.to_string(),
             ),
-        ]
+        ];
+        if let Some(m) = &self.model {
+            headers.push((format!("{HEADER_PREFIX}model"), m.model.to_string()));
+            headers.push((
+                format!("{HEADER_PREFIX}model.version"),
+                m.version.to_string(),
+            ));
+            headers.push((format!("{HEADER_PREFIX}attempts"), m.attempts.to_string()));
+        }
+        headers
     }
 
     /// One JSON line for text sinks (stdout, file): context plus the payload, as a string when
@@ -74,6 +96,12 @@ impl DeadLetterRecord {
             topic: &'a str,
             partition: i32,
             offset: i64,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            model: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            model_version: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            attempts: Option<u32>,
             #[serde(skip_serializing_if = "Option::is_none")]
             key: Option<String>,
             #[serde(skip_serializing_if = "Option::is_none")]
@@ -90,6 +118,9 @@ impl DeadLetterRecord {
             topic: &self.record.position.topic,
             partition: self.record.position.partition,
             offset: self.record.position.offset,
+            model: self.model.as_ref().map(|m| &*m.model),
+            model_version: self.model.as_ref().map(|m| &*m.version),
+            attempts: self.model.as_ref().map(|m| m.attempts),
             key: self
                 .record
                 .key
@@ -145,6 +176,7 @@ mod tests {
             stage: "decode",
             class: "malformed_json",
             message: "x".repeat(5000),
+            model: None,
         }
     }
 
@@ -154,6 +186,17 @@ mod tests {
         assert_eq!(h[4], ("streamgate.source.topic".into(), "tx".into()));
         assert_eq!(h[6], ("streamgate.source.offset".into(), "42".into()));
         assert_eq!(h[3].1.len(), MAX_MESSAGE_LEN);
+        let mut r = record(b"{");
+        r.model = Some(ModelContext {
+            model: "fraud".into(),
+            version: "2".into(),
+            attempts: 3,
+        });
+        let h = r.context_headers();
+        assert_eq!(h[7], ("streamgate.model".into(), "fraud".into()));
+        assert_eq!(h[9], ("streamgate.attempts".into(), "3".into()));
+        let line: serde_json::Value = serde_json::from_slice(&r.to_json_line()).unwrap();
+        assert_eq!(line["model_version"], "2");
     }
 
     #[test]

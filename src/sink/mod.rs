@@ -18,7 +18,7 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::record_batch::RecordBatch;
 use futures::future::BoxFuture;
 
-pub use dead_letter::DeadLetterRecord;
+pub use dead_letter::{DeadLetterRecord, ModelContext};
 
 use crate::ack::Ack;
 use crate::spec::{KafkaSourceSpec, SinkSpec};

@@ -21,6 +21,21 @@ use super::{
     StdoutSinkSpec, TlsSpec,
 };
 
+/// Interpolates a model registry file the same way as a pipeline.
+pub fn interpolate_registry(
+    registry: &mut super::ModelRegistrySpec,
+    file: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Vec<SpecError> {
+    let mut walker = Walker {
+        file,
+        env,
+        errors: Vec::new(),
+    };
+    walker.models("models", &mut registry.models);
+    walker.errors
+}
+
 /// Replaces `${VAR}` and `${VAR:-default}` in every string value of `spec`, looking variables
 /// up with `env`. Returns every problem found, each with its path; a string with a problem is
 /// left unchanged.
@@ -40,7 +55,7 @@ pub fn interpolate(
 
 /// Walks the typed spec. Every visitor destructures its struct completely, so a new field
 /// cannot be added to the format without deciding here whether it is interpolated.
-struct Walker<'a> {
+pub(super) struct Walker<'a> {
     file: &'a Path,
     env: &'a dyn Fn(&str) -> Option<String>,
     errors: Vec<SpecError>,
@@ -54,6 +69,9 @@ impl Walker<'_> {
             source,
             format,
             sql,
+            inference,
+            models,
+            model_registry,
             outputs,
             dead_letter,
             on_error: _,
@@ -63,6 +81,11 @@ impl Walker<'_> {
         self.source("source", source);
         self.format("format", format);
         self.opt_string("sql", sql);
+        for (i, step) in inference.iter_mut().enumerate() {
+            self.inference_step(&format!("inference[{i}]"), step);
+        }
+        self.models("models", models);
+        self.opt_string("model_registry", model_registry);
         for (i, output) in outputs.iter_mut().enumerate() {
             self.output(&format!("outputs[{i}]"), output);
         }
@@ -198,7 +221,7 @@ impl Walker<'_> {
         }
     }
 
-    fn opt_string(&mut self, path: &str, value: &mut Option<String>) {
+    pub(super) fn opt_string(&mut self, path: &str, value: &mut Option<String>) {
         if let Some(value) = value {
             self.string(path, value);
         }
@@ -206,7 +229,7 @@ impl Walker<'_> {
 
     /// Interpolates one string value in place; on any problem, records it and leaves the value
     /// unchanged.
-    fn string(&mut self, path: &str, value: &mut String) {
+    pub(super) fn string(&mut self, path: &str, value: &mut String) {
         if !value.contains('$') {
             return;
         }

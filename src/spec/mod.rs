@@ -12,14 +12,18 @@
 
 pub mod duration;
 pub mod interpolate;
+mod interpolate_models;
 pub mod json_schema;
+pub mod models;
 pub mod secret;
 pub mod types;
 pub mod validate;
+pub mod validate_models;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+pub use models::*;
 pub use secret::Secret;
 pub use types::*;
 
@@ -118,6 +122,12 @@ pub fn load_str(
 ) -> Result<LoadedPipeline, SpecErrors> {
     let mut spec = parse(text, file).map_err(|e| SpecErrors(vec![e]))?;
     let mut errors = interpolate::interpolate(&mut spec, file, env);
+    if errors.is_empty()
+        && let Some(registry) = spec.model_registry.clone()
+    {
+        let base = file.parent().unwrap_or(Path::new("."));
+        errors.extend(merge_registry(&mut spec, &base.join(registry), env));
+    }
     errors.extend(validate::validate(&spec, file));
     if errors.is_empty() {
         Ok(LoadedPipeline {
@@ -127,6 +137,68 @@ pub fn load_str(
     } else {
         Err(SpecErrors(errors))
     }
+}
+
+/// Reads a model registry file and adds its models to `spec` (a model declared in both is an
+/// error: one definition per model).
+fn merge_registry(
+    spec: &mut PipelineSpec,
+    registry_file: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Vec<SpecError> {
+    let text = match std::fs::read_to_string(registry_file) {
+        Ok(t) => t,
+        Err(e) => {
+            return vec![SpecError::at(
+                registry_file,
+                "",
+                format!("cannot read model registry: {e}"),
+            )];
+        }
+    };
+    let de = serde_yaml_ng::Deserializer::from_str(&text);
+    let mut registry: ModelRegistrySpec = match serde_path_to_error::deserialize(de) {
+        Ok(r) => r,
+        Err(e) => {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            return vec![SpecError {
+                file: registry_file.to_path_buf(),
+                path: if path == "." { String::new() } else { path },
+                line_column: inner.location().map(|l| (l.line(), l.column())),
+                message: inner.to_string(),
+            }];
+        }
+    };
+    let mut errors = interpolate::interpolate_registry(&mut registry, registry_file, env);
+    // Model repositories in the registry are relative to the registry file; the pipeline
+    // resolves paths against its own folder, so prefix the registry's folder as the pipeline
+    // named it.
+    let registry_dir = spec
+        .model_registry
+        .as_deref()
+        .map(|r| Path::new(r).parent().unwrap_or(Path::new("")).to_path_buf())
+        .unwrap_or_default();
+    for model in registry.models.values_mut() {
+        for version in &mut model.versions {
+            if let EndpointSpec::Onnx(onnx) = &mut version.endpoint {
+                onnx.repository = registry_dir.join(&onnx.repository).display().to_string();
+            }
+        }
+    }
+    for (name, model) in registry.models {
+        match spec.models.entry(name) {
+            std::collections::btree_map::Entry::Occupied(e) => errors.push(SpecError::at(
+                registry_file,
+                format!("models.{}", e.key()),
+                "is also declared in the pipeline's `models`: declare each model once",
+            )),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert(model);
+            }
+        }
+    }
+    errors
 }
 
 /// Step 1: YAML text into typed spec. The document's shape cannot be trusted after the first

@@ -10,6 +10,7 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::models::{InferenceStepSpec, ModelSpec};
 use super::secret::Secret;
 
 /// One pipeline: a source, a record format, optional SQL preprocessing, routed outputs and a
@@ -33,6 +34,17 @@ pub struct PipelineSpec {
     /// filters, scalar functions, `CASE`); omit it to pass decoded columns through unchanged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sql: Option<String>,
+    /// Model calls run after SQL and before routing, in order of declaration but concurrently
+    /// per batch; each adds its output columns to the rows.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inference: Vec<InferenceStepSpec>,
+    /// Models declared in this file (merged with `model_registry`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub models: BTreeMap<String, ModelSpec>,
+    /// Path, relative to this file, of a shared model registry file (`models: {...}`), so
+    /// several pipelines and the gateway API declare their models once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_registry: Option<String>,
     /// Where results go. A row is sent to every output whose `where` matches; rows that match
     /// none are counted as filtered.
     pub outputs: Vec<OutputSpec>,

@@ -155,6 +155,12 @@ impl Checker<'_> {
         }
 
         self.processing("processing", &spec.processing);
+
+        for (path, message) in
+            super::validate_models::validate_models(&spec.models, &spec.inference)
+        {
+            self.error(path, message);
+        }
     }
 
     fn name(&mut self, path: &str, name: &str) {

@@ -33,6 +33,8 @@ pub struct Metrics {
     pub backpressure_pauses: IntCounterVec,
     /// Partitions currently assigned to the pipeline's consumer.
     pub assigned_partitions: IntGaugeVec,
+    /// Model call families.
+    pub models: super::model_metrics::ModelMetrics,
 }
 
 impl Default for Metrics {
@@ -76,7 +78,9 @@ impl Metrics {
                 .expect("unique metric");
             h
         };
+        let models = super::model_metrics::ModelMetrics::register(&registry);
         Metrics {
+            models,
             records_in: counter(
                 "streamgate_records_in_total",
                 "Records read from the source.",

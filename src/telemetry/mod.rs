@@ -2,5 +2,7 @@
 
 pub mod logging;
 pub mod metrics;
+pub mod model_metrics;
 
 pub use metrics::{Metrics, PipelineMetrics};
+pub use model_metrics::ModelMetrics;

@@ -187,6 +187,16 @@ fn join_path(prefix: &str, name: &str) -> String {
     }
 }
 
+/// The column names of `schema`, comma-separated, for error messages that list what exists.
+pub fn column_list(schema: &Schema) -> String {
+    schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

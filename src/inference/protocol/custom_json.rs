@@ -1,0 +1,181 @@
+//! Any JSON API: `POST <replica><path>` with `{"<rows_field>": [{input columns}, ...],
+//! ...extra_fields}`; the array at `results_pointer` in the answer has one element per row and
+//! each output is a JSON pointer into an element.
+
+use datafusion::arrow::record_batch::RecordBatch;
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use serde_json::Value;
+
+use super::json_values::{to_array, write_cell, write_str};
+use super::transport::{join, post_json};
+use super::{Backend, CallOutput, Contract, Selector, SelectorSyntax};
+use crate::inference::{ErrorKind, InferError};
+use crate::spec::{CustomJsonSpec, Secret};
+
+/// Custom JSON client of one model version.
+pub struct CustomJsonBackend {
+    path: String,
+    rows_field: String,
+    /// `extra_fields` rendered once (`"k":v,` pairs).
+    extra: String,
+    results_pointer: String,
+    headers: Vec<(String, Secret)>,
+}
+
+impl CustomJsonBackend {
+    /// A client for `spec`.
+    pub fn new(spec: &CustomJsonSpec) -> Self {
+        let mut extra = String::new();
+        for (k, v) in &spec.extra_fields {
+            write_str(&mut extra, k);
+            extra.push(':');
+            extra.push_str(&v.to_string());
+            extra.push(',');
+        }
+        CustomJsonBackend {
+            path: spec.path.clone(),
+            rows_field: spec.rows_field.clone(),
+            extra,
+            results_pointer: spec.results_pointer.clone(),
+            headers: spec
+                .headers
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        }
+    }
+
+    fn encode(&self, inputs: &RecordBatch, contract: &Contract) -> Result<String, InferError> {
+        let mut out = String::from("{");
+        out.push_str(&self.extra);
+        write_str(&mut out, &self.rows_field);
+        out.push_str(":[");
+        for row in 0..inputs.num_rows() {
+            if row > 0 {
+                out.push(',');
+            }
+            out.push('{');
+            for (i, (col, name)) in inputs.columns().iter().zip(&contract.inputs).enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_str(&mut out, name);
+                out.push(':');
+                write_cell(&mut out, col.as_ref(), row)
+                    .map_err(|m| InferError::new(ErrorKind::BadInput, m))?;
+            }
+            out.push('}');
+        }
+        out.push_str("]}");
+        Ok(out)
+    }
+
+    fn decode(
+        &self,
+        body: &[u8],
+        contract: &Contract,
+        rows: usize,
+    ) -> Result<CallOutput, InferError> {
+        let answer: Value = serde_json::from_slice(body)
+            .map_err(|e| InferError::contract(format!("malformed JSON answer: {e}")))?;
+        let results = answer
+            .pointer(&self.results_pointer)
+            .and_then(Value::as_array)
+            .ok_or_else(|| {
+                InferError::contract(format!(
+                    "the answer has no array at `{}`",
+                    self.results_pointer
+                ))
+            })?;
+        if results.len() != rows {
+            return Err(InferError::contract(format!(
+                "the model answered {} results for {rows} rows",
+                results.len()
+            )));
+        }
+        let mut columns = Vec::with_capacity(contract.outputs.len());
+        for binding in &contract.outputs {
+            let Selector::Pointer(pointer) = &binding.selector else {
+                return Err(InferError::contract(
+                    "custom JSON outputs are JSON pointers",
+                ));
+            };
+            let values: Vec<&Value> = results
+                .iter()
+                .map(|r| r.pointer(pointer).unwrap_or(&Value::Null))
+                .collect();
+            columns.push(
+                to_array(&values, binding.data_type)
+                    .map_err(|e| InferError::contract(format!("output `{pointer}`: {e}")))?,
+            );
+        }
+        Ok(CallOutput::columns(columns))
+    }
+}
+
+impl Backend for CustomJsonBackend {
+    fn call<'a>(
+        &'a self,
+        replica: &'a str,
+        inputs: &'a RecordBatch,
+        contract: &'a Contract,
+    ) -> BoxFuture<'a, Result<CallOutput, InferError>> {
+        async move {
+            let body = self.encode(inputs, contract)?;
+            let answer = post_json(&join(replica, &self.path), body, &self.headers, None).await?;
+            self.decode(&answer, contract, inputs.num_rows())
+        }
+        .boxed()
+    }
+
+    fn selector_syntax(&self) -> SelectorSyntax {
+        SelectorSyntax::Pointer
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inference::protocol::OutputBinding;
+    use crate::spec::OutputType;
+    use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringArray};
+    use std::sync::Arc;
+
+    #[test]
+    fn round_trip() {
+        let spec = CustomJsonSpec {
+            replicas: vec![],
+            path: "/score".into(),
+            rows_field: "items".into(),
+            extra_fields: [("mode".to_string(), serde_json::json!("fast"))].into(),
+            results_pointer: "/data/results".into(),
+            headers: Default::default(),
+        };
+        let b = CustomJsonBackend::new(&spec);
+        let contract = Contract {
+            inputs: vec!["text".into()],
+            outputs: vec![OutputBinding {
+                column: "label".into(),
+                selector: Selector::Pointer("/label".into()),
+                data_type: OutputType::String,
+            }],
+        };
+        let batch = RecordBatch::try_from_iter(vec![(
+            "text",
+            Arc::new(StringArray::from(vec!["hi", "yo"])) as ArrayRef,
+        )])
+        .unwrap();
+        assert_eq!(
+            b.encode(&batch, &contract).unwrap(),
+            r#"{"mode":"fast","items":[{"text":"hi"},{"text":"yo"}]}"#
+        );
+        let out = b
+            .decode(br#"{"data":{"results":[{"label":"a"},{}]}}"#, &contract, 2)
+            .unwrap();
+        let labels = out.columns[0].as_string::<i32>();
+        assert_eq!(labels.value(0), "a");
+        assert!(labels.is_null(1), "a missing field is null");
+        assert!(b.decode(br#"{"data":{}}"#, &contract, 2).is_err());
+    }
+}

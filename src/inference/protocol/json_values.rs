@@ -1,0 +1,272 @@
+//! Arrow cells to JSON request values, and JSON answer values to Arrow columns.
+
+use std::fmt::Write;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, BooleanBuilder, Float32Builder, Float64Builder, Int64Builder, ListBuilder,
+    StringBuilder,
+};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use serde_json::Value;
+
+use crate::spec::{OutputType, TensorDatatype};
+
+/// Appends the JSON form of `array[row]` to `out`: numbers, booleans and strings as such,
+/// other types as their display string. Non-finite floats are an error (JSON has none).
+pub fn write_cell(out: &mut String, array: &dyn Array, row: usize) -> Result<(), String> {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes as t;
+    if array.is_null(row) {
+        out.push_str("null");
+        return Ok(());
+    }
+    match array.data_type() {
+        DataType::Boolean => {
+            out.push_str(if array.as_boolean().value(row) {
+                "true"
+            } else {
+                "false"
+            });
+        }
+        DataType::Int8 => write_int(out, array.as_primitive::<t::Int8Type>().value(row)),
+        DataType::Int16 => write_int(out, array.as_primitive::<t::Int16Type>().value(row)),
+        DataType::Int32 => write_int(out, array.as_primitive::<t::Int32Type>().value(row)),
+        DataType::Int64 => write_int(out, array.as_primitive::<t::Int64Type>().value(row)),
+        DataType::UInt8 => write_int(out, array.as_primitive::<t::UInt8Type>().value(row)),
+        DataType::UInt16 => write_int(out, array.as_primitive::<t::UInt16Type>().value(row)),
+        DataType::UInt32 => write_int(out, array.as_primitive::<t::UInt32Type>().value(row)),
+        DataType::UInt64 => write_int(out, array.as_primitive::<t::UInt64Type>().value(row)),
+        DataType::Float32 => write_float(
+            out,
+            array.as_primitive::<t::Float32Type>().value(row) as f64,
+        )?,
+        DataType::Float64 => write_float(out, array.as_primitive::<t::Float64Type>().value(row))?,
+        DataType::Utf8 => write_str(out, array.as_string::<i32>().value(row)),
+        DataType::LargeUtf8 => write_str(out, array.as_string::<i64>().value(row)),
+        DataType::Utf8View => write_str(out, array.as_string_view().value(row)),
+        _ => {
+            let formatter = ArrayFormatter::try_new(array, &FormatOptions::default())
+                .map_err(|e| e.to_string())?;
+            write_str(out, &formatter.value(row).to_string());
+        }
+    }
+    Ok(())
+}
+
+fn write_int(out: &mut String, v: impl std::fmt::Display) {
+    let _ = write!(out, "{v}");
+}
+
+fn write_float(out: &mut String, v: f64) -> Result<(), String> {
+    if !v.is_finite() {
+        return Err(format!("{v} cannot be sent as JSON"));
+    }
+    // Display prints the shortest string that reads back as the same float.
+    let _ = write!(out, "{v}");
+    Ok(())
+}
+
+/// Appends `s` as a JSON string.
+pub fn write_str(out: &mut String, s: &str) {
+    // serde_json escapes exactly what JSON requires.
+    out.push_str(&serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_string()));
+}
+
+/// Casts a numeric input column to the tensor datatype, so values are written (and rounded)
+/// as the model will read them.
+pub fn cast_for_tensor(array: &ArrayRef, datatype: TensorDatatype) -> Result<ArrayRef, String> {
+    let target = match datatype {
+        TensorDatatype::Fp32 => DataType::Float32,
+        TensorDatatype::Fp64 => DataType::Float64,
+        TensorDatatype::Int32 => DataType::Int32,
+        TensorDatatype::Int64 => DataType::Int64,
+    };
+    let source = array.data_type();
+    let numeric = source.is_numeric() || *source == DataType::Boolean;
+    if !numeric {
+        return Err(format!(
+            "a {source} column cannot be a {} tensor",
+            datatype.as_str()
+        ));
+    }
+    cast(array, &target).map_err(|e| e.to_string())
+}
+
+/// The OIP v2 datatype of an input column sent as its own tensor.
+pub fn oip_datatype(data_type: &DataType) -> &'static str {
+    match data_type {
+        DataType::Boolean => "BOOL",
+        DataType::Int8 => "INT8",
+        DataType::Int16 => "INT16",
+        DataType::Int32 => "INT32",
+        DataType::Int64 => "INT64",
+        DataType::UInt8 => "UINT8",
+        DataType::UInt16 => "UINT16",
+        DataType::UInt32 => "UINT32",
+        DataType::UInt64 => "UINT64",
+        DataType::Float16 => "FP16",
+        DataType::Float32 => "FP32",
+        DataType::Float64 => "FP64",
+        _ => "BYTES",
+    }
+}
+
+/// Builds a column of `ty` from one JSON value per row. A value of the wrong type is an error
+/// naming the row; `null` becomes a null.
+pub fn to_array(values: &[&Value], ty: OutputType) -> Result<ArrayRef, String> {
+    let wrong = |row: usize, v: &Value| {
+        format!(
+            "row {row}: expected {}, got {}",
+            type_name(ty),
+            crate::codec::truncate_message(&v.to_string(), 60)
+        )
+    };
+    Ok(match ty {
+        OutputType::Boolean => {
+            let mut b = BooleanBuilder::with_capacity(values.len());
+            for (row, v) in values.iter().enumerate() {
+                match v {
+                    Value::Null => b.append_null(),
+                    Value::Bool(x) => b.append_value(*x),
+                    Value::Number(n) if n.as_f64() == Some(0.0) => b.append_value(false),
+                    Value::Number(n) if n.as_f64() == Some(1.0) => b.append_value(true),
+                    _ => return Err(wrong(row, v)),
+                }
+            }
+            Arc::new(b.finish())
+        }
+        OutputType::Int64 => {
+            let mut b = Int64Builder::with_capacity(values.len());
+            for (row, v) in values.iter().enumerate() {
+                match v {
+                    Value::Null => b.append_null(),
+                    Value::Number(n) => match n.as_i64() {
+                        Some(i) => b.append_value(i),
+                        None => match n.as_f64() {
+                            Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => {
+                                b.append_value(f as i64)
+                            }
+                            _ => return Err(wrong(row, v)),
+                        },
+                    },
+                    _ => return Err(wrong(row, v)),
+                }
+            }
+            Arc::new(b.finish())
+        }
+        OutputType::Float32 => {
+            let mut b = Float32Builder::with_capacity(values.len());
+            for (row, v) in values.iter().enumerate() {
+                match v {
+                    Value::Null => b.append_null(),
+                    Value::Number(n) => {
+                        b.append_value(n.as_f64().ok_or_else(|| wrong(row, v))? as f32)
+                    }
+                    _ => return Err(wrong(row, v)),
+                }
+            }
+            Arc::new(b.finish())
+        }
+        OutputType::Float64 => {
+            let mut b = Float64Builder::with_capacity(values.len());
+            for (row, v) in values.iter().enumerate() {
+                match v {
+                    Value::Null => b.append_null(),
+                    Value::Number(n) => b.append_value(n.as_f64().ok_or_else(|| wrong(row, v))?),
+                    _ => return Err(wrong(row, v)),
+                }
+            }
+            Arc::new(b.finish())
+        }
+        OutputType::String => {
+            let mut b = StringBuilder::with_capacity(values.len(), values.len() * 16);
+            for v in values {
+                match v {
+                    Value::Null => b.append_null(),
+                    Value::String(s) => b.append_value(s),
+                    other => b.append_value(other.to_string()),
+                }
+            }
+            Arc::new(b.finish())
+        }
+        OutputType::Float32List => {
+            let mut b = ListBuilder::new(Float32Builder::new());
+            for (row, v) in values.iter().enumerate() {
+                match v {
+                    Value::Null => b.append_null(),
+                    Value::Array(items) => {
+                        for item in items {
+                            let f = item.as_f64().ok_or_else(|| wrong(row, v))?;
+                            b.values().append_value(f as f32);
+                        }
+                        b.append(true);
+                    }
+                    _ => return Err(wrong(row, v)),
+                }
+            }
+            Arc::new(b.finish())
+        }
+    })
+}
+
+/// Arrow type of an output column.
+pub fn output_data_type(ty: OutputType) -> DataType {
+    match ty {
+        OutputType::Boolean => DataType::Boolean,
+        OutputType::Int64 => DataType::Int64,
+        OutputType::Float32 => DataType::Float32,
+        OutputType::Float64 => DataType::Float64,
+        OutputType::String => DataType::Utf8,
+        OutputType::Float32List => DataType::new_list(DataType::Float32, true),
+    }
+}
+
+fn type_name(ty: OutputType) -> &'static str {
+    match ty {
+        OutputType::Boolean => "a boolean",
+        OutputType::Int64 => "an integer",
+        OutputType::Float32 | OutputType::Float64 => "a number",
+        OutputType::String => "a string",
+        OutputType::Float32List => "a list of numbers",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{AsArray, Float64Array, StringArray};
+    use serde_json::json;
+
+    #[test]
+    fn cells_are_written_as_json() {
+        let mut out = String::new();
+        let f = Float64Array::from(vec![Some(0.1), None, Some(f64::NAN)]);
+        write_cell(&mut out, &f, 0).unwrap();
+        out.push(',');
+        write_cell(&mut out, &f, 1).unwrap();
+        assert!(write_cell(&mut out, &f, 2).is_err());
+        out.push(',');
+        write_cell(&mut out, &StringArray::from(vec!["a\"b\n"]), 0).unwrap();
+        assert_eq!(out, "0.1,null,\"a\\\"b\\n\"");
+    }
+
+    #[test]
+    fn json_values_become_typed_columns() {
+        let values = [json!(0.5), json!(1), Value::Null];
+        let refs: Vec<&Value> = values.iter().collect();
+        let a = to_array(&refs, OutputType::Float64).unwrap();
+        assert_eq!(
+            a.as_primitive::<datafusion::arrow::datatypes::Float64Type>()
+                .value(1),
+            1.0
+        );
+        assert!(a.is_null(2));
+        let err = to_array(&[&json!("x")], OutputType::Float32).unwrap_err();
+        assert!(err.contains("row 0: expected a number"), "{err}");
+        let list = to_array(&[&json!([1.0, 2.0])], OutputType::Float32List).unwrap();
+        assert_eq!(list.as_list::<i32>().value(0).len(), 2);
+    }
+}

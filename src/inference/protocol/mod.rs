@@ -1,0 +1,243 @@
+//! Wire protocols of model endpoints. Each turns a batch of input rows (Arrow) into one request
+//! and the answer back into one column per declared output, with exactly one value per row:
+//! anything else is a contract error.
+
+pub mod custom_json;
+pub mod json_values;
+pub mod oip;
+pub mod openai;
+pub mod tf_serving;
+pub mod transport;
+
+use datafusion::arrow::array::ArrayRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use futures::future::BoxFuture;
+
+use super::InferError;
+use crate::spec::OutputType;
+
+/// What a pipeline step sends and expects back, independent of the protocol.
+#[derive(Debug, Clone)]
+pub struct Contract {
+    /// Input column names, in order (the columns of the request batch).
+    pub inputs: Vec<String>,
+    /// Outputs to extract, in order (the columns of the answer).
+    pub outputs: Vec<OutputBinding>,
+}
+
+/// One output column: where it comes from in the answer and its type.
+#[derive(Debug, Clone)]
+pub struct OutputBinding {
+    /// New column name.
+    pub column: String,
+    /// Where the value is in the answer.
+    pub selector: Selector,
+    /// Column type.
+    pub data_type: OutputType,
+}
+
+/// Where an output value is in a model's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selector {
+    /// A named output tensor; with `index`, column `index` of an `[N, k]` tensor.
+    Tensor {
+        /// Output name.
+        name: String,
+        /// Column of a 2-D output.
+        index: Option<usize>,
+    },
+    /// A JSON pointer into a row's result (custom JSON) or a JSON answer (OpenAI chat).
+    Pointer(String),
+    /// The whole text answer (OpenAI chat).
+    Text,
+    /// The embedding vector (OpenAI embeddings).
+    Embedding,
+}
+
+/// Which selector syntax a protocol accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SelectorSyntax {
+    /// `name` or `name[i]`.
+    Tensor,
+    /// `text` or a JSON pointer.
+    ChatAnswer,
+    /// `embedding`.
+    Embedding,
+    /// A JSON pointer.
+    Pointer,
+}
+
+impl Selector {
+    /// Parses `from` of an inference output for a protocol.
+    pub fn parse(from: &str, syntax: SelectorSyntax) -> Result<Selector, String> {
+        match syntax {
+            SelectorSyntax::Tensor => parse_tensor_selector(from),
+            SelectorSyntax::ChatAnswer if from == "text" => Ok(Selector::Text),
+            SelectorSyntax::ChatAnswer | SelectorSyntax::Pointer if from.starts_with('/') => {
+                Ok(Selector::Pointer(from.to_string()))
+            }
+            SelectorSyntax::ChatAnswer => Err(format!(
+                "`{from}` is not `text` or a JSON pointer like `/label`"
+            )),
+            SelectorSyntax::Pointer => Err(format!(
+                "`{from}` is not a JSON pointer (it must start with `/`, like `/score`)"
+            )),
+            SelectorSyntax::Embedding if from == "embedding" => Ok(Selector::Embedding),
+            SelectorSyntax::Embedding => Err(format!(
+                "`{from}`: an embeddings model has one output, `embedding`"
+            )),
+        }
+    }
+}
+
+fn parse_tensor_selector(from: &str) -> Result<Selector, String> {
+    let bad = || format!("`{from}` is not an output name or `name[i]`");
+    match from.split_once('[') {
+        None if !from.is_empty() && !from.contains(']') => Ok(Selector::Tensor {
+            name: from.to_string(),
+            index: None,
+        }),
+        None => Err(bad()),
+        Some((name, rest)) => {
+            let index = rest
+                .strip_suffix(']')
+                .and_then(|i| i.parse::<usize>().ok())
+                .ok_or_else(bad)?;
+            if name.is_empty() {
+                return Err(bad());
+            }
+            Ok(Selector::Tensor {
+                name: name.to_string(),
+                index: Some(index),
+            })
+        }
+    }
+}
+
+/// The answer to one request.
+#[derive(Debug, Clone)]
+pub struct CallOutput {
+    /// One column per contract output, one value per input row.
+    pub columns: Vec<ArrayRef>,
+    /// Prompt tokens reported by the backend (OpenAI).
+    pub prompt_tokens: u64,
+    /// Completion tokens reported by the backend (OpenAI).
+    pub completion_tokens: u64,
+}
+
+impl CallOutput {
+    /// An answer without token counts.
+    pub fn columns(columns: Vec<ArrayRef>) -> Self {
+        CallOutput {
+            columns,
+            prompt_tokens: 0,
+            completion_tokens: 0,
+        }
+    }
+}
+
+/// A protocol client for one model version: sends one request to one replica.
+pub trait Backend: Send + Sync {
+    /// Sends `inputs` (the contract's input columns) to `replica` and maps the answer.
+    fn call<'a>(
+        &'a self,
+        replica: &'a str,
+        inputs: &'a RecordBatch,
+        contract: &'a Contract,
+    ) -> BoxFuture<'a, Result<CallOutput, InferError>>;
+
+    /// Most rows one request may carry, when the protocol has a limit (chat: one).
+    fn max_rows_per_request(&self) -> Option<usize> {
+        None
+    }
+
+    /// Selector syntax of this protocol.
+    fn selector_syntax(&self) -> SelectorSyntax;
+
+    /// Checks the model's declared inputs and outputs against the contract (input column
+    /// types in `input_types`), where the protocol can describe its model.
+    fn check_contract<'a>(
+        &'a self,
+        _replica: &'a str,
+        _contract: &'a Contract,
+        _input_types: &'a [datafusion::arrow::datatypes::DataType],
+    ) -> BoxFuture<'a, Result<(), ContractProblem>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// Why a served model's contract could not be confirmed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContractProblem {
+    /// The metadata could not be read (the server is down or does not describe models).
+    Unreachable(String),
+    /// The model declares inputs or outputs that do not fit the pipeline (names both sides).
+    Mismatch(String),
+}
+
+impl std::fmt::Display for ContractProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ContractProblem::Unreachable(m) | ContractProblem::Mismatch(m) => f.write_str(m),
+        }
+    }
+}
+
+/// Checks that the answer has one column per output and one value per row.
+pub fn check_shape(
+    output: &CallOutput,
+    contract: &Contract,
+    rows: usize,
+) -> Result<(), InferError> {
+    if output.columns.len() != contract.outputs.len() {
+        return Err(InferError::contract(format!(
+            "expected {} output columns, got {}",
+            contract.outputs.len(),
+            output.columns.len()
+        )));
+    }
+    for (column, binding) in output.columns.iter().zip(&contract.outputs) {
+        if column.len() != rows {
+            return Err(InferError::contract(format!(
+                "output `{}`: the model answered {} rows for {rows} sent",
+                binding.column,
+                column.len()
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selectors() {
+        let t = |s| Selector::parse(s, SelectorSyntax::Tensor);
+        assert_eq!(
+            t("probabilities[1]"),
+            Ok(Selector::Tensor {
+                name: "probabilities".into(),
+                index: Some(1)
+            })
+        );
+        assert_eq!(
+            t("score"),
+            Ok(Selector::Tensor {
+                name: "score".into(),
+                index: None
+            })
+        );
+        for bad in ["", "x[", "x[a]", "[1]", "x]"] {
+            assert!(t(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            Selector::parse("text", SelectorSyntax::ChatAnswer),
+            Ok(Selector::Text)
+        );
+        assert!(Selector::parse("label", SelectorSyntax::ChatAnswer).is_err());
+        assert!(Selector::parse("/label", SelectorSyntax::Pointer).is_ok());
+        assert!(Selector::parse("vector", SelectorSyntax::Embedding).is_err());
+    }
+}

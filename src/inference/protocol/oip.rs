@@ -1,0 +1,502 @@
+//! Open Inference Protocol v2 REST (KServe v2), as served by Triton, KServe and MLServer:
+//! `POST /v2/models/{name}[/versions/{v}]/infer` and metadata `GET /v2/models/{name}`.
+
+use datafusion::arrow::array::ArrayRef;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::record_batch::RecordBatch;
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::json_values::{cast_for_tensor, oip_datatype, to_array, write_cell, write_str};
+use super::transport::{get, join, post_json};
+use super::{Backend, CallOutput, Contract, ContractProblem, Selector, SelectorSyntax};
+use crate::inference::InferError;
+use crate::spec::{OipV2Spec, Secret, TensorLayout};
+
+/// OIP v2 client of one model version.
+pub struct OipBackend {
+    /// `v2/models/{name}[/versions/{v}]`.
+    model_path: String,
+    layout: TensorLayout,
+    request_outputs: Vec<String>,
+    headers: Vec<(String, Secret)>,
+}
+
+/// A tensor of an answer.
+#[derive(Debug, Deserialize)]
+pub struct ResponseTensor {
+    /// Output name.
+    pub name: String,
+    /// Shape; the first dimension is the rows.
+    pub shape: Vec<i64>,
+    /// Element type.
+    #[serde(default)]
+    pub datatype: String,
+    /// Row-major values (nested arrays are flattened).
+    pub data: Vec<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct InferResponse {
+    outputs: Vec<ResponseTensor>,
+}
+
+/// Model metadata (`GET /v2/models/{name}`).
+#[derive(Debug, Deserialize)]
+pub struct ModelMetadata {
+    /// Declared inputs.
+    #[serde(default)]
+    pub inputs: Vec<TensorMetadata>,
+    /// Declared outputs.
+    #[serde(default)]
+    pub outputs: Vec<TensorMetadata>,
+}
+
+/// A declared tensor.
+#[derive(Debug, Deserialize)]
+pub struct TensorMetadata {
+    /// Name.
+    pub name: String,
+    /// Element type.
+    pub datatype: String,
+    /// Shape; `-1` is any size.
+    #[serde(default)]
+    pub shape: Vec<i64>,
+}
+
+impl OipBackend {
+    /// A client for `spec`, calling the server's model `model_name` (default `registry_name`).
+    pub fn new(spec: &OipV2Spec, registry_name: &str) -> Self {
+        let name = spec.model_name.as_deref().unwrap_or(registry_name);
+        let mut model_path = format!("v2/models/{name}");
+        if let Some(v) = &spec.model_version {
+            model_path.push_str(&format!("/versions/{v}"));
+        }
+        OipBackend {
+            model_path,
+            layout: spec.layout.clone(),
+            request_outputs: spec.request_outputs.clone(),
+            headers: spec
+                .headers
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        }
+    }
+
+    /// Encodes the request body.
+    pub fn encode(&self, inputs: &RecordBatch, contract: &Contract) -> Result<String, InferError> {
+        let n = inputs.num_rows();
+        let mut out = String::with_capacity(64 + n * inputs.num_columns() * 10);
+        out.push_str("{\"inputs\":[");
+        match &self.layout {
+            TensorLayout::Columns => {
+                for (i, (column, name)) in inputs.columns().iter().zip(&contract.inputs).enumerate()
+                {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str("{\"name\":");
+                    write_str(&mut out, name);
+                    out.push_str(&format!(
+                        ",\"datatype\":\"{}\",\"shape\":[{n}],\"data\":[",
+                        oip_datatype(column.data_type())
+                    ));
+                    for row in 0..n {
+                        if row > 0 {
+                            out.push(',');
+                        }
+                        write_cell(&mut out, column.as_ref(), row).map_err(bad_input)?;
+                    }
+                    out.push_str("]}");
+                }
+            }
+            TensorLayout::Matrix { name, datatype } => {
+                let columns: Vec<ArrayRef> = inputs
+                    .columns()
+                    .iter()
+                    .map(|c| cast_for_tensor(c, *datatype))
+                    .collect::<Result<_, _>>()
+                    .map_err(bad_input)?;
+                out.push_str("{\"name\":");
+                write_str(&mut out, name);
+                out.push_str(&format!(
+                    ",\"datatype\":\"{}\",\"shape\":[{n},{}],\"data\":[",
+                    datatype.as_str(),
+                    columns.len()
+                ));
+                let mut first = true;
+                for row in 0..n {
+                    for column in &columns {
+                        if !first {
+                            out.push(',');
+                        }
+                        first = false;
+                        write_cell(&mut out, column.as_ref(), row).map_err(bad_input)?;
+                    }
+                }
+                out.push_str("]}");
+            }
+        }
+        out.push(']');
+        if !self.request_outputs.is_empty() {
+            out.push_str(",\"outputs\":[");
+            for (i, name) in self.request_outputs.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str("{\"name\":");
+                write_str(&mut out, name);
+                out.push('}');
+            }
+            out.push(']');
+        }
+        out.push('}');
+        Ok(out)
+    }
+
+    /// Decodes an answer for `rows` rows.
+    pub fn decode(body: &[u8], contract: &Contract, rows: usize) -> Result<CallOutput, InferError> {
+        let response: InferResponse = serde_json::from_slice(body)
+            .map_err(|e| InferError::contract(format!("malformed OIP v2 answer: {e}")))?;
+        decode_tensors(&response.outputs, contract, rows).map(CallOutput::columns)
+    }
+}
+
+fn bad_input(message: String) -> InferError {
+    InferError::new(crate::inference::ErrorKind::BadInput, message)
+}
+
+/// Extracts the contract's outputs from named tensors (shared with the in-process runtime's
+/// tests and TF Serving's named outputs).
+pub fn decode_tensors(
+    tensors: &[ResponseTensor],
+    contract: &Contract,
+    rows: usize,
+) -> Result<Vec<ArrayRef>, InferError> {
+    let mut columns = Vec::with_capacity(contract.outputs.len());
+    for binding in &contract.outputs {
+        let Selector::Tensor { name, index } = &binding.selector else {
+            return Err(InferError::contract(format!(
+                "output `{}` needs a tensor selector",
+                binding.column
+            )));
+        };
+        let tensor = tensors.iter().find(|t| &t.name == name).ok_or_else(|| {
+            let names: Vec<&str> = tensors.iter().map(|t| t.name.as_str()).collect();
+            InferError::contract(format!(
+                "the answer has no output `{name}` (outputs: {})",
+                names.join(", ")
+            ))
+        })?;
+        let flat = flatten(&tensor.data);
+        let per_row = row_width(tensor, rows, flat.len())?;
+        let pick = match (index, per_row) {
+            (None, 1) => 0,
+            (None, k) => {
+                return Err(InferError::contract(format!(
+                    "output `{name}` has {k} values per row; select one with `{name}[i]`"
+                )));
+            }
+            (Some(i), k) if *i < k => *i,
+            (Some(i), k) => {
+                return Err(InferError::contract(format!(
+                    "`{name}[{i}]` is out of range: the output has {k} values per row"
+                )));
+            }
+        };
+        let values: Vec<&Value> = (0..rows).map(|r| flat[r * per_row + pick]).collect();
+        let array = to_array(&values, binding.data_type)
+            .map_err(|e| InferError::contract(format!("output `{name}`: {e}")))?;
+        columns.push(array);
+    }
+    Ok(columns)
+}
+
+fn row_width(tensor: &ResponseTensor, rows: usize, len: usize) -> Result<usize, InferError> {
+    let first = tensor.shape.first().copied().unwrap_or(-1);
+    if first != rows as i64 {
+        return Err(InferError::contract(format!(
+            "output `{}` has shape {:?}: {first} rows for {rows} sent",
+            tensor.name, tensor.shape
+        )));
+    }
+    let per_row: i64 = tensor.shape.iter().skip(1).product();
+    if per_row < 1 || len != rows * per_row as usize {
+        return Err(InferError::contract(format!(
+            "output `{}` has shape {:?} but {len} values",
+            tensor.name, tensor.shape
+        )));
+    }
+    Ok(per_row as usize)
+}
+
+fn flatten(data: &[Value]) -> Vec<&Value> {
+    fn walk<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
+        match v {
+            Value::Array(items) => items.iter().for_each(|i| walk(i, out)),
+            other => out.push(other),
+        }
+    }
+    let mut out = Vec::with_capacity(data.len());
+    data.iter().for_each(|v| walk(v, &mut out));
+    out
+}
+
+impl Backend for OipBackend {
+    fn call<'a>(
+        &'a self,
+        replica: &'a str,
+        inputs: &'a RecordBatch,
+        contract: &'a Contract,
+    ) -> BoxFuture<'a, Result<CallOutput, InferError>> {
+        async move {
+            let body = self.encode(inputs, contract)?;
+            let url = join(replica, &format!("{}/infer", self.model_path));
+            let answer = post_json(&url, body, &self.headers, None).await?;
+            Self::decode(&answer, contract, inputs.num_rows())
+        }
+        .boxed()
+    }
+
+    fn selector_syntax(&self) -> SelectorSyntax {
+        SelectorSyntax::Tensor
+    }
+
+    fn check_contract<'a>(
+        &'a self,
+        replica: &'a str,
+        contract: &'a Contract,
+        input_types: &'a [DataType],
+    ) -> BoxFuture<'a, Result<(), ContractProblem>> {
+        async move {
+            let url = join(replica, &self.model_path);
+            let body = get(&url, &self.headers).await.map_err(|e| {
+                ContractProblem::Unreachable(format!("reading model metadata from {url}: {e}"))
+            })?;
+            let meta: ModelMetadata = serde_json::from_slice(&body).map_err(|e| {
+                ContractProblem::Unreachable(format!("malformed model metadata from {url}: {e}"))
+            })?;
+            check_metadata(&meta, &self.layout, contract, input_types)
+                .map_err(ContractProblem::Mismatch)
+        }
+        .boxed()
+    }
+}
+
+/// Compares declared model inputs and outputs with what the pipeline sends and selects.
+pub fn check_metadata(
+    meta: &ModelMetadata,
+    layout: &TensorLayout,
+    contract: &Contract,
+    input_types: &[DataType],
+) -> Result<(), String> {
+    let mut problems = Vec::new();
+    let find = |name: &str| meta.inputs.iter().find(|t| t.name == name);
+    let declared = || {
+        meta.inputs
+            .iter()
+            .map(|t| format!("{} {} {:?}", t.name, t.datatype, t.shape))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    // A server that declares no inputs (MLServer without `inputs` in its model settings) cannot
+    // be checked on that side.
+    let inputs_declared = !meta.inputs.is_empty();
+    match layout {
+        _ if !inputs_declared => {}
+        TensorLayout::Columns => {
+            for (name, ty) in contract.inputs.iter().zip(input_types) {
+                match find(name) {
+                    None => problems.push(format!(
+                        "the pipeline sends column `{name}` but the model has no input of that name (model inputs: {})",
+                        declared()
+                    )),
+                    Some(t) if t.datatype != oip_datatype(ty) => problems.push(format!(
+                        "input `{name}`: the pipeline sends {} ({ty}) but the model expects {}",
+                        oip_datatype(ty),
+                        t.datatype
+                    )),
+                    Some(_) => {}
+                }
+            }
+        }
+        TensorLayout::Matrix { name, datatype } => match find(name) {
+            None => problems.push(format!(
+                "the pipeline sends tensor `{name}` but the model has no input of that name (model inputs: {})",
+                declared()
+            )),
+            Some(t) => {
+                if t.datatype != datatype.as_str() {
+                    problems.push(format!(
+                        "input `{name}`: the pipeline sends {} but the model expects {}",
+                        datatype.as_str(),
+                        t.datatype
+                    ));
+                }
+                let width = contract.inputs.len() as i64;
+                if let Some(&last) = t.shape.last()
+                    && t.shape.len() >= 2
+                    && last != -1
+                    && last != width
+                {
+                    problems.push(format!(
+                        "input `{name}`: the pipeline sends {width} columns ({}) but the model expects shape {:?}",
+                        contract.inputs.join(", "),
+                        t.shape
+                    ));
+                }
+            }
+        },
+    }
+    if !meta.outputs.is_empty() {
+        for binding in &contract.outputs {
+            if let Selector::Tensor { name, .. } = &binding.selector
+                && !meta.outputs.iter().any(|o| &o.name == name)
+            {
+                let names: Vec<&str> = meta.outputs.iter().map(|o| o.name.as_str()).collect();
+                problems.push(format!(
+                    "output `{}` reads `{name}` but the model's outputs are: {}",
+                    binding.column,
+                    names.join(", ")
+                ));
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inference::protocol::OutputBinding;
+    use crate::spec::{OutputType, TensorDatatype};
+    use datafusion::arrow::array::{AsArray, Float64Array, Int64Array};
+    use datafusion::arrow::datatypes::Float64Type;
+    use std::sync::Arc;
+
+    fn contract(from: &str) -> Contract {
+        Contract {
+            inputs: vec!["a".into(), "b".into()],
+            outputs: vec![OutputBinding {
+                column: "score".into(),
+                selector: Selector::parse(from, SelectorSyntax::Tensor).unwrap(),
+                data_type: OutputType::Float64,
+            }],
+        }
+    }
+
+    fn batch() -> RecordBatch {
+        RecordBatch::try_from_iter(vec![
+            (
+                "a",
+                Arc::new(Float64Array::from(vec![1.5, 2.0])) as ArrayRef,
+            ),
+            ("b", Arc::new(Int64Array::from(vec![3, 4])) as ArrayRef),
+        ])
+        .unwrap()
+    }
+
+    #[test]
+    fn encodes_columns_and_matrix() {
+        let spec = OipV2Spec {
+            replicas: vec![],
+            model_name: None,
+            model_version: Some("2".into()),
+            layout: TensorLayout::Columns,
+            request_outputs: vec!["p".into()],
+            headers: Default::default(),
+        };
+        let backend = OipBackend::new(&spec, "m");
+        assert_eq!(backend.model_path, "v2/models/m/versions/2");
+        assert_eq!(
+            backend.encode(&batch(), &contract("p")).unwrap(),
+            r#"{"inputs":[{"name":"a","datatype":"FP64","shape":[2],"data":[1.5,2]},{"name":"b","datatype":"INT64","shape":[2],"data":[3,4]}],"outputs":[{"name":"p"}]}"#
+        );
+        let matrix = OipBackend::new(
+            &OipV2Spec {
+                layout: TensorLayout::Matrix {
+                    name: "x".into(),
+                    datatype: TensorDatatype::Fp32,
+                },
+                request_outputs: vec![],
+                ..spec
+            },
+            "m",
+        );
+        assert_eq!(
+            matrix.encode(&batch(), &contract("p")).unwrap(),
+            r#"{"inputs":[{"name":"x","datatype":"FP32","shape":[2,2],"data":[1.5,3,2,4]}]}"#
+        );
+    }
+
+    #[test]
+    fn decodes_and_checks_the_contract() {
+        let body = br#"{"model_name":"m","outputs":[{"name":"p","datatype":"FP32","shape":[2,2],"data":[0.9,0.1,0.2,0.8]}]}"#;
+        let out = OipBackend::decode(body, &contract("p[1]"), 2).unwrap();
+        let col = out.columns[0].as_primitive::<Float64Type>();
+        assert!((col.value(0) - 0.1).abs() < 1e-9 && (col.value(1) - 0.8).abs() < 1e-9);
+        let err = |from: &str, rows: usize, body: &[u8]| {
+            OipBackend::decode(body, &contract(from), rows)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err("p", 2, body).contains("has 2 values per row"));
+        assert!(err("p[2]", 2, body).contains("out of range"));
+        assert!(err("q", 2, body).contains("no output `q` (outputs: p)"));
+        assert!(err("p[0]", 3, body).contains("2 rows for 3 sent"));
+        assert!(err("p", 2, b"{not json").starts_with("contract: malformed"));
+        let nested =
+            br#"{"outputs":[{"name":"p","datatype":"FP32","shape":[2,1],"data":[[0.5],[0.25]]}]}"#;
+        assert!(OipBackend::decode(nested, &contract("p"), 2).is_ok());
+    }
+
+    #[test]
+    fn metadata_mismatch_names_both_sides() {
+        let meta: ModelMetadata = serde_json::from_str(
+            r#"{"name":"m","inputs":[{"name":"features","datatype":"FP32","shape":[-1,6]}],"outputs":[{"name":"fraud_score","datatype":"FP32","shape":[-1,1]}]}"#,
+        )
+        .unwrap();
+        let layout = TensorLayout::Matrix {
+            name: "features".into(),
+            datatype: TensorDatatype::Fp32,
+        };
+        let c = contract("fraud_score");
+        let err =
+            check_metadata(&meta, &layout, &c, &[DataType::Float64, DataType::Int64]).unwrap_err();
+        assert!(
+            err.contains("sends 2 columns (a, b) but the model expects shape [-1, 6]"),
+            "{err}"
+        );
+        let err = check_metadata(
+            &meta,
+            &TensorLayout::Columns,
+            &contract("nope"),
+            &[DataType::Float64, DataType::Int64],
+        )
+        .unwrap_err();
+        assert!(err.contains("column `a` but the model has no input of that name (model inputs: features FP32 [-1, 6])"), "{err}");
+        assert!(
+            err.contains("reads `nope` but the model's outputs are: fraud_score"),
+            "{err}"
+        );
+        // Regression: a model that declares no inputs (and no outputs) cannot be checked, and
+        // must not be reported as a mismatch.
+        let silent: ModelMetadata = serde_json::from_str(r#"{"name":"m"}"#).unwrap();
+        assert!(
+            check_metadata(
+                &silent,
+                &TensorLayout::Columns,
+                &contract("p"),
+                &[DataType::Float64, DataType::Int64]
+            )
+            .is_ok()
+        );
+    }
+}

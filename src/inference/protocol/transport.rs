@@ -1,0 +1,135 @@
+//! HTTP transport shared by the network protocols: one reqwest client (connection pool) per
+//! process, no redirects (a model endpoint that redirects is misconfigured, and following it
+//! could leak headers elsewhere), no proxy from the environment, and classified errors.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::inference::error::{ErrorKind, InferError, parse_retry_after};
+use crate::spec::Secret;
+
+/// Largest answer read from a model (64 MiB): bigger is a contract error, not an OOM.
+const MAX_RESPONSE_BYTES: usize = 64 << 20;
+
+/// The shared HTTP client.
+pub fn client() -> &'static reqwest::Client {
+    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
+    CLIENT.get_or_init(|| {
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(2))
+            .pool_max_idle_per_host(256)
+            .build()
+            .expect("HTTP client with static settings")
+    })
+}
+
+/// Joins a replica base URL and a path without doubling or losing the slash.
+pub fn join(base: &str, path: &str) -> String {
+    format!(
+        "{}/{}",
+        base.trim_end_matches('/'),
+        path.trim_start_matches('/')
+    )
+}
+
+/// `POST url` with a JSON body; returns the body of a 2xx answer.
+pub async fn post_json(
+    url: &str,
+    body: String,
+    headers: &[(String, Secret)],
+    bearer: Option<&Secret>,
+) -> Result<Bytes, InferError> {
+    let mut request = client()
+        .post(url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body);
+    for (name, value) in headers {
+        request = request.header(name.as_str(), value.expose());
+    }
+    // An empty key (`${OPENAI_API_KEY:-}` unset) means a server without authentication.
+    if let Some(token) = bearer.filter(|t| !t.expose().is_empty()) {
+        request = request.bearer_auth(token.expose());
+    }
+    send(request).await
+}
+
+/// `GET url`; returns the body of a 2xx answer.
+pub async fn get(url: &str, headers: &[(String, Secret)]) -> Result<Bytes, InferError> {
+    let mut request = client().get(url);
+    for (name, value) in headers {
+        request = request.header(name.as_str(), value.expose());
+    }
+    send(request).await
+}
+
+async fn send(request: reqwest::RequestBuilder) -> Result<Bytes, InferError> {
+    let response = request.send().await.map_err(classify)?;
+    let status = response.status();
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_retry_after);
+    if let Some(len) = response.content_length()
+        && len as usize > MAX_RESPONSE_BYTES
+    {
+        return Err(InferError::contract(format!(
+            "answer of {len} bytes is larger than the {MAX_RESPONSE_BYTES} byte limit"
+        )));
+    }
+    let body = response.bytes().await.map_err(classify)?;
+    if body.len() > MAX_RESPONSE_BYTES {
+        return Err(InferError::contract("answer larger than the 64 MiB limit"));
+    }
+    if status.is_success() {
+        Ok(body)
+    } else {
+        Err(InferError::from_status(status.as_u16(), retry_after, &body))
+    }
+}
+
+/// Maps a reqwest error to a kind. The message never includes the URL's credentials: reqwest
+/// errors carry the URL, so only the error's own description is kept.
+fn classify(e: reqwest::Error) -> InferError {
+    let kind = if e.is_timeout() {
+        ErrorKind::Timeout
+    } else {
+        ErrorKind::Connect
+    };
+    let e = e.without_url();
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
+    }
+    InferError::new(kind, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn join_paths() {
+        assert_eq!(join("http://a:1/", "/v2/x"), "http://a:1/v2/x");
+        assert_eq!(join("http://a:1/v1", "chat"), "http://a:1/v1/chat");
+    }
+
+    #[tokio::test]
+    async fn refused_connection_is_a_connect_error() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let err = post_json(&format!("http://{addr}/x"), "{}".into(), &[], None)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Connect, "{err}");
+    }
+}

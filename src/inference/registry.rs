@@ -1,0 +1,187 @@
+//! The model registry: builds protocol backends from the spec (loading in-process models once,
+//! at compile time) and, at run time, the version clients with their balancers, budgets and
+//! metrics.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use super::balance::{Balancer, Replica};
+use super::model::{CallPolicy, Fallback, Model, Router, VersionClient};
+use super::onnx::{OnnxBackend, OnnxRunner};
+use super::protocol::Backend;
+use super::protocol::custom_json::CustomJsonBackend;
+use super::protocol::oip::OipBackend;
+use super::protocol::openai::{ChatBackend, EmbeddingsBackend};
+use super::protocol::tf_serving::TfServingBackend;
+use crate::spec::{EndpointSpec, ModelSpec};
+use crate::telemetry::ModelMetrics;
+
+/// Address reported for in-process models (lineage, metrics).
+pub const IN_PROCESS: &str = "in-process";
+
+/// A prepared backend of one version, with its replica addresses.
+#[derive(Clone)]
+pub struct PreparedVersion {
+    /// The protocol client.
+    pub backend: Arc<dyn Backend>,
+    /// Replica addresses (one pseudo-replica for in-process models).
+    pub replicas: Vec<String>,
+    /// The loaded ONNX model, for contract checks.
+    pub onnx: Option<Arc<OnnxBackend>>,
+}
+
+/// Backends of every model version, by model then version name.
+pub type PreparedBackends = BTreeMap<String, BTreeMap<String, PreparedVersion>>;
+
+/// Creates the backends of every model; loads ONNX files relative to `base_dir`. Errors carry
+/// the spec path (`models.fraud.versions[0].endpoint`).
+pub fn prepare(
+    models: &BTreeMap<String, ModelSpec>,
+    base_dir: &Path,
+) -> Result<PreparedBackends, Vec<(String, String)>> {
+    let mut prepared = PreparedBackends::new();
+    let mut errors = Vec::new();
+    for (name, model) in models {
+        let versions = prepared.entry(name.clone()).or_default();
+        for (i, version) in model.versions.iter().enumerate() {
+            let endpoint = &version.endpoint;
+            let http = |backend: Arc<dyn Backend>, replicas: &[String]| PreparedVersion {
+                backend,
+                replicas: replicas.to_vec(),
+                onnx: None,
+            };
+            let v = match endpoint {
+                EndpointSpec::OipV2(s) => http(Arc::new(OipBackend::new(s, name)), &s.replicas),
+                EndpointSpec::OpenaiChat(s) => http(Arc::new(ChatBackend::new(s)), &s.replicas),
+                EndpointSpec::OpenaiEmbeddings(s) => {
+                    http(Arc::new(EmbeddingsBackend::new(s)), &s.replicas)
+                }
+                EndpointSpec::TfServing(s) => {
+                    http(Arc::new(TfServingBackend::new(s, name)), &s.replicas)
+                }
+                EndpointSpec::CustomJson(s) => {
+                    http(Arc::new(CustomJsonBackend::new(s)), &s.replicas)
+                }
+                EndpointSpec::Onnx(s) => {
+                    match OnnxBackend::load(s, name, &version.name, base_dir) {
+                        Ok(model) => {
+                            let model = Arc::new(model);
+                            PreparedVersion {
+                                backend: Arc::new(OnnxRunner(model.clone())),
+                                replicas: vec![IN_PROCESS.to_string()],
+                                onnx: Some(model),
+                            }
+                        }
+                        Err(e) => {
+                            errors.push((
+                                format!("models.{name}.versions[{i}].endpoint.repository"),
+                                e.to_string(),
+                            ));
+                            continue;
+                        }
+                    }
+                }
+            };
+            versions.insert(version.name.clone(), v);
+        }
+    }
+    if errors.is_empty() {
+        Ok(prepared)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Run-time models by name.
+pub struct ModelRegistry {
+    models: BTreeMap<String, Arc<Model>>,
+}
+
+impl ModelRegistry {
+    /// Builds clients, balancers and budgets over prepared backends. The spec is validated, so
+    /// every fallback target exists.
+    pub fn build(
+        specs: &BTreeMap<String, ModelSpec>,
+        prepared: &PreparedBackends,
+        metrics: &ModelMetrics,
+    ) -> Arc<ModelRegistry> {
+        let mut routers: BTreeMap<&str, (Arc<Router>, Arc<CallPolicy>)> = BTreeMap::new();
+        for (name, spec) in specs {
+            let policy = Arc::new(CallPolicy {
+                timeout: spec.timeout,
+                deadline: spec.deadline,
+                retry: spec.retry.clone(),
+                ejection: spec.ejection.clone(),
+            });
+            let mut clients = Vec::new();
+            let mut weights = Vec::new();
+            for version in &spec.versions {
+                let Some(p) = prepared.get(name).and_then(|v| v.get(&version.name)) else {
+                    continue;
+                };
+                let replicas = p
+                    .replicas
+                    .iter()
+                    .map(|address| {
+                        let labels = [name.as_str(), version.name.as_str(), address.as_str()];
+                        Arc::new(Replica::new(
+                            address,
+                            spec.max_in_flight_per_replica,
+                            metrics.in_flight.with_label_values(&labels),
+                            metrics.ejections.with_label_values(&labels),
+                        ))
+                    })
+                    .collect();
+                clients.push(Arc::new(VersionClient::new(
+                    name,
+                    &version.name,
+                    p.backend.clone(),
+                    Balancer::new(replicas, spec.balance),
+                    policy.clone(),
+                    metrics.clone(),
+                )));
+                weights.push(version.weight);
+            }
+            routers.insert(name, (Arc::new(Router::new(clients, weights)), policy));
+        }
+        let mut models = BTreeMap::new();
+        for (name, spec) in specs {
+            let (router, policy) = routers[name.as_str()].clone();
+            let fallback = spec.fallback.as_ref().and_then(|f| {
+                let target = f.model.as_deref().unwrap_or(name);
+                let (target_router, _) = routers.get(target)?;
+                match &f.version {
+                    Some(v) => target_router
+                        .versions
+                        .iter()
+                        .find(|c| &*c.version == v)
+                        .map(|c| Fallback::Version(c.clone())),
+                    None => Some(Fallback::Router(target_router.clone())),
+                }
+            });
+            models.insert(
+                name.clone(),
+                Arc::new(Model {
+                    name: Arc::from(name.as_str()),
+                    router,
+                    fallback,
+                    policy,
+                    batching: super::stage::batching_policy(&spec.batching),
+                    metrics: metrics.clone(),
+                }),
+            );
+        }
+        Arc::new(ModelRegistry { models })
+    }
+
+    /// A model by name.
+    pub fn get(&self, name: &str) -> Option<&Arc<Model>> {
+        self.models.get(name)
+    }
+
+    /// All models.
+    pub fn models(&self) -> impl Iterator<Item = &Arc<Model>> {
+        self.models.values()
+    }
+}

@@ -1,0 +1,367 @@
+//! The inference stage of a pipeline at run time: for each batch, every step runs
+//! concurrently; each sends its valid rows to the model versions they are routed to (through
+//! the micro-batchers), waits out model outages (backing off, never dead-lettering), and joins
+//! the answers back by row. Rows that fail in any step leave the batch with their reason.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Float64Array, StringArray, UInt32Array, new_null_array,
+};
+use datafusion::arrow::compute::{filter_record_batch, interleave, take_record_batch};
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use futures::future::join_all;
+
+use super::batcher::{Batcher, BatchingPolicy};
+use super::error::{ErrorKind, InferError};
+use super::model::{Answer, Model};
+use super::registry::ModelRegistry;
+use super::retry::backoff;
+use super::step::CompiledStep;
+
+/// A row that failed in a model step.
+#[derive(Debug, Clone)]
+pub struct ModelFailure {
+    /// Row of the stage's input batch.
+    pub row: usize,
+    /// Step name.
+    pub step: Arc<str>,
+    /// Model called.
+    pub model: Arc<str>,
+    /// Version the row was routed to.
+    pub version: Arc<str>,
+    /// Why.
+    pub error: InferError,
+}
+
+/// Result of the stage on one batch.
+pub struct StageOutput {
+    /// Rows that passed every step, with the steps' columns appended.
+    pub batch: RecordBatch,
+    /// For each output row, its row in the input batch.
+    pub rows: Vec<u32>,
+    /// Rows that failed, by input row.
+    pub failures: Vec<ModelFailure>,
+}
+
+struct StepRuntime {
+    step: CompiledStep,
+    model: Arc<Model>,
+    /// One batcher per version of the model, in router order.
+    batchers: Vec<Batcher>,
+}
+
+/// Running inference steps of one pipeline.
+pub struct InferenceStage {
+    steps: Vec<StepRuntime>,
+    schema: SchemaRef,
+}
+
+/// Shortest pause between probes of a model that is down.
+const MIN_OUTAGE_PAUSE: Duration = Duration::from_millis(20);
+
+impl InferenceStage {
+    /// Starts the batchers of `steps`; `schema` is the schema of rows after the stage.
+    /// Call inside a tokio runtime.
+    pub fn start(
+        steps: &[CompiledStep],
+        registry: &ModelRegistry,
+        schema: SchemaRef,
+    ) -> Result<Self, String> {
+        let mut runtimes = Vec::new();
+        for step in steps {
+            let model = registry
+                .get(&step.model)
+                .ok_or_else(|| format!("model `{}` is not in the registry", step.model))?
+                .clone();
+            let batchers = (0..model.router.versions.len())
+                .map(|v| Batcher::spawn(model.clone(), v, step.contract.clone(), model.batching))
+                .collect();
+            runtimes.push(StepRuntime {
+                step: step.clone(),
+                model,
+                batchers,
+            });
+        }
+        Ok(InferenceStage {
+            steps: runtimes,
+            schema,
+        })
+    }
+
+    /// Whether the pipeline has no inference step.
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+
+    /// Runs every step on `batch` concurrently and joins the results.
+    pub async fn apply(&self, batch: RecordBatch) -> StageOutput {
+        let n = batch.num_rows();
+        let results = join_all(self.steps.iter().map(|s| run_step(s, &batch))).await;
+        let mut failed: BTreeMap<usize, ModelFailure> = BTreeMap::new();
+        let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+        for (step_columns, failures) in results {
+            columns.extend(step_columns);
+            for f in failures {
+                failed.entry(f.row).or_insert(f);
+            }
+        }
+        let joined = match RecordBatch::try_new(self.schema.clone(), columns) {
+            Ok(b) => b,
+            Err(e) => {
+                // A bug, not bad input: fail every row rather than publish half-joined rows.
+                let failures = (0..n)
+                    .map(|row| ModelFailure {
+                        row,
+                        step: Arc::from("inference"),
+                        model: Arc::from(""),
+                        version: Arc::from(""),
+                        error: InferError::new(
+                            ErrorKind::Runtime,
+                            format!("joining model outputs: {e}"),
+                        ),
+                    })
+                    .collect();
+                return StageOutput {
+                    batch: RecordBatch::new_empty(self.schema.clone()),
+                    rows: Vec::new(),
+                    failures,
+                };
+            }
+        };
+        if failed.is_empty() {
+            return StageOutput {
+                batch: joined,
+                rows: (0..n as u32).collect(),
+                failures: Vec::new(),
+            };
+        }
+        let keep: BooleanArray = (0..n).map(|r| Some(!failed.contains_key(&r))).collect();
+        let rows = (0..n as u32)
+            .filter(|r| !failed.contains_key(&(*r as usize)))
+            .collect();
+        let batch = filter_record_batch(&joined, &keep)
+            .unwrap_or_else(|_| RecordBatch::new_empty(self.schema.clone()));
+        StageOutput {
+            batch,
+            rows,
+            failures: failed.into_values().collect(),
+        }
+    }
+}
+
+/// Runs one step: returns its columns (one value per input row; failed rows hold nulls) and
+/// the failed rows.
+async fn run_step(s: &StepRuntime, batch: &RecordBatch) -> (Vec<ArrayRef>, Vec<ModelFailure>) {
+    let n = batch.num_rows();
+    let router = &s.model.router;
+    let version_name = |v: usize| router.versions[v].version.clone();
+    let mut failures = Vec::new();
+    let fail = |row: usize, version: Arc<str>, error: InferError| ModelFailure {
+        row,
+        step: s.step.name.clone(),
+        model: s.model.name.clone(),
+        version,
+        error,
+    };
+    let inputs = match batch.project(&s.step.input_indices) {
+        Ok(b) => b,
+        Err(e) => {
+            let error = InferError::new(ErrorKind::Runtime, e.to_string());
+            let failures = (0..n)
+                .map(|r| fail(r, version_name(0), error.clone()))
+                .collect();
+            return (null_columns(s, n), failures);
+        }
+    };
+    let keys = s.step.sticky_index.map(|i| sticky_hashes(batch.column(i)));
+    // Route valid rows to versions; invalid rows fail here without a call.
+    let mut pending: Vec<Vec<u32>> = vec![Vec::new(); router.versions.len()];
+    for row in 0..n {
+        let version = router.choose(keys.as_ref().map(|k| k[row]));
+        match invalid_input(&inputs, &s.step.contract.inputs, row) {
+            Some(message) => failures.push(fail(
+                row,
+                version_name(version),
+                InferError::new(ErrorKind::BadInput, message),
+            )),
+            None => pending[version].push(row as u32),
+        }
+    }
+    let mut answers: Vec<Answer> = Vec::new();
+    let mut located: Vec<Option<(usize, usize)>> = vec![None; n];
+    let mut waits = 0u32;
+    loop {
+        let calls = pending
+            .iter()
+            .enumerate()
+            .filter(|(_, rows)| !rows.is_empty())
+            .map(|(version, rows)| {
+                let indices = UInt32Array::from(rows.clone());
+                let batcher = &s.batchers[version];
+                let inputs = &inputs;
+                async move {
+                    let segments = match take_record_batch(inputs, &indices) {
+                        Ok(sub) => batcher.submit(sub).await,
+                        Err(e) => vec![super::batcher::Segment {
+                            start: 0,
+                            len: indices.len(),
+                            result: Err(InferError::new(ErrorKind::Runtime, e.to_string())),
+                        }],
+                    };
+                    (version, segments)
+                }
+            });
+        let results = join_all(calls).await;
+        let mut retry: Vec<Vec<u32>> = vec![Vec::new(); router.versions.len()];
+        let mut outage = None;
+        for (version, segments) in results {
+            let rows = &pending[version];
+            for segment in segments {
+                let segment_rows = &rows[segment.start..segment.start + segment.len];
+                match segment.result {
+                    Ok(answer) => {
+                        let part = answers.len();
+                        answers.push(answer);
+                        for (k, row) in segment_rows.iter().enumerate() {
+                            located[*row as usize] = Some((part, k));
+                        }
+                    }
+                    Err(e) if e.is_outage() => {
+                        retry[version].extend_from_slice(segment_rows);
+                        outage = Some(e);
+                    }
+                    Err(e) => {
+                        for row in segment_rows {
+                            failures.push(fail(*row as usize, version_name(version), e.clone()));
+                        }
+                    }
+                }
+            }
+        }
+        let Some(error) = outage else { break };
+        // The model is down: hold the rows (the source pauses once the queue is full) and
+        // probe again later. Dead-lettering them would flood the dead-letter topic.
+        waits += 1;
+        s.model
+            .metrics
+            .outage_waits
+            .with_label_values(&[&*s.model.name])
+            .inc();
+        let retry_policy = &s.model.policy.retry;
+        let pause =
+            backoff(waits, retry_policy.backoff, retry_policy.max_backoff).max(MIN_OUTAGE_PAUSE);
+        if waits == 1 || waits.is_power_of_two() {
+            tracing::warn!(model = %s.model.name, step = %s.step.name, waits, error = %error, "model unavailable; holding the batch and retrying");
+        }
+        tokio::time::sleep(pause).await;
+        pending = retry;
+    }
+    (assemble(s, n, &answers, &located), failures)
+}
+
+fn null_columns(s: &StepRuntime, n: usize) -> Vec<ArrayRef> {
+    s.step
+        .fields()
+        .iter()
+        .map(|f| new_null_array(f.data_type(), n))
+        .collect()
+}
+
+/// Builds the step's columns for `n` rows from the answers' parts.
+fn assemble(
+    s: &StepRuntime,
+    n: usize,
+    answers: &[Answer],
+    located: &[Option<(usize, usize)>],
+) -> Vec<ArrayRef> {
+    let fields = s.step.fields();
+    let mut columns = Vec::with_capacity(fields.len());
+    let missing = answers.len();
+    let indices: Vec<(usize, usize)> = located.iter().map(|l| l.unwrap_or((missing, 0))).collect();
+    for (j, field) in fields
+        .iter()
+        .enumerate()
+        .take(s.step.contract.outputs.len())
+    {
+        let null = new_null_array(field.data_type(), 1);
+        let mut parts: Vec<&dyn Array> = answers.iter().map(|a| a.columns[j].as_ref()).collect();
+        parts.push(null.as_ref());
+        columns.push(
+            interleave(&parts, &indices).unwrap_or_else(|_| new_null_array(field.data_type(), n)),
+        );
+    }
+    if s.step.lineage {
+        let pick = |f: &dyn Fn(&Answer) -> &str| -> ArrayRef {
+            Arc::new(StringArray::from_iter_values(
+                located
+                    .iter()
+                    .map(|l| l.map_or("", |(p, _)| f(&answers[p]))),
+            ))
+        };
+        columns.push(pick(&|a| &a.model));
+        columns.push(pick(&|a| &a.version));
+        columns.push(pick(&|a| &a.replica));
+        columns.push(Arc::new(Float64Array::from_iter_values(
+            located
+                .iter()
+                .map(|l| l.map_or(0.0, |(p, _)| answers[p].latency.as_secs_f64() * 1000.0)),
+        )));
+    }
+    columns
+}
+
+/// Why a row cannot be sent: a null or non-finite input.
+fn invalid_input(inputs: &RecordBatch, names: &[String], row: usize) -> Option<String> {
+    use datafusion::arrow::datatypes::{Float32Type, Float64Type};
+    for (column, name) in inputs.columns().iter().zip(names) {
+        if column.is_null(row) {
+            return Some(format!("input `{name}` is null"));
+        }
+        let finite = match column.data_type() {
+            DataType::Float64 => column.as_primitive::<Float64Type>().value(row).is_finite(),
+            DataType::Float32 => column.as_primitive::<Float32Type>().value(row).is_finite(),
+            _ => true,
+        };
+        if !finite {
+            return Some(format!("input `{name}` is not a finite number"));
+        }
+    }
+    None
+}
+
+/// Stable 64-bit hashes of a key column's values (FNV-1a of the display string), so a key maps
+/// to the same version across restarts and instances.
+fn sticky_hashes(column: &ArrayRef) -> Vec<u64> {
+    let formatter = ArrayFormatter::try_new(column.as_ref(), &FormatOptions::default()).ok();
+    (0..column.len())
+        .map(|row| {
+            let text = match &formatter {
+                Some(f) if column.is_valid(row) => f.value(row).to_string(),
+                _ => String::new(),
+            };
+            let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+            for b in text.bytes() {
+                h ^= b as u64;
+                h = h.wrapping_mul(0x0100_0000_01b3);
+            }
+            // FNV's low bits are weak for short keys; mix before the modulo.
+            h ^= h >> 33;
+            h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+            h ^ (h >> 33)
+        })
+        .collect()
+}
+
+/// Policy of a model's batchers from its spec.
+pub fn batching_policy(spec: &crate::spec::ModelBatchingSpec) -> BatchingPolicy {
+    BatchingPolicy {
+        max_rows: spec.max_batch_rows.max(1),
+        max_delay: spec.max_delay,
+        max_concurrent: spec.max_concurrent_requests.max(1),
+    }
+}

@@ -1,0 +1,246 @@
+//! Compiling the inference steps of a pipeline against the SQL output schema: inputs exist and
+//! fit the protocol, output selectors parse, new columns do not collide, in-process models
+//! accept what is sent. Pure; the online check of served models is [`super::check_online`].
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+
+use super::protocol::json_values::output_data_type;
+use super::protocol::openai::ChatBackend;
+use super::protocol::{Contract, OutputBinding, Selector};
+use super::registry::PreparedBackends;
+use crate::codec::schema::column_list;
+use crate::spec::{EndpointSpec, InferenceStepSpec, ModelSpec, TensorLayout};
+
+/// An inference step ready to run.
+#[derive(Debug, Clone)]
+pub struct CompiledStep {
+    /// Step name.
+    pub name: Arc<str>,
+    /// Model name in the registry.
+    pub model: String,
+    /// What is sent and read back.
+    pub contract: Arc<Contract>,
+    /// Input column positions in the SQL output.
+    pub input_indices: Vec<usize>,
+    /// Sticky key column position.
+    pub sticky_index: Option<usize>,
+    /// Whether lineage columns are added.
+    pub lineage: bool,
+}
+
+impl CompiledStep {
+    /// Columns this step adds, in order: outputs, then lineage.
+    pub fn fields(&self) -> Vec<Field> {
+        let mut fields: Vec<Field> = self
+            .contract
+            .outputs
+            .iter()
+            .map(|o| Field::new(&o.column, output_data_type(o.data_type), true))
+            .collect();
+        if self.lineage {
+            for (suffix, ty) in LINEAGE {
+                fields.push(Field::new(
+                    format!("{}_{suffix}", self.name),
+                    ty.clone(),
+                    false,
+                ));
+            }
+        }
+        fields
+    }
+}
+
+/// Lineage columns, `<step>_<suffix>`.
+pub const LINEAGE: [(&str, DataType); 4] = [
+    ("model", DataType::Utf8),
+    ("version", DataType::Utf8),
+    ("replica", DataType::Utf8),
+    ("latency_ms", DataType::Float64),
+];
+
+/// Problems as `(spec path, message)`.
+pub type Problems = Vec<(String, String)>;
+
+/// Compiles `steps`; returns them and the schema of rows after inference, or every problem
+/// with its spec path.
+pub fn compile_steps(
+    steps: &[InferenceStepSpec],
+    models: &BTreeMap<String, ModelSpec>,
+    prepared: &PreparedBackends,
+    schema: &SchemaRef,
+) -> Result<(Vec<CompiledStep>, SchemaRef), Problems> {
+    let mut errors = Vec::new();
+    let mut compiled = Vec::new();
+    let mut taken: HashSet<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    let columns = || column_list(schema);
+    for (i, step) in steps.iter().enumerate() {
+        let path = format!("inference[{i}]");
+        let mut err = |p: String, m: String| errors.push((p, m));
+        let Some(model) = models.get(&step.model) else {
+            // Reported by spec validation.
+            continue;
+        };
+        let mut input_indices = Vec::new();
+        for (j, input) in step.inputs.iter().enumerate() {
+            match schema.index_of(input) {
+                Ok(index) => input_indices.push(index),
+                Err(_) => err(
+                    format!("{path}.inputs[{j}]"),
+                    format!(
+                        "column `{input}` is not in the SQL output (columns: {})",
+                        columns()
+                    ),
+                ),
+            }
+        }
+        let sticky_index = step
+            .sticky_key
+            .as_ref()
+            .and_then(|k| match schema.index_of(k) {
+                Ok(index) => Some(index),
+                Err(_) => {
+                    err(
+                        format!("{path}.sticky_key"),
+                        format!(
+                            "column `{k}` is not in the SQL output (columns: {})",
+                            columns()
+                        ),
+                    );
+                    None
+                }
+            });
+        let versions = prepared.get(&step.model);
+        let mut outputs = Vec::new();
+        for (j, output) in step.outputs.iter().enumerate() {
+            if !taken.insert(output.column.clone()) {
+                err(
+                    format!("{path}.outputs[{j}].column"),
+                    format!(
+                        "column `{}` already exists; choose another name",
+                        output.column
+                    ),
+                );
+            }
+            // The selector must make sense for every version's protocol.
+            let mut selector = None;
+            for (k, version) in model.versions.iter().enumerate() {
+                let Some(p) = versions.and_then(|v| v.get(&version.name)) else {
+                    continue;
+                };
+                match Selector::parse(&output.from, p.backend.selector_syntax()) {
+                    Ok(s) => selector = selector.or(Some(s)),
+                    Err(m) => err(
+                        format!("{path}.outputs[{j}].from"),
+                        format!(
+                            "{m} (for version `{}`, models.{}.versions[{k}])",
+                            version.name, step.model
+                        ),
+                    ),
+                }
+            }
+            if let Some(selector) = selector {
+                outputs.push(OutputBinding {
+                    column: output.column.clone(),
+                    selector,
+                    data_type: output.data_type,
+                });
+            }
+        }
+        if step.lineage {
+            for (suffix, _) in LINEAGE {
+                let column = format!("{}_{suffix}", step.name);
+                if !taken.insert(column.clone()) {
+                    err(
+                        format!("{path}.lineage"),
+                        format!("lineage column `{column}` already exists"),
+                    );
+                }
+            }
+        }
+        if input_indices.len() != step.inputs.len() || outputs.len() != step.outputs.len() {
+            continue;
+        }
+        let contract = Contract {
+            inputs: step.inputs.clone(),
+            outputs,
+        };
+        let input_types: Vec<&DataType> = input_indices
+            .iter()
+            .map(|i| schema.field(*i).data_type())
+            .collect();
+        for (k, version) in model.versions.iter().enumerate() {
+            let vpath = format!("models.{}.versions[{k}].endpoint", step.model);
+            match &version.endpoint {
+                EndpointSpec::OpenaiChat(chat) => {
+                    if let Err(m) = ChatBackend::check_prompt(chat, &step.inputs) {
+                        err(format!("{vpath}.prompt"), format!("{m} (used by {path})"));
+                    }
+                }
+                EndpointSpec::OpenaiEmbeddings(_)
+                    if step.inputs.len() != 1 || !is_text(input_types[0]) =>
+                {
+                    err(
+                        format!("{path}.inputs"),
+                        "an embeddings model takes exactly one text column".to_string(),
+                    );
+                }
+                EndpointSpec::OipV2(s) if matches!(s.layout, TensorLayout::Matrix { .. }) => {
+                    numeric_inputs(&step.inputs, &input_types, &path, &mut err);
+                }
+                EndpointSpec::Onnx(_) => {
+                    numeric_inputs(&step.inputs, &input_types, &path, &mut err);
+                    if let Some(onnx) = versions
+                        .and_then(|v| v.get(&version.name))
+                        .and_then(|p| p.onnx.as_ref())
+                        && let Err(m) = onnx.check(&contract)
+                    {
+                        err(
+                            path.clone(),
+                            format!("does not fit model {}/{}: {m}", step.model, version.name),
+                        );
+                    }
+                }
+                _ => {}
+            }
+        }
+        let compiled_step = CompiledStep {
+            name: Arc::from(step.name.as_str()),
+            model: step.model.clone(),
+            contract: Arc::new(contract),
+            input_indices,
+            sticky_index,
+            lineage: step.lineage,
+        };
+        fields.extend(compiled_step.fields());
+        compiled.push(compiled_step);
+    }
+    if errors.is_empty() {
+        Ok((compiled, Arc::new(Schema::new(fields))))
+    } else {
+        Err(errors)
+    }
+}
+
+fn is_text(t: &DataType) -> bool {
+    matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
+}
+
+fn numeric_inputs(
+    names: &[String],
+    types: &[&DataType],
+    path: &str,
+    err: &mut impl FnMut(String, String),
+) {
+    for (j, (name, ty)) in names.iter().zip(types).enumerate() {
+        if !(ty.is_numeric() || **ty == DataType::Boolean) {
+            err(
+                format!("{path}.inputs[{j}]"),
+                format!("column `{name}` is {ty}, but this model takes numbers: cast it in SQL"),
+            );
+        }
+    }
+}

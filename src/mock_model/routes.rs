@@ -1,0 +1,325 @@
+//! Routes of the mock model server.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+
+use super::MockState;
+use super::faults::Decision;
+
+pub(super) fn router(state: Arc<MockState>) -> Router {
+    Router::new()
+        .route("/v2/health/ready", get(|| async { "ready" }))
+        .route("/v2/health/live", get(|| async { "live" }))
+        .route("/v2/models/{name}", get(metadata))
+        .route(
+            "/v2/models/{name}/versions/{version}",
+            get(metadata_version),
+        )
+        .route("/v2/models/{name}/infer", post(oip))
+        .route(
+            "/v2/models/{name}/versions/{version}/infer",
+            post(oip_version),
+        )
+        .route("/v1/chat/completions", post(chat))
+        .route("/v1/embeddings", post(embeddings))
+        .route("/v1/models/{name_predict}", post(tf_predict))
+        .route("/score", post(custom))
+        .with_state(state)
+}
+
+/// Applies the fault dice; `Err` is the response to send instead of answering.
+async fn faults(state: &MockState) -> Result<Decision, Response> {
+    let (decision, delay, retry_after) = {
+        let faults = state
+            .faults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let mut rng = state.rng.lock().unwrap_or_else(|e| e.into_inner());
+        (
+            faults.decide(&mut rng),
+            faults.delay(&mut rng),
+            faults.retry_after_secs,
+        )
+    };
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    match decision {
+        Decision::Status(code) => {
+            state.count_error();
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let mut response = (
+                status,
+                axum::Json(json!({"error": format!("injected {code}")})),
+            )
+                .into_response();
+            if let Some(secs) = retry_after
+                && (code == 429 || code == 503)
+            {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            Err(response)
+        }
+        Decision::Hang => {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Err(StatusCode::GATEWAY_TIMEOUT.into_response())
+        }
+        Decision::Malformed => {
+            state.count(0);
+            Err((StatusCode::OK, "{\"outputs\": [ this is not json").into_response())
+        }
+        d => Ok(d),
+    }
+}
+
+fn bad_request(message: impl Into<String>) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        axum::Json(json!({"error": message.into()})),
+    )
+        .into_response()
+}
+
+async fn metadata(State(state): State<Arc<MockState>>, Path(name): Path<String>) -> Response {
+    let c = &state.config;
+    let inputs: Vec<Value> = c
+        .declared_inputs
+        .iter()
+        .map(|(n, d, s)| json!({"name": n, "datatype": d, "shape": s}))
+        .collect();
+    axum::Json(json!({
+        "name": name,
+        "versions": ["1"],
+        "platform": "streamgate-mock",
+        "inputs": inputs,
+        "outputs": [{"name": c.output_name, "datatype": "FP64", "shape": [-1, c.output_width]}],
+    }))
+    .into_response()
+}
+
+async fn metadata_version(
+    state: State<Arc<MockState>>,
+    Path((name, _version)): Path<(String, String)>,
+) -> Response {
+    metadata(state, Path(name)).await
+}
+
+/// Numeric values of each row of a set of OIP input tensors.
+fn oip_rows(body: &Value) -> Result<Vec<Vec<f64>>, String> {
+    let inputs = body["inputs"].as_array().ok_or("no `inputs` array")?;
+    let mut rows: Option<Vec<Vec<f64>>> = None;
+    for input in inputs {
+        let shape: Vec<usize> = input["shape"]
+            .as_array()
+            .ok_or("input without shape")?
+            .iter()
+            .map(|d| d.as_u64().map(|d| d as usize).ok_or("bad shape"))
+            .collect::<Result<_, _>>()?;
+        let n = *shape.first().ok_or("empty shape")?;
+        let width: usize = shape.iter().skip(1).product();
+        let mut flat = Vec::new();
+        flatten(&input["data"], &mut flat);
+        if flat.len() != n * width {
+            return Err(format!("shape {shape:?} but {} values", flat.len()));
+        }
+        let rows = rows.get_or_insert_with(|| vec![Vec::new(); n]);
+        if rows.len() != n {
+            return Err("inputs disagree on the number of rows".into());
+        }
+        for (r, row) in rows.iter_mut().enumerate() {
+            for v in &flat[r * width..(r + 1) * width] {
+                row.push(v.as_f64().unwrap_or(0.0));
+            }
+        }
+    }
+    rows.ok_or_else(|| "no inputs".to_string())
+}
+
+fn flatten<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
+    match v {
+        Value::Array(items) => items.iter().for_each(|i| flatten(i, out)),
+        other => out.push(other),
+    }
+}
+
+async fn oip(state: State<Arc<MockState>>, Path(name): Path<String>, body: Bytes) -> Response {
+    oip_answer(&state, &name, &body).await
+}
+
+async fn oip_version(
+    state: State<Arc<MockState>>,
+    Path((name, _version)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    oip_answer(&state, &name, &body).await
+}
+
+async fn oip_answer(state: &MockState, name: &str, body: &[u8]) -> Response {
+    let decision = match faults(state).await {
+        Ok(d) => d,
+        Err(response) => return response,
+    };
+    let Ok(body) = serde_json::from_slice::<Value>(body) else {
+        return bad_request("malformed JSON");
+    };
+    let rows = match oip_rows(&body) {
+        Ok(r) => r,
+        Err(m) => return bad_request(m),
+    };
+    if state
+        .faults
+        .lock()
+        .is_ok_and(|f| f.reject_negative_first_input)
+        && rows.iter().any(|r| r.first().is_some_and(|v| *v < 0.0))
+    {
+        state.count_error();
+        return bad_request("a row has a negative first input");
+    }
+    let mut n = rows.len();
+    if decision == Decision::WrongRowCount && n > 0 {
+        n -= 1;
+    }
+    state.count(n);
+    let k = state.config.output_width.max(1);
+    let data: Vec<f64> = rows[..n]
+        .iter()
+        .flat_map(|r| {
+            let sum: f64 = r.iter().sum();
+            (0..k).map(move |j| sum + j as f64)
+        })
+        .collect();
+    axum::Json(json!({
+        "model_name": name,
+        "outputs": [{"name": state.config.output_name, "datatype": "FP64", "shape": [n, k], "data": data}],
+    }))
+    .into_response()
+}
+
+async fn chat(State(state): State<Arc<MockState>>, body: Bytes) -> Response {
+    if let Err(response) = faults(&state).await {
+        return response;
+    }
+    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+        return bad_request("malformed JSON");
+    };
+    let prompt = body["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or("")
+        .to_string();
+    state.count(1);
+    let first_word = prompt
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_lowercase();
+    let answer = json!({"label": first_word, "chars": prompt.chars().count()}).to_string();
+    let words = prompt.split_whitespace().count();
+    axum::Json(json!({
+        "id": "chatcmpl-mock",
+        "object": "chat.completion",
+        "model": body["model"],
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": words, "completion_tokens": 5, "total_tokens": words + 5},
+    }))
+    .into_response()
+}
+
+async fn embeddings(State(state): State<Arc<MockState>>, body: Bytes) -> Response {
+    if let Err(response) = faults(&state).await {
+        return response;
+    }
+    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+        return bad_request("malformed JSON");
+    };
+    let inputs: Vec<String> = match &body["input"] {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(items) => items
+            .iter()
+            .map(|i| i.as_str().unwrap_or("").to_string())
+            .collect(),
+        _ => return bad_request("`input` must be a string or a list of strings"),
+    };
+    state.count(inputs.len());
+    let data: Vec<Value> = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let first = s.bytes().next().unwrap_or(0) as f64;
+            json!({"object": "embedding", "index": i, "embedding": [s.chars().count() as f64, first, 1.0]})
+        })
+        .collect();
+    let tokens: usize = inputs.iter().map(|s| s.split_whitespace().count()).sum();
+    axum::Json(json!({"object": "list", "data": data, "model": body["model"], "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}))
+        .into_response()
+}
+
+fn numeric_sum(v: &Value) -> f64 {
+    match v {
+        Value::Number(n) => n.as_f64().unwrap_or(0.0),
+        Value::Bool(b) => f64::from(u8::from(*b)),
+        Value::Array(items) => items.iter().map(numeric_sum).sum(),
+        Value::Object(map) => map.values().map(numeric_sum).sum(),
+        _ => 0.0,
+    }
+}
+
+async fn tf_predict(
+    State(state): State<Arc<MockState>>,
+    Path(name_predict): Path<String>,
+    body: Bytes,
+) -> Response {
+    if !name_predict.ends_with(":predict") {
+        return (StatusCode::NOT_FOUND, "only :predict is served").into_response();
+    }
+    let decision = match faults(&state).await {
+        Ok(d) => d,
+        Err(response) => return response,
+    };
+    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+        return bad_request("malformed JSON");
+    };
+    let Some(instances) = body["instances"].as_array() else {
+        return bad_request("no `instances` array");
+    };
+    let mut predictions: Vec<Value> = instances.iter().map(|i| json!([numeric_sum(i)])).collect();
+    if decision == Decision::WrongRowCount {
+        predictions.pop();
+    }
+    state.count(predictions.len());
+    axum::Json(json!({"predictions": predictions})).into_response()
+}
+
+async fn custom(State(state): State<Arc<MockState>>, body: Bytes) -> Response {
+    let decision = match faults(&state).await {
+        Ok(d) => d,
+        Err(response) => return response,
+    };
+    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+        return bad_request("malformed JSON");
+    };
+    let Some(rows) = body["rows"].as_array() else {
+        return bad_request("no `rows` array");
+    };
+    let mut results: Vec<Value> = rows
+        .iter()
+        .map(|r| json!({"score": numeric_sum(r)}))
+        .collect();
+    if decision == Decision::WrongRowCount {
+        results.pop();
+    }
+    state.count(results.len());
+    axum::Json(json!({"results": results})).into_response()
+}

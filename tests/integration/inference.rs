@@ -1,0 +1,518 @@
+//! The inference stack against in-tree mock model replicas on loopback: balancing, ejection,
+//! retries, canary and sticky routing, bisection of rejected batches, contract errors. Driven
+//! through the compiled pipeline's real decode → SQL → inference path, without a broker.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::datatypes::{Float64Type, Int64Type};
+use streamgate::batch::{Position, RawRecord};
+use streamgate::inference::{InferenceStage, ModelRegistry, StageOutput};
+use streamgate::mock_model::{Faults, Latency, MockModel, MockModelConfig};
+use streamgate::plan::CompiledPipeline;
+use streamgate::telemetry::Metrics;
+
+/// A pipeline whose rows have columns `x` (float), `k` (string key) and `id` (int), calling
+/// model `m` with input `x`; `models` is the YAML of the `models:` map, `step_extra` extra
+/// step fields.
+pub fn pipeline(models: &str, step_extra: &str) -> String {
+    format!(
+        r#"
+name: inference-test
+source: {{ type: kafka, bootstrap_servers: "127.0.0.1:1", topics: [in], group_id: g }}
+format:
+  type: json
+  columns:
+    - {{ name: id, type: int64 }}
+    - {{ name: x, type: float64 }}
+    - {{ name: k, type: string }}
+sql: SELECT id, x, k FROM input
+models:
+{models}
+inference:
+  - name: score
+    model: m
+    inputs: [x]
+    outputs: [{{ column: s, from: score, type: float64 }}]
+    lineage: true
+{step_extra}
+outputs:
+  - name: out
+    sink: {{ type: stdout }}
+"#
+    )
+}
+
+/// Compiles a pipeline and starts its inference stage.
+pub async fn stage(yaml: &str, metrics: &Metrics) -> (Arc<CompiledPipeline>, InferenceStage) {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/test.yaml");
+    let loaded = streamgate::spec::load_str(yaml, &file, &|_| None).unwrap();
+    let compiled = streamgate::plan::compile(loaded).await.unwrap();
+    let registry = ModelRegistry::build(
+        &compiled.pipeline.spec.models,
+        &compiled.models,
+        &metrics.models,
+    );
+    let stage =
+        InferenceStage::start(&compiled.steps, &registry, compiled.output_schema()).unwrap();
+    (compiled, stage)
+}
+
+/// Rows `first..first + n` through decode and SQL: `x = id`, or `-1` for ids in `negative`;
+/// key `k{id % keys}`.
+pub async fn rows(
+    compiled: &CompiledPipeline,
+    first: i64,
+    n: i64,
+    keys: i64,
+    negative: &HashSet<i64>,
+) -> RecordBatch {
+    let records: Vec<RawRecord> = (first..first + n)
+        .map(|id| {
+            let x = if negative.contains(&id) {
+                -1.0
+            } else {
+                id as f64
+            };
+            RawRecord {
+                key: None,
+                payload: format!(r#"{{"id":{id},"x":{x},"k":"k{}"}}"#, id % keys).into_bytes(),
+                headers: vec![],
+                timestamp_ms: None,
+                position: Position {
+                    topic: "in".into(),
+                    partition: 0,
+                    offset: id,
+                },
+            }
+        })
+        .collect();
+    let decoded = compiled.decoder.decode(&records);
+    assert!(decoded.failures.is_empty());
+    compiled.sql.apply(decoded.batch).await.batch
+}
+
+fn column<'a>(out: &'a StageOutput, name: &str) -> &'a Arc<dyn Array> {
+    out.batch.column(out.batch.schema().index_of(name).unwrap())
+}
+
+/// `models:` YAML of model `m` with one OIP v2 version `v1` over `urls`, plus `extra` model
+/// fields (each line indented by four spaces, ending with a newline).
+fn oip_models(urls: &[String], extra: &str) -> String {
+    format!(
+        "  m:\n    versions:\n      - name: v1\n        endpoint: {{ protocol: oip_v2, replicas: [{}] }}\n{extra}",
+        replica_yaml(urls)
+    )
+}
+
+fn replica_yaml(urls: &[String]) -> String {
+    urls.iter()
+        .map(|u| format!("\"{u}\""))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+async fn replicas(n: usize) -> Vec<MockModel> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(MockModel::start(MockModelConfig::default()).await.unwrap());
+    }
+    out
+}
+
+/// Sends `batches` batches of `size` rows, `concurrency` at a time.
+async fn drive(
+    compiled: &CompiledPipeline,
+    stage: &InferenceStage,
+    batches: i64,
+    size: i64,
+    concurrency: usize,
+) -> Vec<StageOutput> {
+    use futures::StreamExt;
+    let mut inputs = Vec::new();
+    for b in 0..batches {
+        inputs.push(rows(compiled, b * size, size, 1_000_000, &HashSet::new()).await);
+    }
+    futures::stream::iter(inputs)
+        .map(|batch| stage.apply(batch))
+        .buffered(concurrency)
+        .collect()
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scores_join_back_to_their_rows_with_lineage() {
+    let mocks = replicas(1).await;
+    let models = oip_models(
+        &[mocks[0].url()],
+        "    batching: { max_batch_rows: 64, max_delay: 1ms }\n",
+    );
+    let metrics = Metrics::new();
+    let (compiled, stage) = stage(&pipeline(&models, ""), &metrics).await;
+    let out = stage
+        .apply(rows(&compiled, 0, 500, 7, &HashSet::new()).await)
+        .await;
+    assert!(out.failures.is_empty(), "{:?}", out.failures);
+    assert_eq!(out.batch.num_rows(), 500);
+    let ids = column(&out, "id").as_primitive::<Int64Type>();
+    let scores = column(&out, "s").as_primitive::<Float64Type>();
+    for r in 0..500 {
+        // The mock's score is the sum of the inputs: here x = id.
+        assert_eq!(scores.value(r), ids.value(r) as f64, "row {r}");
+    }
+    assert_eq!(column(&out, "score_model").as_string::<i32>().value(0), "m");
+    assert_eq!(
+        column(&out, "score_version").as_string::<i32>().value(0),
+        "v1"
+    );
+    assert_eq!(
+        column(&out, "score_replica").as_string::<i32>().value(0),
+        mocks[0].url()
+    );
+    assert_eq!(mocks[0].rows(), 500);
+    assert_eq!(mocks[0].calls(), 8, "500 rows in requests of at most 64");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ten_times_slower_replica_gets_under_ten_percent_of_calls() {
+    let mocks = replicas(3).await;
+    mocks[0].set_faults(Faults {
+        latency: Latency::Fixed(Duration::from_millis(2)),
+        ..Faults::default()
+    });
+    mocks[1].set_faults(Faults {
+        latency: Latency::Fixed(Duration::from_millis(2)),
+        ..Faults::default()
+    });
+    mocks[2].set_faults(Faults {
+        latency: Latency::Fixed(Duration::from_millis(20)),
+        ..Faults::default()
+    });
+    let urls: Vec<String> = mocks.iter().map(MockModel::url).collect();
+    let models = oip_models(
+        &urls,
+        "    batching: { max_batch_rows: 10, max_delay: 0ms }\n",
+    );
+    let metrics = Metrics::new();
+    let (compiled, stage) = stage(&pipeline(&models, ""), &metrics).await;
+    let outs = drive(&compiled, &stage, 600, 10, 4).await;
+    assert!(outs.iter().all(|o| o.failures.is_empty()));
+    let calls: Vec<u64> = mocks.iter().map(MockModel::calls).collect();
+    let total: u64 = calls.iter().sum();
+    let slow_share = calls[2] as f64 / total as f64;
+    eprintln!("calls per replica {calls:?}, slow share {slow_share:.3}");
+    assert!(
+        slow_share < 0.10,
+        "slow replica got {slow_share:.3} of calls: {calls:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_answering_only_500s_is_ejected_and_no_row_fails() {
+    let mocks = replicas(3).await;
+    mocks[1].set_faults(Faults {
+        status_mix: vec![(500, 1.0)],
+        ..Faults::default()
+    });
+    let urls: Vec<String> = mocks.iter().map(MockModel::url).collect();
+    let models = oip_models(
+        &urls,
+        "    batching: { max_batch_rows: 10, max_delay: 0ms }\n    retry: { backoff: 1ms }\n",
+    );
+    let metrics = Metrics::new();
+    let (compiled, stage) = stage(&pipeline(&models, ""), &metrics).await;
+    let outs = drive(&compiled, &stage, 1500, 10, 4).await;
+    let failed: usize = outs.iter().map(|o| o.failures.len()).sum();
+    assert_eq!(failed, 0, "500s are retried on another replica");
+    let calls: Vec<u64> = mocks.iter().map(MockModel::calls).collect();
+    let total: u64 = calls.iter().sum();
+    let share = calls[1] as f64 / total as f64;
+    eprintln!("calls per replica {calls:?}, failing share {share:.4}");
+    assert!(
+        share < 0.01,
+        "failing replica got {share:.4} of calls: {calls:?}"
+    );
+    let ejections = metrics
+        .models
+        .ejections
+        .with_label_values(&["m", "v1", &urls[1]])
+        .get();
+    assert!(ejections >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canary_weights_hold_and_sticky_keys_stay_on_one_version() {
+    let mocks = replicas(2).await;
+    let models = format!(
+        "  m:\n    versions:\n      - name: stable\n        weight: 90\n        endpoint: {{ protocol: oip_v2, replicas: [\"{}\"] }}\n      - name: canary\n        weight: 10\n        endpoint: {{ protocol: oip_v2, replicas: [\"{}\"] }}\n",
+        mocks[0].url(),
+        mocks[1].url()
+    );
+    let metrics = Metrics::new();
+    let (compiled, stage) = stage(&pipeline(&models, ""), &metrics).await;
+    let outs = drive(&compiled, &stage, 20, 500, 2).await;
+    assert!(outs.iter().all(|o| o.failures.is_empty()));
+    let canary = mocks[1].rows();
+    assert_eq!(mocks[0].rows() + canary, 10_000);
+    // Binomial(10000, 0.1): mean 1000, sd 30; 5 sd either side.
+    assert!((850..=1150).contains(&canary), "canary rows {canary}");
+
+    let (compiled, stage) = stage_sticky(&models, &metrics).await;
+    let mut version_of: HashMap<String, String> = HashMap::new();
+    for b in 0..10 {
+        let out = stage
+            .apply(rows(&compiled, b * 500, 500, 100, &HashSet::new()).await)
+            .await;
+        let keys = column(&out, "k").as_string::<i32>();
+        let versions = column(&out, "score_version").as_string::<i32>();
+        for r in 0..out.batch.num_rows() {
+            let v = version_of
+                .entry(keys.value(r).to_string())
+                .or_insert_with(|| versions.value(r).to_string());
+            assert_eq!(v, versions.value(r), "key {} moved version", keys.value(r));
+        }
+    }
+    let canary_keys = version_of.values().filter(|v| *v == "canary").count();
+    assert!(
+        (1..40).contains(&canary_keys),
+        "{canary_keys} of 100 keys on the canary"
+    );
+}
+
+async fn stage_sticky(models: &str, metrics: &Metrics) -> (Arc<CompiledPipeline>, InferenceStage) {
+    stage(&pipeline(models, "    sticky_key: k"), metrics).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_batches_are_bisected_to_exactly_the_bad_rows() {
+    let mocks = replicas(1).await;
+    mocks[0].set_faults(Faults {
+        reject_negative_first_input: true,
+        ..Faults::default()
+    });
+    let models = oip_models(&[mocks[0].url()], "    batching: { max_batch_rows: 256 }\n");
+    let metrics = Metrics::new();
+    let (compiled, stage) = stage(&pipeline(&models, ""), &metrics).await;
+    let bad: HashSet<i64> = [3, 97, 98, 400, 999].into_iter().collect();
+    let out = stage.apply(rows(&compiled, 0, 1000, 10, &bad).await).await;
+    let failed: HashSet<i64> = out.failures.iter().map(|f| f.row as i64).collect();
+    assert_eq!(failed, bad, "exactly the rejected rows fail");
+    for f in &out.failures {
+        assert_eq!(f.error.kind, streamgate::inference::ErrorKind::Rejected);
+        assert!(f.error.message.contains("HTTP 400"), "{}", f.error.message);
+    }
+    assert_eq!(out.batch.num_rows(), 995);
+    let ids = column(&out, "id").as_primitive::<Int64Type>();
+    assert!((0..995).all(|r| !bad.contains(&ids.value(r))));
+    // 4 requests of 256, each good half answered once: far fewer calls than rows.
+    eprintln!("calls with bisection: {}", mocks[0].calls());
+    assert!(mocks[0].calls() < 120);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contract_violations_and_hangs_are_classified() {
+    let mocks = replicas(2).await;
+    mocks[0].set_faults(Faults {
+        wrong_row_count_probability: 1.0,
+        ..Faults::default()
+    });
+    mocks[1].set_faults(Faults {
+        malformed_probability: 1.0,
+        ..Faults::default()
+    });
+    for (mock, expected) in [(&mocks[0], "rows for"), (&mocks[1], "malformed")] {
+        let models = oip_models(&[mock.url()], "");
+        let metrics = Metrics::new();
+        let (compiled, stage) = stage(&pipeline(&models, ""), &metrics).await;
+        let out = stage
+            .apply(rows(&compiled, 0, 20, 10, &HashSet::new()).await)
+            .await;
+        assert_eq!(out.failures.len(), 20);
+        let e = &out.failures[0].error;
+        assert_eq!(e.kind, streamgate::inference::ErrorKind::Contract, "{e}");
+        assert!(e.message.contains(expected), "{e}");
+    }
+
+    // A hanging replica: the attempt times out and the retry reaches the healthy one.
+    let hang = MockModel::start(MockModelConfig::default()).await.unwrap();
+    hang.set_faults(Faults {
+        hang_probability: 1.0,
+        ..Faults::default()
+    });
+    let healthy = MockModel::start(MockModelConfig::default()).await.unwrap();
+    let models = format!(
+        "  m:\n    timeout: 200ms\n    balance: round_robin\n    versions:\n      - name: v1\n        endpoint: {{ protocol: oip_v2, replicas: [\"{}\", \"{}\"] }}\n",
+        hang.url(),
+        healthy.url()
+    );
+    let metrics = Metrics::new();
+    let (compiled, stage) = stage(&pipeline(&models, ""), &metrics).await;
+    for b in 0..4 {
+        let out = stage
+            .apply(rows(&compiled, b * 10, 10, 10, &HashSet::new()).await)
+            .await;
+        assert!(out.failures.is_empty(), "{:?}", out.failures);
+    }
+    assert_eq!(healthy.rows(), 40);
+    let timeouts = metrics
+        .models
+        .errors
+        .with_label_values(&["m", "v1", "timeout"])
+        .get();
+    assert!(timeouts >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttled_calls_wait_for_retry_after_and_succeed() {
+    let mock = MockModel::start(MockModelConfig::default()).await.unwrap();
+    mock.set_faults(Faults {
+        status_mix: vec![(429, 0.5)],
+        retry_after_secs: Some(0),
+        ..Faults::default()
+    });
+    let models = oip_models(
+        &[mock.url()],
+        "    retry: { max_attempts: 10, budget_percent: 1000 }\n    batching: { max_batch_rows: 10 }\n",
+    );
+    let metrics = Metrics::new();
+    let (compiled, stage) = stage(&pipeline(&models, ""), &metrics).await;
+    let out = stage
+        .apply(rows(&compiled, 0, 200, 10, &HashSet::new()).await)
+        .await;
+    assert!(out.failures.is_empty(), "{:?}", out.failures.first());
+    assert!(mock.errors() > 0);
+    let throttled = metrics
+        .models
+        .errors
+        .with_label_values(&["m", "v1", "throttled"])
+        .get();
+    assert_eq!(throttled, mock.errors());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_served_model_that_does_not_fit_fails_the_contract_check_naming_both_sides() {
+    let mock = MockModel::start(MockModelConfig {
+        output_name: "probabilities".into(),
+        output_width: 2,
+        declared_inputs: vec![("features".into(), "FP32".into(), vec![-1, 6])],
+    })
+    .await
+    .unwrap();
+    let models = format!(
+        "  m:\n    versions:\n      - name: v1\n        endpoint: {{ protocol: oip_v2, replicas: [\"{}\"], layout: {{ type: matrix, name: features }} }}\n",
+        mock.url()
+    );
+    let metrics = Metrics::new();
+    let (compiled, _stage) = stage(&pipeline(&models, ""), &metrics).await;
+    let problems = compiled.check_models_online().await;
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    let m = &problems[0].message;
+    assert!(!problems[0].unreachable);
+    assert!(
+        m.contains("sends 1 columns (x) but the model expects shape [-1, 6]"),
+        "{m}"
+    );
+    assert!(
+        m.contains("reads `score` but the model's outputs are: probabilities"),
+        "{m}"
+    );
+
+    let mut down = MockModel::start(MockModelConfig::default()).await.unwrap();
+    let url = down.url();
+    down.pause().await;
+    let models = oip_models(&[url], "");
+    let (compiled, _stage) = stage(&pipeline(&models, ""), &metrics).await;
+    let problems = compiled.check_models_online().await;
+    assert!(problems[0].unreachable, "{problems:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_protocol_round_trips_and_steps_fan_out_concurrently() {
+    let mock = MockModel::start(MockModelConfig::default()).await.unwrap();
+    let url = mock.url();
+    let yaml = format!(
+        r#"
+name: fan-out
+source: {{ type: kafka, bootstrap_servers: "127.0.0.1:1", topics: [in], group_id: g }}
+format:
+  type: json
+  columns:
+    - {{ name: id, type: int64 }}
+    - {{ name: x, type: float64 }}
+    - {{ name: k, type: string }}
+models:
+  oip:
+    versions: [{{ name: "1", endpoint: {{ protocol: oip_v2, replicas: ["{url}"] }} }}]
+  chat:
+    versions: [{{ name: "1", endpoint: {{ protocol: openai_chat, replicas: ["{url}/v1"], model: m, prompt: "{{k}} costs {{x}}", json_answer: true, api_key: "sk-canary" }} }}]
+  embed:
+    versions: [{{ name: "1", endpoint: {{ protocol: openai_embeddings, replicas: ["{url}/v1"], model: e }} }}]
+  tf:
+    versions: [{{ name: "1", endpoint: {{ protocol: tf_serving, replicas: ["{url}"] }} }}]
+  custom:
+    versions: [{{ name: "1", endpoint: {{ protocol: custom_json, replicas: ["{url}"], path: /score }} }}]
+inference:
+  - {{ name: a, model: oip, inputs: [x], outputs: [{{ column: oip_s, from: score }}] }}
+  - name: b
+    model: chat
+    inputs: [k, x]
+    outputs:
+      - {{ column: label, from: /label, type: string }}
+      - {{ column: chars, from: /chars, type: int64 }}
+  - {{ name: c, model: embed, inputs: [k], outputs: [{{ column: emb, from: embedding, type: float32_list }}] }}
+  - {{ name: d, model: tf, inputs: [x], outputs: [{{ column: tf_s, from: predictions }}] }}
+  - {{ name: e, model: custom, inputs: [x, id], outputs: [{{ column: c_s, from: /score }}] }}
+outputs:
+  - {{ name: out, sink: {{ type: stdout }} }}
+"#
+    );
+    let metrics = Metrics::new();
+    let (compiled, stage) = stage(&yaml, &metrics).await;
+    let out = stage
+        .apply(rows(&compiled, 0, 40, 3, &HashSet::new()).await)
+        .await;
+    assert!(out.failures.is_empty(), "{:?}", out.failures.first());
+    assert_eq!(out.batch.num_rows(), 40);
+    let ids = column(&out, "id").as_primitive::<Int64Type>();
+    let keys = column(&out, "k").as_string::<i32>();
+    let label = column(&out, "label").as_string::<i32>();
+    let chars = column(&out, "chars").as_primitive::<Int64Type>();
+    let emb = column(&out, "emb").as_list::<i32>();
+    for r in 0..40 {
+        let id = ids.value(r) as f64;
+        assert_eq!(
+            column(&out, "oip_s").as_primitive::<Float64Type>().value(r),
+            id
+        );
+        assert_eq!(
+            column(&out, "tf_s").as_primitive::<Float64Type>().value(r),
+            id
+        );
+        assert_eq!(
+            column(&out, "c_s").as_primitive::<Float64Type>().value(r),
+            2.0 * id
+        );
+        // The mock labels a chat answer with the prompt's first word: the key.
+        assert_eq!(label.value(r), keys.value(r));
+        let prompt = format!("{} costs {}", keys.value(r), ids.value(r));
+        assert_eq!(chars.value(r), prompt.chars().count() as i64);
+        let vector = emb.value(r);
+        let vector = vector.as_primitive::<datafusion::arrow::datatypes::Float32Type>();
+        assert_eq!(vector.value(0), keys.value(r).chars().count() as f32);
+    }
+    // 40 chat requests (one row each) and one request per other protocol.
+    assert_eq!(mock.calls(), 40 + 4);
+    let prompt_tokens = metrics
+        .models
+        .tokens
+        .with_label_values(&["chat", "1", "prompt"])
+        .get();
+    assert_eq!(prompt_tokens, 40 * 3);
+    assert!(
+        !metrics.render().contains("sk-canary"),
+        "a secret reached the metrics"
+    );
+}
