@@ -12,18 +12,17 @@
 //! `BENCH_LATENCY_RATE` (records/s, default 5,000) and `BENCH_LATENCY_SECS` (default 10) override
 //! the sizes. Run with `cargo bench --bench pipeline`.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use streamgate::demo::EmbeddedBroker;
 use streamgate::demo::generator;
@@ -31,185 +30,19 @@ use streamgate::runtime::{StatusBoard, run_pipeline};
 use streamgate::telemetry::Metrics;
 use tokio_util::sync::CancellationToken;
 
+mod support;
+use support::*;
+
 /// Partitions of the throughput topics. The mock broker keeps only 5 MB per partition (older
 /// message sets are purged), so 1M × ~330 B on the wire needs > 66 partitions to stay whole.
 const BIG_PARTITIONS: i32 = 128;
 /// Partitions of the latency topics (few records, so retention is no concern).
 const LAT_PARTITIONS: i32 = 16;
-/// Clock ticks per second of /proc/self/stat utime/stime (USER_HZ; 100 on Linux).
-const CLOCK_TICKS: f64 = 100.0;
 
 const PROJECTION: &str = "SELECT transaction_id, card_id, amount, amount * 100 AS amount_cents, \
      upper(country) AS country, \
      CASE WHEN amount > 2000 THEN 'high' ELSE 'low' END AS risk, \
      distance_from_home_km > 500 AS far";
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.replace('_', "").parse().ok())
-        .unwrap_or(default)
-}
-
-/// CPU seconds (user + system) used so far by this whole process, broker threads included.
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
-    // Fields after "(comm)" start at field 3; utime and stime are fields 14 and 15.
-    let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = fields[14 - 3].parse().expect("utime");
-    let stime: u64 = fields[15 - 3].parse().expect("stime");
-    (utime + stime) as f64 / CLOCK_TICKS
-}
-
-fn now_us() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_micros() as i64
-}
-
-/// One throughput measurement.
-#[derive(Debug, Clone, Copy)]
-struct Throughput {
-    records: u64,
-    seconds: f64,
-    cpu_seconds: f64,
-}
-
-impl Throughput {
-    fn per_second(&self) -> f64 {
-        self.records as f64 / self.seconds
-    }
-    fn cpu_per_million(&self) -> f64 {
-        self.cpu_seconds / (self.records as f64 / 1e6)
-    }
-}
-
-/// Reads watermarks and committed offsets through one long-lived client (it never joins a
-/// group, so it does not disturb the pipeline's consumer group).
-struct Watcher {
-    consumer: BaseConsumer,
-}
-
-impl Watcher {
-    fn new(bootstrap: &str, group: &str) -> Self {
-        let consumer = ClientConfig::new()
-            .set("bootstrap.servers", bootstrap)
-            .set("group.id", group)
-            .set("enable.auto.commit", "false")
-            .create()
-            .expect("watcher consumer");
-        Watcher { consumer }
-    }
-
-    fn highs(&self, topic: &str, partitions: i32) -> HashMap<i32, i64> {
-        (0..partitions)
-            .map(|p| {
-                let (_, high) = self
-                    .consumer
-                    .fetch_watermarks(topic, p, Duration::from_secs(10))
-                    .expect("watermarks");
-                (p, high)
-            })
-            .collect()
-    }
-
-    fn len(&self, topic: &str, partitions: i32) -> i64 {
-        self.highs(topic, partitions).values().sum()
-    }
-
-    /// Whether this watcher's group has committed the end of every partition of `topic`.
-    fn fully_committed(&self, topic: &str, partitions: i32) -> bool {
-        let highs = self.highs(topic, partitions);
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..partitions {
-            tpl.add_partition(topic, p);
-        }
-        let committed = self
-            .consumer
-            .committed_offsets(tpl, Duration::from_secs(10))
-            .expect("committed offsets");
-        committed.elements().iter().all(|e| match e.offset() {
-            Offset::Offset(o) => highs.get(&e.partition()) == Some(&o),
-            _ => false,
-        })
-    }
-}
-
-fn producer(bootstrap: &str, linger_ms: &str) -> ThreadedProducer<DefaultProducerContext> {
-    ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("linger.ms", linger_ms)
-        .set("enable.idempotence", "true")
-        .set("compression.type", "none")
-        .set("queue.buffering.max.messages", "1000000")
-        .create()
-        .expect("producer")
-}
-
-fn send(
-    producer: &ThreadedProducer<DefaultProducerContext>,
-    mut record: BaseRecord<'_, [u8], [u8]>,
-) {
-    loop {
-        match producer.send(record) {
-            Ok(()) => return,
-            Err((_, r)) => {
-                record = r;
-                std::thread::sleep(Duration::from_micros(200));
-            }
-        }
-    }
-}
-
-/// Polls `condition` every `every` until it holds; panics after `timeout`.
-fn wait_until(what: &str, timeout: Duration, every: Duration, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(every);
-    }
-}
-
-/// Produces `payloads` (keyed by index, record `i` to partition `i % partitions`) and waits
-/// until the topic holds them all.
-fn preload(bootstrap: &str, topic: &str, partitions: i32, payloads: &[Vec<u8>]) {
-    let producer = producer(bootstrap, "5");
-    for (i, payload) in payloads.iter().enumerate() {
-        let key = i.to_string();
-        send(
-            &producer,
-            BaseRecord::to(topic)
-                .key(key.as_bytes())
-                .payload(payload.as_slice())
-                .partition(i as i32 % partitions),
-        );
-    }
-    producer.flush(Duration::from_secs(120)).expect("flush");
-    let watcher = Watcher::new(bootstrap, "bench-preload");
-    let n = payloads.len() as i64;
-    wait_until(
-        &format!("{topic} preloaded"),
-        Duration::from_secs(120),
-        Duration::from_millis(20),
-        || watcher.len(topic, partitions) >= n,
-    );
-    let highs = watcher.highs(topic, partitions);
-    let total: i64 = highs.values().sum();
-    assert_eq!(total, n, "{topic} holds {total} records, expected {n}");
-    // Nothing may have been purged by the mock broker's per-partition retention.
-    for p in 0..partitions {
-        let (low, _) = watcher
-            .consumer
-            .fetch_watermarks(topic, p, Duration::from_secs(10))
-            .expect("watermarks");
-        assert_eq!(
-            low, 0,
-            "{topic} [{p}] lost records to the mock broker's retention"
-        );
-    }
-}
 
 /// The physical limit: consume `input`, produce every payload unchanged to `output`, until the
 /// output topic holds `n` records.

@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -28,6 +28,9 @@ const INITIAL_LATENCY: Duration = Duration::from_millis(1);
 pub struct Replica {
     /// Base URL (or `in-process`).
     pub address: Arc<str>,
+    ejectable: bool,
+    /// A probe of a replica whose ejection expired is in flight: others wait for its outcome.
+    probing: AtomicBool,
     in_flight: AtomicUsize,
     slots: Arc<Semaphore>,
     health: Mutex<Health>,
@@ -42,6 +45,8 @@ struct Health {
     consecutive_failures: u32,
     times_ejected: u32,
     ejected_until: Option<Instant>,
+    /// Back from an ejection and answering since then.
+    healthy_since: Option<Instant>,
 }
 
 /// What an attempt's outcome means for a replica's health.
@@ -78,6 +83,8 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
+        // An attempt abandoned without an outcome must not leave a probe claimed forever.
+        self.replica.release_probe();
         self.replica.in_flight.fetch_sub(1, Ordering::Relaxed);
         self.replica.in_flight_gauge.dec();
     }
@@ -93,6 +100,8 @@ impl Replica {
     ) -> Self {
         Replica {
             address: Arc::from(address),
+            ejectable: true,
+            probing: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             slots: Arc::new(Semaphore::new(max_in_flight.max(1))),
             health: Mutex::new(Health {
@@ -101,10 +110,45 @@ impl Replica {
                 consecutive_failures: 0,
                 times_ejected: 0,
                 ejected_until: None,
+                healthy_since: None,
             }),
             in_flight_gauge,
             ejections,
         }
+    }
+
+    /// This replica is never ejected (the only copy of an in-process model).
+    pub fn never_ejected(mut self) -> Self {
+        self.ejectable = false;
+        self
+    }
+
+    /// Whether the balancer may send to this replica at `now`: not ejected, or its ejection
+    /// expired and no probe is in flight yet.
+    fn available(&self, now: Instant) -> bool {
+        match self.health().ejected_until {
+            None => true,
+            Some(until) if now < until => false,
+            Some(_) => !self.probing.load(Ordering::Acquire),
+        }
+    }
+
+    /// Marks the probe of an expired ejection as in flight (false if another caller won).
+    fn claim_probe(&self, now: Instant) -> bool {
+        let expired = self
+            .health()
+            .ejected_until
+            .is_some_and(|until| now >= until);
+        !expired
+            || self
+                .probing
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+    }
+
+    /// Gives up a claimed probe (the attempt never reached the replica).
+    pub fn release_probe(&self) {
+        self.probing.store(false, Ordering::Release);
     }
 
     /// Requests in flight now.
@@ -166,12 +210,26 @@ impl Replica {
             h.ewma_ns = h.ewma_ns * w + rtt * (1.0 - w);
         }
         h.last_update = now;
+        self.probing.store(false, Ordering::Release);
+        if !self.ejectable {
+            return;
+        }
         match outcome {
             Outcome::Success => {
                 h.consecutive_failures = 0;
-                // A replica back from ejection that answers starts over.
-                if h.ejected_until.is_some_and(|until| now >= until) {
+                // A replica back from ejection that answers is in rotation again; after
+                // `max_time` of health its ejection history is forgiven.
+                if let Some(until) = h.ejected_until
+                    && now >= until
+                {
                     h.ejected_until = None;
+                    h.healthy_since = Some(now);
+                }
+                if h.healthy_since
+                    .is_some_and(|since| now.saturating_duration_since(since) >= ejection.max_time)
+                {
+                    h.times_ejected = 0;
+                    h.healthy_since = None;
                 }
             }
             Outcome::Failure => {
@@ -184,6 +242,7 @@ impl Replica {
                         .saturating_mul(h.times_ejected)
                         .min(ejection.max_time);
                     h.ejected_until = Some(now + time);
+                    h.healthy_since = None;
                     h.consecutive_failures = 0;
                     self.ejections.inc();
                     tracing::warn!(replica = %self.address, ejected_for = ?time, "model replica ejected after consecutive failures");
@@ -220,11 +279,8 @@ impl Balancer {
     /// when another is available. `None` when every replica is ejected.
     pub fn pick(&self, avoid: Option<&Arc<Replica>>) -> Option<Arc<Replica>> {
         let now = Instant::now();
-        let mut candidates: Vec<&Arc<Replica>> = self
-            .replicas
-            .iter()
-            .filter(|r| !r.is_ejected(now))
-            .collect();
+        let mut candidates: Vec<&Arc<Replica>> =
+            self.replicas.iter().filter(|r| r.available(now)).collect();
         if candidates.len() > 1
             && let Some(avoid) = avoid
         {
@@ -257,6 +313,10 @@ impl Balancer {
                 }
             },
         };
+        // Two callers may both see an expired ejection; only one gets to probe.
+        if !chosen.claim_probe(now) {
+            return None;
+        }
         Some(chosen.clone())
     }
 }

@@ -60,9 +60,8 @@ impl Batcher {
         policy: BatchingPolicy,
     ) -> Self {
         let (tx, rx) = mpsc::channel(64);
-        let max_rows = model.router.versions[version]
-            .backend
-            .max_rows_per_request()
+        let max_rows = model
+            .max_rows_per_request(version)
             .map_or(policy.max_rows, |m| m.min(policy.max_rows))
             .max(1);
         let policy = BatchingPolicy { max_rows, ..policy };
@@ -187,7 +186,7 @@ fn isolate(
                 len: n,
                 result: Ok(answer),
             }],
-            Err(e) if e.kind.blames_rows() && n > 1 => {
+            Err(e) if e.may_isolate_rows() && n > 1 => {
                 let half = n / 2;
                 let (left, right) = futures::join!(
                     isolate(

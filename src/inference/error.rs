@@ -18,8 +18,14 @@ pub enum ErrorKind {
     Unavailable,
     /// Another 5xx: the model failed on this request.
     ServerError,
-    /// 4xx other than 429: the model rejected the request (bad rows).
+    /// 400, 413 or 422: the model rejected the request's content (bad rows).
     Rejected,
+    /// The request cannot work as configured: 401, 403, 404, 405, 407, a redirect, or a
+    /// request that cannot be built (bad header). Not the rows' fault; held until fixed.
+    Misconfigured,
+    /// The deadline passed waiting for a free replica slot: this process is sending more
+    /// than the replicas' in-flight limits allow.
+    Saturated,
     /// The answer does not fit the contract (row count, output names, types, malformed body).
     Contract,
     /// Every replica is ejected or the version has none: the model is down.
@@ -41,6 +47,8 @@ impl ErrorKind {
             ErrorKind::Unavailable => "unavailable",
             ErrorKind::ServerError => "server_error",
             ErrorKind::Rejected => "rejected",
+            ErrorKind::Misconfigured => "misconfigured",
+            ErrorKind::Saturated => "saturated",
             ErrorKind::Contract => "contract",
             ErrorKind::NoReplica => "no_replica",
             ErrorKind::BadInput => "bad_input",
@@ -59,6 +67,7 @@ impl ErrorKind {
                 | ErrorKind::Throttled
                 | ErrorKind::Unavailable
                 | ErrorKind::ServerError
+                | ErrorKind::Misconfigured
         )
     }
 
@@ -71,6 +80,7 @@ impl ErrorKind {
                 | ErrorKind::Timeout
                 | ErrorKind::Unavailable
                 | ErrorKind::ServerError
+                | ErrorKind::Misconfigured
         )
     }
 
@@ -115,22 +125,43 @@ impl InferError {
         Self::new(ErrorKind::Contract, message)
     }
 
-    /// Whether the model is down rather than this call having failed: the pipeline should
-    /// back off and retry the rows later instead of dead-lettering them.
+    /// Whether the rows are not at fault and should be held (back-pressure) and sent again
+    /// later rather than dead-lettered: the model is down or unreachable, sheds load (429),
+    /// this process saturates it, or the endpoint is misconfigured.
     pub fn is_outage(&self) -> bool {
-        // A model that answers other calls while this one exhausts its retries is up: these
-        // rows are dead-lettered. One that answers nothing is down: hold the rows.
-        matches!(self.kind, ErrorKind::NoReplica | ErrorKind::Connect)
-            || (self.model_down && (self.kind.is_retryable() || self.kind == ErrorKind::Deadline))
+        // A model that answers other calls while this one exhausts its retries on 503s or
+        // timeouts is up: these rows are dead-lettered. One that answers nothing is down.
+        matches!(
+            self.kind,
+            ErrorKind::NoReplica
+                | ErrorKind::Connect
+                | ErrorKind::Throttled
+                | ErrorKind::Saturated
+                | ErrorKind::Misconfigured
+        ) || self.model_down
+    }
+
+    /// Whether splitting the request may isolate rows that cause this failure: a rejection,
+    /// rows that cannot be encoded, or a server error, timeout or broken answer from a model
+    /// that is answering other calls (one poison row must not fail its neighbours).
+    pub fn may_isolate_rows(&self) -> bool {
+        self.kind.blames_rows()
+            || (!self.model_down
+                && matches!(
+                    self.kind,
+                    ErrorKind::ServerError | ErrorKind::Contract | ErrorKind::Timeout
+                ))
     }
 
     /// Classifies an HTTP status that is not a success.
     pub fn from_status(status: u16, retry_after: Option<Duration>, body: &[u8]) -> Self {
         let kind = match status {
             429 => ErrorKind::Throttled,
+            408 => ErrorKind::Timeout,
+            400 | 413 | 422 => ErrorKind::Rejected,
             502..=504 => ErrorKind::Unavailable,
             500..=599 => ErrorKind::ServerError,
-            _ => ErrorKind::Rejected,
+            _ => ErrorKind::Misconfigured,
         };
         let snippet = crate::codec::truncate_message(String::from_utf8_lossy(body).trim(), 300);
         InferError {
@@ -159,6 +190,14 @@ mod tests {
         let kind = |s| InferError::from_status(s, None, b"x").kind;
         assert_eq!(kind(400), ErrorKind::Rejected);
         assert_eq!(kind(422), ErrorKind::Rejected);
+        // Regression: an expired key, an unloaded model or a redirect is not the rows' fault;
+        // bisecting and dead-lettering every row would flood the dead-letter topic.
+        for status in [301, 401, 403, 404, 405, 407] {
+            let e = InferError::from_status(status, None, b"x");
+            assert_eq!(e.kind, ErrorKind::Misconfigured, "{status}");
+            assert!(e.is_outage() && !e.may_isolate_rows(), "{status}");
+        }
+        assert_eq!(kind(408), ErrorKind::Timeout);
         assert_eq!(kind(429), ErrorKind::Throttled);
         assert_eq!(kind(500), ErrorKind::ServerError);
         assert_eq!(kind(503), ErrorKind::Unavailable);

@@ -50,16 +50,13 @@ pub async fn check_online(
 ) -> Vec<OnlineProblem> {
     let mut problems = Vec::new();
     for (i, step) in steps.iter().enumerate() {
-        let Some(model) = models.get(&step.model) else {
-            continue;
-        };
         let input_types: Vec<DataType> = step
             .input_indices
             .iter()
             .map(|j| sql_schema.field(*j).data_type().clone())
             .collect();
-        for (k, version) in model.versions.iter().enumerate() {
-            let Some(p) = prepared.get(&step.model).and_then(|v| v.get(&version.name)) else {
+        for (model, k, version) in step::reachable_versions(&step.model, models) {
+            let Some(p) = prepared.get(model).and_then(|v| v.get(&version.name)) else {
                 continue;
             };
             let Some(replica) = p.replicas.first() else {
@@ -79,8 +76,8 @@ pub async fn check_online(
                 problems.push(OnlineProblem {
                     path: format!("inference[{i}]"),
                     message: format!(
-                        "{what} model {}/{} (models.{}.versions[{k}]): {problem}",
-                        step.model, version.name, step.model
+                        "{what} model {model}/{} (models.{model}.versions[{k}]): {problem}",
+                        version.name
                     ),
                     unreachable,
                 });

@@ -18,6 +18,9 @@ use super::retry::{RetryBudget, backoff};
 use crate::spec::{EjectionSpec, RetrySpec};
 use crate::telemetry::ModelMetrics;
 
+/// Shortest attempt worth sending; with less time left before the deadline the call gives up.
+const MIN_ATTEMPT: Duration = Duration::from_millis(1);
+
 /// Call policy of a model, shared by its versions.
 #[derive(Debug, Clone)]
 pub struct CallPolicy {
@@ -59,8 +62,9 @@ pub struct VersionClient {
     policy: Arc<CallPolicy>,
     budget: RetryBudget,
     metrics: ModelMetrics,
-    /// When an attempt last succeeded, in ns since `epoch` (0: never).
-    last_success_ns: AtomicU64,
+    /// When a replica last answered (success, or an error only a live model gives), in ns
+    /// since `epoch` (0: never).
+    last_answer_ns: AtomicU64,
     epoch: Instant,
 }
 
@@ -82,7 +86,7 @@ impl VersionClient {
             budget: RetryBudget::new(&policy.retry),
             policy,
             metrics,
-            last_success_ns: AtomicU64::new(0),
+            last_answer_ns: AtomicU64::new(0),
             epoch: Instant::now(),
         }
     }
@@ -131,7 +135,12 @@ impl VersionClient {
             let retry = error.kind.is_retryable()
                 && attempt < self.policy.retry.max_attempts
                 && Instant::now() + wait < deadline;
-            let model_down = self.last_success_ns.load(Ordering::Relaxed) < started_ns;
+            // Down: nothing but unavailability or silence, and no call to this version got an
+            // answer while this one was trying. A model that answers (even with errors) is up.
+            let model_down = matches!(
+                error.kind,
+                ErrorKind::Unavailable | ErrorKind::Timeout | ErrorKind::Deadline
+            ) && self.last_answer_ns.load(Ordering::Relaxed) < started_ns;
             if !retry {
                 return Err(InferError {
                     attempts: attempt,
@@ -178,24 +187,35 @@ impl VersionClient {
         };
         let deadline_tokio = tokio::time::Instant::from_std(deadline);
         let Ok(slot) = tokio::time::timeout_at(deadline_tokio, replica.acquire()).await else {
+            replica.release_probe();
             return Err((
                 InferError::new(
-                    ErrorKind::Deadline,
+                    ErrorKind::Saturated,
                     "deadline passed waiting for a free replica slot",
                 ),
                 Some(replica),
             ));
         };
-        let budget = self
-            .policy
-            .timeout
-            .min(deadline.saturating_duration_since(Instant::now()));
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left < MIN_ATTEMPT {
+            return Err((
+                InferError::new(ErrorKind::Deadline, "no time left for another attempt"),
+                Some(replica),
+            ));
+        }
+        // An attempt cut short by the call's deadline says nothing about the replica.
+        let cut_short = left < self.policy.timeout;
+        let budget = self.policy.timeout.min(left);
         let address = replica.address.clone();
         let outcome =
             tokio::time::timeout(budget, self.backend.call(&address, inputs, contract)).await;
         let result = match outcome {
             Ok(Ok(output)) => check_shape(&output, contract, inputs.num_rows()).map(|()| output),
             Ok(Err(e)) => Err(e),
+            Err(_) if cut_short => Err(InferError::new(
+                ErrorKind::Deadline,
+                format!("no answer within the {budget:?} left of the deadline"),
+            )),
             Err(_) => Err(InferError::new(
                 ErrorKind::Timeout,
                 format!("no answer within {budget:?}"),
@@ -209,6 +229,17 @@ impl VersionClient {
             }
             Err(_) => Outcome::Neutral,
         };
+        let answered = match &result {
+            Ok(_) => true,
+            Err(e) => matches!(
+                e.kind,
+                ErrorKind::Rejected | ErrorKind::Contract | ErrorKind::ServerError
+            ),
+        };
+        if answered {
+            self.last_answer_ns
+                .fetch_max(self.now_ns(), Ordering::Relaxed);
+        }
         let latency = slot.finish(health, &self.policy.ejection);
         let mvr = [&*self.model, &*self.version, &*address];
         self.metrics
@@ -225,8 +256,6 @@ impl VersionClient {
             .inc();
         match result {
             Ok(output) => {
-                self.last_success_ns
-                    .fetch_max(self.now_ns(), Ordering::Relaxed);
                 self.metrics
                     .rows
                     .with_label_values(&mvr)
@@ -363,16 +392,37 @@ impl Model {
             .inc();
         // The fallback gets its own time when the primary used it all up.
         let deadline = deadline.max(Instant::now() + self.policy.timeout);
-        target
-            .call(inputs, contract, deadline)
-            .await
-            .map_err(|fallback_error| InferError {
-                message: format!(
+        match target.call(inputs, contract, deadline).await {
+            Ok(answer) => Ok(answer),
+            Err(fallback_error) => {
+                let message = format!(
                     "{} (fallback {}/{} also failed: {})",
                     error.message, target.model, target.version, fallback_error
-                ),
-                ..fallback_error
-            })
+                );
+                // The primary being down is what matters for the rows: hold them, even when
+                // the fallback failed differently.
+                let kept = if error.is_outage() && !fallback_error.is_outage() {
+                    error
+                } else {
+                    fallback_error
+                };
+                Err(InferError { message, ..kept })
+            }
+        }
+    }
+
+    /// Most rows one request to `version` may carry, considering its fallback too (a chat
+    /// fallback takes one row per request).
+    pub fn max_rows_per_request(&self, version: usize) -> Option<usize> {
+        let mut limits = vec![self.router.versions[version].backend.max_rows_per_request()];
+        match &self.fallback {
+            Some(Fallback::Version(v)) => limits.push(v.backend.max_rows_per_request()),
+            Some(Fallback::Router(r)) => {
+                limits.extend(r.versions.iter().map(|v| v.backend.max_rows_per_request()))
+            }
+            None => {}
+        }
+        limits.into_iter().flatten().min()
     }
 }
 

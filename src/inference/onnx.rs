@@ -159,6 +159,8 @@ impl OnnxBackend {
                 datatype_of(input.datum_type)?;
             }
             TensorLayout::Columns => {
+                // Inputs are matched by name, like OIP v2's columns layout: a swapped order
+                // must not silently swap features.
                 if self.inputs.len() != contract.inputs.len() {
                     return Err(format!(
                         "the step sends {} columns ({}) but the model has {} inputs ({})",
@@ -169,19 +171,49 @@ impl OnnxBackend {
                     ));
                 }
                 for t in &self.inputs {
+                    if !contract.inputs.contains(&t.name) {
+                        return Err(format!(
+                            "model input `{}` is not among the step's inputs ({}); name the columns like the model's inputs ({})",
+                            t.name,
+                            contract.inputs.join(", "),
+                            declared(&self.inputs)
+                        ));
+                    }
                     datatype_of(t.datum_type)?;
+                    let per_row: i64 = t.shape.iter().skip(1).map(|d| d.unwrap_or(1)).product();
+                    if t.shape.len() > 2 || per_row != 1 {
+                        return Err(format!(
+                            "layout `columns` sends `{}` as [N] or [N, 1], but the model expects shape {:?}",
+                            t.name, t.shape
+                        ));
+                    }
                 }
             }
         }
         for binding in &contract.outputs {
-            if let Selector::Tensor { name, .. } = &binding.selector
-                && !self.outputs.iter().any(|o| &o.name == name)
-            {
-                return Err(format!(
-                    "output `{}` reads `{name}` but the model's outputs are: {}",
-                    binding.column,
-                    declared(&self.outputs)
-                ));
+            let Selector::Tensor { name, .. } = &binding.selector else {
+                continue;
+            };
+            match self.outputs.iter().find(|o| &o.name == name) {
+                None => {
+                    return Err(format!(
+                        "output `{}` reads `{name}` but the model's outputs are: {}",
+                        binding.column,
+                        declared(&self.outputs)
+                    ));
+                }
+                Some(o)
+                    if !matches!(
+                        o.datum_type,
+                        DatumType::F32 | DatumType::F64 | DatumType::I64
+                    ) =>
+                {
+                    return Err(format!(
+                        "model output `{name}` is {:?}; numeric outputs (F32, F64, I64) are supported",
+                        o.datum_type
+                    ));
+                }
+                Some(_) => {}
             }
         }
         Ok(())
@@ -211,8 +243,14 @@ impl OnnxBackend {
             TensorLayout::Columns => self
                 .inputs
                 .iter()
-                .zip(inputs.columns())
-                .map(|(info, column)| {
+                .map(|info| {
+                    // `check` made sure every model input is one of the step's inputs.
+                    let position = contract
+                        .inputs
+                        .iter()
+                        .position(|c| *c == info.name)
+                        .ok_or_else(|| bad(format!("no column for model input `{}`", info.name)))?;
+                    let column = inputs.column(position);
                     let column =
                         cast_for_tensor(column, datatype_of(info.datum_type).map_err(bad)?)
                             .map_err(bad)?;
@@ -353,8 +391,24 @@ fn select(
     })
 }
 
-/// Runs the model on a blocking thread so the async workers keep moving.
-pub struct OnnxRunner(pub Arc<OnnxBackend>);
+/// Runs the model on a blocking thread so the async workers keep moving, at most one run per
+/// core at a time: a run keeps going after its caller timed out, so the permit travels with
+/// the run, not with the caller.
+pub struct OnnxRunner {
+    model: Arc<OnnxBackend>,
+    slots: Arc<tokio::sync::Semaphore>,
+}
+
+impl OnnxRunner {
+    /// A runner of `model`.
+    pub fn new(model: Arc<OnnxBackend>) -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        OnnxRunner {
+            model,
+            slots: Arc::new(tokio::sync::Semaphore::new(cores)),
+        }
+    }
+}
 
 impl Backend for OnnxRunner {
     fn call<'a>(
@@ -363,13 +417,21 @@ impl Backend for OnnxRunner {
         inputs: &'a RecordBatch,
         contract: &'a Contract,
     ) -> BoxFuture<'a, Result<CallOutput, InferError>> {
-        let backend = self.0.clone();
+        let backend = self.model.clone();
         let inputs = inputs.clone();
         let contract = contract.clone();
+        let slots = self.slots.clone();
         async move {
-            tokio::task::spawn_blocking(move || backend.run(&inputs, &contract))
+            let permit = slots
+                .acquire_owned()
                 .await
-                .unwrap_or_else(|e| Err(InferError::new(ErrorKind::Runtime, e.to_string())))
+                .map_err(|e| InferError::new(ErrorKind::Runtime, e.to_string()))?;
+            tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                backend.run(&inputs, &contract)
+            })
+            .await
+            .unwrap_or_else(|e| Err(InferError::new(ErrorKind::Runtime, e.to_string())))
         }
         .boxed()
     }

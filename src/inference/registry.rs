@@ -68,7 +68,7 @@ pub fn prepare(
                         Ok(model) => {
                             let model = Arc::new(model);
                             PreparedVersion {
-                                backend: Arc::new(OnnxRunner(model.clone())),
+                                backend: Arc::new(OnnxRunner::new(model.clone())),
                                 replicas: vec![IN_PROCESS.to_string()],
                                 onnx: Some(model),
                             }
@@ -125,12 +125,18 @@ impl ModelRegistry {
                     .iter()
                     .map(|address| {
                         let labels = [name.as_str(), version.name.as_str(), address.as_str()];
-                        Arc::new(Replica::new(
+                        let replica = Replica::new(
                             address,
                             spec.max_in_flight_per_replica,
                             metrics.in_flight.with_label_values(&labels),
                             metrics.ejections.with_label_values(&labels),
-                        ))
+                        );
+                        // There is no other copy of an in-process model to fail over to.
+                        Arc::new(if address == IN_PROCESS {
+                            replica.never_ejected()
+                        } else {
+                            replica
+                        })
                     })
                     .collect();
                 clients.push(Arc::new(VersionClient::new(

@@ -112,26 +112,7 @@ impl InferenceStage {
         }
         let joined = match RecordBatch::try_new(self.schema.clone(), columns) {
             Ok(b) => b,
-            Err(e) => {
-                // A bug, not bad input: fail every row rather than publish half-joined rows.
-                let failures = (0..n)
-                    .map(|row| ModelFailure {
-                        row,
-                        step: Arc::from("inference"),
-                        model: Arc::from(""),
-                        version: Arc::from(""),
-                        error: InferError::new(
-                            ErrorKind::Runtime,
-                            format!("joining model outputs: {e}"),
-                        ),
-                    })
-                    .collect();
-                return StageOutput {
-                    batch: RecordBatch::new_empty(self.schema.clone()),
-                    rows: Vec::new(),
-                    failures,
-                };
-            }
+            Err(e) => return self.fail_all(n, format!("joining model outputs: {e}")),
         };
         if failed.is_empty() {
             return StageOutput {
@@ -144,12 +125,33 @@ impl InferenceStage {
         let rows = (0..n as u32)
             .filter(|r| !failed.contains_key(&(*r as usize)))
             .collect();
-        let batch = filter_record_batch(&joined, &keep)
-            .unwrap_or_else(|_| RecordBatch::new_empty(self.schema.clone()));
+        match filter_record_batch(&joined, &keep) {
+            Ok(batch) => StageOutput {
+                batch,
+                rows,
+                failures: failed.into_values().collect(),
+            },
+            Err(e) => self.fail_all(n, format!("removing failed rows: {e}")),
+        }
+    }
+
+    /// Fails every row (a bug, not bad input): better than publishing half-joined rows or
+    /// committing rows that went nowhere.
+    fn fail_all(&self, n: usize, message: String) -> StageOutput {
+        tracing::error!(error = %message, "inference stage failed a whole batch");
+        let error = InferError::new(ErrorKind::Runtime, message);
         StageOutput {
-            batch,
-            rows,
-            failures: failed.into_values().collect(),
+            batch: RecordBatch::new_empty(self.schema.clone()),
+            rows: Vec::new(),
+            failures: (0..n)
+                .map(|row| ModelFailure {
+                    row,
+                    step: Arc::from("inference"),
+                    model: Arc::from(""),
+                    version: Arc::from(""),
+                    error: error.clone(),
+                })
+                .collect(),
         }
     }
 }
@@ -261,7 +263,16 @@ async fn run_step(s: &StepRuntime, batch: &RecordBatch) -> (Vec<ArrayRef>, Vec<M
         tokio::time::sleep(pause).await;
         pending = retry;
     }
-    (assemble(s, n, &answers, &located), failures)
+    match assemble(s, &answers, &located) {
+        Ok(columns) => (columns, failures),
+        Err(e) => {
+            let error = InferError::new(ErrorKind::Runtime, format!("joining answers: {e}"));
+            let failures = (0..n)
+                .map(|r| fail(r, version_name(0), error.clone()))
+                .collect();
+            (null_columns(s, n), failures)
+        }
+    }
 }
 
 fn null_columns(s: &StepRuntime, n: usize) -> Vec<ArrayRef> {
@@ -272,13 +283,12 @@ fn null_columns(s: &StepRuntime, n: usize) -> Vec<ArrayRef> {
         .collect()
 }
 
-/// Builds the step's columns for `n` rows from the answers' parts.
+/// Builds the step's columns (one value per entry of `located`) from the answers' parts.
 fn assemble(
     s: &StepRuntime,
-    n: usize,
     answers: &[Answer],
     located: &[Option<(usize, usize)>],
-) -> Vec<ArrayRef> {
+) -> Result<Vec<ArrayRef>, datafusion::arrow::error::ArrowError> {
     let fields = s.step.fields();
     let mut columns = Vec::with_capacity(fields.len());
     let missing = answers.len();
@@ -291,9 +301,7 @@ fn assemble(
         let null = new_null_array(field.data_type(), 1);
         let mut parts: Vec<&dyn Array> = answers.iter().map(|a| a.columns[j].as_ref()).collect();
         parts.push(null.as_ref());
-        columns.push(
-            interleave(&parts, &indices).unwrap_or_else(|_| new_null_array(field.data_type(), n)),
-        );
+        columns.push(interleave(&parts, &indices)?);
     }
     if s.step.lineage {
         let pick = |f: &dyn Fn(&Answer) -> &str| -> ArrayRef {
@@ -312,7 +320,7 @@ fn assemble(
                 .map(|l| l.map_or(0.0, |(p, _)| answers[p].latency.as_secs_f64() * 1000.0)),
         )));
     }
-    columns
+    Ok(columns)
 }
 
 /// Why a row cannot be sent: a null or non-finite input.

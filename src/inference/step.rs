@@ -12,7 +12,7 @@ use super::protocol::openai::ChatBackend;
 use super::protocol::{Contract, OutputBinding, Selector};
 use super::registry::PreparedBackends;
 use crate::codec::schema::column_list;
-use crate::spec::{EndpointSpec, InferenceStepSpec, ModelSpec, TensorLayout};
+use crate::spec::{EndpointSpec, InferenceStepSpec, ModelSpec, TensorLayout, VersionSpec};
 
 /// An inference step ready to run.
 #[derive(Debug, Clone)]
@@ -80,10 +80,10 @@ pub fn compile_steps(
     for (i, step) in steps.iter().enumerate() {
         let path = format!("inference[{i}]");
         let mut err = |p: String, m: String| errors.push((p, m));
-        let Some(model) = models.get(&step.model) else {
+        if !models.contains_key(&step.model) {
             // Reported by spec validation.
             continue;
-        };
+        }
         let mut input_indices = Vec::new();
         for (j, input) in step.inputs.iter().enumerate() {
             match schema.index_of(input) {
@@ -113,7 +113,8 @@ pub fn compile_steps(
                     None
                 }
             });
-        let versions = prepared.get(&step.model);
+        // Every version a call can reach: the model's own and its fallback's.
+        let targets = reachable_versions(&step.model, models);
         let mut outputs = Vec::new();
         for (j, output) in step.outputs.iter().enumerate() {
             if !taken.insert(output.column.clone()) {
@@ -125,10 +126,10 @@ pub fn compile_steps(
                     ),
                 );
             }
-            // The selector must make sense for every version's protocol.
+            // The selector must make sense for every reachable version's protocol.
             let mut selector = None;
-            for (k, version) in model.versions.iter().enumerate() {
-                let Some(p) = versions.and_then(|v| v.get(&version.name)) else {
+            for (model_name, k, version) in &targets {
+                let Some(p) = prepared.get(*model_name).and_then(|v| v.get(&version.name)) else {
                     continue;
                 };
                 match Selector::parse(&output.from, p.backend.selector_syntax()) {
@@ -136,8 +137,8 @@ pub fn compile_steps(
                     Err(m) => err(
                         format!("{path}.outputs[{j}].from"),
                         format!(
-                            "{m} (for version `{}`, models.{}.versions[{k}])",
-                            version.name, step.model
+                            "{m} (for version `{}`, models.{model_name}.versions[{k}])",
+                            version.name
                         ),
                     ),
                 }
@@ -172,8 +173,8 @@ pub fn compile_steps(
             .iter()
             .map(|i| schema.field(*i).data_type())
             .collect();
-        for (k, version) in model.versions.iter().enumerate() {
-            let vpath = format!("models.{}.versions[{k}].endpoint", step.model);
+        for (model_name, k, version) in &targets {
+            let vpath = format!("models.{model_name}.versions[{k}].endpoint");
             match &version.endpoint {
                 EndpointSpec::OpenaiChat(chat) => {
                     if let Err(m) = ChatBackend::check_prompt(chat, &step.inputs) {
@@ -193,14 +194,15 @@ pub fn compile_steps(
                 }
                 EndpointSpec::Onnx(_) => {
                     numeric_inputs(&step.inputs, &input_types, &path, &mut err);
-                    if let Some(onnx) = versions
+                    if let Some(onnx) = prepared
+                        .get(*model_name)
                         .and_then(|v| v.get(&version.name))
                         .and_then(|p| p.onnx.as_ref())
                         && let Err(m) = onnx.check(&contract)
                     {
                         err(
                             path.clone(),
-                            format!("does not fit model {}/{}: {m}", step.model, version.name),
+                            format!("does not fit model {model_name}/{}: {m}", version.name),
                         );
                     }
                 }
@@ -223,6 +225,39 @@ pub fn compile_steps(
     } else {
         Err(errors)
     }
+}
+
+/// The versions a call to `model` can reach, as (model name, index, spec): its own, then its
+/// fallback's (one version, or every version of another model).
+pub(crate) fn reachable_versions<'a>(
+    model: &'a str,
+    models: &'a BTreeMap<String, ModelSpec>,
+) -> Vec<(&'a str, usize, &'a VersionSpec)> {
+    let Some(spec) = models.get(model) else {
+        return Vec::new();
+    };
+    let mut out: Vec<(&str, usize, &VersionSpec)> = spec
+        .versions
+        .iter()
+        .enumerate()
+        .map(|(k, v)| (model, k, v))
+        .collect();
+    if let Some(f) = &spec.fallback {
+        let target = f.model.as_deref().unwrap_or(model);
+        if let Some((name, target_spec)) = models.get_key_value(target)
+            && target != model
+        {
+            out.extend(
+                target_spec
+                    .versions
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, v)| f.version.as_ref().is_none_or(|want| *want == v.name))
+                    .map(|(k, v)| (name.as_str(), k, v)),
+            );
+        }
+    }
+    out
 }
 
 fn is_text(t: &DataType) -> bool {

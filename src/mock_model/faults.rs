@@ -20,9 +20,9 @@ pub struct Faults {
     pub wrong_row_count_probability: f64,
     /// `Retry-After` seconds sent with 429 and 503 answers.
     pub retry_after_secs: Option<u32>,
-    /// Answer 400 to any request holding a row whose first input value is negative (a "bad
-    /// row" the model rejects).
-    pub reject_negative_first_input: bool,
+    /// Answer this status (400: the model rejects it; 500: it crashes on it) to any request
+    /// holding a row whose first input value is negative: a poison row.
+    pub poison_status: Option<u16>,
 }
 
 /// Answer delay distribution.

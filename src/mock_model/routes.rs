@@ -127,10 +127,15 @@ fn oip_rows(body: &Value) -> Result<Vec<Vec<f64>>, String> {
             .map(|d| d.as_u64().map(|d| d as usize).ok_or("bad shape"))
             .collect::<Result<_, _>>()?;
         let n = *shape.first().ok_or("empty shape")?;
-        let width: usize = shape.iter().skip(1).product();
+        let width = shape
+            .iter()
+            .skip(1)
+            .try_fold(1usize, |a, d| a.checked_mul(*d))
+            .ok_or("shape overflows")?;
         let mut flat = Vec::new();
         flatten(&input["data"], &mut flat);
-        if flat.len() != n * width {
+        // Checked before allocating rows: a shape is not trusted.
+        if n.checked_mul(width) != Some(flat.len()) {
             return Err(format!("shape {shape:?} but {} values", flat.len()));
         }
         let rows = rows.get_or_insert_with(|| vec![Vec::new(); n]);
@@ -177,14 +182,17 @@ async fn oip_answer(state: &MockState, name: &str, body: &[u8]) -> Response {
         Ok(r) => r,
         Err(m) => return bad_request(m),
     };
-    if state
-        .faults
-        .lock()
-        .is_ok_and(|f| f.reject_negative_first_input)
+    let poison = state.faults.lock().ok().and_then(|f| f.poison_status);
+    if let Some(status) = poison
         && rows.iter().any(|r| r.first().is_some_and(|v| *v < 0.0))
     {
         state.count_error();
-        return bad_request("a row has a negative first input");
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+        return (
+            status,
+            axum::Json(json!({"error": "a row has a negative first input"})),
+        )
+            .into_response();
     }
     let mut n = rows.len();
     if decision == Decision::WrongRowCount && n > 0 {

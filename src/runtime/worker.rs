@@ -103,8 +103,10 @@ impl PipelineWorker {
             self.metrics
                 .batch_duration("model")
                 .observe(started.elapsed().as_secs_f64());
+            let mut failed_records = std::collections::HashSet::new();
             for f in output.failures {
                 if let Some(record) = sql_record(f.row) {
+                    failed_records.insert(record);
                     failures.entry(record).or_insert(Failure {
                         stage: "model",
                         class: f.error.kind.as_str(),
@@ -117,7 +119,34 @@ impl PipelineWorker {
                     });
                 }
             }
-            (output.batch, Some(output.rows))
+            // A record whose SQL produced several rows (UNNEST) is dead-lettered whole: its
+            // other rows are not published, or replaying the dead letter would duplicate them.
+            let keep: Vec<bool> = output
+                .rows
+                .iter()
+                .map(|r| sql_record(*r as usize).is_none_or(|rec| !failed_records.contains(&rec)))
+                .collect();
+            if failed_records.is_empty() || keep.iter().all(|k| *k) {
+                (output.batch, Some(output.rows))
+            } else {
+                let mask = BooleanArray::from(keep.clone());
+                match filter_record_batch(&output.batch, &mask) {
+                    Ok(batch) => {
+                        let rows = output
+                            .rows
+                            .iter()
+                            .zip(&keep)
+                            .filter_map(|(r, k)| k.then_some(*r))
+                            .collect();
+                        (batch, Some(rows))
+                    }
+                    Err(e) => {
+                        tracing::error!(pipeline = %self.name, error = %e, "filtering rows failed");
+                        ack.record(AckStatus::Errored);
+                        (output.batch.slice(0, 0), Some(Vec::new()))
+                    }
+                }
+            }
         };
         let row_record = |row: usize| -> Option<usize> {
             match &scored_rows {

@@ -184,6 +184,27 @@ fn names(models: &BTreeMap<String, ModelSpec>) -> String {
 }
 
 fn endpoint(path: &str, spec: &EndpointSpec, err: &mut impl FnMut(String, String)) {
+    let headers = match spec {
+        EndpointSpec::OipV2(s) => Some(&s.headers),
+        EndpointSpec::CustomJson(s) => Some(&s.headers),
+        _ => None,
+    };
+    for (name, value) in headers.into_iter().flatten() {
+        if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            err(
+                format!("{path}.headers"),
+                format!("{name:?} is not a valid HTTP header name"),
+            );
+        }
+        // The value is a secret: say what is wrong, never what it is.
+        if reqwest::header::HeaderValue::from_str(value.expose()).is_err() {
+            err(
+                format!("{path}.headers[{name:?}]"),
+                "the value is not a valid HTTP header value (control or non-ASCII characters)"
+                    .into(),
+            );
+        }
+    }
     let replicas = match spec {
         EndpointSpec::OipV2(s) => &s.replicas,
         EndpointSpec::OpenaiChat(s) => &s.replicas,

@@ -180,15 +180,15 @@ async fn scores_join_back_to_their_rows_with_lineage() {
 async fn a_ten_times_slower_replica_gets_under_ten_percent_of_calls() {
     let mocks = replicas(3).await;
     mocks[0].set_faults(Faults {
-        latency: Latency::Fixed(Duration::from_millis(2)),
+        latency: Latency::Fixed(Duration::from_millis(5)),
         ..Faults::default()
     });
     mocks[1].set_faults(Faults {
-        latency: Latency::Fixed(Duration::from_millis(2)),
+        latency: Latency::Fixed(Duration::from_millis(5)),
         ..Faults::default()
     });
     mocks[2].set_faults(Faults {
-        latency: Latency::Fixed(Duration::from_millis(20)),
+        latency: Latency::Fixed(Duration::from_millis(50)),
         ..Faults::default()
     });
     let urls: Vec<String> = mocks.iter().map(MockModel::url).collect();
@@ -290,7 +290,7 @@ async fn stage_sticky(models: &str, metrics: &Metrics) -> (Arc<CompiledPipeline>
 async fn rejected_batches_are_bisected_to_exactly_the_bad_rows() {
     let mocks = replicas(1).await;
     mocks[0].set_faults(Faults {
-        reject_negative_first_input: true,
+        poison_status: Some(400),
         ..Faults::default()
     });
     let models = oip_models(&[mocks[0].url()], "    batching: { max_batch_rows: 256 }\n");
@@ -515,4 +515,66 @@ outputs:
         !metrics.render().contains("sk-canary"),
         "a secret reached the metrics"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_that_crashes_the_model_is_isolated_and_the_rest_scored() {
+    let mock = MockModel::start(MockModelConfig::default()).await.unwrap();
+    mock.set_faults(Faults {
+        poison_status: Some(500),
+        ..Faults::default()
+    });
+    let models = oip_models(
+        &[mock.url()],
+        "    batching: { max_batch_rows: 256 }\n    retry: { backoff: 1ms, min_retries_per_second: 1000 }\n    ejection: { consecutive_failures: 1000 }\n",
+    );
+    let metrics = Metrics::new();
+    let (compiled, stage) = stage(&pipeline(&models, ""), &metrics).await;
+    let bad: HashSet<i64> = [10, 500, 501].into_iter().collect();
+    let out = stage.apply(rows(&compiled, 0, 1000, 10, &bad).await).await;
+    let failed: HashSet<i64> = out.failures.iter().map(|f| f.row as i64).collect();
+    assert_eq!(failed, bad, "only the poison rows fail");
+    assert!(
+        out.failures
+            .iter()
+            .all(|f| f.error.kind == streamgate::inference::ErrorKind::ServerError)
+    );
+    assert_eq!(out.batch.num_rows(), 997);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_answering_404_holds_the_rows_instead_of_dead_lettering_them() {
+    let mock = MockModel::start(MockModelConfig::default()).await.unwrap();
+    mock.set_faults(Faults {
+        status_mix: vec![(404, 1.0)],
+        ..Faults::default()
+    });
+    let models = oip_models(
+        &[mock.url()],
+        "    retry: { backoff: 1ms, max_backoff: 20ms }\n    ejection: { base_time: 10ms, max_time: 20ms }\n",
+    );
+    let metrics = Metrics::new();
+    let (compiled, stage) = stage(&pipeline(&models, ""), &metrics).await;
+    let batch = rows(&compiled, 0, 100, 10, &HashSet::new()).await;
+    let stage = Arc::new(stage);
+    let pending = tokio::spawn({
+        let stage = stage.clone();
+        async move { stage.apply(batch).await }
+    });
+    // The rows are held while the endpoint is misconfigured...
+    crate::common::wait_until_async(
+        "the stage to keep probing",
+        Duration::from_secs(30),
+        Duration::from_millis(5),
+        || mock.calls() >= 5,
+    )
+    .await;
+    assert!(!pending.is_finished());
+    // ...and scored once it is fixed.
+    mock.set_faults(Faults::default());
+    let out = pending.await.unwrap();
+    assert!(out.failures.is_empty(), "{:?}", out.failures.first());
+    assert_eq!(out.batch.num_rows(), 100);
+    let waits = metrics.models.outage_waits.with_label_values(&["m"]).get();
+    assert!(waits >= 1);
 }

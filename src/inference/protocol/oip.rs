@@ -223,14 +223,23 @@ fn row_width(tensor: &ResponseTensor, rows: usize, len: usize) -> Result<usize, 
             tensor.name, tensor.shape
         )));
     }
-    let per_row: i64 = tensor.shape.iter().skip(1).product();
-    if per_row < 1 || len != rows * per_row as usize {
-        return Err(InferError::contract(format!(
+    // Shapes come from outside: every dimension positive, and no overflow.
+    let bad = || {
+        InferError::contract(format!(
             "output `{}` has shape {:?} but {len} values",
             tensor.name, tensor.shape
-        )));
+        ))
+    };
+    let per_row = tensor.shape.iter().skip(1).try_fold(1usize, |acc, d| {
+        usize::try_from(*d)
+            .ok()
+            .filter(|d| *d > 0)
+            .and_then(|d| acc.checked_mul(d))
+    });
+    match per_row {
+        Some(per_row) if rows.checked_mul(per_row) == Some(len) => Ok(per_row),
+        _ => Err(bad()),
     }
-    Ok(per_row as usize)
 }
 
 fn flatten(data: &[Value]) -> Vec<&Value> {

@@ -82,10 +82,16 @@ async fn send(request: reqwest::RequestBuilder) -> Result<Bytes, InferError> {
             "answer of {len} bytes is larger than the {MAX_RESPONSE_BYTES} byte limit"
         )));
     }
-    let body = response.bytes().await.map_err(classify)?;
-    if body.len() > MAX_RESPONSE_BYTES {
-        return Err(InferError::contract("answer larger than the 64 MiB limit"));
+    // Read in chunks so a body without Content-Length cannot grow past the limit.
+    let mut response = response;
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(classify)? {
+        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+            return Err(InferError::contract("answer larger than the 64 MiB limit"));
+        }
+        body.extend_from_slice(&chunk);
     }
+    let body = Bytes::from(body);
     if status.is_success() {
         Ok(body)
     } else {
@@ -98,6 +104,12 @@ async fn send(request: reqwest::RequestBuilder) -> Result<Bytes, InferError> {
 fn classify(e: reqwest::Error) -> InferError {
     let kind = if e.is_timeout() {
         ErrorKind::Timeout
+    } else if e.is_builder() {
+        // The request cannot be built (a header that is not valid HTTP): configuration.
+        ErrorKind::Misconfigured
+    } else if e.is_body() || e.is_decode() {
+        // Connected and answered, then the body broke off.
+        ErrorKind::Unavailable
     } else {
         ErrorKind::Connect
     };

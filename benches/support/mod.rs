@@ -1,0 +1,191 @@
+//! Helpers shared by the benchmarks: CPU accounting from /proc, a watcher of watermarks and
+//! committed offsets, producing and preloading topics.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+/// Clock ticks per second of /proc/*/stat utime/stime (USER_HZ; 100 on Linux).
+pub const CLOCK_TICKS: f64 = 100.0;
+
+/// CPU seconds (user + system) used so far by process `pid` (`self` for this one).
+pub fn process_cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after "(comm)" start at field 3; utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(14 - 3)?.parse().ok()?;
+    let stime: u64 = fields.get(15 - 3)?.parse().ok()?;
+    Some((utime + stime) as f64 / CLOCK_TICKS)
+}
+
+pub fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.replace('_', "").parse().ok())
+        .unwrap_or(default)
+}
+
+/// CPU seconds (user + system) used so far by this whole process, broker threads included.
+pub fn cpu_seconds() -> f64 {
+    process_cpu_seconds("self").expect("/proc/self/stat")
+}
+
+pub fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_micros() as i64
+}
+
+/// One throughput measurement.
+#[derive(Debug, Clone, Copy)]
+pub struct Throughput {
+    pub records: u64,
+    pub seconds: f64,
+    pub cpu_seconds: f64,
+}
+
+impl Throughput {
+    pub fn per_second(&self) -> f64 {
+        self.records as f64 / self.seconds
+    }
+    pub fn cpu_per_million(&self) -> f64 {
+        self.cpu_seconds / (self.records as f64 / 1e6)
+    }
+}
+
+/// Reads watermarks and committed offsets through one long-lived client (it never joins a
+/// group, so it does not disturb the pipeline's consumer group).
+pub struct Watcher {
+    pub consumer: BaseConsumer,
+}
+
+impl Watcher {
+    pub fn new(bootstrap: &str, group: &str) -> Self {
+        let consumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("watcher consumer");
+        Watcher { consumer }
+    }
+
+    pub fn highs(&self, topic: &str, partitions: i32) -> HashMap<i32, i64> {
+        (0..partitions)
+            .map(|p| {
+                let (_, high) = self
+                    .consumer
+                    .fetch_watermarks(topic, p, Duration::from_secs(10))
+                    .expect("watermarks");
+                (p, high)
+            })
+            .collect()
+    }
+
+    pub fn len(&self, topic: &str, partitions: i32) -> i64 {
+        self.highs(topic, partitions).values().sum()
+    }
+
+    /// Whether this watcher's group has committed the end of every partition of `topic`.
+    pub fn fully_committed(&self, topic: &str, partitions: i32) -> bool {
+        let highs = self.highs(topic, partitions);
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition(topic, p);
+        }
+        let committed = self
+            .consumer
+            .committed_offsets(tpl, Duration::from_secs(10))
+            .expect("committed offsets");
+        committed.elements().iter().all(|e| match e.offset() {
+            Offset::Offset(o) => highs.get(&e.partition()) == Some(&o),
+            _ => false,
+        })
+    }
+}
+
+pub fn producer(bootstrap: &str, linger_ms: &str) -> ThreadedProducer<DefaultProducerContext> {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", linger_ms)
+        .set("enable.idempotence", "true")
+        .set("compression.type", "none")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .expect("producer")
+}
+
+pub fn send(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    mut record: BaseRecord<'_, [u8], [u8]>,
+) {
+    loop {
+        match producer.send(record) {
+            Ok(()) => return,
+            Err((_, r)) => {
+                record = r;
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
+    }
+}
+
+/// Polls `condition` every `every` until it holds; panics after `timeout`.
+pub fn wait_until(
+    what: &str,
+    timeout: Duration,
+    every: Duration,
+    mut condition: impl FnMut() -> bool,
+) {
+    let deadline = Instant::now() + timeout;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(every);
+    }
+}
+
+/// Produces `payloads` (keyed by index, record `i` to partition `i % partitions`) and waits
+/// until the topic holds them all.
+pub fn preload(bootstrap: &str, topic: &str, partitions: i32, payloads: &[Vec<u8>]) {
+    let producer = producer(bootstrap, "5");
+    for (i, payload) in payloads.iter().enumerate() {
+        let key = i.to_string();
+        send(
+            &producer,
+            BaseRecord::to(topic)
+                .key(key.as_bytes())
+                .payload(payload.as_slice())
+                .partition(i as i32 % partitions),
+        );
+    }
+    producer.flush(Duration::from_secs(120)).expect("flush");
+    let watcher = Watcher::new(bootstrap, "bench-preload");
+    let n = payloads.len() as i64;
+    wait_until(
+        &format!("{topic} preloaded"),
+        Duration::from_secs(120),
+        Duration::from_millis(20),
+        || watcher.len(topic, partitions) >= n,
+    );
+    let highs = watcher.highs(topic, partitions);
+    let total: i64 = highs.values().sum();
+    assert_eq!(total, n, "{topic} holds {total} records, expected {n}");
+    // Nothing may have been purged by the mock broker's per-partition retention.
+    for p in 0..partitions {
+        let (low, _) = watcher
+            .consumer
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .expect("watermarks");
+        assert_eq!(
+            low, 0,
+            "{topic} [{p}] lost records to the mock broker's retention"
+        );
+    }
+}
