@@ -46,14 +46,6 @@ fn manifest_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn venv() -> PathBuf {
-    std::env::var_os("STREAMGATE_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/streamgate-venv")
-        })
-}
-
 /// A mock model process (`streamgate mock-model`) and its URL.
 struct MockProcess {
     child: Child,
@@ -62,23 +54,7 @@ struct MockProcess {
 
 impl MockProcess {
     fn start(output_name: &str) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_streamgate"))
-            .args([
-                "mock-model",
-                "--listen",
-                "127.0.0.1:0",
-                "--output-name",
-                output_name,
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start mock-model");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("mock-model url");
-        let url = line.trim().strip_prefix("url=").expect("url=").to_string();
+        let (child, url) = start_mock_model(output_name);
         MockProcess { child, url }
     }
 

@@ -85,6 +85,30 @@ pub async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Backfill { pipeline, options } => backfill(&pipeline, options).await,
+        Command::GenerateParquet {
+            output,
+            files,
+            rows,
+            row_group_rows,
+            seed,
+        } => {
+            let started = std::time::Instant::now();
+            let written = tokio::task::spawn_blocking(move || {
+                streamgate::backfill::generate::generate(&output, files, rows, row_group_rows, seed)
+            })
+            .await?
+            .map_err(anyhow::Error::msg)?;
+            for file in &written {
+                println!("{}", file.display());
+            }
+            eprintln!(
+                "wrote {} files of {rows} transactions in {:.1}s",
+                written.len(),
+                started.elapsed().as_secs_f64()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Schema => {
             print!("{}", spec::json_schema::pipeline_json_schema());
             Ok(ExitCode::SUCCESS)
@@ -96,6 +120,39 @@ pub async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             error_rate,
         } => mock_model(listen, output_name, latency, error_rate).await,
     }
+}
+
+async fn backfill(
+    file: &std::path::Path,
+    options: streamgate::backfill::BackfillOptions,
+) -> anyhow::Result<ExitCode> {
+    let compiled = match compile(file).await {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let metrics = Metrics::new();
+    let shutdown = CancellationToken::new();
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!(
+                "interrupted: finishing the units in flight is abandoned; run again with --resume"
+            );
+            signal.cancel();
+        }
+    });
+    let summary = streamgate::backfill::run(compiled, options, &metrics, shutdown)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    print!("{summary}");
+    Ok(if summary.succeeded() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 async fn mock_model(

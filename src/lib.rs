@@ -20,6 +20,8 @@
 //!   and the pipeline stage that joins model outputs back to rows.
 //! - [`source`]: Kafka consumer with per-partition batching, backpressure and ack tracking.
 //! - [`sink`]: Kafka, stdout, file, and dead-letter writing.
+//! - [`backfill`]: the same pipeline over Parquet files: resumable, with progress, writing
+//!   Parquet datasets or to the pipeline's sinks.
 //! - [`runtime`]: wires a pipeline together, runs its workers, shuts down in order.
 //! - [`api`]: admin HTTP server: `/metrics`, `/healthz`, `/readyz`.
 //! - [`telemetry`]: logging setup and metric families.
@@ -30,6 +32,7 @@
 
 pub mod ack;
 pub mod api;
+pub mod backfill;
 pub mod batch;
 pub mod cli;
 pub mod codec;

@@ -10,6 +10,40 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
+/// The Python virtualenv of comparison scripts (`STREAMGATE_VENV`, default
+/// `~/.cache/streamgate-venv`, the one tests/run.sh installs).
+pub fn venv() -> std::path::PathBuf {
+    std::env::var_os("STREAMGATE_VENV")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default())
+                .join(".cache/streamgate-venv")
+        })
+}
+
+/// Starts `streamgate mock-model` on a free loopback port; returns the process and its URL.
+pub fn start_mock_model(output_name: &str) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_streamgate"))
+        .args([
+            "mock-model",
+            "--listen",
+            "127.0.0.1:0",
+            "--output-name",
+            output_name,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start mock-model");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("mock-model url");
+    let url = line.trim().trim_start_matches("url=").to_string();
+    (child, url)
+}
+
 /// Clock ticks per second of /proc/*/stat utime/stime (USER_HZ; 100 on Linux).
 pub const CLOCK_TICKS: f64 = 100.0;
 

@@ -4,7 +4,7 @@
 //! Only the shape of the record matters here (names, types, nullability): payloads are still
 //! JSON. Every error names the file and the (dotted) field it is about.
 
-mod avro;
+pub(crate) mod avro;
 mod json_schema;
 
 use std::collections::HashSet;

@@ -159,6 +159,23 @@ impl SqlTransform {
         self.output_schema.clone()
     }
 
+    /// Names of the input table's columns the stage reads (the query's pushed-down
+    /// projection; every record column without SQL), so a columnar reader can skip the rest.
+    pub fn used_input_columns(&self) -> Vec<String> {
+        let names = |idx: &mut dyn Iterator<Item = usize>| -> Vec<String> {
+            idx.filter_map(|i| self.input_schema.fields().get(i).map(|f| f.name().clone()))
+                .filter(|n| n != ROW_ID)
+                .collect()
+        };
+        match &self.kind {
+            Kind::Passthrough { columns } => names(&mut columns.iter().copied()),
+            Kind::Query(q) => match q.scanned_columns() {
+                Some(p) => names(&mut p.into_iter()),
+                None => names(&mut (0..self.input_schema.fields().len())),
+            },
+        }
+    }
+
     /// The schema batches given to [`Self::apply`] must have.
     pub fn input_schema(&self) -> SchemaRef {
         self.input_schema.clone()

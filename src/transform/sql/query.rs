@@ -5,7 +5,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::DataFusionError;
-use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::execution::TaskContext;
 use datafusion::execution::context::{SessionConfig, SessionContext};
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
@@ -38,6 +38,20 @@ impl Query {
         let plan = self.with_batch(batch)?;
         let stream = plan.execute(0, self.task_ctx.clone())?;
         datafusion::physical_plan::common::collect(stream).await
+    }
+
+    /// Columns of the scan schema the plan reads, from the leaf's pushed-down projection
+    /// (`None`: every column).
+    pub(super) fn scanned_columns(&self) -> Option<Vec<usize>> {
+        let mut found = None;
+        let _ = self.plan.apply(|node| {
+            if let Some(leaf) = node.as_ref().downcast_ref::<BatchExec>() {
+                found = Some(leaf.projection().map(<[usize]>::to_vec));
+                return Ok(TreeNodeRecursion::Stop);
+            }
+            Ok(TreeNodeRecursion::Continue)
+        });
+        found.flatten()
     }
 
     /// A copy of the plan whose leaf holds `batch`. Only the nodes from the leaf to the root are

@@ -94,6 +94,11 @@ impl BatchExec {
         })
     }
 
+    /// Columns of the table schema this scan reads (`None`: all).
+    pub(super) fn projection(&self) -> Option<&[usize]> {
+        self.projection.as_deref()
+    }
+
     /// The same node (sharing its properties) holding `batch`, a batch of the full table
     /// schema.
     pub(super) fn with_batch(&self, batch: RecordBatch) -> datafusion::common::Result<Self> {

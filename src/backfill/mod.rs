@@ -1,0 +1,603 @@
+//! Batch backfill: the same pipeline (SQL, inference, routing) over Parquet files instead of a
+//! stream. Output goes to one Parquet dataset per output plus a dead-letter dataset, or, with
+//! `to_sinks`, to the pipeline's own sinks.
+//!
+//! Work is cut into units of whole row groups ([`input`]). Each unit is read with only the
+//! columns the SQL needs, in batches, through [`crate::runtime::rows::process_rows`] (the code
+//! the stream worker runs), and written to files under temporary names that are renamed into
+//! place when the unit completes; the unit is then recorded in `_progress.json`. After a crash,
+//! `--resume` skips completed units and redoes the others, whose files are replaced, not
+//! appended to, so no row is lost or duplicated. Memory is bounded by `files_in_parallel ×
+//! (batch_rows + the Parquet writer's row group buffer)`, whatever the file sizes.
+
+pub mod generate;
+pub mod input;
+pub mod progress;
+pub mod read;
+pub mod report;
+pub mod write;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use datafusion::arrow::array::RecordBatch;
+use futures::StreamExt;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::ack::{Ack, AckReceiver, AckStatus};
+use crate::batch::{Position, RawRecord};
+use crate::inference::{InferenceStage, ModelRegistry};
+use crate::plan::CompiledPipeline;
+use crate::runtime::rows::process_rows;
+use crate::sink::{self, DeadLetterRecord, Sink, SinkInput};
+use crate::spec::{SourceSpec, SpecErrors};
+use crate::telemetry::{Metrics, PipelineMetrics};
+use input::{BadFile, Unit};
+use progress::Progress;
+use report::{Counters, Summary};
+use write::{DEAD_LETTER_DIR, DeadRow, UnitFile};
+
+pub use report::ProgressMode;
+
+/// How to run a backfill (also the `streamgate backfill` flags).
+#[derive(Debug, Clone, clap::Args)]
+pub struct BackfillOptions {
+    /// Parquet files or glob patterns (quote them), repeatable.
+    #[arg(long = "input", required = true)]
+    pub inputs: Vec<String>,
+    /// Output directory (Parquet datasets and the progress file).
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Continue a previous backfill into OUTPUT.
+    #[arg(long)]
+    pub resume: bool,
+    /// Send results to the pipeline's own sinks (Kafka, files) instead of Parquet files
+    /// (progress still lives in OUTPUT).
+    #[arg(long)]
+    pub to_sinks: bool,
+    /// Units (row-group ranges) processed at once.
+    #[arg(long, default_value_t = 2)]
+    pub files_in_parallel: usize,
+    /// Requests in flight per model version, so a backfill cannot starve real-time pipelines
+    /// sharing the model's endpoints.
+    #[arg(long, default_value_t = 8)]
+    pub model_concurrency: usize,
+    /// Rows per batch read from Parquet.
+    #[arg(long, default_value_t = 8192)]
+    pub batch_rows: usize,
+    /// Most rows per unit (whole row groups): the unit of resumption and of output files.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub unit_rows: u64,
+    /// Progress display.
+    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
+    pub progress: ProgressMode,
+}
+
+impl Default for BackfillOptions {
+    fn default() -> Self {
+        BackfillOptions {
+            inputs: Vec::new(),
+            output: PathBuf::from("backfill-out"),
+            resume: false,
+            to_sinks: false,
+            files_in_parallel: 2,
+            model_concurrency: 8,
+            batch_rows: 8192,
+            unit_rows: 1_000_000,
+            progress: ProgressMode::Auto,
+        }
+    }
+}
+
+/// Why a backfill could not run at all.
+#[derive(Debug, thiserror::Error)]
+pub enum BackfillError {
+    /// Bad options or inputs.
+    #[error("{0}")]
+    Input(String),
+    /// The pipeline does not fit (models, sinks).
+    #[error("{0}")]
+    Pipeline(String),
+    /// The pipeline spec is invalid.
+    #[error("{0}")]
+    Spec(#[from] SpecErrors),
+}
+
+/// Where a unit's results go.
+enum Destination {
+    Files {
+        dir: PathBuf,
+    },
+    Sinks {
+        outputs: Vec<Arc<dyn Sink>>,
+        dead_letter: Option<Arc<dyn Sink>>,
+    },
+}
+
+struct Context {
+    compiled: Arc<CompiledPipeline>,
+    stage: InferenceStage,
+    destination: Destination,
+    progress: Progress,
+    counters: Arc<Counters>,
+    metrics: PipelineMetrics,
+    wanted: Vec<String>,
+    batch_rows: usize,
+    shutdown: CancellationToken,
+}
+
+/// What one unit did.
+#[derive(Default)]
+struct UnitResult {
+    rows_out: BTreeMap<String, u64>,
+    filtered: u64,
+    dead: u64,
+    failed: Option<BadFile>,
+}
+
+/// Runs `compiled` over the Parquet files of `options`.
+pub async fn run(
+    compiled: Arc<CompiledPipeline>,
+    options: BackfillOptions,
+    metrics: &Metrics,
+    shutdown: CancellationToken,
+) -> Result<Summary, BackfillError> {
+    let started = Instant::now();
+    let spec = &compiled.pipeline.spec;
+    let name = spec.name.clone();
+    let files = input::expand(&options.inputs).map_err(BackfillError::Input)?;
+    let record = compiled.record_schema.clone();
+    let unit_rows = options.unit_rows.max(1);
+    let plan = tokio::task::spawn_blocking(move || input::plan(&files, &record, unit_rows))
+        .await
+        .map_err(|e| BackfillError::Input(e.to_string()))?;
+    let spec_hash = spec_hash(&compiled);
+    let progress = Progress::open(&options.output, &name, &spec_hash, options.resume)
+        .map_err(BackfillError::Input)?;
+    for bad in &plan.bad_files {
+        tracing::warn!(file = %bad.file, reason = %bad.reason, "skipping input file");
+        progress
+            .bad_file(bad.clone())
+            .map_err(BackfillError::Input)?;
+    }
+
+    // Same models and policies as the stream, but with a per-model concurrency cap.
+    let mut models = spec.models.clone();
+    for model in models.values_mut() {
+        model.batching.max_concurrent_requests = model
+            .batching
+            .max_concurrent_requests
+            .min(options.model_concurrency.max(1));
+    }
+    for problem in compiled.check_models_online().await {
+        if problem.unreachable {
+            tracing::warn!(step = %problem.path, "{}", problem.message);
+        } else {
+            return Err(BackfillError::Pipeline(format!(
+                "{}: {}",
+                problem.path, problem.message
+            )));
+        }
+    }
+    let registry = ModelRegistry::build(&models, &compiled.models, &metrics.models);
+    let stage = InferenceStage::start(&compiled.steps, &registry, compiled.output_schema())
+        .map_err(BackfillError::Pipeline)?;
+    let destination = if options.to_sinks {
+        let source = match &spec.source {
+            SourceSpec::Kafka(k) => Some(k),
+        };
+        let build =
+            |s| sink::build(s, source, &name).map_err(|e| BackfillError::Pipeline(e.to_string()));
+        Destination::Sinks {
+            outputs: spec
+                .outputs
+                .iter()
+                .map(|o| build(&o.sink))
+                .collect::<Result<_, _>>()?,
+            dead_letter: spec.dead_letter.as_ref().map(build).transpose()?,
+        }
+    } else {
+        Destination::Files {
+            dir: options.output.clone(),
+        }
+    };
+    let pending: Vec<Unit> = plan
+        .units
+        .iter()
+        .filter(|u| !progress.is_done(&u.id))
+        .cloned()
+        .collect();
+    let skipped = plan.units.len() - pending.len();
+    let counters = Arc::new(Counters::default());
+    let already: u64 = plan
+        .units
+        .iter()
+        .filter(|u| progress.is_done(&u.id))
+        .map(|u| u.rows)
+        .sum();
+    counters.rows.store(already, Ordering::Relaxed);
+    counters.units.store(skipped as u64, Ordering::Relaxed);
+
+    let context = Arc::new(Context {
+        wanted: compiled.sql.used_input_columns(),
+        compiled: compiled.clone(),
+        stage,
+        destination,
+        progress,
+        counters: counters.clone(),
+        metrics: metrics.pipeline(&name),
+        batch_rows: options.batch_rows.max(1),
+        shutdown: shutdown.clone(),
+    });
+    let stop_display = CancellationToken::new();
+    let model_metrics = metrics.models.clone();
+    let display = tokio::spawn(report::show(
+        options.progress,
+        counters.clone(),
+        plan.total_rows,
+        plan.units.len() as u64,
+        move || total_requests(&model_metrics),
+        stop_display.clone(),
+    ));
+    let calls_before = total_requests(&metrics.models);
+
+    let results: Vec<UnitResult> = futures::stream::iter(pending)
+        .map(|unit| {
+            let context = context.clone();
+            async move { run_unit(&context, unit).await }
+        })
+        .buffer_unordered(options.files_in_parallel.max(1))
+        .collect()
+        .await;
+    stop_display.cancel();
+    let _ = display.await;
+    if let Destination::Sinks {
+        outputs,
+        dead_letter,
+    } = &context.destination
+    {
+        for sink in outputs.iter().chain(dead_letter) {
+            let _ = sink.flush(std::time::Duration::from_secs(30)).await;
+        }
+    }
+
+    let mut summary = Summary {
+        files: plan.files.len(),
+        bad_files: plan.bad_files.clone(),
+        units: plan.units.len(),
+        units_skipped: skipped,
+        rows_in: counters.rows.load(Ordering::Relaxed),
+        model_calls: total_requests(&metrics.models) - calls_before,
+        interrupted: shutdown.is_cancelled(),
+        ..Summary::default()
+    };
+    for output in &spec.outputs {
+        summary.rows_out.insert(output.name.clone(), 0);
+    }
+    for r in results {
+        for (k, v) in r.rows_out {
+            *summary.rows_out.entry(k).or_default() += v;
+        }
+        summary.rows_filtered += r.filtered;
+        summary.dead_lettered += r.dead;
+        if let Some(bad) = r.failed {
+            summary.units_failed += 1;
+            if !summary.bad_files.contains(&bad) {
+                let _ = context.progress.bad_file(bad.clone());
+                summary.bad_files.push(bad);
+            }
+        }
+    }
+    summary.elapsed = started.elapsed();
+    Ok(summary)
+}
+
+fn total_requests(models: &crate::telemetry::ModelMetrics) -> u64 {
+    use prometheus::core::Collector;
+    models
+        .batch_rows
+        .collect()
+        .iter()
+        .flat_map(|family| family.get_metric())
+        .map(|m| m.get_histogram().get_sample_count())
+        .sum()
+}
+
+/// A stable fingerprint of what the pipeline does, so `--resume` refuses a changed pipeline.
+fn spec_hash(compiled: &CompiledPipeline) -> String {
+    let text = serde_json::to_string(&compiled.pipeline.spec).unwrap_or_default();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// Processes one unit; on any error its partial files are removed and the unit is left for
+/// `--resume`.
+async fn run_unit(context: &Context, unit: Unit) -> UnitResult {
+    let file_name = unit.file.display().to_string();
+    let fail = |reason: String| UnitResult {
+        failed: Some(BadFile {
+            file: file_name.clone(),
+            reason: format!("row groups {:?}: {reason}", unit.row_groups),
+        }),
+        ..UnitResult::default()
+    };
+    let (tx, mut rx) = mpsc::channel::<read::UnitBatch>(2);
+    let reader = {
+        let unit = unit.clone();
+        let record = context.compiled.record_schema.clone();
+        let wanted = context.wanted.clone();
+        let batch_rows = context.batch_rows;
+        tokio::task::spawn_blocking(move || {
+            read::read_unit(&unit, &record, &wanted, batch_rows, |b| {
+                tx.blocking_send(b).is_ok()
+            })
+        })
+    };
+    let mut sink = match UnitSink::open(context, &unit) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let mut result = UnitResult::default();
+    let mut error = None;
+    while let Some(batch) = rx.recv().await {
+        if context.shutdown.is_cancelled() {
+            error = Some("interrupted".to_string());
+            break;
+        }
+        let read = (batch.input.num_rows() + batch.bad.len()) as u64;
+        if let Err(e) = handle_batch(context, &file_name, batch, &mut sink, &mut result).await {
+            error = Some(e);
+            break;
+        }
+        context.counters.rows.fetch_add(read, Ordering::Relaxed);
+    }
+    drop(rx);
+    match reader.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => error = error.or(Some(e)),
+        Err(e) => error = error.or(Some(e.to_string())),
+    }
+    if let Some(e) = error {
+        sink.abort();
+        tracing::error!(file = %file_name, unit = %unit.id, error = %e, "unit failed; its rows are redone by --resume");
+        return fail(e);
+    }
+    match sink.finish().await {
+        Ok(rows_out) => result.rows_out = rows_out,
+        Err(e) => return fail(e),
+    }
+    if let Err(e) = context.progress.complete(&unit.id) {
+        return fail(e);
+    }
+    context.counters.units.fetch_add(1, Ordering::Relaxed);
+    result
+}
+
+async fn handle_batch(
+    context: &Context,
+    file: &str,
+    batch: read::UnitBatch,
+    sink: &mut UnitSink,
+    result: &mut UnitResult,
+) -> Result<(), String> {
+    let read::UnitBatch {
+        input,
+        offsets,
+        bad,
+    } = batch;
+    let mut dead: Vec<DeadRow> = bad
+        .into_iter()
+        .map(|(row, message, record)| DeadRow {
+            row,
+            stage: "decode",
+            class: "invalid_value",
+            message,
+            model: None,
+            record,
+        })
+        .collect();
+    let record_columns: Vec<usize> = (0..context.compiled.record_schema.fields().len()).collect();
+    let originals = input.project(&record_columns).map_err(|e| e.to_string())?;
+    let processed = process_rows(&context.compiled, &context.stage, input, &context.metrics).await;
+    if processed.errored {
+        return Err("an internal error lost rows".to_string());
+    }
+    if !processed.failures.is_empty() {
+        let encoded = crate::codec::json::encode_rows(&originals).map_err(|e| e.to_string())?;
+        for (row, f) in processed.failures {
+            dead.push(DeadRow {
+                row: offsets.get(row).copied().unwrap_or(-1),
+                stage: f.stage,
+                class: f.class,
+                message: f.message,
+                model: f.model,
+                record: encoded.row(row).to_vec(),
+            });
+        }
+    }
+    result.filtered += processed.filtered as u64;
+    for (i, routed) in processed.routed.into_iter().enumerate() {
+        if let Some(batch) = routed {
+            sink.write(i, batch).await?;
+        }
+    }
+    if !dead.is_empty() {
+        result.dead += dead.len() as u64;
+        context
+            .counters
+            .dead_lettered
+            .fetch_add(dead.len() as u64, Ordering::Relaxed);
+        sink.dead_letters(file, dead).await?;
+    }
+    Ok(())
+}
+
+/// A unit's destination: files under temporary names, or sinks holding the unit's ack.
+enum UnitSink {
+    Files {
+        names: Vec<String>,
+        outputs: Vec<UnitFile>,
+        dead: Box<UnitFile>,
+    },
+    Sinks {
+        names: Vec<String>,
+        outputs: Vec<Arc<dyn Sink>>,
+        dead_letter: Option<Arc<dyn Sink>>,
+        ack: Ack,
+        resolved: oneshot::Receiver<AckStatus>,
+        rows: Vec<u64>,
+    },
+}
+
+impl UnitSink {
+    fn open(context: &Context, unit: &Unit) -> Result<Self, String> {
+        let compiled = &context.compiled;
+        let names: Vec<String> = compiled.outputs.iter().map(|o| o.name.clone()).collect();
+        Ok(match &context.destination {
+            Destination::Files { dir } => UnitSink::Files {
+                outputs: names
+                    .iter()
+                    .map(|n| UnitFile::new(&dir.join(n), &unit.id, compiled.output_schema()))
+                    .collect(),
+                dead: Box::new(UnitFile::new(
+                    &dir.join(DEAD_LETTER_DIR),
+                    &unit.id,
+                    write::dead_letter_schema(),
+                )),
+                names,
+            },
+            Destination::Sinks {
+                outputs,
+                dead_letter,
+            } => {
+                let (tx, rx) = oneshot::channel();
+                UnitSink::Sinks {
+                    rows: vec![0; outputs.len()],
+                    names,
+                    outputs: outputs.clone(),
+                    dead_letter: dead_letter.clone(),
+                    ack: Ack::new(0, Arc::new(UnitAck(std::sync::Mutex::new(Some(tx))))),
+                    resolved: rx,
+                }
+            }
+        })
+    }
+
+    async fn write(&mut self, output: usize, batch: RecordBatch) -> Result<(), String> {
+        match self {
+            UnitSink::Files { outputs, .. } => outputs[output].write(&batch),
+            UnitSink::Sinks {
+                outputs, ack, rows, ..
+            } => {
+                rows[output] += batch.num_rows() as u64;
+                outputs[output]
+                    .send(SinkInput::Rows(batch), ack)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    async fn dead_letters(&mut self, file: &str, rows: Vec<DeadRow>) -> Result<(), String> {
+        match self {
+            UnitSink::Files { dead, .. } => dead.write(&write::dead_letter_batch(file, &rows)?),
+            UnitSink::Sinks {
+                dead_letter, ack, ..
+            } => {
+                let Some(sink) = dead_letter else {
+                    return Err(format!(
+                        "{} rows failed and the pipeline has no dead_letter sink",
+                        rows.len()
+                    ));
+                };
+                let topic: Arc<str> = Arc::from(file);
+                let letters = rows
+                    .into_iter()
+                    .map(|r| DeadLetterRecord {
+                        record: RawRecord {
+                            key: None,
+                            payload: r.record,
+                            headers: vec![],
+                            timestamp_ms: None,
+                            position: Position {
+                                topic: topic.clone(),
+                                partition: 0,
+                                offset: r.row,
+                            },
+                        },
+                        pipeline: Arc::from("backfill"),
+                        stage: r.stage,
+                        class: r.class,
+                        message: r.message,
+                        model: r.model,
+                    })
+                    .collect();
+                sink.send(SinkInput::DeadLetters(letters), ack)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    /// Completes the unit: renames files into place, or waits until every message the unit
+    /// sent is confirmed.
+    async fn finish(self) -> Result<BTreeMap<String, u64>, String> {
+        match self {
+            UnitSink::Files {
+                names,
+                outputs,
+                dead,
+            } => {
+                let mut rows = BTreeMap::new();
+                for (name, file) in names.into_iter().zip(outputs) {
+                    rows.insert(name, file.finish()?);
+                }
+                (*dead).finish()?;
+                Ok(rows)
+            }
+            UnitSink::Sinks {
+                names,
+                ack,
+                resolved,
+                rows,
+                ..
+            } => {
+                drop(ack);
+                match resolved.await {
+                    Ok(AckStatus::Delivered) => Ok(names.into_iter().zip(rows).collect()),
+                    Ok(status) => Err(format!("sinks did not confirm the unit ({status:?})")),
+                    Err(_) => Err("the unit's acknowledgement was lost".to_string()),
+                }
+            }
+        }
+    }
+
+    fn abort(self) {
+        match self {
+            UnitSink::Files { outputs, dead, .. } => {
+                outputs.into_iter().for_each(UnitFile::abort);
+                (*dead).abort();
+            }
+            UnitSink::Sinks { ack, .. } => ack.record(AckStatus::Errored),
+        }
+    }
+}
+
+/// Hands a unit's final acknowledgement status to the waiting unit.
+struct UnitAck(std::sync::Mutex<Option<oneshot::Sender<AckStatus>>>);
+
+impl AckReceiver for UnitAck {
+    fn resolved(&self, _token: u64, status: AckStatus) {
+        if let Some(tx) = self.0.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = tx.send(status);
+        }
+    }
+}

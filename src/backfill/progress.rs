@@ -1,0 +1,115 @@
+//! Resumable progress: the set of completed units, saved atomically (temporary file, fsync,
+//! rename) after each unit's output files are in place, in `<output>/_progress.json`.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use super::input::BadFile;
+
+/// File name of the progress record in the output directory.
+pub const PROGRESS_FILE: &str = "_progress.json";
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct State {
+    version: u32,
+    pipeline: String,
+    /// Hash of the pipeline spec: resuming with a changed pipeline would mix results.
+    spec_hash: String,
+    completed: BTreeSet<String>,
+    bad_files: Vec<BadFile>,
+}
+
+/// The progress of one backfill.
+pub struct Progress {
+    path: PathBuf,
+    state: Mutex<State>,
+}
+
+impl Progress {
+    /// Opens the progress of a backfill into `dir`. Without `resume`, `dir` must not hold a
+    /// previous backfill; with it, the previous one must be of the same pipeline.
+    pub fn open(dir: &Path, pipeline: &str, spec_hash: &str, resume: bool) -> Result<Self, String> {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let path = dir.join(PROGRESS_FILE);
+        let state = match std::fs::read(&path) {
+            Ok(bytes) if resume => {
+                let state: State = serde_json::from_slice(&bytes)
+                    .map_err(|e| format!("{} is not a progress file: {e}", path.display()))?;
+                if state.pipeline != pipeline || state.spec_hash != spec_hash {
+                    return Err(format!(
+                        "{} belongs to a backfill of a different pipeline or pipeline version ({}); resume with the same pipeline file or use a new output directory",
+                        path.display(),
+                        state.pipeline
+                    ));
+                }
+                state
+            }
+            Ok(_) => {
+                return Err(format!(
+                    "{} holds a previous backfill: pass --resume to continue it, or choose an empty output directory",
+                    dir.display()
+                ));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => State {
+                version: 1,
+                pipeline: pipeline.to_string(),
+                spec_hash: spec_hash.to_string(),
+                ..State::default()
+            },
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        };
+        let progress = Progress {
+            path,
+            state: Mutex::new(state),
+        };
+        progress.save()?;
+        Ok(progress)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether a previous run completed `unit`.
+    pub fn is_done(&self, unit: &str) -> bool {
+        self.lock().completed.contains(unit)
+    }
+
+    /// Records `unit` as complete (its output files are already in place).
+    pub fn complete(&self, unit: &str) -> Result<(), String> {
+        self.lock().completed.insert(unit.to_string());
+        self.save()
+    }
+
+    /// Records a skipped file.
+    pub fn bad_file(&self, bad: BadFile) -> Result<(), String> {
+        {
+            let mut state = self.lock();
+            if !state.bad_files.contains(&bad) {
+                state.bad_files.push(bad);
+            }
+        }
+        self.save()
+    }
+
+    /// Units completed so far.
+    pub fn completed(&self) -> usize {
+        self.lock().completed.len()
+    }
+
+    fn save(&self) -> Result<(), String> {
+        let bytes = serde_json::to_vec_pretty(&*self.lock()).map_err(|e| e.to_string())?;
+        let tmp = self.path.with_extension("json.tmp");
+        let write = || -> std::io::Result<()> {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &self.path)
+        };
+        write().map_err(|e| format!("saving {}: {e}", self.path.display()))
+    }
+}

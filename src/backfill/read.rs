@@ -1,0 +1,217 @@
+//! Reading one unit of a Parquet file into batches of the SQL `input` table: only the columns
+//! the SQL reads, cast to the pipeline's record types, plus metadata columns (`_topic` is the
+//! file, `_partition` the row group, `_offset` the row's index in the file). Rows with a null
+//! or uncastable value in a non-nullable column are set aside as bad input.
+
+use std::fs::File;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, BooleanArray, Int8Array, Int32Array, Int64Array, MapBuilder, StringArray,
+    StringBuilder, new_null_array,
+};
+use datafusion::arrow::compute::{cast, filter_record_batch};
+use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::parquet::arrow::ProjectionMask;
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use super::input::Unit;
+use crate::codec::metadata::{self, input_table_schema};
+
+/// One batch of a unit, ready for the SQL stage.
+pub struct UnitBatch {
+    /// Rows of the SQL `input` table (good rows only).
+    pub input: RecordBatch,
+    /// File row index of each row of `input`.
+    pub offsets: Vec<i64>,
+    /// Rows set aside: file row index, reason, and the row as read (JSON).
+    pub bad: Vec<(i64, String, Vec<u8>)>,
+}
+
+/// Reads `unit` in batches of `batch_rows`, calling `emit` for each (blocking; run it on a
+/// blocking thread). `wanted` are the input-table columns the SQL reads. Stops at the first error
+/// or when `emit` returns false.
+pub fn read_unit(
+    unit: &Unit,
+    record: &SchemaRef,
+    wanted: &[String],
+    batch_rows: usize,
+    mut emit: impl FnMut(UnitBatch) -> bool,
+) -> Result<(), String> {
+    let file = File::open(&unit.file).map_err(|e| format!("cannot open: {e}"))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| format!("cannot read footer: {e}"))?;
+    let file_schema = builder.schema().clone();
+    let roots: Vec<usize> = file_schema
+        .fields()
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| wanted.iter().any(|w| w == f.name()))
+        .map(|(i, _)| i)
+        .collect();
+    let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+    let reader = builder
+        .with_projection(mask)
+        .with_row_groups(unit.row_groups.clone())
+        .with_batch_size(batch_rows.max(1))
+        .build()
+        .map_err(|e| format!("cannot read row groups {:?}: {e}", unit.row_groups))?;
+    let table = input_table_schema(record);
+    let topic = unit.file.display().to_string();
+    let mut next_row = unit.first_row;
+    for batch in reader {
+        let batch =
+            batch.map_err(|e| format!("row groups {:?}: cannot decode: {e}", unit.row_groups))?;
+        let n = batch.num_rows();
+        let offsets: Vec<i64> = (next_row..next_row + n as i64).collect();
+        next_row += n as i64;
+        let groups: Vec<i32> = offsets.iter().map(|o| group_of(unit, *o)).collect();
+        let out = to_input(&batch, record, &table, &topic, &offsets, &groups, wanted)?;
+        if !emit(out) {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// The row group (index in the file) holding file row `offset` of `unit`.
+fn group_of(unit: &Unit, offset: i64) -> i32 {
+    let mut start = unit.first_row;
+    for (g, rows) in unit.row_groups.iter().zip(&unit.group_rows) {
+        if offset < start + *rows as i64 {
+            return *g as i32;
+        }
+        start += *rows as i64;
+    }
+    unit.row_groups.last().copied().unwrap_or(0) as i32
+}
+
+fn to_input(
+    batch: &RecordBatch,
+    record: &SchemaRef,
+    table: &SchemaRef,
+    topic: &str,
+    offsets: &[i64],
+    groups: &[i32],
+    wanted: &[String],
+) -> Result<UnitBatch, String> {
+    let n = batch.num_rows();
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(table.fields().len());
+    let mut bad_reason: Vec<Option<String>> = vec![None; n];
+    for field in record.fields() {
+        let column = match batch.column_by_name(field.name()) {
+            Some(c) => {
+                let cast_column = cast(c, field.data_type())
+                    .map_err(|e| format!("column `{}`: {e}", field.name()))?;
+                if !field.is_nullable() {
+                    for (r, reason) in bad_reason.iter_mut().enumerate() {
+                        if cast_column.is_null(r) && reason.is_none() {
+                            *reason = Some(if c.is_null(r) {
+                                format!("column `{}` is null", field.name())
+                            } else {
+                                format!(
+                                    "column `{}` does not fit {}",
+                                    field.name(),
+                                    field.data_type()
+                                )
+                            });
+                        }
+                    }
+                }
+                cast_column
+            }
+            // Not read (the SQL does not use it) or missing and nullable.
+            None if field.is_nullable() => new_null_array(field.data_type(), n),
+            None => placeholder(field.data_type(), n),
+        };
+        columns.push(column);
+    }
+    // Metadata columns, in `metadata_fields` order; built only when the SQL reads them (they
+    // are all nullable, so unread ones are cheap null columns).
+    let reads = |name: &str| wanted.iter().any(|w| w == name);
+    columns.push(new_null_array(&DataType::Utf8, n));
+    columns.push(if reads(metadata::TOPIC) {
+        Arc::new(StringArray::from_iter_values(std::iter::repeat_n(topic, n)))
+    } else {
+        new_null_array(&DataType::Utf8, n)
+    });
+    columns.push(if reads(metadata::PARTITION) {
+        Arc::new(Int32Array::from(groups.to_vec()))
+    } else {
+        new_null_array(&DataType::Int32, n)
+    });
+    columns.push(if reads(metadata::OFFSET) {
+        Arc::new(Int64Array::from(offsets.to_vec()))
+    } else {
+        new_null_array(&DataType::Int64, n)
+    });
+    columns.push(new_null_array(
+        &DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+        n,
+    ));
+    columns.push(if reads(metadata::HEADERS) {
+        let mut headers = MapBuilder::new(None, StringBuilder::new(), StringBuilder::new());
+        for _ in 0..n {
+            headers.append(true).map_err(|e| e.to_string())?;
+        }
+        Arc::new(headers.finish())
+    } else {
+        new_null_array(&metadata::headers_type(), n)
+    });
+
+    let any_bad = bad_reason.iter().any(Option::is_some);
+    // Columns with nulls in non-nullable fields cannot form a batch: fill those rows with a
+    // placeholder first, then drop them.
+    if any_bad {
+        for (column, field) in columns.iter_mut().zip(record.fields()) {
+            if !field.is_nullable() && column.null_count() > 0 {
+                let filler = placeholder(field.data_type(), n);
+                *column = datafusion::arrow::compute::kernels::zip::zip(
+                    &BooleanArray::from_iter((0..n).map(|r| Some(column.is_valid(r)))),
+                    column,
+                    &filler,
+                )
+                .map_err(|e| e.to_string())?;
+            }
+        }
+    }
+    let input = RecordBatch::try_new(table.clone(), columns).map_err(|e| e.to_string())?;
+    if !any_bad {
+        return Ok(UnitBatch {
+            input,
+            offsets: offsets.to_vec(),
+            bad: Vec::new(),
+        });
+    }
+    let keep = BooleanArray::from_iter(bad_reason.iter().map(|r| Some(r.is_none())));
+    let input = filter_record_batch(&input, &keep).map_err(|e| e.to_string())?;
+    let raw = crate::codec::json::encode_rows(batch).map_err(|e| e.to_string())?;
+    let mut bad = Vec::new();
+    let mut kept = Vec::new();
+    for (r, reason) in bad_reason.into_iter().enumerate() {
+        match reason {
+            Some(reason) => bad.push((offsets[r], reason, raw.row(r).to_vec())),
+            None => kept.push(offsets[r]),
+        }
+    }
+    Ok(UnitBatch {
+        input,
+        offsets: kept,
+        bad,
+    })
+}
+
+/// A non-null array of `n` zero / empty / false values of `data_type` (for columns the SQL does
+/// not read, and as filler for rows that are dropped anyway).
+fn placeholder(data_type: &DataType, n: usize) -> ArrayRef {
+    let zeros: ArrayRef = Arc::new(Int8Array::from(vec![0i8; n]));
+    match data_type {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => cast(
+            &(Arc::new(StringArray::from(vec![""; n])) as ArrayRef),
+            data_type,
+        )
+        .unwrap_or_else(|_| new_null_array(data_type, n)),
+        _ => cast(&zeros, data_type).unwrap_or_else(|_| new_null_array(data_type, n)),
+    }
+}

@@ -1,0 +1,192 @@
+//! The columnar half of a pipeline, shared by the stream worker and the Parquet backfill:
+//! SQL → inference → routing over one batch of the SQL `input` table, with every input row
+//! ending up routed, filtered, or failed with its stage and reason.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Instant;
+
+use datafusion::arrow::array::{Array, BooleanArray};
+use datafusion::arrow::compute::filter_record_batch;
+use datafusion::arrow::record_batch::RecordBatch;
+
+use crate::inference::InferenceStage;
+use crate::plan::CompiledPipeline;
+use crate::sink::ModelContext;
+use crate::telemetry::PipelineMetrics;
+
+/// Why an input row failed after decoding.
+#[derive(Debug, Clone)]
+pub struct RowFailure {
+    /// `sql`, `model` or `route`.
+    pub stage: &'static str,
+    /// Bounded error class.
+    pub class: &'static str,
+    /// What happened.
+    pub message: String,
+    /// The model call, for stage `model`.
+    pub model: Option<ModelContext>,
+}
+
+/// What became of one input batch.
+#[derive(Debug)]
+pub struct Processed {
+    /// Per compiled output, in order: the rows routed to it (`None` when none).
+    pub routed: Vec<Option<RecordBatch>>,
+    /// Failed input rows, by input row index.
+    pub failures: BTreeMap<usize, RowFailure>,
+    /// Input rows that were neither routed anywhere nor failed (filtered by the SQL or by every
+    /// output's `where`).
+    pub filtered: usize,
+    /// An internal error lost rows: the batch must not be committed.
+    pub errored: bool,
+}
+
+/// Runs SQL, inference and routing over `input` (a batch of the SQL `input` table schema).
+pub async fn process_rows(
+    compiled: &CompiledPipeline,
+    inference: &InferenceStage,
+    input: RecordBatch,
+    metrics: &PipelineMetrics,
+) -> Processed {
+    let n = input.num_rows();
+    let mut failures: BTreeMap<usize, RowFailure> = BTreeMap::new();
+    let mut errored = false;
+
+    let started = Instant::now();
+    let sql = compiled.sql.apply(input).await;
+    metrics
+        .batch_duration("sql")
+        .observe(started.elapsed().as_secs_f64());
+    for f in sql.failures {
+        failures.entry(f.index).or_insert(RowFailure {
+            stage: "sql",
+            class: f.class,
+            message: f.message,
+            model: None,
+        });
+    }
+    let sql_input = |row: usize| sql.rows.get(row).map(|r| *r as usize);
+
+    // Inference: rows that fail leave the batch; `scored_rows` maps the rest to SQL rows.
+    let (scored, scored_rows): (RecordBatch, Vec<u32>) = if inference.is_empty() {
+        let rows = (0..sql.batch.num_rows() as u32).collect();
+        (sql.batch.clone(), rows)
+    } else {
+        let started = Instant::now();
+        let output = inference.apply(sql.batch.clone()).await;
+        metrics
+            .batch_duration("model")
+            .observe(started.elapsed().as_secs_f64());
+        let mut failed_inputs = HashSet::new();
+        for f in output.failures {
+            if let Some(input_row) = sql_input(f.row) {
+                failed_inputs.insert(input_row);
+                failures.entry(input_row).or_insert(RowFailure {
+                    stage: "model",
+                    class: f.error.kind.as_str(),
+                    message: format!("step {}: {}", f.step, f.error.message),
+                    model: Some(ModelContext {
+                        model: f.model,
+                        version: f.version,
+                        attempts: f.error.attempts,
+                    }),
+                });
+            }
+        }
+        // An input row whose SQL produced several rows (UNNEST) fails whole: its other rows
+        // are not published, or replaying the dead letter would duplicate them.
+        let keep: Vec<bool> = output
+            .rows
+            .iter()
+            .map(|r| sql_input(*r as usize).is_none_or(|i| !failed_inputs.contains(&i)))
+            .collect();
+        if keep.iter().all(|k| *k) {
+            (output.batch, output.rows)
+        } else {
+            match filter_record_batch(&output.batch, &BooleanArray::from(keep.clone())) {
+                Ok(batch) => {
+                    let rows = output
+                        .rows
+                        .iter()
+                        .zip(&keep)
+                        .filter_map(|(r, k)| k.then_some(*r))
+                        .collect();
+                    (batch, rows)
+                }
+                Err(e) => {
+                    tracing::error!(pipeline = %metrics.name(), error = %e, "filtering rows failed");
+                    errored = true;
+                    (output.batch.slice(0, 0), Vec::new())
+                }
+            }
+        }
+    };
+    let input_row = |row: usize| -> Option<usize> { sql_input(*scored_rows.get(row)? as usize) };
+
+    let started = Instant::now();
+    let rows = scored.num_rows();
+    let mut matched_any = vec![false; rows];
+    let mut routed = Vec::with_capacity(compiled.outputs.len());
+    for output in &compiled.outputs {
+        let selected = match &output.filter {
+            None => {
+                matched_any.iter_mut().for_each(|m| *m = true);
+                Some(scored.clone())
+            }
+            Some(filter) => {
+                let result = filter.evaluate(&scored);
+                for f in result.failures {
+                    // Failed, so neither routed nor filtered.
+                    if let Some(m) = matched_any.get_mut(f.index) {
+                        *m = true;
+                    }
+                    if let Some(row) = input_row(f.index) {
+                        failures.entry(row).or_insert(RowFailure {
+                            stage: "route",
+                            class: f.class,
+                            message: f.message,
+                            model: None,
+                        });
+                    }
+                }
+                mark_matches(&result.mask, &mut matched_any);
+                match filter_record_batch(&scored, &result.mask) {
+                    Ok(b) => Some(b),
+                    Err(e) => {
+                        tracing::error!(pipeline = %metrics.name(), output = %output.name, error = %e, "filtering rows failed");
+                        errored = true;
+                        None
+                    }
+                }
+            }
+        };
+        routed.push(selected.filter(|b| b.num_rows() > 0));
+    }
+    metrics
+        .batch_duration("route")
+        .observe(started.elapsed().as_secs_f64());
+
+    let reached: HashSet<usize> = matched_any
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| **m)
+        .filter_map(|(r, _)| input_row(r))
+        .collect();
+    let filtered = (0..n)
+        .filter(|i| !reached.contains(i) && !failures.contains_key(i))
+        .count();
+    Processed {
+        routed,
+        failures,
+        filtered,
+        errored,
+    }
+}
+
+fn mark_matches(mask: &BooleanArray, matched: &mut [bool]) {
+    for (i, m) in matched.iter_mut().enumerate() {
+        if mask.is_valid(i) && mask.value(i) {
+            *m = true;
+        }
+    }
+}
