@@ -123,14 +123,12 @@ impl Walker<'_> {
             EndpointSpec::CustomJson(CustomJsonSpec {
                 replicas,
                 path: request_path,
-                rows_field,
-                extra_fields: _,
+                body: _,
                 results_pointer,
                 headers,
             }) => {
                 self.replicas(&path, replicas);
                 self.string(&format!("{path}.path"), request_path);
-                self.string(&format!("{path}.rows_field"), rows_field);
                 self.string(&format!("{path}.results_pointer"), results_pointer);
                 self.headers(&path, headers);
             }

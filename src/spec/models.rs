@@ -410,9 +410,10 @@ fn default_true() -> bool {
     true
 }
 
-/// Custom JSON API: `POST <replica><path>` with `{"<rows_field>": [row, ...]}` where each row
-/// is an object of the input columns; the response's `results_pointer` must be an array with
-/// one element per row; output selectors are JSON pointers into each element.
+/// Custom JSON API: `POST <replica><path>` with the `body` template, in which the string
+/// `"{{rows}}"` is replaced by the array of rows (each an object of the input columns); the
+/// response's `results_pointer` must be an array with one element per row; output selectors
+/// are JSON pointers into each element.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CustomJsonSpec {
@@ -420,12 +421,12 @@ pub struct CustomJsonSpec {
     pub replicas: Vec<String>,
     /// Request path (`/score`).
     pub path: String,
-    /// Name of the array of rows in the request body (default `rows`).
-    #[serde(default = "default_rows_field")]
-    pub rows_field: String,
-    /// Constant fields merged into the request body.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub extra_fields: BTreeMap<String, serde_json::Value>,
+    /// Request body template: any JSON holding the string `"{{rows}}"` exactly once, where the
+    /// array of rows goes (default `{"rows": "{{rows}}"}`), for example
+    /// `{"data": {"instances": "{{rows}}"}, "mode": "fast"}`. Not interpolated from the
+    /// environment: put secrets in `headers`.
+    #[serde(default = "default_body")]
+    pub body: serde_json::Value,
     /// JSON pointer to the array of per-row results in the response (default `/results`).
     #[serde(default = "default_results_pointer")]
     pub results_pointer: String,
@@ -434,9 +435,12 @@ pub struct CustomJsonSpec {
     pub headers: BTreeMap<String, Secret>,
 }
 
-fn default_rows_field() -> String {
-    "rows".to_string()
+fn default_body() -> serde_json::Value {
+    serde_json::json!({ "rows": ROWS_MARKER })
 }
+
+/// Where a custom JSON body template takes the array of rows.
+pub const ROWS_MARKER: &str = "{{rows}}";
 
 fn default_results_pointer() -> String {
     "/results".to_string()

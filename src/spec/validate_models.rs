@@ -214,6 +214,20 @@ fn endpoint(path: &str, spec: &EndpointSpec, err: &mut impl FnMut(String, String
             if !s.path.starts_with('/') {
                 err(format!("{path}.path"), "must start with `/`".into());
             }
+            let marker = serde_json::to_string(super::ROWS_MARKER).unwrap_or_default();
+            let found = serde_json::to_string(&s.body)
+                .unwrap_or_default()
+                .matches(&marker)
+                .count();
+            if found != 1 {
+                err(
+                    format!("{path}.body"),
+                    format!(
+                        "must hold the string \"{}\" exactly once (found {found}): it is where the rows go",
+                        super::ROWS_MARKER
+                    ),
+                );
+            }
             if !s.results_pointer.is_empty() && !s.results_pointer.starts_with('/') {
                 err(
                     format!("{path}.results_pointer"),

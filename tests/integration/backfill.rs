@@ -368,3 +368,46 @@ fn a_large_file_is_backfilled_in_bounded_memory() {
     // Reading the whole file into memory would take several hundred MiB.
     assert!(peak < 400 * 1024, "peak RSS {peak} KiB");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn to_sinks_publishes_to_the_pipelines_own_topics() {
+    let broker = EmbeddedBroker::start(&[
+        ("transactions", 1),
+        ("fraud-alerts", 2),
+        ("transactions-scored", 2),
+        ("transactions-dlq", 1),
+    ])
+    .unwrap();
+    let bootstrap = broker.bootstrap_servers().to_string();
+    let text = std::fs::read_to_string(scoring_pipeline()).unwrap();
+    let env_bootstrap = bootstrap.clone();
+    let loaded = streamgate::spec::load_str(&text, &scoring_pipeline(), &move |name| {
+        (name == "KAFKA_BOOTSTRAP_SERVERS").then(|| env_bootstrap.clone())
+    })
+    .unwrap();
+    let compiled = streamgate::plan::compile(loaded).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    streamgate::backfill::generate::generate(&data, 2, 1_500, 500, 3).unwrap();
+    let mut opts = options(&[&data.join("*.parquet")], &dir.path().join("progress"));
+    opts.to_sinks = true;
+    let summary = backfill::run(compiled, opts, &Metrics::new(), Default::default())
+        .await
+        .unwrap();
+    assert!(summary.succeeded(), "{summary}");
+    let b = bootstrap.clone();
+    let (scored, alerts) = tokio::task::spawn_blocking(move || {
+        (
+            read_all(&b, "transactions-scored", 2),
+            read_all(&b, "fraud-alerts", 2),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(scored.len(), 3_000);
+    assert_eq!(alerts.len() as u64, summary.rows_out["alerts"]);
+    assert!(
+        !dir.path().join("progress/scored").exists(),
+        "no Parquet output with --to-sinks"
+    );
+}

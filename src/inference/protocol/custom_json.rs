@@ -1,5 +1,5 @@
-//! Any JSON API: `POST <replica><path>` with `{"<rows_field>": [{input columns}, ...],
-//! ...extra_fields}`; the array at `results_pointer` in the answer has one element per row and
+//! Any JSON API: `POST <replica><path>` with a body template in which `"{{rows}}"` becomes
+//! `[{input columns}, ...]`; the array at `results_pointer` in the answer has one element per row and
 //! each output is a JSON pointer into an element.
 
 use datafusion::arrow::record_batch::RecordBatch;
@@ -16,9 +16,9 @@ use crate::spec::{CustomJsonSpec, Secret};
 /// Custom JSON client of one model version.
 pub struct CustomJsonBackend {
     path: String,
-    rows_field: String,
-    /// `extra_fields` rendered once (`"k":v,` pairs).
-    extra: String,
+    /// The body template rendered once, split where the rows go.
+    before_rows: String,
+    after_rows: String,
     results_pointer: String,
     headers: Vec<(String, Secret)>,
 }
@@ -26,17 +26,15 @@ pub struct CustomJsonBackend {
 impl CustomJsonBackend {
     /// A client for `spec`.
     pub fn new(spec: &CustomJsonSpec) -> Self {
-        let mut extra = String::new();
-        for (k, v) in &spec.extra_fields {
-            write_str(&mut extra, k);
-            extra.push(':');
-            extra.push_str(&v.to_string());
-            extra.push(',');
-        }
+        // Validation guarantees the marker is there once; without it the rows go at the end
+        // of nothing, which the server will reject loudly.
+        let template = serde_json::to_string(&spec.body).unwrap_or_default();
+        let marker = serde_json::to_string(crate::spec::ROWS_MARKER).unwrap_or_default();
+        let (before, after) = template.split_once(&marker).unwrap_or((&template, ""));
         CustomJsonBackend {
             path: spec.path.clone(),
-            rows_field: spec.rows_field.clone(),
-            extra,
+            before_rows: before.to_string(),
+            after_rows: after.to_string(),
             results_pointer: spec.results_pointer.clone(),
             headers: spec
                 .headers
@@ -47,10 +45,8 @@ impl CustomJsonBackend {
     }
 
     fn encode(&self, inputs: &RecordBatch, contract: &Contract) -> Result<String, InferError> {
-        let mut out = String::from("{");
-        out.push_str(&self.extra);
-        write_str(&mut out, &self.rows_field);
-        out.push_str(":[");
+        let mut out = self.before_rows.clone();
+        out.push('[');
         for row in 0..inputs.num_rows() {
             if row > 0 {
                 out.push(',');
@@ -67,7 +63,8 @@ impl CustomJsonBackend {
             }
             out.push('}');
         }
-        out.push_str("]}");
+        out.push(']');
+        out.push_str(&self.after_rows);
         Ok(out)
     }
 
@@ -147,8 +144,7 @@ mod tests {
         let spec = CustomJsonSpec {
             replicas: vec![],
             path: "/score".into(),
-            rows_field: "items".into(),
-            extra_fields: [("mode".to_string(), serde_json::json!("fast"))].into(),
+            body: serde_json::json!({"data": {"items": "{{rows}}"}, "mode": "fast"}),
             results_pointer: "/data/results".into(),
             headers: Default::default(),
         };
@@ -168,7 +164,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             b.encode(&batch, &contract).unwrap(),
-            r#"{"mode":"fast","items":[{"text":"hi"},{"text":"yo"}]}"#
+            r#"{"data":{"items":[{"text":"hi"},{"text":"yo"}]},"mode":"fast"}"#
         );
         let out = b
             .decode(br#"{"data":{"results":[{"label":"a"},{}]}}"#, &contract, 2)
