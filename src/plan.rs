@@ -8,6 +8,8 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
 
+use crate::codec::Decoder;
+use crate::codec::avro::AvroDecoder;
 use crate::codec::json::JsonDecoder;
 use crate::codec::metadata::input_table_schema;
 use crate::codec::schema::{column_list, load_record_schema};
@@ -33,7 +35,7 @@ pub struct CompiledPipeline {
     /// Schema of decoded records (without metadata columns).
     pub record_schema: SchemaRef,
     /// Decoder of payloads into the SQL input table.
-    pub decoder: JsonDecoder,
+    pub decoder: Decoder,
     /// The SQL stage.
     pub sql: SqlTransform,
     /// Protocol backends of every model version (in-process models loaded).
@@ -68,11 +70,35 @@ impl CompiledPipeline {
 pub async fn compile(pipeline: LoadedPipeline) -> Result<Arc<CompiledPipeline>, SpecErrors> {
     let file = pipeline.file.clone();
     let err = |path: &str, msg: String| SpecError::at(&file, path, msg);
-    let FormatSpec::Json(format) = &pipeline.spec.format;
-    let record_schema = load_record_schema(format, pipeline.base_dir())
-        .map_err(|e| SpecErrors(vec![err("format", e.to_string())]))?;
-    let decoder = JsonDecoder::try_new(record_schema.clone())
-        .map_err(|e| SpecErrors(vec![err("format", e.to_string())]))?;
+    let format_err = |e: String| SpecErrors(vec![err("format", e)]);
+    let (record_schema, decoder) = match &pipeline.spec.format {
+        FormatSpec::Json(format) => {
+            let record_schema = load_record_schema(format, pipeline.base_dir())
+                .map_err(|e| format_err(e.to_string()))?;
+            let decoder = JsonDecoder::try_new(record_schema.clone())
+                .map_err(|e| format_err(e.to_string()))?;
+            (record_schema, Decoder::Json(decoder))
+        }
+        FormatSpec::Avro(format) => {
+            let path = pipeline.base_dir().join(&format.schema);
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| format_err(format!("{}: {e}", path.display())))?;
+            let record_schema = crate::codec::schema::load_record_schema(
+                &crate::spec::JsonFormatSpec {
+                    schema: Some(format.schema.clone()),
+                    columns: None,
+                },
+                pipeline.base_dir(),
+            )
+            .map_err(|e| format_err(e.to_string()))?;
+            let reader = apache_avro::Schema::parse_str(&text)
+                .map_err(|e| format_err(format!("{}: {e}", path.display())))?;
+            let json = JsonDecoder::try_new(record_schema.clone())
+                .map_err(|e| format_err(e.to_string()))?;
+            let decoder = AvroDecoder::new(json, reader, format.wire, format.registry.as_ref());
+            (record_schema, Decoder::Avro(Box::new(decoder)))
+        }
+    };
     let table = input_table_schema(&record_schema);
     let sql = SqlTransform::new(pipeline.spec.sql.as_deref(), table)
         .await

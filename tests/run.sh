@@ -25,11 +25,12 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}"
 fi
 
-# Python side of the conformance tests: a real MLServer (OIP v2) with scikit-learn, and
-# onnxruntime for the model's reference scores, in a virtualenv outside the clone.
+# Python side of the conformance tests: a real MLServer (OIP v2) with scikit-learn,
+# onnxruntime for the model's reference scores, and confluent-kafka's Avro serializer as a
+# real Schema Registry client, in a virtualenv outside the clone.
 export STREAMGATE_VENV="${STREAMGATE_VENV:-$HOME/.cache/streamgate-venv}"
-python_packages=(mlserver==1.7.1 mlserver-sklearn==1.7.1 scikit-learn joblib numpy onnx onnxruntime)
-if [ ! -x "$STREAMGATE_VENV/bin/mlserver" ] || ! "$STREAMGATE_VENV/bin/python" -c "import sklearn, onnxruntime" 2>/dev/null; then
+python_packages=(mlserver==1.7.1 mlserver-sklearn==1.7.1 scikit-learn joblib numpy onnx onnxruntime "confluent-kafka[avro,schemaregistry]==2.12.2" fastavro)
+if [ ! -x "$STREAMGATE_VENV/bin/mlserver" ] || ! "$STREAMGATE_VENV/bin/python" -c "import sklearn, onnxruntime, fastavro, confluent_kafka.schema_registry.avro" 2>/dev/null; then
   echo "installing Python test dependencies into $STREAMGATE_VENV: ${python_packages[*]}"
   command -v python3 >/dev/null 2>&1 || { echo "python3 is needed for the conformance tests" >&2; exit 1; }
   python3 -m venv "$STREAMGATE_VENV" 2>/dev/null || {

@@ -46,6 +46,8 @@ impl PipelineWorker {
         // Record index → failure; BTreeMap keeps dead letters in source order.
         let mut failures: BTreeMap<usize, Failure> = BTreeMap::new();
 
+        // Avro: fetch unknown writer schemas first (waits while the registry is down).
+        self.compiled.decoder.prepare(&records).await;
         let started = Instant::now();
         let decoded = self.compiled.decoder.decode(&records);
         self.metrics

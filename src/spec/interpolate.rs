@@ -16,9 +16,9 @@
 use std::path::Path;
 
 use super::{
-    ColumnSpec, FileSinkSpec, FormatSpec, JsonFormatSpec, KafkaSecurity, KafkaSinkSpec,
-    KafkaSourceSpec, OutputSpec, PipelineSpec, SaslSpec, SinkSpec, SourceSpec, SpecError,
-    StdoutSinkSpec, TlsSpec,
+    AvroFormatSpec, ColumnSpec, FileSinkSpec, FormatSpec, JsonFormatSpec, KafkaSecurity,
+    KafkaSinkSpec, KafkaSourceSpec, OutputSpec, PipelineSpec, SaslSpec, SchemaRegistrySpec,
+    SinkSpec, SourceSpec, SpecError, StdoutSinkSpec, TlsSpec,
 };
 
 /// Interpolates a model registry file the same way as a pipeline.
@@ -175,6 +175,26 @@ impl Walker<'_> {
                         nullable: _,
                     } = column;
                     self.string(&format!("{path}.columns[{i}].name"), name);
+                }
+            }
+            FormatSpec::Avro(avro) => {
+                let AvroFormatSpec {
+                    schema,
+                    wire: _,
+                    registry,
+                } = avro;
+                self.string(&format!("{path}.schema"), schema);
+                if let Some(r) = registry {
+                    let SchemaRegistrySpec {
+                        url,
+                        username,
+                        password,
+                    } = r;
+                    self.string(&format!("{path}.registry.url"), url);
+                    self.opt_string(&format!("{path}.registry.username"), username);
+                    if let Some(p) = password {
+                        self.string(&format!("{path}.registry.password"), p.expose_mut());
+                    }
                 }
             }
         }
@@ -525,7 +545,9 @@ dead_letter:
         // Failed values are left as written.
         assert_eq!(source.properties["client.id"], "${MISSING_ID}");
 
-        let FormatSpec::Json(json) = &spec.format;
+        let FormatSpec::Json(json) = &spec.format else {
+            panic!("json format expected");
+        };
         assert_eq!(json.columns.as_ref().unwrap()[0].name, "id");
         assert_eq!(spec.outputs[0].filter.as_deref(), Some("amount > 10"));
         let SinkSpec::Kafka(sink) = &spec.outputs[0].sink else {

@@ -241,6 +241,51 @@ pub enum SaslMechanism {
 pub enum FormatSpec {
     /// One JSON object per message.
     Json(JsonFormatSpec),
+    /// One Avro datum per message: plain (written with `schema`) or in the Confluent wire
+    /// format (magic byte, schema id, datum) resolved against a Schema Registry.
+    Avro(AvroFormatSpec),
+}
+
+/// Avro records.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AvroFormatSpec {
+    /// Path, relative to the pipeline file, of the reader schema (`.avsc`): the columns the
+    /// pipeline sees. Writer schemas are resolved to it by the Avro rules (added fields take
+    /// their defaults, removed fields are dropped).
+    pub schema: String,
+    /// `plain` (default: the bare datum, written with `schema`) or `confluent` (magic byte 0,
+    /// 4-byte big-endian schema id, datum; the writer schema comes from `registry`).
+    #[serde(default)]
+    pub wire: AvroWire,
+    /// Schema Registry for `wire: confluent`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<SchemaRegistrySpec>,
+}
+
+/// How Avro datums are framed in a message.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AvroWire {
+    /// The bare datum, written with the reader schema.
+    #[default]
+    Plain,
+    /// Confluent wire format: `0x00`, schema id (4 bytes, big-endian), datum.
+    Confluent,
+}
+
+/// A Confluent-compatible Schema Registry.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SchemaRegistrySpec {
+    /// Base URL (`http://schema-registry:8081`).
+    pub url: String,
+    /// Basic-auth user name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Basic-auth password; write `${ENV_VAR}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<Secret>,
 }
 
 /// JSON records with an explicit schema: give exactly one of `schema` or `columns`.

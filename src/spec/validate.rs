@@ -8,8 +8,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::{
-    ColumnSpec, FormatSpec, KafkaSecurity, KafkaSinkSpec, KafkaSourceSpec, OnError, PipelineSpec,
-    ProcessingSpec, SecurityProtocol, SinkSpec, SourceSpec, SpecError,
+    AvroWire, ColumnSpec, FormatSpec, KafkaSecurity, KafkaSinkSpec, KafkaSourceSpec, OnError,
+    PipelineSpec, ProcessingSpec, SecurityProtocol, SinkSpec, SourceSpec, SpecError,
 };
 
 /// Metadata columns the source adds to every record; declared columns may not start with `_`.
@@ -361,6 +361,35 @@ impl Checker<'_> {
                 ),
                 (None, Some(columns)) => self.columns("format.columns", columns),
             },
+            FormatSpec::Avro(avro) => {
+                self.not_empty(
+                    "format.schema",
+                    &avro.schema,
+                    "the path of an Avro `.avsc` file",
+                );
+                match (avro.wire, &avro.registry) {
+                    (AvroWire::Confluent, None) => self.error(
+                        "format.registry",
+                        "is missing: `wire: confluent` reads writer schemas from a Schema Registry; give its `url`",
+                    ),
+                    (AvroWire::Plain, Some(_)) => self.error(
+                        "format.registry",
+                        "is only used with `wire: confluent` (plain Avro is written with `schema`)",
+                    ),
+                    (_, Some(r)) => {
+                        if let Err(m) = super::validate_models::check_url(&r.url) {
+                            self.error("format.registry.url", m);
+                        }
+                        if r.password.is_some() != r.username.is_some() {
+                            self.error(
+                                "format.registry",
+                                "give both `username` and `password`, or neither",
+                            );
+                        }
+                    }
+                    _ => {}
+                }
+            }
         }
     }
 
@@ -780,20 +809,26 @@ outputs:
     #[test]
     fn format_columns() {
         let mut spec = spec();
-        let FormatSpec::Json(json) = &mut spec.format;
+        let FormatSpec::Json(json) = &mut spec.format else {
+            panic!("json format expected");
+        };
         json.schema = Some("record.avsc".into());
         assert_eq!(
             single(&spec),
             "format: has both `schema` and `columns`: expected exactly one of them"
         );
-        let FormatSpec::Json(json) = &mut spec.format;
+        let FormatSpec::Json(json) = &mut spec.format else {
+            panic!("json format expected");
+        };
         json.schema = None;
         json.columns = None;
         assert_eq!(
             single(&spec),
             "format: has neither `schema` nor `columns`: expected exactly one of them"
         );
-        let FormatSpec::Json(json) = &mut spec.format;
+        let FormatSpec::Json(json) = &mut spec.format else {
+            panic!("json format expected");
+        };
         json.columns = Some(vec![]);
         assert_eq!(
             single(&spec),
@@ -805,7 +840,9 @@ outputs:
             data_type: ColumnType::String,
             nullable: false,
         };
-        let FormatSpec::Json(json) = &mut spec.format;
+        let FormatSpec::Json(json) = &mut spec.format else {
+            panic!("json format expected");
+        };
         json.columns = Some(vec![column("id"), column(""), column("_key"), column("id")]);
         let found = errors(&spec);
         assert_eq!(found.len(), 3, "{found:#?}");
