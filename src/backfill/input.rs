@@ -63,8 +63,10 @@ pub fn expand(patterns: &[String]) -> Result<Vec<PathBuf>, String> {
             return Err(format!("{pattern:?} matches no file"));
         }
     }
+    // The same file named twice (a second pattern, `./`, a symlink) is read once.
+    let mut seen = std::collections::HashSet::new();
+    files.retain(|f| seen.insert(std::fs::canonicalize(f).unwrap_or_else(|_| f.clone())));
     files.sort();
-    files.dedup();
     Ok(files)
 }
 
@@ -137,7 +139,8 @@ fn unit(stem: &str, file: &Path, groups: &[usize], rows: u64, first: i64, all: &
     }
 }
 
-/// A file-name-safe prefix unique to `file`: its stem and a hash of its full path.
+/// A file-name-safe prefix unique to `file`: its stem and a 64-bit hash of its canonical path
+/// (unit ids name output files, so two files must never share one).
 fn unit_prefix(file: &Path) -> String {
     let stem: String = file
         .file_stem()
@@ -159,7 +162,7 @@ fn unit_prefix(file: &Path) -> String {
         h ^= b as u64;
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    format!("{stem}-{:08x}", h as u32)
+    format!("{stem}-{h:016x}")
 }
 
 /// Every non-nullable record column must be in the file, with a type that casts to the
@@ -201,6 +204,6 @@ fn castable(from: &DataType, to: &DataType) -> bool {
             DataType::Timestamp(..) | DataType::Int64 | DataType::Date64
         ) && matches!(to, DataType::Timestamp(..)))
         || (matches!(from, DataType::Date32 | DataType::Date64) && matches!(to, DataType::Date32))
-        || (matches!(from, DataType::Dictionary(..))
+        || ((matches!(from, DataType::Dictionary(..)) || from.is_nested())
             && datafusion::arrow::compute::can_cast_types(from, to))
 }

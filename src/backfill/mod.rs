@@ -115,6 +115,10 @@ enum Destination {
     Sinks {
         outputs: Vec<Arc<dyn Sink>>,
         dead_letter: Option<Arc<dyn Sink>>,
+        /// `on_error: drop`: failed rows are counted, not sent.
+        drop_failures: bool,
+        /// Pipeline name for dead-letter headers.
+        pipeline: Arc<str>,
     },
 }
 
@@ -137,6 +141,8 @@ struct UnitResult {
     filtered: u64,
     dead: u64,
     failed: Option<BadFile>,
+    /// Stopped by Ctrl-C: not a failure of the input; `--resume` redoes it.
+    interrupted: bool,
 }
 
 /// Runs `compiled` over the Parquet files of `options`.
@@ -156,8 +162,14 @@ pub async fn run(
         .await
         .map_err(|e| BackfillError::Input(e.to_string()))?;
     let spec_hash = spec_hash(&compiled);
-    let progress = Progress::open(&options.output, &name, &spec_hash, options.resume)
-        .map_err(BackfillError::Input)?;
+    let progress = Progress::open(
+        &options.output,
+        &name,
+        &spec_hash,
+        unit_rows,
+        options.resume,
+    )
+    .map_err(BackfillError::Input)?;
     for bad in &plan.bad_files {
         tracing::warn!(file = %bad.file, reason = %bad.reason, "skipping input file");
         progress
@@ -186,6 +198,12 @@ pub async fn run(
     let registry = ModelRegistry::build(&models, &compiled.models, &metrics.models);
     let stage = InferenceStage::start(&compiled.steps, &registry, compiled.output_schema())
         .map_err(BackfillError::Pipeline)?;
+    let policy = spec.error_policy();
+    if options.to_sinks && spec.dead_letter.is_none() && policy != crate::spec::OnError::Drop {
+        return Err(BackfillError::Pipeline(
+            "--to-sinks needs the pipeline's `dead_letter` sink (or `on_error: drop`): rows that fail would otherwise make their unit fail on every run".to_string(),
+        ));
+    }
     let destination = if options.to_sinks {
         let source = match &spec.source {
             SourceSpec::Kafka(k) => Some(k),
@@ -193,6 +211,8 @@ pub async fn run(
         let build =
             |s| sink::build(s, source, &name).map_err(|e| BackfillError::Pipeline(e.to_string()));
         Destination::Sinks {
+            drop_failures: policy == crate::spec::OnError::Drop,
+            pipeline: Arc::from(name.as_str()),
             outputs: spec
                 .outputs
                 .iter()
@@ -245,12 +265,24 @@ pub async fn run(
     ));
     let calls_before = total_requests(&metrics.models);
 
+    // Each unit is its own task, so units really run on all cores; no new unit starts once
+    // the backfill is interrupted.
     let results: Vec<UnitResult> = futures::stream::iter(pending)
+        .take_until(shutdown.clone().cancelled_owned())
         .map(|unit| {
             let context = context.clone();
-            async move { run_unit(&context, unit).await }
+            tokio::spawn(async move { run_unit(&context, unit).await })
         })
         .buffer_unordered(options.files_in_parallel.max(1))
+        .map(|joined| {
+            joined.unwrap_or_else(|e| UnitResult {
+                failed: Some(BadFile {
+                    file: "(unit task)".to_string(),
+                    reason: format!("panicked: {e}"),
+                }),
+                ..UnitResult::default()
+            })
+        })
         .collect()
         .await;
     stop_display.cancel();
@@ -258,6 +290,7 @@ pub async fn run(
     if let Destination::Sinks {
         outputs,
         dead_letter,
+        ..
     } = &context.destination
     {
         for sink in outputs.iter().chain(dead_letter) {
@@ -284,6 +317,9 @@ pub async fn run(
         }
         summary.rows_filtered += r.filtered;
         summary.dead_lettered += r.dead;
+        if r.interrupted {
+            continue;
+        }
         if let Some(bad) = r.failed {
             summary.units_failed += 1;
             if !summary.bad_files.contains(&bad) {
@@ -367,6 +403,12 @@ async fn run_unit(context: &Context, unit: Unit) -> UnitResult {
     }
     if let Some(e) = error {
         sink.abort();
+        if context.shutdown.is_cancelled() {
+            return UnitResult {
+                interrupted: true,
+                ..UnitResult::default()
+            };
+        }
         tracing::error!(file = %file_name, unit = %unit.id, error = %e, "unit failed; its rows are redone by --resume");
         return fail(e);
     }
@@ -451,6 +493,8 @@ enum UnitSink {
         names: Vec<String>,
         outputs: Vec<Arc<dyn Sink>>,
         dead_letter: Option<Arc<dyn Sink>>,
+        dead_letter_drop: bool,
+        pipeline: Arc<str>,
         ack: Ack,
         resolved: oneshot::Receiver<AckStatus>,
         rows: Vec<u64>,
@@ -477,9 +521,13 @@ impl UnitSink {
             Destination::Sinks {
                 outputs,
                 dead_letter,
+                drop_failures,
+                pipeline,
             } => {
                 let (tx, rx) = oneshot::channel();
                 UnitSink::Sinks {
+                    dead_letter_drop: *drop_failures,
+                    pipeline: pipeline.clone(),
                     rows: vec![0; outputs.len()],
                     names,
                     outputs: outputs.clone(),
@@ -510,8 +558,15 @@ impl UnitSink {
         match self {
             UnitSink::Files { dead, .. } => dead.write(&write::dead_letter_batch(file, &rows)?),
             UnitSink::Sinks {
-                dead_letter, ack, ..
+                dead_letter,
+                dead_letter_drop,
+                pipeline,
+                ack,
+                ..
             } => {
+                if *dead_letter_drop {
+                    return Ok(());
+                }
                 let Some(sink) = dead_letter else {
                     return Err(format!(
                         "{} rows failed and the pipeline has no dead_letter sink",
@@ -533,7 +588,7 @@ impl UnitSink {
                                 offset: r.row,
                             },
                         },
-                        pipeline: Arc::from("backfill"),
+                        pipeline: pipeline.clone(),
                         stage: r.stage,
                         class: r.class,
                         message: r.message,

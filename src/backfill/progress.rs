@@ -18,6 +18,9 @@ struct State {
     pipeline: String,
     /// Hash of the pipeline spec: resuming with a changed pipeline would mix results.
     spec_hash: String,
+    /// `--unit-rows` of the run that started it: unit ids depend on it.
+    #[serde(default)]
+    unit_rows: u64,
     completed: BTreeSet<String>,
     bad_files: Vec<BadFile>,
 }
@@ -31,13 +34,26 @@ pub struct Progress {
 impl Progress {
     /// Opens the progress of a backfill into `dir`. Without `resume`, `dir` must not hold a
     /// previous backfill; with it, the previous one must be of the same pipeline.
-    pub fn open(dir: &Path, pipeline: &str, spec_hash: &str, resume: bool) -> Result<Self, String> {
+    pub fn open(
+        dir: &Path,
+        pipeline: &str,
+        spec_hash: &str,
+        unit_rows: u64,
+        resume: bool,
+    ) -> Result<Self, String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let path = dir.join(PROGRESS_FILE);
         let state = match std::fs::read(&path) {
             Ok(bytes) if resume => {
                 let state: State = serde_json::from_slice(&bytes)
                     .map_err(|e| format!("{} is not a progress file: {e}", path.display()))?;
+                if state.unit_rows != unit_rows {
+                    return Err(format!(
+                        "{} was started with --unit-rows {}; resume with the same value (units, and so output files, depend on it)",
+                        path.display(),
+                        state.unit_rows
+                    ));
+                }
                 if state.pipeline != pipeline || state.spec_hash != spec_hash {
                     return Err(format!(
                         "{} belongs to a backfill of a different pipeline or pipeline version ({}); resume with the same pipeline file or use a new output directory",
@@ -57,6 +73,7 @@ impl Progress {
                 version: 1,
                 pipeline: pipeline.to_string(),
                 spec_hash: spec_hash.to_string(),
+                unit_rows,
                 ..State::default()
             },
             Err(e) => return Err(format!("{}: {e}", path.display())),
@@ -101,7 +118,9 @@ impl Progress {
     }
 
     fn save(&self) -> Result<(), String> {
-        let bytes = serde_json::to_vec_pretty(&*self.lock()).map_err(|e| e.to_string())?;
+        // Held through the rename: units finishing at once must not interleave their writes.
+        let state = self.lock();
+        let bytes = serde_json::to_vec_pretty(&*state).map_err(|e| e.to_string())?;
         let tmp = self.path.with_extension("json.tmp");
         let write = || -> std::io::Result<()> {
             use std::io::Write;
@@ -110,6 +129,8 @@ impl Progress {
             f.sync_all()?;
             std::fs::rename(&tmp, &self.path)
         };
-        write().map_err(|e| format!("saving {}: {e}", self.path.display()))
+        let result = write().map_err(|e| format!("saving {}: {e}", self.path.display()));
+        drop(state);
+        result
     }
 }

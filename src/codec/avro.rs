@@ -32,6 +32,10 @@ pub const INCOMPATIBLE_SCHEMA: &str = "avro_incompatible_schema";
 /// Failure class: anything else wrong with the datum (bad varint, bytes left over, ...).
 pub const INVALID: &str = "avro_invalid";
 
+/// Most bytes one Avro datum may make the decoder allocate (a Kafka message is at most a few
+/// MiB).
+const MAX_DATUM_ALLOCATION: usize = 16 << 20;
+
 /// Longest wait between attempts to reach an unavailable registry.
 const MAX_REGISTRY_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -52,6 +56,10 @@ impl AvroDecoder {
         wire: AvroWire,
         registry: Option<&SchemaRegistrySpec>,
     ) -> Self {
+        // A datum can claim a huge array or string length in a few bytes; cap what one read
+        // may allocate (the library default, 512 MiB, would abort the process on small
+        // hosts). Set once per process; later calls keep the first value.
+        apache_avro::util::max_allocation_bytes(MAX_DATUM_ALLOCATION);
         AvroDecoder {
             json,
             reader: Arc::new(reader_schema),
@@ -247,7 +255,10 @@ impl SchemaRegistry {
             .await
             .map_err(|e| e.without_url().to_string())?;
         let status = response.status();
-        if status.is_server_error() || status.as_u16() == 429 {
+        // Only "not found" means the id is unknown; anything else (5xx, 429, 401/403 from a
+        // misconfigured credential or proxy) is retried, so records are never dead-lettered
+        // because the registry could not be asked.
+        if !status.is_success() && status.as_u16() != 404 {
             return Err(format!("registry answered {status}"));
         }
         let schema = if status.is_success() {

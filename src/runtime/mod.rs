@@ -53,6 +53,9 @@ pub enum RuntimeError {
     },
 }
 
+/// How long the consumer gets to close after its offsets are committed.
+const CONSUMER_CLOSE_GRACE: Duration = Duration::from_secs(10);
+
 /// Extra time workers get after the source's drain deadline before they are aborted (their
 /// unfinished batches were not committed and will be redelivered).
 const WORKER_GRACE: Duration = Duration::from_secs(2);
@@ -146,7 +149,7 @@ pub async fn run_pipeline(
         pipeline: name.to_string(),
         source,
     })?;
-    let thread = source.spawn(
+    let (report, thread) = source.spawn(
         BatchRouter::new(queues),
         shutdown.clone(),
         tokio::runtime::Handle::current(),
@@ -154,7 +157,7 @@ pub async fn run_pipeline(
     status.set(&name, PipelineState::Running);
     tracing::info!(pipeline = %name, "pipeline running");
 
-    let result = tokio::task::spawn_blocking(move || thread.join())
+    let result = tokio::task::spawn_blocking(move || report.recv())
         .await
         .ok()
         .and_then(Result::ok)
@@ -163,6 +166,19 @@ pub async fn run_pipeline(
                 "source thread panicked".to_string(),
             ))
         });
+    // Offsets are committed; closing the consumer should take a moment. librdkafka can hang
+    // there while a cooperative rebalance is in flight: do not let that hang the shutdown.
+    // The thread is polled rather than joined on a blocking task, which would keep the
+    // runtime from shutting down if it never ends.
+    let close_deadline = tokio::time::Instant::now() + CONSUMER_CLOSE_GRACE;
+    while !thread.is_finished() && tokio::time::Instant::now() < close_deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    if thread.is_finished() {
+        let _ = thread.join();
+    } else {
+        tracing::warn!(pipeline = %name, "the Kafka consumer did not close in time; leaving it behind (offsets are committed)");
+    }
     status.set(&name, PipelineState::Stopping);
 
     // The source closed the queues; workers finish what they hold.

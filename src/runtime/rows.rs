@@ -125,42 +125,56 @@ pub async fn process_rows(
 
     let started = Instant::now();
     let rows = scored.num_rows();
-    let mut matched_any = vec![false; rows];
-    let mut routed = Vec::with_capacity(compiled.outputs.len());
+    // Evaluate every filter first: a row whose filter fails for one output is dead-lettered
+    // and must not be published to any other (replaying the dead letter would duplicate it).
+    let mut masks: Vec<Option<BooleanArray>> = Vec::with_capacity(compiled.outputs.len());
+    let mut route_failed = vec![false; rows];
     for output in &compiled.outputs {
-        let selected = match &output.filter {
-            None => {
+        masks.push(output.filter.as_ref().map(|filter| {
+            let result = filter.evaluate(&scored);
+            for f in result.failures {
+                if let Some(failed) = route_failed.get_mut(f.index) {
+                    *failed = true;
+                }
+                if let Some(row) = input_row(f.index) {
+                    failures.entry(row).or_insert(RowFailure {
+                        stage: "route",
+                        class: f.class,
+                        message: f.message,
+                        model: None,
+                    });
+                }
+            }
+            result.mask
+        }));
+    }
+    let mut matched_any = route_failed.clone();
+    let any_failed = route_failed.iter().any(|f| *f);
+    let mut routed = Vec::with_capacity(compiled.outputs.len());
+    for (output, mask) in compiled.outputs.iter().zip(masks) {
+        let mask = match (mask, any_failed) {
+            (None, false) => {
                 matched_any.iter_mut().for_each(|m| *m = true);
-                Some(scored.clone())
+                routed.push(Some(scored.clone()).filter(|b| b.num_rows() > 0));
+                continue;
             }
-            Some(filter) => {
-                let result = filter.evaluate(&scored);
-                for f in result.failures {
-                    // Failed, so neither routed nor filtered.
-                    if let Some(m) = matched_any.get_mut(f.index) {
-                        *m = true;
-                    }
-                    if let Some(row) = input_row(f.index) {
-                        failures.entry(row).or_insert(RowFailure {
-                            stage: "route",
-                            class: f.class,
-                            message: f.message,
-                            model: None,
-                        });
-                    }
-                }
-                mark_matches(&result.mask, &mut matched_any);
-                match filter_record_batch(&scored, &result.mask) {
-                    Ok(b) => Some(b),
-                    Err(e) => {
-                        tracing::error!(pipeline = %metrics.name(), output = %output.name, error = %e, "filtering rows failed");
-                        errored = true;
-                        None
-                    }
-                }
-            }
+            (None, true) => BooleanArray::from(route_failed.iter().map(|f| !f).collect::<Vec<_>>()),
+            (Some(mask), false) => mask,
+            (Some(mask), true) => BooleanArray::from(
+                (0..rows)
+                    .map(|i| !route_failed[i] && mask.is_valid(i) && mask.value(i))
+                    .collect::<Vec<_>>(),
+            ),
         };
-        routed.push(selected.filter(|b| b.num_rows() > 0));
+        mark_matches(&mask, &mut matched_any);
+        match filter_record_batch(&scored, &mask) {
+            Ok(b) => routed.push(Some(b).filter(|b| b.num_rows() > 0)),
+            Err(e) => {
+                tracing::error!(pipeline = %metrics.name(), output = %output.name, error = %e, "filtering rows failed");
+                errored = true;
+                routed.push(None);
+            }
+        }
     }
     metrics
         .batch_duration("route")

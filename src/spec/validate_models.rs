@@ -270,7 +270,7 @@ pub fn check_url(url: &str) -> Result<(), String> {
         return Err("the URL has no host".to_string());
     }
     if !parsed.username().is_empty() || parsed.password().is_some() {
-        return Err("credentials in the URL are not allowed (they would appear in logs and metric labels); use `headers` or `api_key`".to_string());
+        return Err("credentials in the URL are not allowed (they would appear in logs and metric labels); put them in the credential fields (`headers`, `api_key`, or `username` and `password`)".to_string());
     }
     if parsed.query().is_some() || parsed.fragment().is_some() {
         return Err("a replica base URL has no query or fragment".to_string());

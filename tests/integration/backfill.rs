@@ -411,3 +411,50 @@ async fn to_sinks_publishes_to_the_pipelines_own_topics() {
         "no Parquet output with --to-sinks"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resuming_with_other_units_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    streamgate::backfill::generate::generate(&data, 1, 2_000, 500, 2).unwrap();
+    let out = dir.path().join("out");
+    let pattern = data.join("*.parquet");
+    let first = backfill::run(
+        compiled_scoring().await,
+        options(&[&pattern], &out),
+        &Metrics::new(),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    assert!(first.succeeded());
+    // Regression: other unit sizes give other unit ids and output files, so resuming with
+    // them would write every row again.
+    let mut other = options(&[&pattern], &out);
+    other.resume = true;
+    other.unit_rows = 1_000;
+    let err = backfill::run(
+        compiled_scoring().await,
+        other,
+        &Metrics::new(),
+        Default::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("--unit-rows"), "{err}");
+    let mut again = options(&[&pattern], &out);
+    again.resume = true;
+    let resumed = backfill::run(
+        compiled_scoring().await,
+        again,
+        &Metrics::new(),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        resumed.units_skipped, resumed.units,
+        "everything was done already"
+    );
+    assert_eq!(scores(&out.join("scored")).len(), 2_000);
+}

@@ -578,3 +578,53 @@ async fn an_endpoint_answering_404_holds_the_rows_instead_of_dead_lettering_them
     let waits = metrics.models.outage_waits.with_label_values(&["m"]).get();
     assert!(waits >= 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_whose_filter_fails_is_published_nowhere() {
+    // Regression: a row dead-lettered for one output's filter was still published to the
+    // others, so replaying its dead letter duplicated it.
+    let yaml = r#"
+name: route-failure
+source: { type: kafka, bootstrap_servers: "127.0.0.1:1", topics: [in], group_id: g }
+format:
+  type: json
+  columns:
+    - { name: id, type: int64 }
+    - { name: x, type: float64 }
+    - { name: k, type: string }
+sql: SELECT id, x, k FROM input
+outputs:
+  - { name: all, sink: { type: stdout } }
+  - { name: picky, where: "id / (id - 3) > 0", sink: { type: stdout } }
+"#;
+    let metrics = Metrics::new();
+    let (compiled, stage) = stage(yaml, &metrics).await;
+    let input = {
+        let records: Vec<RawRecord> = (0..10)
+            .map(|id| RawRecord {
+                key: None,
+                payload: format!(r#"{{"id":{id},"x":1,"k":"a"}}"#).into_bytes(),
+                headers: vec![],
+                timestamp_ms: None,
+                position: Position {
+                    topic: "in".into(),
+                    partition: 0,
+                    offset: id,
+                },
+            })
+            .collect();
+        compiled.decoder.decode(&records).batch
+    };
+    let out = streamgate::runtime::rows::process_rows(
+        &compiled,
+        &stage,
+        input,
+        &metrics.pipeline("route-failure"),
+    )
+    .await;
+    assert_eq!(out.failures.keys().copied().collect::<Vec<_>>(), vec![3]);
+    let all = out.routed[0].as_ref().unwrap();
+    let ids = all.column(0).as_primitive::<Int64Type>();
+    assert_eq!(all.num_rows(), 9);
+    assert!((0..9).all(|r| ids.value(r) != 3));
+}

@@ -123,23 +123,33 @@ impl KafkaSource {
     }
 
     /// Runs the poll loop on a dedicated thread until `shutdown` (or a batch failure), then
-    /// drains in-flight batches and commits.
+    /// drains in-flight batches and commits. The result arrives on the returned channel once
+    /// offsets are committed, before the consumer is closed (closing can block inside
+    /// librdkafka during a rebalance; nothing depends on it any more by then).
     pub fn spawn(
         self,
         router: BatchRouter,
         shutdown: CancellationToken,
         runtime: Handle,
-    ) -> std::thread::JoinHandle<Result<SourceReport, KafkaSourceError>> {
-        std::thread::Builder::new()
+    ) -> (
+        std::sync::mpsc::Receiver<Result<SourceReport, KafkaSourceError>>,
+        std::thread::JoinHandle<()>,
+    ) {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let thread = std::thread::Builder::new()
             .name(format!("kafka-source-{}", self.metrics.name()))
             .spawn(move || {
                 let acks = self.acks.clone();
-                let report = poll_loop::PollLoop::new(self, router, runtime).run(&shutdown);
-                match acks.failure() {
+                let (report, poll_loop) =
+                    poll_loop::PollLoop::new(self, router, runtime).run(&shutdown);
+                let result = match acks.failure() {
                     Some(reason) => Err(KafkaSourceError::BatchFailed(reason)),
                     None => Ok(report),
-                }
+                };
+                let _ = tx.send(result);
+                drop(poll_loop);
             })
-            .expect("spawning a thread only fails when the OS is out of resources")
+            .expect("spawning a thread only fails when the OS is out of resources");
+        (rx, thread)
     }
 }

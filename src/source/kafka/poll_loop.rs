@@ -68,7 +68,10 @@ impl PollLoop {
         }
     }
 
-    pub(super) fn run(mut self, shutdown: &CancellationToken) -> SourceReport {
+    /// Runs until `shutdown`, then drains and commits. Returns the report and the loop itself:
+    /// dropping it closes the consumer, which librdkafka can block on while a cooperative
+    /// rebalance is in flight, so the caller reports first and closes after.
+    pub(super) fn run(mut self, shutdown: &CancellationToken) -> (SourceReport, Self) {
         let fatal = self.source.acks.clone();
         while !shutdown.is_cancelled() && fatal.failure().is_none() && !self.workers_gone {
             self.dispatch_ready();
@@ -94,7 +97,8 @@ impl PollLoop {
             self.drop_revoked();
             self.store_offsets();
         }
-        self.finish(fatal.failure().is_none())
+        let report = self.finish(fatal.failure().is_none());
+        (report, self)
     }
 
     /// Polls one message (waiting up to `wait`), then whatever is already queued, bounded so
@@ -369,7 +373,7 @@ impl PollLoop {
 
     /// Orderly stop: hand every complete record to the workers (unless stopping on failure),
     /// close the queues, wait for acknowledgements, commit.
-    fn finish(mut self, hand_over_remaining: bool) -> SourceReport {
+    fn finish(&mut self, hand_over_remaining: bool) -> SourceReport {
         let deadline = Instant::now() + self.source.drain_timeout;
         if hand_over_remaining {
             let filling: Vec<_> = self.filling.drain().map(|(_, p)| p).collect();
