@@ -12,6 +12,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use futures::StreamExt;
+
 use apache_avro::Schema as AvroSchema;
 
 use super::RecordFailure;
@@ -35,6 +37,17 @@ pub const INVALID: &str = "avro_invalid";
 /// Most bytes one Avro datum may make the decoder allocate (a Kafka message is at most a few
 /// MiB).
 const MAX_DATUM_ALLOCATION: usize = 16 << 20;
+
+/// Registry lookups in flight at once.
+const REGISTRY_CONCURRENCY: usize = 8;
+
+/// Largest registry answer read (a schema is a few KiB).
+const MAX_REGISTRY_ANSWER: usize = 1 << 20;
+
+/// Unknown ids remembered at most (garbage records can name any id); past it the memory of
+/// unknown ids starts over. How long one is remembered before the registry is asked again.
+const MAX_UNKNOWN_IDS: usize = 10_000;
+const UNKNOWN_TTL: Duration = Duration::from_secs(300);
 
 /// Longest wait between attempts to reach an unavailable registry.
 const MAX_REGISTRY_BACKOFF: Duration = Duration::from_secs(5);
@@ -82,19 +95,23 @@ impl AvroDecoder {
             .collect();
         missing.sort_unstable();
         missing.dedup();
-        for id in missing {
-            let mut wait = Duration::from_millis(50);
-            loop {
-                match registry.fetch(id).await {
-                    Ok(()) => break,
-                    Err(e) => {
-                        tracing::warn!(schema_id = id, error = %e, "schema registry unavailable; holding the batch");
-                        tokio::time::sleep(wait).await;
-                        wait = (wait * 2).min(MAX_REGISTRY_BACKOFF);
+        // Ids come from outside: look them up a few at a time, each retried while the registry
+        // is unavailable.
+        futures::stream::iter(missing)
+            .for_each_concurrent(REGISTRY_CONCURRENCY, |id| async move {
+                let mut wait = Duration::from_millis(50);
+                loop {
+                    match registry.fetch(id).await {
+                        Ok(()) => break,
+                        Err(e) => {
+                            tracing::warn!(schema_id = id, error = %e, "schema registry unavailable; holding the batch");
+                            tokio::time::sleep(wait).await;
+                            wait = (wait * 2).min(MAX_REGISTRY_BACKOFF);
+                        }
                     }
                 }
-            }
-        }
+            })
+            .await;
     }
 
     /// Decodes `records`; each bad record is reported with its class.
@@ -210,8 +227,10 @@ struct SchemaRegistry {
     url: String,
     username: Option<String>,
     password: Option<Secret>,
-    /// Schema id → parsed schema, or `None` when the registry does not know it.
-    cache: RwLock<HashMap<u32, Option<Arc<AvroSchema>>>>,
+    /// Schema id → parsed schema (writer schemas never change for an id).
+    cache: RwLock<HashMap<u32, Arc<AvroSchema>>>,
+    /// Ids the registry did not know, and when it said so (bounded, forgotten after a TTL).
+    unknown: RwLock<HashMap<u32, std::time::Instant>>,
 }
 
 impl SchemaRegistry {
@@ -221,14 +240,24 @@ impl SchemaRegistry {
             username: spec.username.clone(),
             password: spec.password.clone(),
             cache: RwLock::new(HashMap::new()),
+            unknown: RwLock::new(HashMap::new()),
         }
     }
 
     fn knows(&self, id: u32) -> bool {
-        self.cache
+        if self
+            .cache
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .contains_key(&id)
+        {
+            return true;
+        }
+        self.unknown
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .is_some_and(|at| at.elapsed() < UNKNOWN_TTL)
     }
 
     fn get(&self, id: u32) -> Option<Arc<AvroSchema>> {
@@ -237,7 +266,14 @@ impl SchemaRegistry {
             .unwrap_or_else(|e| e.into_inner())
             .get(&id)
             .cloned()
-            .flatten()
+    }
+
+    fn remember_unknown(&self, id: u32) {
+        let mut unknown = self.unknown.write().unwrap_or_else(|e| e.into_inner());
+        if unknown.len() >= MAX_UNKNOWN_IDS {
+            unknown.clear();
+        }
+        unknown.insert(id, std::time::Instant::now());
     }
 
     /// Fetches schema `id` into the cache. `Err` only when the registry could not answer
@@ -261,31 +297,40 @@ impl SchemaRegistry {
         if !status.is_success() && status.as_u16() != 404 {
             return Err(format!("registry answered {status}"));
         }
-        let schema = if status.is_success() {
-            #[derive(serde::Deserialize)]
-            struct Body {
-                schema: String,
+        if !status.is_success() {
+            self.remember_unknown(id);
+            return Ok(());
+        }
+        let mut response = response;
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| e.without_url().to_string())?
+        {
+            if bytes.len() + chunk.len() > MAX_REGISTRY_ANSWER {
+                return Err("registry answer larger than 1 MiB".to_string());
             }
-            let bytes = response
-                .bytes()
-                .await
-                .map_err(|e| e.without_url().to_string())?;
-            let body: Body = serde_json::from_slice(&bytes)
-                .map_err(|e| format!("malformed registry answer: {e}"))?;
-            match AvroSchema::parse_str(&body.schema) {
-                Ok(s) => Some(Arc::new(s)),
-                Err(e) => {
-                    tracing::error!(schema_id = id, error = %e, "registry schema is not valid Avro");
-                    None
-                }
+            bytes.extend_from_slice(&chunk);
+        }
+        #[derive(serde::Deserialize)]
+        struct Body {
+            schema: String,
+        }
+        let body: Body = serde_json::from_slice(&bytes)
+            .map_err(|e| format!("malformed registry answer: {e}"))?;
+        match AvroSchema::parse_str(&body.schema) {
+            Ok(schema) => {
+                self.cache
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(id, Arc::new(schema));
             }
-        } else {
-            None
-        };
-        self.cache
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, schema);
+            Err(e) => {
+                tracing::error!(schema_id = id, error = %e, "registry schema is not valid Avro");
+                self.remember_unknown(id);
+            }
+        }
         Ok(())
     }
 }

@@ -298,7 +298,11 @@ mod tests {
     #[test]
     fn urls() {
         assert!(check_url("http://127.0.0.1:8000").is_ok());
-        assert!(check_url("https://api.openai.com/v1").unwrap_err().contains("not supported yet"));
+        assert!(
+            check_url("https://api.openai.com/v1")
+                .unwrap_err()
+                .contains("not supported yet")
+        );
         assert!(check_url("ftp://x").unwrap_err().contains("scheme"));
         assert!(
             check_url("http://user:pw@x")

@@ -488,3 +488,30 @@ for i in range(50):
     assert!(datafusion::arrow::array::Array::is_null(age.as_ref(), 0));
     assert!(!datafusion::arrow::array::Array::is_null(age.as_ref(), 1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_schema_ids_are_asked_once_and_dead_lettered() {
+    let registry = Registry::default();
+    let url = registry.start().await;
+    let compiled = decoder("confluent", Some(&url)).await;
+    // Garbage that looks framed: 40 distinct ids the registry never heard of.
+    let records: Vec<RawRecord> = (0..200)
+        .map(|i| record(framed(1_000 + (i % 40), &[2, 4, 6]), i as i64))
+        .collect();
+    for _ in 0..2 {
+        compiled.decoder.prepare(&records).await;
+        let decoded = compiled.decoder.decode(&records);
+        assert_eq!(decoded.failures.len(), 200);
+        assert!(
+            decoded
+                .failures
+                .iter()
+                .all(|f| f.class == "avro_unknown_schema")
+        );
+    }
+    assert_eq!(
+        registry.lookups.load(Ordering::Relaxed),
+        40,
+        "each unknown id is asked once, then remembered"
+    );
+}
