@@ -205,6 +205,8 @@ fn to_input(
 /// A non-null array of `n` zero / empty / false values of `data_type` (for columns the SQL does
 /// not read, and as filler for rows that are dropped anyway).
 fn placeholder(data_type: &DataType, n: usize) -> ArrayRef {
+    use datafusion::arrow::array::{ListArray, MapArray, StructArray, new_empty_array};
+    use datafusion::arrow::buffer::OffsetBuffer;
     let zeros: ArrayRef = Arc::new(Int8Array::from(vec![0i8; n]));
     match data_type {
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => cast(
@@ -212,6 +214,57 @@ fn placeholder(data_type: &DataType, n: usize) -> ArrayRef {
             data_type,
         )
         .unwrap_or_else(|_| new_null_array(data_type, n)),
+        // Nested types cannot be cast to: build them, non-null all the way down.
+        DataType::Struct(fields) => Arc::new(StructArray::new(
+            fields.clone(),
+            fields
+                .iter()
+                .map(|f| placeholder(f.data_type(), n))
+                .collect(),
+            None,
+        )),
+        DataType::List(field) => Arc::new(ListArray::new(
+            field.clone(),
+            OffsetBuffer::new_zeroed(n),
+            new_empty_array(field.data_type()),
+            None,
+        )),
+        DataType::Map(field, sorted) => {
+            match new_empty_array(field.data_type())
+                .as_any()
+                .downcast_ref::<StructArray>()
+            {
+                Some(entries) => Arc::new(MapArray::new(
+                    field.clone(),
+                    OffsetBuffer::new_zeroed(n),
+                    entries.clone(),
+                    None,
+                    *sorted,
+                )),
+                None => new_null_array(data_type, n),
+            }
+        }
         _ => cast(&zeros, data_type).unwrap_or_else(|_| new_null_array(data_type, n)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::datatypes::{Field, Fields};
+
+    #[test]
+    fn placeholders_are_non_null_even_when_nested() {
+        let nested = DataType::Struct(Fields::from(vec![
+            Field::new("name", DataType::Utf8, false),
+            Field::new("tags", DataType::new_list(DataType::Utf8, false), false),
+            Field::new("score", DataType::Float64, false),
+        ]));
+        for dt in [nested, DataType::Int64, DataType::Utf8, DataType::Boolean] {
+            let a = placeholder(&dt, 3);
+            assert_eq!(a.len(), 3);
+            assert_eq!(a.null_count(), 0, "{dt}");
+            assert_eq!(a.data_type(), &dt);
+        }
     }
 }
