@@ -316,7 +316,6 @@ pub async fn run(
             *summary.rows_out.entry(k).or_default() += v;
         }
         summary.rows_filtered += r.filtered;
-        summary.dead_lettered += r.dead;
         if r.interrupted {
             continue;
         }
@@ -328,6 +327,9 @@ pub async fn run(
             }
         }
     }
+    // Completed units of this run and earlier ones: a resumed run reports (and fails on)
+    // rows an earlier run dead-lettered too.
+    summary.dead_lettered = context.progress.dead_lettered();
     summary.elapsed = started.elapsed();
     Ok(summary)
 }
@@ -416,7 +418,7 @@ async fn run_unit(context: &Context, unit: Unit) -> UnitResult {
         Ok(rows_out) => result.rows_out = rows_out,
         Err(e) => return fail(e),
     }
-    if let Err(e) = context.progress.complete(&unit.id) {
+    if let Err(e) = context.progress.complete(&unit.id, result.dead) {
         return fail(e);
     }
     context.counters.units.fetch_add(1, Ordering::Relaxed);

@@ -23,6 +23,9 @@ struct State {
     unit_rows: u64,
     completed: BTreeSet<String>,
     bad_files: Vec<BadFile>,
+    /// Rows dead-lettered by completed units, over every run.
+    #[serde(default)]
+    dead_lettered: u64,
 }
 
 /// The progress of one backfill.
@@ -95,10 +98,21 @@ impl Progress {
         self.lock().completed.contains(unit)
     }
 
-    /// Records `unit` as complete (its output files are already in place).
-    pub fn complete(&self, unit: &str) -> Result<(), String> {
-        self.lock().completed.insert(unit.to_string());
+    /// Records `unit` as complete (its output files are already in place), with the rows it
+    /// dead-lettered.
+    pub fn complete(&self, unit: &str, dead_lettered: u64) -> Result<(), String> {
+        {
+            let mut state = self.lock();
+            if state.completed.insert(unit.to_string()) {
+                state.dead_lettered += dead_lettered;
+            }
+        }
         self.save()
+    }
+
+    /// Rows dead-lettered by completed units, this run and earlier ones.
+    pub fn dead_lettered(&self) -> u64 {
+        self.lock().dead_lettered
     }
 
     /// Records a skipped file.

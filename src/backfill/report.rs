@@ -132,7 +132,7 @@ pub struct Summary {
     pub rows_out: BTreeMap<String, u64>,
     /// Rows filtered.
     pub rows_filtered: u64,
-    /// Rows dead-lettered.
+    /// Rows dead-lettered by completed units, this run and earlier ones (`--resume`).
     pub dead_lettered: u64,
     /// Model requests made.
     pub model_calls: u64,

@@ -458,3 +458,85 @@ async fn resuming_with_other_units_is_refused() {
     );
     assert_eq!(scores(&out.join("scored")).len(), 2_000);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_with_missing_values_are_dead_lettered_and_a_resume_still_reports_them() {
+    use datafusion::arrow::array::{ArrayRef, StringArray};
+    use datafusion::arrow::datatypes::{Field, Schema};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    let good = streamgate::backfill::generate::generate(&src, 1, 100, 100, 4).unwrap();
+    // The same rows with `card_id` (non-nullable in the pipeline) missing in rows 7 and 42.
+    let batch = read_dataset(good[0].parent().unwrap()).remove(0);
+    let idx = batch.schema().index_of("card_id").unwrap();
+    let ids = batch.column(idx).as_string::<i32>();
+    let holed: StringArray = (0..batch.num_rows())
+        .map(|r| (r != 7 && r != 42).then(|| ids.value(r).to_string()))
+        .collect();
+    let mut fields: Vec<Field> = batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields[idx] = Field::new(
+        "card_id",
+        datafusion::arrow::datatypes::DataType::Utf8,
+        true,
+    );
+    let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+    columns[idx] = Arc::new(holed);
+    let holed = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let mut w = datafusion::parquet::arrow::ArrowWriter::try_new(
+        File::create(data.join("holed.parquet")).unwrap(),
+        holed.schema(),
+        None,
+    )
+    .unwrap();
+    w.write(&holed).unwrap();
+    w.close().unwrap();
+
+    let out = dir.path().join("out");
+    let pattern = data.join("*.parquet");
+    let summary = backfill::run(
+        compiled_scoring().await,
+        options(&[&pattern], &out),
+        &Metrics::new(),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(summary.dead_lettered, 2, "{summary}");
+    assert!(!summary.succeeded());
+    assert_eq!(scores(&out.join("scored")).len(), 98);
+    let dead = read_dataset(&out.join("_dead_letter"));
+    let rows: Vec<i64> = dead
+        .iter()
+        .flat_map(|b| {
+            let r = b
+                .column(b.schema().index_of("source_row").unwrap())
+                .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+                .clone();
+            (0..b.num_rows())
+                .map(move |i| r.value(i))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(rows, vec![7, 42]);
+    // Regression: a resume that has nothing left to do still reports the earlier dead letters.
+    let mut again = options(&[&pattern], &out);
+    again.resume = true;
+    let resumed = backfill::run(
+        compiled_scoring().await,
+        again,
+        &Metrics::new(),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resumed.dead_lettered, 2);
+    assert!(!resumed.succeeded());
+}
