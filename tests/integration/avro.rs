@@ -19,7 +19,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use datafusion::arrow::array::RecordBatch;
 use serde_json::json;
-use streamgate::batch::{Position, RawRecord};
+use streamgate::batch::RawRecord;
+
+use crate::common::raw_record;
 
 /// A Schema Registry stand-in: register (`POST /subjects/{s}/versions`) and look up
 /// (`GET /schemas/ids/{id}`); `down` makes it answer 503.
@@ -104,20 +106,6 @@ outputs:
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/avro-test.yaml");
     let loaded = streamgate::spec::load_str(&yaml, &file, &|_| None).unwrap();
     streamgate::plan::compile(loaded).await.unwrap()
-}
-
-fn record(payload: Vec<u8>, offset: i64) -> RawRecord {
-    RawRecord {
-        key: None,
-        payload,
-        headers: vec![],
-        timestamp_ms: None,
-        position: Position {
-            topic: "in".into(),
-            partition: 0,
-            offset,
-        },
-    }
 }
 
 /// `n` demo transactions as JSON and as Avro values of the transaction schema.
@@ -224,7 +212,7 @@ outputs:
     let records: Vec<RawRecord> = json
         .iter()
         .enumerate()
-        .map(|(i, p)| record(p.clone(), i as i64))
+        .map(|(i, p)| raw_record(p.clone(), i as i64))
         .collect();
     compiled.decoder.decode(&records).batch
 }
@@ -240,7 +228,7 @@ async fn plain_and_confluent_avro_decode_like_the_same_records_in_json() {
     let records: Vec<RawRecord> = rows
         .iter()
         .enumerate()
-        .map(|(i, r)| record(r.1.clone(), i as i64))
+        .map(|(i, r)| raw_record(r.1.clone(), i as i64))
         .collect();
     let decoded = plain.decoder.decode(&records);
     assert!(
@@ -257,7 +245,7 @@ async fn plain_and_confluent_avro_decode_like_the_same_records_in_json() {
     let records: Vec<RawRecord> = rows
         .iter()
         .enumerate()
-        .map(|(i, r)| record(framed(id, &r.1), i as i64))
+        .map(|(i, r)| raw_record(framed(id, &r.1), i as i64))
         .collect();
     confluent.decoder.prepare(&records).await;
     let decoded = confluent.decoder.decode(&records);
@@ -344,7 +332,7 @@ async fn each_bad_record_gets_its_own_dead_letter_class_and_evolution_resolves()
     let records: Vec<RawRecord> = payloads
         .iter()
         .enumerate()
-        .map(|(i, (p, _))| record(p.clone(), i as i64))
+        .map(|(i, (p, _))| raw_record(p.clone(), i as i64))
         .collect();
     compiled.decoder.prepare(&records).await;
     let decoded = compiled.decoder.decode(&records);
@@ -383,7 +371,7 @@ async fn a_registry_outage_holds_the_batch_instead_of_dead_lettering_it() {
     let records: Vec<RawRecord> = rows
         .iter()
         .enumerate()
-        .map(|(i, r)| record(framed(id, &r.1), i as i64))
+        .map(|(i, r)| raw_record(framed(id, &r.1), i as i64))
         .collect();
     let pending = tokio::spawn({
         let compiled = compiled.clone();
@@ -468,7 +456,7 @@ for i in range(50):
                 .step_by(2)
                 .map(|j| u8::from_str_radix(&hex[j..j + 2], 16).unwrap())
                 .collect();
-            record(bytes, i as i64)
+            raw_record(bytes, i as i64)
         })
         .collect();
     assert_eq!(records.len(), 50);
@@ -496,7 +484,7 @@ async fn unknown_schema_ids_are_asked_once_and_dead_lettered() {
     let compiled = decoder("confluent", Some(&url)).await;
     // Garbage that looks framed: 40 distinct ids the registry never heard of.
     let records: Vec<RawRecord> = (0..200)
-        .map(|i| record(framed(1_000 + (i % 40), &[2, 4, 6]), i as i64))
+        .map(|i| raw_record(framed(1_000 + (i % 40), &[2, 4, 6]), i as i64))
         .collect();
     for _ in 0..2 {
         compiled.decoder.prepare(&records).await;

@@ -73,6 +73,19 @@ fn options(inputs: &[&Path], output: &Path) -> BackfillOptions {
     }
 }
 
+/// Backfills with the shipped fraud-scoring pipeline.
+async fn run_scoring(
+    options: BackfillOptions,
+) -> Result<streamgate::backfill::report::Summary, streamgate::backfill::BackfillError> {
+    backfill::run(
+        compiled_scoring().await,
+        options,
+        &Metrics::new(),
+        Default::default(),
+    )
+    .await
+}
+
 async fn compiled_scoring() -> std::sync::Arc<streamgate::plan::CompiledPipeline> {
     let text = std::fs::read_to_string(scoring_pipeline()).unwrap();
     let loaded = streamgate::spec::load_str(&text, &scoring_pipeline(), &|_| None).unwrap();
@@ -134,14 +147,7 @@ async fn backfill_scores_rows_exactly_like_the_stream() {
     let out = dir.path().join("out");
     streamgate::backfill::generate::generate(&data, 3, N / 3, 700, 42).unwrap();
     let pattern = data.join("*.parquet");
-    let summary = backfill::run(
-        compiled_scoring().await,
-        options(&[&pattern], &out),
-        &Metrics::new(),
-        Default::default(),
-    )
-    .await
-    .unwrap();
+    let summary = run_scoring(options(&[&pattern], &out)).await.unwrap();
     assert!(summary.succeeded(), "{summary}");
     assert_eq!(summary.rows_in, N);
 
@@ -211,14 +217,9 @@ async fn bad_files_are_reported_and_the_rest_completes() {
     std::fs::rename(&transactions[0], data.join("empty.parquet")).unwrap();
 
     let out = dir.path().join("out");
-    let summary = backfill::run(
-        compiled_scoring().await,
-        options(&[&data.join("*.parquet")], &out),
-        &Metrics::new(),
-        Default::default(),
-    )
-    .await
-    .unwrap();
+    let summary = run_scoring(options(&[&data.join("*.parquet")], &out))
+        .await
+        .unwrap();
     eprintln!("{summary}");
     assert!(!summary.succeeded());
     let reasons: HashMap<String, String> = summary
@@ -419,39 +420,18 @@ async fn resuming_with_other_units_is_refused() {
     streamgate::backfill::generate::generate(&data, 1, 2_000, 500, 2).unwrap();
     let out = dir.path().join("out");
     let pattern = data.join("*.parquet");
-    let first = backfill::run(
-        compiled_scoring().await,
-        options(&[&pattern], &out),
-        &Metrics::new(),
-        Default::default(),
-    )
-    .await
-    .unwrap();
+    let first = run_scoring(options(&[&pattern], &out)).await.unwrap();
     assert!(first.succeeded());
     // Regression: other unit sizes give other unit ids and output files, so resuming with
     // them would write every row again.
     let mut other = options(&[&pattern], &out);
     other.resume = true;
     other.unit_rows = 1_000;
-    let err = backfill::run(
-        compiled_scoring().await,
-        other,
-        &Metrics::new(),
-        Default::default(),
-    )
-    .await
-    .unwrap_err();
+    let err = run_scoring(other).await.unwrap_err();
     assert!(err.to_string().contains("--unit-rows"), "{err}");
     let mut again = options(&[&pattern], &out);
     again.resume = true;
-    let resumed = backfill::run(
-        compiled_scoring().await,
-        again,
-        &Metrics::new(),
-        Default::default(),
-    )
-    .await
-    .unwrap();
+    let resumed = run_scoring(again).await.unwrap();
     assert_eq!(
         resumed.units_skipped, resumed.units,
         "everything was done already"
@@ -501,14 +481,7 @@ async fn rows_with_missing_values_are_dead_lettered_and_a_resume_still_reports_t
 
     let out = dir.path().join("out");
     let pattern = data.join("*.parquet");
-    let summary = backfill::run(
-        compiled_scoring().await,
-        options(&[&pattern], &out),
-        &Metrics::new(),
-        Default::default(),
-    )
-    .await
-    .unwrap();
+    let summary = run_scoring(options(&[&pattern], &out)).await.unwrap();
     assert_eq!(summary.dead_lettered, 2, "{summary}");
     assert!(!summary.succeeded());
     assert_eq!(scores(&out.join("scored")).len(), 98);
@@ -529,14 +502,7 @@ async fn rows_with_missing_values_are_dead_lettered_and_a_resume_still_reports_t
     // Regression: a resume that has nothing left to do still reports the earlier dead letters.
     let mut again = options(&[&pattern], &out);
     again.resume = true;
-    let resumed = backfill::run(
-        compiled_scoring().await,
-        again,
-        &Metrics::new(),
-        Default::default(),
-    )
-    .await
-    .unwrap();
+    let resumed = run_scoring(again).await.unwrap();
     assert_eq!(resumed.dead_lettered, 2);
     assert!(!resumed.succeeded());
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{Float64Type, Int64Type};
-use streamgate::batch::{Position, RawRecord};
+use streamgate::batch::RawRecord;
 use streamgate::inference::{InferenceStage, ModelRegistry, StageOutput};
 use streamgate::mock_model::{Faults, Latency, MockModel, MockModelConfig};
 use streamgate::plan::CompiledPipeline;
@@ -77,17 +77,10 @@ pub async fn rows(
             } else {
                 id as f64
             };
-            RawRecord {
-                key: None,
-                payload: format!(r#"{{"id":{id},"x":{x},"k":"k{}"}}"#, id % keys).into_bytes(),
-                headers: vec![],
-                timestamp_ms: None,
-                position: Position {
-                    topic: "in".into(),
-                    partition: 0,
-                    offset: id,
-                },
-            }
+            crate::common::raw_record(
+                format!(r#"{{"id":{id},"x":{x},"k":"k{}"}}"#, id % keys).into_bytes(),
+                id,
+            )
         })
         .collect();
     let decoded = compiled.decoder.decode(&records);
@@ -601,16 +594,11 @@ outputs:
     let (compiled, stage) = stage(yaml, &metrics).await;
     let input = {
         let records: Vec<RawRecord> = (0..10)
-            .map(|id| RawRecord {
-                key: None,
-                payload: format!(r#"{{"id":{id},"x":1,"k":"a"}}"#).into_bytes(),
-                headers: vec![],
-                timestamp_ms: None,
-                position: Position {
-                    topic: "in".into(),
-                    partition: 0,
-                    offset: id,
-                },
+            .map(|id| {
+                crate::common::raw_record(
+                    format!(r#"{{"id":{id},"x":1,"k":"a"}}"#).into_bytes(),
+                    id,
+                )
             })
             .collect();
         compiled.decoder.decode(&records).batch

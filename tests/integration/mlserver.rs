@@ -172,20 +172,15 @@ async fn mlserver_scores_rows_like_scikit_learn_and_its_metadata_is_checked() {
     let records: Vec<streamgate::batch::RawRecord> = rows
         .iter()
         .enumerate()
-        .map(|(id, f)| streamgate::batch::RawRecord {
-            key: None,
-            payload: format!(
-                r#"{{"id":{id},"f0":{},"f1":{},"f2":{},"f3":{},"f4":{},"f5":{}}}"#,
-                f[0], f[1], f[2], f[3], f[4], f[5]
+        .map(|(id, f)| {
+            crate::common::raw_record(
+                format!(
+                    r#"{{"id":{id},"f0":{},"f1":{},"f2":{},"f3":{},"f4":{},"f5":{}}}"#,
+                    f[0], f[1], f[2], f[3], f[4], f[5]
+                )
+                .into_bytes(),
+                id as i64,
             )
-            .into_bytes(),
-            headers: vec![],
-            timestamp_ms: None,
-            position: streamgate::batch::Position {
-                topic: "in".into(),
-                partition: 0,
-                offset: id as i64,
-            },
         })
         .collect();
     let decoded = compiled.decoder.decode(&records);

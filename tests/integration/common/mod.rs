@@ -302,3 +302,18 @@ pub async fn wait_committed(bootstrap: &str, group: &str, topic: &str, partition
     )
     .await;
 }
+
+/// A record read from partition 0 of topic `in` at `offset`, for driving decoders directly.
+pub fn raw_record(payload: Vec<u8>, offset: i64) -> streamgate::batch::RawRecord {
+    streamgate::batch::RawRecord {
+        key: None,
+        payload,
+        headers: vec![],
+        timestamp_ms: None,
+        position: streamgate::batch::Position {
+            topic: "in".into(),
+            partition: 0,
+            offset,
+        },
+    }
+}
