@@ -44,6 +44,9 @@ pub struct SourceBatch {
     pub receipt: PendingReceipt,
     /// When the first record of the batch was received (for end-to-end latency).
     pub received_at: Instant,
+    /// Whether the positions identify the records across restarts (Kafka offsets, JetStream
+    /// sequences), so sinks may derive message ids from them; false for core NATS.
+    pub stable_positions: bool,
 }
 
 impl SourceBatch {

@@ -309,10 +309,7 @@ async fn validate(files: Vec<std::path::PathBuf>, offline: bool) -> anyhow::Resu
             }
             Ok(compiled) => {
                 if !offline {
-                    let SourceSpec::Kafka(k) = &compiled.pipeline.spec.source;
-                    if let Err(e) =
-                        streamgate::kafka::check_topics(k, Duration::from_secs(10)).await
-                    {
+                    if let Err(e) = check_source(&compiled.pipeline.spec.source).await {
                         problems += 1;
                         println!("{}: source: {e}", file.display());
                         continue;
@@ -335,5 +332,26 @@ async fn validate(files: Vec<std::path::PathBuf>, offline: bool) -> anyhow::Resu
         Ok(ExitCode::FAILURE)
     } else {
         Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// Checks that the source's brokers answer and its topics or stream exist.
+async fn check_source(source: &SourceSpec) -> Result<(), String> {
+    match source {
+        SourceSpec::Kafka(k) => streamgate::kafka::check_topics(k, Duration::from_secs(10))
+            .await
+            .map_err(|e| e.to_string()),
+        SourceSpec::Nats(n) => {
+            let client = streamgate::nats::connect(&n.connection(), "streamgate-validate")
+                .await
+                .map_err(|e| e.to_string())?;
+            if let Some(js) = &n.jetstream {
+                async_nats::jetstream::new(client)
+                    .get_stream(&js.stream)
+                    .await
+                    .map_err(|e| format!("JetStream stream {:?}: {e}", js.stream))?;
+            }
+            Ok(())
+        }
     }
 }

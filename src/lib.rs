@@ -40,6 +40,7 @@ pub mod demo;
 pub mod inference;
 pub mod kafka;
 pub mod mock_model;
+pub mod nats;
 pub mod plan;
 pub mod runtime;
 pub mod sink;

@@ -157,9 +157,6 @@ fn check_sink_columns(
     path: &str,
     report: &mut dyn FnMut(String, String),
 ) {
-    let SinkSpec::Kafka(k) = sink else {
-        return;
-    };
     let mut check = |field: String, column: &str| {
         if schema.field_with_name(column).is_err() {
             report(
@@ -171,10 +168,25 @@ fn check_sink_columns(
             );
         }
     };
-    if let Some(key) = &k.key {
-        check(format!("{path}.key"), key);
-    }
-    for (header, column) in &k.headers {
-        check(format!("{path}.headers.{header}"), column);
+    match sink {
+        SinkSpec::Kafka(k) => {
+            if let Some(key) = &k.key {
+                check(format!("{path}.key"), key);
+            }
+            for (header, column) in &k.headers {
+                check(format!("{path}.headers.{header}"), column);
+            }
+        }
+        SinkSpec::Nats(n) => {
+            if let Ok(template) = crate::nats::SubjectTemplate::parse(&n.subject) {
+                for column in template.columns() {
+                    check(format!("{path}.subject"), column);
+                }
+            }
+            for (header, column) in &n.headers {
+                check(format!("{path}.headers.{header}"), column);
+            }
+        }
+        SinkSpec::Stdout(_) | SinkSpec::File(_) => {}
     }
 }

@@ -12,8 +12,8 @@
 
 pub mod tracker;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// Outcome of one fragment of a batch. Ordered from best to worst; a batch's status is the
 /// maximum over its fragments.
@@ -49,20 +49,35 @@ pub trait AckReceiver: Send + Sync {
     /// `token` is the value the source chose when it created the ack (for Kafka: an index into
     /// its per-partition tracker).
     fn resolved(&self, token: u64, status: AckStatus);
+
+    /// Like [`AckReceiver::resolved`], with the indices (in the batch) of the records that were
+    /// dead-lettered, for sources that settle each message on its own (JetStream terminates
+    /// them rather than acking). The default ignores them.
+    fn resolved_with_dead_letters(&self, token: u64, status: AckStatus, dead_lettered: Vec<u32>) {
+        let _ = dead_lettered;
+        self.resolved(token, status);
+    }
 }
 
 struct AckInner {
     status: AtomicU8,
     token: u64,
     receiver: Option<Arc<dyn AckReceiver>>,
+    /// Records of the batch that were durably dead-lettered (usually none: no allocation).
+    dead_lettered: Mutex<Vec<u32>>,
 }
 
 impl Drop for AckInner {
     fn drop(&mut self) {
         if let Some(receiver) = &self.receiver {
-            receiver.resolved(
+            let dead_lettered = match self.dead_lettered.get_mut() {
+                Ok(v) => std::mem::take(v),
+                Err(poisoned) => std::mem::take(poisoned.into_inner()),
+            };
+            receiver.resolved_with_dead_letters(
                 self.token,
                 AckStatus::from_u8(self.status.load(Ordering::Acquire)),
+                dead_lettered,
             );
         }
     }
@@ -89,6 +104,7 @@ impl Ack {
             status: AtomicU8::new(AckStatus::Delivered as u8),
             token,
             receiver: Some(receiver),
+            dead_lettered: Mutex::new(Vec::new()),
         }))
     }
 
@@ -98,12 +114,22 @@ impl Ack {
             status: AtomicU8::new(AckStatus::Delivered as u8),
             token: 0,
             receiver: None,
+            dead_lettered: Mutex::new(Vec::new()),
         }))
     }
 
     /// Records an outcome; the ack keeps the worst one seen.
     pub fn record(&self, status: AckStatus) {
         self.0.status.fetch_max(status as u8, Ordering::AcqRel);
+    }
+
+    /// Notes that the batch's record `index` was durably dead-lettered.
+    pub fn note_dead_lettered(&self, indices: impl IntoIterator<Item = usize>) {
+        let mut list = match self.0.dead_lettered.lock() {
+            Ok(l) => l,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        list.extend(indices.into_iter().map(|i| i as u32));
     }
 
     /// The worst status recorded so far.

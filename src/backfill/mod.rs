@@ -34,7 +34,7 @@ use crate::inference::{InferenceStage, ModelRegistry};
 use crate::plan::CompiledPipeline;
 use crate::runtime::rows::process_rows;
 use crate::sink::{self, DeadLetterRecord, Sink, SinkInput};
-use crate::spec::{SourceSpec, SpecErrors};
+use crate::spec::SpecErrors;
 use crate::telemetry::{Metrics, PipelineMetrics};
 use input::{BadFile, Unit};
 use progress::Progress;
@@ -205,20 +205,24 @@ pub async fn run(
         ));
     }
     let destination = if options.to_sinks {
-        let source = match &spec.source {
-            SourceSpec::Kafka(k) => Some(k),
+        let build = async |s| {
+            sink::build(s, &spec.source, &name)
+                .await
+                .map_err(|e| BackfillError::Pipeline(e.to_string()))
         };
-        let build =
-            |s| sink::build(s, source, &name).map_err(|e| BackfillError::Pipeline(e.to_string()));
+        let mut outputs = Vec::with_capacity(spec.outputs.len());
+        for output in &spec.outputs {
+            outputs.push(build(&output.sink).await?);
+        }
+        let dead_letter = match &spec.dead_letter {
+            Some(s) => Some(build(s).await?),
+            None => None,
+        };
         Destination::Sinks {
             drop_failures: policy == crate::spec::OnError::Drop,
             pipeline: Arc::from(name.as_str()),
-            outputs: spec
-                .outputs
-                .iter()
-                .map(|o| build(&o.sink))
-                .collect::<Result<_, _>>()?,
-            dead_letter: spec.dead_letter.as_ref().map(build).transpose()?,
+            outputs,
+            dead_letter,
         }
     } else {
         Destination::Files {
@@ -469,8 +473,8 @@ async fn handle_batch(
     }
     result.filtered += processed.filtered as u64;
     for (i, routed) in processed.routed.into_iter().enumerate() {
-        if let Some(batch) = routed {
-            sink.write(i, batch).await?;
+        if let Some(routed) = routed {
+            sink.write(i, routed.batch).await?;
         }
     }
     if !dead.is_empty() {
@@ -549,7 +553,13 @@ impl UnitSink {
             } => {
                 rows[output] += batch.num_rows() as u64;
                 outputs[output]
-                    .send(SinkInput::Rows(batch), ack)
+                    .send(
+                        SinkInput::Rows {
+                            batch,
+                            origins: None,
+                        },
+                        ack,
+                    )
                     .await
                     .map_err(|e| e.to_string())
             }

@@ -140,7 +140,9 @@ pub async fn run(
     let mut loaded = crate::spec::load_str(DEMO_PIPELINE, Path::new(&file), &move |name| {
         (name == "KAFKA_BOOTSTRAP_SERVERS").then(|| env_bootstrap.clone())
     })?;
-    let crate::spec::SourceSpec::Kafka(source) = &mut loaded.spec.source;
+    let crate::spec::SourceSpec::Kafka(source) = &mut loaded.spec.source else {
+        anyhow::bail!("the demo pipeline consumes Kafka");
+    };
     // The embedded broker answers a fetch only when fetch.wait.max.ms (librdkafka default
     // 500 ms) expires, even if data arrived meanwhile; real brokers answer as soon as data is
     // there. A short wait keeps the demo's latency representative.

@@ -17,9 +17,10 @@ use crate::batch::SourceBatch;
 use crate::inference::{InferenceStage, ModelRegistry};
 use crate::plan::CompiledPipeline;
 use crate::sink::{self, SinkError};
-use crate::source::BatchRouter;
-use crate::source::kafka::{KafkaSource, KafkaSourceError, SourceReport};
-use crate::spec::SourceSpec;
+use crate::source::kafka::{KafkaSource, KafkaSourceError};
+use crate::source::nats::NatsSource;
+use crate::source::{BatchRouter, SourceError, SourceReport};
+use crate::spec::{KafkaSourceSpec, SourceSpec};
 use crate::telemetry::Metrics;
 pub use status::{PipelineState, StatusBoard};
 use worker::{OutputRuntime, PipelineWorker};
@@ -49,7 +50,7 @@ pub enum RuntimeError {
         /// Pipeline name.
         pipeline: String,
         /// The source error.
-        source: KafkaSourceError,
+        source: SourceError,
     },
 }
 
@@ -75,18 +76,23 @@ pub async fn run_pipeline(
         pipeline: name.to_string(),
         source,
     };
-    let SourceSpec::Kafka(source_spec) = &spec.source;
-
     let mut outputs = Vec::new();
     for (index, output) in spec.outputs.iter().enumerate() {
         outputs.push(OutputRuntime {
             index,
-            sink: sink::build(&output.sink, Some(source_spec), &name).map_err(sink_err)?,
+            sink: sink::build(&output.sink, &spec.source, &name)
+                .await
+                .map_err(sink_err)?,
+            name: Arc::from(output.name.as_str()),
             delivered: pipeline_metrics.records_out(&output.name),
         });
     }
     let dead_letter = match &spec.dead_letter {
-        Some(s) => Some(sink::build(s, Some(source_spec), &name).map_err(sink_err)?),
+        Some(s) => Some(
+            sink::build(s, &spec.source, &name)
+                .await
+                .map_err(sink_err)?,
+        ),
         None => None,
     };
     let all_sinks: Vec<_> = outputs
@@ -140,45 +146,46 @@ pub async fn run_pipeline(
         });
     }
 
-    let source = KafkaSource::new(
-        source_spec,
-        pipeline_metrics.clone(),
-        spec.processing.drain_timeout,
-    )
-    .map_err(|source| RuntimeError::Source {
+    let router = BatchRouter::new(queues);
+    let source_err = |source: SourceError| RuntimeError::Source {
         pipeline: name.to_string(),
         source,
-    })?;
-    let (report, thread) = source.spawn(
-        BatchRouter::new(queues),
-        shutdown.clone(),
-        tokio::runtime::Handle::current(),
-    );
-    status.set(&name, PipelineState::Running);
-    tracing::info!(pipeline = %name, "pipeline running");
-
-    let result = tokio::task::spawn_blocking(move || report.recv())
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .unwrap_or_else(|| {
-            Err(KafkaSourceError::BatchFailed(
-                "source thread panicked".to_string(),
-            ))
-        });
-    // Offsets are committed; closing the consumer should take a moment. librdkafka can hang
-    // there while a cooperative rebalance is in flight: do not let that hang the shutdown.
-    // The thread is polled rather than joined on a blocking task, which would keep the
-    // runtime from shutting down if it never ends.
-    let close_deadline = tokio::time::Instant::now() + CONSUMER_CLOSE_GRACE;
-    while !thread.is_finished() && tokio::time::Instant::now() < close_deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    if thread.is_finished() {
-        let _ = thread.join();
-    } else {
-        tracing::warn!(pipeline = %name, "the Kafka consumer did not close in time; leaving it behind (offsets are committed)");
-    }
+    };
+    let result = match &spec.source {
+        SourceSpec::Kafka(kafka) => {
+            let running = start_kafka(
+                kafka,
+                &pipeline_metrics,
+                spec.processing.drain_timeout,
+                router,
+                &shutdown,
+            )
+            .map_err(|e| source_err(e.into()))?;
+            status.set(&name, PipelineState::Running);
+            tracing::info!(pipeline = %name, "pipeline running");
+            running.finish(&name).await.map_err(SourceError::from)
+        }
+        SourceSpec::Nats(nats) => {
+            let source = NatsSource::connect(
+                nats,
+                pipeline_metrics.clone(),
+                spec.processing.drain_timeout,
+            )
+            .await
+            .map_err(|e| source_err(e.into()))?;
+            let task = source.spawn(router, shutdown.clone());
+            status.set(&name, PipelineState::Running);
+            tracing::info!(pipeline = %name, "pipeline running");
+            match task.await {
+                Ok(result) => result.map_err(SourceError::from),
+                Err(_) => Err(SourceError::Nats(
+                    crate::source::nats::NatsSourceError::BatchFailed(
+                        "source task panicked".to_string(),
+                    ),
+                )),
+            }
+        }
+    };
     status.set(&name, PipelineState::Stopping);
 
     // The source closed the queues; workers finish what they hold.
@@ -209,5 +216,54 @@ pub async fn run_pipeline(
                 source,
             })
         }
+    }
+}
+
+/// A Kafka source running on its thread.
+struct RunningKafka {
+    report: std::sync::mpsc::Receiver<Result<SourceReport, KafkaSourceError>>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+fn start_kafka(
+    spec: &KafkaSourceSpec,
+    metrics: &crate::telemetry::PipelineMetrics,
+    drain_timeout: Duration,
+    router: BatchRouter,
+    shutdown: &CancellationToken,
+) -> Result<RunningKafka, KafkaSourceError> {
+    let source = KafkaSource::new(spec, metrics.clone(), drain_timeout)?;
+    let (report, thread) =
+        source.spawn(router, shutdown.clone(), tokio::runtime::Handle::current());
+    Ok(RunningKafka { report, thread })
+}
+
+impl RunningKafka {
+    /// Waits for the source's report, then (briefly) for the consumer to close.
+    async fn finish(self, pipeline: &str) -> Result<SourceReport, KafkaSourceError> {
+        let RunningKafka { report, thread } = self;
+        let result = tokio::task::spawn_blocking(move || report.recv())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_else(|| {
+                Err(KafkaSourceError::BatchFailed(
+                    "source thread panicked".to_string(),
+                ))
+            });
+        // Offsets are committed; closing the consumer should take a moment. librdkafka can
+        // hang there while a cooperative rebalance is in flight: do not let that hang the
+        // shutdown. The thread is polled rather than joined on a blocking task, which would
+        // keep the runtime from shutting down if it never ends.
+        let close_deadline = tokio::time::Instant::now() + CONSUMER_CLOSE_GRACE;
+        while !thread.is_finished() && tokio::time::Instant::now() < close_deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if thread.is_finished() {
+            let _ = thread.join();
+        } else {
+            tracing::warn!(pipeline = %pipeline, "the Kafka consumer did not close in time; leaving it behind (offsets are committed)");
+        }
+        result
     }
 }

@@ -27,11 +27,20 @@ pub struct RowFailure {
     pub model: Option<ModelContext>,
 }
 
+/// Rows routed to one output.
+#[derive(Debug)]
+pub struct Routed {
+    /// The rows.
+    pub batch: RecordBatch,
+    /// For each row, the input row it came from (several rows may share one with `UNNEST`).
+    pub input_rows: Vec<u32>,
+}
+
 /// What became of one input batch.
 #[derive(Debug)]
 pub struct Processed {
     /// Per compiled output, in order: the rows routed to it (`None` when none).
-    pub routed: Vec<Option<RecordBatch>>,
+    pub routed: Vec<Option<Routed>>,
     /// Failed input rows, by input row index.
     pub failures: BTreeMap<usize, RowFailure>,
     /// Input rows that were neither routed anywhere nor failed (filtered by the SQL or by every
@@ -155,7 +164,16 @@ pub async fn process_rows(
         let mask = match (mask, any_failed) {
             (None, false) => {
                 matched_any.iter_mut().for_each(|m| *m = true);
-                routed.push(Some(scored.clone()).filter(|b| b.num_rows() > 0));
+                let input_rows = (0..rows)
+                    .map(|r| input_row(r).unwrap_or(0) as u32)
+                    .collect();
+                routed.push(
+                    Some(Routed {
+                        batch: scored.clone(),
+                        input_rows,
+                    })
+                    .filter(|r| r.batch.num_rows() > 0),
+                );
                 continue;
             }
             (None, true) => BooleanArray::from(route_failed.iter().map(|f| !f).collect::<Vec<_>>()),
@@ -168,7 +186,13 @@ pub async fn process_rows(
         };
         mark_matches(&mask, &mut matched_any);
         match filter_record_batch(&scored, &mask) {
-            Ok(b) => routed.push(Some(b).filter(|b| b.num_rows() > 0)),
+            Ok(batch) => {
+                let input_rows = (0..rows)
+                    .filter(|&r| mask.is_valid(r) && mask.value(r))
+                    .map(|r| input_row(r).unwrap_or(0) as u32)
+                    .collect();
+                routed.push(Some(Routed { batch, input_rows }).filter(|r| r.batch.num_rows() > 0))
+            }
             Err(e) => {
                 tracing::error!(pipeline = %metrics.name(), output = %output.name, error = %e, "filtering rows failed");
                 errored = true;

@@ -7,10 +7,10 @@ use std::time::Instant;
 
 use super::rows::{RowFailure as Failure, process_rows};
 use crate::ack::{Ack, AckStatus};
-use crate::batch::{RawRecord, SourceBatch};
+use crate::batch::{Position, RawRecord, SourceBatch};
 use crate::inference::InferenceStage;
 use crate::plan::CompiledPipeline;
-use crate::sink::{DeadLetterRecord, Sink, SinkInput};
+use crate::sink::{DeadLetterRecord, RowOrigins, Sink, SinkInput};
 use crate::spec::OnError;
 use crate::telemetry::PipelineMetrics;
 
@@ -20,6 +20,8 @@ pub struct OutputRuntime {
     pub index: usize,
     /// The sink.
     pub sink: Arc<dyn Sink>,
+    /// Output name (part of row identities).
+    pub name: Arc<str>,
     /// `streamgate_records_out_total{output}`.
     pub delivered: prometheus::IntCounter,
 }
@@ -40,7 +42,10 @@ impl PipelineWorker {
     /// hold receipts), dead-lettered, dropped by policy, or marks the batch as failed.
     pub async fn process(&self, batch: SourceBatch) {
         let SourceBatch {
-            records, receipt, ..
+            records,
+            receipt,
+            stable_positions,
+            ..
         } = batch;
         let ack = receipt.ack().clone();
         // Record index → failure; BTreeMap keeps dead letters in source order.
@@ -84,10 +89,29 @@ impl PipelineWorker {
         }
 
         let started = Instant::now();
-        for (output, selected) in self.outputs.iter().zip(processed.routed) {
-            let Some(selected) = selected else { continue };
-            let n = selected.num_rows() as u64;
-            match output.sink.send(SinkInput::Rows(selected), &ack).await {
+        let mut positions: Option<Arc<[Position]>> = None;
+        for (output, routed) in self.outputs.iter().zip(processed.routed) {
+            let Some(routed) = routed else { continue };
+            let n = routed.batch.num_rows() as u64;
+            let origins = (stable_positions && output.sink.wants_origins()).then(|| {
+                let records = positions
+                    .get_or_insert_with(|| records.iter().map(|r| r.position.clone()).collect())
+                    .clone();
+                RowOrigins {
+                    records,
+                    record_of_row: routed
+                        .input_rows
+                        .iter()
+                        .map(|&row| decoded.rows.get(row as usize).copied().unwrap_or(u32::MAX))
+                        .collect(),
+                    output: output.name.clone(),
+                }
+            });
+            let input = SinkInput::Rows {
+                batch: routed.batch,
+                origins,
+            };
+            match output.sink.send(input, &ack).await {
                 Ok(()) => output.delivered.inc_by(n),
                 Err(e) => {
                     let name = &self.compiled.outputs[output.index].name;
@@ -118,6 +142,7 @@ impl PipelineWorker {
         }
         match (self.policy, &self.dead_letter) {
             (OnError::DeadLetter, Some(sink)) => {
+                let indices: Vec<usize> = failures.keys().copied().collect();
                 let letters: Vec<DeadLetterRecord> = failures
                     .into_iter()
                     .filter_map(|(index, f)| {
@@ -133,9 +158,12 @@ impl PipelineWorker {
                         })
                     })
                     .collect();
-                if let Err(e) = sink.send(SinkInput::DeadLetters(letters), ack).await {
-                    tracing::error!(pipeline = %self.name, error = %e, "dead-letter sink failed; the batch will be redelivered");
-                    ack.record(AckStatus::Errored);
+                match sink.send(SinkInput::DeadLetters(letters), ack).await {
+                    Ok(()) => ack.note_dead_lettered(indices),
+                    Err(e) => {
+                        tracing::error!(pipeline = %self.name, error = %e, "dead-letter sink failed; the batch will be redelivered");
+                        ack.record(AckStatus::Errored);
+                    }
                 }
             }
             (OnError::Drop, _) => {

@@ -210,7 +210,7 @@ impl Sink for KafkaSink {
     fn send<'a>(&'a self, input: SinkInput, ack: &'a Ack) -> BoxFuture<'a, Result<(), SinkError>> {
         async move {
             match input {
-                SinkInput::Rows(batch) => self.send_rows(batch, ack).await,
+                SinkInput::Rows { batch, .. } => self.send_rows(batch, ack).await,
                 SinkInput::DeadLetters(records) => self.send_dead_letters(records, ack).await,
             }
         }

@@ -8,6 +8,7 @@
 pub mod dead_letter;
 pub mod file;
 pub mod kafka;
+pub mod nats;
 pub mod stdout;
 
 use std::sync::Arc;
@@ -21,13 +22,19 @@ use futures::future::BoxFuture;
 pub use dead_letter::{DeadLetterRecord, ModelContext};
 
 use crate::ack::Ack;
-use crate::spec::{KafkaSourceSpec, SinkSpec};
+use crate::batch::Position;
+use crate::spec::{SinkSpec, SourceSpec};
 
 /// What a sink is asked to write.
 #[derive(Debug)]
 pub enum SinkInput {
     /// Result rows, encoded by the sink.
-    Rows(RecordBatch),
+    Rows {
+        /// The rows.
+        batch: RecordBatch,
+        /// Where each row came from, for sinks that ask for it ([`Sink::wants_origins`]).
+        origins: Option<RowOrigins>,
+    },
     /// Failed records with their original bytes and error context.
     DeadLetters(Vec<DeadLetterRecord>),
 }
@@ -36,7 +43,7 @@ impl SinkInput {
     /// Number of rows or records.
     pub fn len(&self) -> usize {
         match self {
-            SinkInput::Rows(b) => b.num_rows(),
+            SinkInput::Rows { batch, .. } => batch.num_rows(),
             SinkInput::DeadLetters(d) => d.len(),
         }
     }
@@ -44,6 +51,45 @@ impl SinkInput {
     /// Whether there is nothing to write.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// The source records behind the rows of a [`SinkInput::Rows`].
+#[derive(Debug, Clone)]
+pub struct RowOrigins {
+    /// Positions of the batch's source records.
+    pub records: Arc<[Position]>,
+    /// For each row, the index of its record in `records`.
+    pub record_of_row: Vec<u32>,
+    /// The output the rows go to (part of their identity: two outputs may share a stream).
+    pub output: Arc<str>,
+}
+
+impl RowOrigins {
+    /// A stable identity for each row: `output/topic/partition/offset/ordinal`, the ordinal
+    /// counting rows of the same record (SQL `UNNEST`). The same input yields the same ids
+    /// on redelivery.
+    pub fn row_ids(&self) -> Vec<String> {
+        let mut ids = Vec::with_capacity(self.record_of_row.len());
+        let mut previous = None;
+        let mut ordinal = 0u32;
+        for &record in &self.record_of_row {
+            ordinal = if previous == Some(record) {
+                ordinal + 1
+            } else {
+                0
+            };
+            previous = Some(record);
+            let id = match self.records.get(record as usize) {
+                Some(p) => format!(
+                    "{}/{}/{}/{}/{ordinal}",
+                    self.output, p.topic, p.partition, p.offset
+                ),
+                None => String::new(),
+            };
+            ids.push(id);
+        }
+        ids
     }
 }
 
@@ -67,6 +113,9 @@ pub enum SinkError {
     /// The Kafka producer rejected a message.
     #[error("kafka produce failed: {0}")]
     Kafka(String),
+    /// Publishing to NATS failed.
+    #[error("nats publish failed: {0}")]
+    Nats(String),
 }
 
 /// A destination for rows and dead-letter records.
@@ -76,19 +125,36 @@ pub trait Sink: Send + Sync {
 
     /// Waits until everything accepted so far is confirmed (or the timeout passes).
     fn flush(&self, timeout: std::time::Duration) -> BoxFuture<'_, Result<(), SinkError>>;
+
+    /// Whether rows should come with their [`RowOrigins`] (for message ids); computing them
+    /// costs a little, so only sinks that use them ask.
+    fn wants_origins(&self) -> bool {
+        false
+    }
 }
 
-/// Builds a sink from its spec. Kafka sinks without their own `bootstrap_servers` use the
-/// Kafka source's connection.
-pub fn build(
+/// Builds a sink from its spec. Kafka and NATS sinks without their own servers use the
+/// source's connection. NATS sinks connect here, so this is async.
+pub async fn build(
     spec: &SinkSpec,
-    source_kafka: Option<&KafkaSourceSpec>,
+    source: &SourceSpec,
     pipeline: &str,
 ) -> Result<Arc<dyn Sink>, SinkError> {
+    let source_kafka = match source {
+        SourceSpec::Kafka(k) => Some(k),
+        SourceSpec::Nats(_) => None,
+    };
     Ok(match spec {
         SinkSpec::Kafka(k) => Arc::new(kafka::KafkaSink::new(k, source_kafka, pipeline)?),
         SinkSpec::Stdout(_) => Arc::new(stdout::StdoutSink::new()),
         SinkSpec::File(f) => Arc::new(file::FileSink::new(f)?),
+        SinkSpec::Nats(n) => {
+            let source_nats = match source {
+                SourceSpec::Nats(n) => Some(n.connection()),
+                SourceSpec::Kafka(_) => None,
+            };
+            Arc::new(nats::NatsSink::connect(n, source_nats.as_ref(), pipeline).await?)
+        }
     })
 }
 

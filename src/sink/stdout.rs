@@ -32,7 +32,7 @@ impl Default for StdoutSink {
 /// Renders sink input as newline-terminated JSON lines.
 pub(crate) fn render(input: &SinkInput) -> Result<Vec<u8>, SinkError> {
     match input {
-        SinkInput::Rows(batch) => json_lines(batch),
+        SinkInput::Rows { batch, .. } => json_lines(batch),
         SinkInput::DeadLetters(records) => {
             Ok(records.iter().flat_map(|r| r.to_json_line()).collect())
         }

@@ -3,6 +3,7 @@
 //! and commits positions only as acknowledgements allow.
 
 pub mod kafka;
+pub mod nats;
 
 use std::hash::{Hash, Hasher};
 
@@ -38,6 +39,16 @@ impl BatchRouter {
         (h.finish() % self.workers.len().max(1) as u64) as usize
     }
 
+    /// Number of workers.
+    pub fn len(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// Whether there are no workers.
+    pub fn is_empty(&self) -> bool {
+        self.workers.is_empty()
+    }
+
     /// The queue of worker `index`.
     pub fn worker(&self, index: usize) -> &mpsc::Sender<SourceBatch> {
         &self.workers[index]
@@ -47,4 +58,24 @@ impl BatchRouter {
     pub fn worker_for(&self, topic: &str, partition: i32) -> &mpsc::Sender<SourceBatch> {
         &self.workers[self.worker_index(topic, partition)]
     }
+}
+
+/// Final state of a source after it stopped.
+#[derive(Debug, Default, Clone)]
+pub struct SourceReport {
+    /// Offsets committed at shutdown (Kafka).
+    pub committed: Vec<(kafka::TopicPartition, i64)>,
+    /// Batches still unresolved when the drain deadline passed (redelivered on restart).
+    pub abandoned_batches: usize,
+}
+
+/// Errors of any source.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// Kafka.
+    #[error(transparent)]
+    Kafka(#[from] kafka::KafkaSourceError),
+    /// NATS.
+    #[error(transparent)]
+    Nats(#[from] nats::NatsSourceError),
 }

@@ -17,8 +17,9 @@ use std::path::Path;
 
 use super::{
     AvroFormatSpec, ColumnSpec, FileSinkSpec, FormatSpec, JsonFormatSpec, KafkaSecurity,
-    KafkaSinkSpec, KafkaSourceSpec, OutputSpec, PipelineSpec, SaslSpec, SchemaRegistrySpec,
-    SinkSpec, SourceSpec, SpecError, StdoutSinkSpec, TlsSpec,
+    KafkaSinkSpec, KafkaSourceSpec, NatsAuth, NatsSinkSpec, NatsSourceSpec, NatsTls, OutputSpec,
+    PipelineSpec, SaslSpec, SchemaRegistrySpec, SinkSpec, SourceSpec, SpecError, StdoutSinkSpec,
+    TlsSpec,
 };
 
 /// Interpolates a model registry file the same way as a pipeline.
@@ -97,6 +98,28 @@ impl Walker<'_> {
     fn source(&mut self, path: &str, source: &mut SourceSpec) {
         match source {
             SourceSpec::Kafka(kafka) => self.kafka_source(path, kafka),
+            SourceSpec::Nats(nats) => {
+                let NatsSourceSpec {
+                    servers,
+                    auth,
+                    tls,
+                    subjects,
+                    queue_group,
+                    jetstream,
+                    delivery: _,
+                    batch: _,
+                } = nats;
+                self.string(&format!("{path}.servers"), servers);
+                self.nats_auth_tls(path, auth, tls);
+                for (i, subject) in subjects.iter_mut().enumerate() {
+                    self.string(&format!("{path}.subjects[{i}]"), subject);
+                }
+                self.opt_string(&format!("{path}.queue_group"), queue_group);
+                if let Some(js) = jetstream {
+                    self.string(&format!("{path}.jetstream.stream"), &mut js.stream);
+                    self.string(&format!("{path}.jetstream.durable"), &mut js.durable);
+                }
+            }
         }
     }
 
@@ -120,6 +143,38 @@ impl Walker<'_> {
         }
         for (key, value) in properties.iter_mut() {
             self.string(&format!("{path}.properties[{key:?}]"), value);
+        }
+    }
+
+    fn nats_auth_tls(
+        &mut self,
+        path: &str,
+        auth: &mut Option<NatsAuth>,
+        tls: &mut Option<NatsTls>,
+    ) {
+        match auth {
+            None => {}
+            Some(NatsAuth::Token { token }) => {
+                self.string(&format!("{path}.auth.token"), token.expose_mut())
+            }
+            Some(NatsAuth::UserPassword { username, password }) => {
+                self.string(&format!("{path}.auth.username"), username);
+                self.string(&format!("{path}.auth.password"), password.expose_mut());
+            }
+            Some(NatsAuth::Nkey { seed }) => {
+                self.string(&format!("{path}.auth.seed"), seed.expose_mut())
+            }
+            Some(NatsAuth::Credentials { file }) => self.string(&format!("{path}.auth.file"), file),
+        }
+        if let Some(NatsTls {
+            ca_file,
+            cert_file,
+            key_file,
+        }) = tls
+        {
+            self.opt_string(&format!("{path}.tls.ca_file"), ca_file);
+            self.opt_string(&format!("{path}.tls.cert_file"), cert_file);
+            self.opt_string(&format!("{path}.tls.key_file"), key_file);
         }
     }
 
@@ -210,6 +265,22 @@ impl Walker<'_> {
     fn sink(&mut self, path: &str, sink: &mut SinkSpec) {
         match sink {
             SinkSpec::Kafka(kafka) => self.kafka_sink(path, kafka),
+            SinkSpec::Nats(nats) => {
+                let NatsSinkSpec {
+                    servers,
+                    auth,
+                    tls,
+                    subject,
+                    jetstream: _,
+                    headers,
+                } = nats;
+                self.opt_string(&format!("{path}.servers"), servers);
+                self.nats_auth_tls(path, auth, tls);
+                self.string(&format!("{path}.subject"), subject);
+                for (name, column) in headers.iter_mut() {
+                    self.string(&format!("{path}.headers[{name:?}]"), column);
+                }
+            }
             SinkSpec::Stdout(StdoutSinkSpec {}) => {}
             SinkSpec::File(FileSinkSpec {
                 path: file_path,
@@ -532,7 +603,9 @@ dead_letter:
             ]
         );
 
-        let SourceSpec::Kafka(source) = &spec.source;
+        let SourceSpec::Kafka(source) = &spec.source else {
+            panic!("kafka source expected")
+        };
         assert_eq!(source.bootstrap_servers, "broker:9092");
         assert_eq!(source.topics, ["orders", "literal-${x}"]);
         assert_eq!(source.group_id, "streamgate");

@@ -15,15 +15,18 @@ pub mod interpolate;
 mod interpolate_models;
 pub mod json_schema;
 pub mod models;
+pub mod nats;
 pub mod secret;
 pub mod types;
 pub mod validate;
 pub mod validate_models;
+pub mod validate_nats;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use models::*;
+pub use nats::*;
 pub use secret::Secret;
 pub use types::*;
 

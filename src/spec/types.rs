@@ -11,6 +11,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::models::{InferenceStepSpec, ModelSpec};
+use super::nats::{NatsSinkSpec, NatsSourceSpec};
 use super::secret::Secret;
 
 /// One pipeline: a source, a record format, optional SQL preprocessing, routed outputs and a
@@ -84,6 +85,8 @@ pub enum OnError {
 pub enum SourceSpec {
     /// Kafka consumer-group source.
     Kafka(KafkaSourceSpec),
+    /// NATS core subjects or a JetStream durable consumer.
+    Nats(NatsSourceSpec),
 }
 
 /// Consume Kafka topics as a consumer group, at least once.
@@ -362,6 +365,8 @@ pub enum SinkSpec {
     Stdout(StdoutSinkSpec),
     /// Append JSON lines to a file.
     File(FileSinkSpec),
+    /// Publish to NATS subjects or a JetStream stream.
+    Nats(NatsSinkSpec),
 }
 
 /// Kafka sink: each row becomes one JSON message.

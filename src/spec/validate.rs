@@ -71,6 +71,7 @@ const RESERVED_PRODUCER_PROPERTIES: &[(&str, &str)] = &[
 pub fn validate(spec: &PipelineSpec, file: &Path) -> Vec<SpecError> {
     let mut checker = Checker {
         file,
+        source: Some(&spec.source),
         errors: Vec::new(),
     };
     checker.pipeline(spec);
@@ -101,6 +102,8 @@ pub fn is_legal_topic(topic: &str) -> bool {
 
 struct Checker<'a> {
     file: &'a Path,
+    /// The pipeline's source (sinks default to its connection).
+    source: Option<&'a SourceSpec>,
     errors: Vec<SpecError>,
 }
 
@@ -125,6 +128,13 @@ impl Checker<'_> {
             SourceSpec::Kafka(kafka) => {
                 self.kafka_source("source", kafka);
                 &kafka.topics
+            }
+            SourceSpec::Nats(nats) => {
+                self.batch("source.batch", &nats.batch);
+                for (path, message) in super::validate_nats::source("source", nats) {
+                    self.error(path, message);
+                }
+                &[]
             }
         };
         let source_is_kafka = matches!(spec.source, SourceSpec::Kafka(_));
@@ -224,22 +234,7 @@ impl Checker<'_> {
             "a consumer group name",
         );
 
-        let batch = &spec.batch;
-        if !(1..=MAX_BATCH_ROWS).contains(&batch.max_rows) {
-            self.error(
-                format!("{path}.batch.max_rows"),
-                format!("is {}: expected 1 to {MAX_BATCH_ROWS}", batch.max_rows),
-            );
-        }
-        if !(MIN_BATCH_AGE..=MAX_BATCH_AGE).contains(&batch.max_age) {
-            self.error(
-                format!("{path}.batch.max_age"),
-                format!(
-                    "is {}: expected between 1ms and 60s",
-                    humantime::format_duration(batch.max_age)
-                ),
-            );
-        }
+        self.batch(&format!("{path}.batch"), &spec.batch);
 
         if let Some(security) = &spec.security {
             self.security(&format!("{path}.security"), security);
@@ -249,6 +244,24 @@ impl Checker<'_> {
             &spec.properties,
             RESERVED_CONSUMER_PROPERTIES,
         );
+    }
+
+    fn batch(&mut self, path: &str, batch: &super::BatchSpec) {
+        if !(1..=MAX_BATCH_ROWS).contains(&batch.max_rows) {
+            self.error(
+                format!("{path}.max_rows"),
+                format!("is {}: expected 1 to {MAX_BATCH_ROWS}", batch.max_rows),
+            );
+        }
+        if !(MIN_BATCH_AGE..=MAX_BATCH_AGE).contains(&batch.max_age) {
+            self.error(
+                format!("{path}.max_age"),
+                format!(
+                    "is {}: expected between 1ms and 60s",
+                    humantime::format_duration(batch.max_age)
+                ),
+            );
+        }
     }
 
     fn properties(
@@ -474,6 +487,17 @@ impl Checker<'_> {
         match sink {
             SinkSpec::Kafka(kafka) => self.kafka_sink(path, kafka, source_is_kafka, source_topics),
             SinkSpec::Stdout(_) => {}
+            SinkSpec::Nats(nats) => {
+                let source_nats = match &self.source {
+                    Some(SourceSpec::Nats(n)) => Some(n),
+                    _ => None,
+                };
+                for (path, message) in
+                    super::validate_nats::sink(path, nats, source_nats, path == "dead_letter")
+                {
+                    self.error(path, message);
+                }
+            }
             SinkSpec::File(file) => {
                 self.not_empty(&format!("{path}.path"), &file.path, "a file path");
             }
@@ -602,7 +626,9 @@ outputs:
     }
 
     fn kafka_source(spec: &mut PipelineSpec) -> &mut KafkaSourceSpec {
-        let SourceSpec::Kafka(kafka) = &mut spec.source;
+        let SourceSpec::Kafka(kafka) = &mut spec.source else {
+            panic!("kafka source expected")
+        };
         kafka
     }
 

@@ -33,6 +33,8 @@ pub struct Metrics {
     pub backpressure_pauses: IntCounterVec,
     /// Partitions currently assigned to the pipeline's consumer.
     pub assigned_partitions: IntGaugeVec,
+    /// JetStream messages settled, by kind (`ack`, `term`, `nak`, `progress`, `exhausted`).
+    pub nats_acks: IntCounterVec,
     /// Model call families.
     pub models: super::model_metrics::ModelMetrics,
 }
@@ -141,6 +143,11 @@ impl Metrics {
                 "Partitions currently assigned to this instance's consumer.",
                 &["pipeline"],
             ),
+            nats_acks: counter(
+                "streamgate_nats_acks_total",
+                "JetStream messages settled, by kind: ack, term (dead-lettered), nak (redeliver), progress (still working), exhausted (failed on its last allowed delivery).",
+                &["pipeline", "kind"],
+            ),
             registry,
         }
     }
@@ -222,6 +229,11 @@ impl PipelineMetrics {
             &self.all.records_dropped
         };
         family.with_label_values(&[&self.name, stage, class]).inc();
+    }
+
+    /// `streamgate_nats_acks_total{pipeline, kind}`.
+    pub fn nats_ack(&self, kind: &str) -> prometheus::IntCounter {
+        self.all.nats_acks.with_label_values(&[&self.name, kind])
     }
 
     /// `streamgate_consumer_lag{pipeline, topic, partition}`.

@@ -612,7 +612,7 @@ outputs:
     .await;
     assert_eq!(out.failures.keys().copied().collect::<Vec<_>>(), vec![3]);
     let all = out.routed[0].as_ref().unwrap();
-    let ids = all.column(0).as_primitive::<Int64Type>();
-    assert_eq!(all.num_rows(), 9);
+    let ids = all.batch.column(0).as_primitive::<Int64Type>();
+    assert_eq!(all.batch.num_rows(), 9);
     assert!((0..9).all(|r| ids.value(r) != 3));
 }

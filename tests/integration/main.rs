@@ -11,6 +11,8 @@ mod inference;
 mod inference_e2e;
 mod kafka_e2e;
 mod mlserver;
+mod nats;
+mod nats_server;
 mod onnx_model;
 mod policies;
 mod process;

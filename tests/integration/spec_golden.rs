@@ -199,7 +199,9 @@ fn secrets_never_appear_in_errors_or_debug_output() {
     let loaded = spec::load_str(VALID_WITH_SECRETS, file, &fake_env).unwrap();
 
     // The value is there for the client library...
-    let SourceSpec::Kafka(source) = &loaded.spec.source;
+    let SourceSpec::Kafka(source) = &loaded.spec.source else {
+        panic!("kafka source expected")
+    };
     let security = source.security.as_ref().unwrap();
     assert_eq!(security.sasl.as_ref().unwrap().password.expose(), CANARY);
     let tls = security.tls.as_ref().unwrap();

@@ -27,6 +27,7 @@ pub use acks::{AckState, Slice, TopicPartition};
 use context::SourceContext;
 
 use super::BatchRouter;
+pub use super::SourceReport;
 use crate::spec::{KafkaSourceSpec, StartFrom};
 use crate::telemetry::PipelineMetrics;
 
@@ -54,15 +55,6 @@ pub struct KafkaSource {
     max_age: Duration,
     drain_timeout: Duration,
     metrics: PipelineMetrics,
-}
-
-/// Final state of a source after it stopped.
-#[derive(Debug, Default, Clone)]
-pub struct SourceReport {
-    /// Offsets committed at shutdown.
-    pub committed: Vec<(TopicPartition, i64)>,
-    /// Batches still unresolved when the drain deadline passed (redelivered on restart).
-    pub abandoned_batches: usize,
 }
 
 impl KafkaSource {

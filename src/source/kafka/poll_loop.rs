@@ -256,6 +256,7 @@ impl PollLoop {
                 records,
                 receipt: ack.receipt(),
                 received_at,
+                stable_positions: true,
             });
         }
     }

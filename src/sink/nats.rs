@@ -1,0 +1,266 @@
+//! NATS sink: one JSON message per row (dead letters keep their original bytes and headers),
+//! to a subject built from columns.
+//!
+//! Core NATS: a batch counts as delivered once the server has answered a flush (it has
+//! processed every message before it). JetStream: once the stream acknowledged every message;
+//! `Nats-Msg-Id` comes from the input identity so a redelivered input is dropped by the
+//! stream's duplicate window instead of being stored twice.
+
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::header::{HeaderName, HeaderValue};
+use async_nats::jetstream;
+use bytes::Bytes;
+use datafusion::arrow::array::{Array, StringArray};
+use datafusion::arrow::record_batch::RecordBatch;
+use futures::FutureExt;
+use futures::future::BoxFuture;
+
+use super::{DeadLetterRecord, RowOrigins, Sink, SinkError, SinkInput, column_as_strings};
+use crate::ack::{Ack, AckStatus, PendingReceipt};
+use crate::nats::SubjectTemplate;
+use crate::spec::{NatsConnectionSpec, NatsSinkSpec};
+
+/// Publish acks awaited at once per connection; past this, publishing waits (bounded memory).
+const MAX_ACKS_IN_FLIGHT: usize = 8192;
+
+/// How long JetStream may take to acknowledge one publish before it counts as failed (and the
+/// batch is redelivered).
+const PUBLISH_ACK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Publishes rows to NATS or JetStream.
+pub struct NatsSink {
+    client: async_nats::Client,
+    jetstream: Option<jetstream::Context>,
+    subject: SubjectTemplate,
+    headers: Vec<(HeaderName, String)>,
+    /// Confirmation tasks still running (flushes and publish acks).
+    pending: tokio_util::task::TaskTracker,
+}
+
+impl NatsSink {
+    /// Connects. Without its own `servers` the sink uses the NATS source's connection
+    /// settings (a connection of its own, so publishing never queues behind acks).
+    pub async fn connect(
+        spec: &NatsSinkSpec,
+        source: Option<&NatsConnectionSpec>,
+        pipeline: &str,
+    ) -> Result<Self, SinkError> {
+        let build = |message: String| SinkError::Build {
+            kind: "nats",
+            message,
+        };
+        let connection = spec.connection(source).ok_or_else(|| {
+            build("`servers` is required when the source is not NATS".to_string())
+        })?;
+        let subject = SubjectTemplate::parse(&spec.subject).map_err(build)?;
+        let headers = spec
+            .headers
+            .iter()
+            .map(|(name, column)| {
+                name.parse::<HeaderName>()
+                    .map(|n| (n, column.clone()))
+                    .map_err(|_| build(format!("invalid header name {name:?}")))
+            })
+            .collect::<Result<_, _>>()?;
+        let client = crate::nats::connect(&connection, &format!("streamgate-{pipeline}"))
+            .await
+            .map_err(|e| build(e.to_string()))?;
+        let jetstream = spec.jetstream.then(|| {
+            jetstream::ContextBuilder::new()
+                .ack_timeout(PUBLISH_ACK_TIMEOUT)
+                .max_ack_inflight(MAX_ACKS_IN_FLIGHT)
+                .backpressure_on_inflight(true)
+                .build(client.clone())
+        });
+        Ok(NatsSink {
+            client,
+            jetstream,
+            subject,
+            headers,
+            pending: tokio_util::task::TaskTracker::new(),
+        })
+    }
+
+    async fn publish(
+        &self,
+        subject: String,
+        headers: HeaderMap,
+        payload: Bytes,
+        message_id: Option<&str>,
+        acks: &mut Vec<jetstream::context::PublishAckFuture>,
+    ) -> Result<(), SinkError> {
+        match &self.jetstream {
+            Some(js) => {
+                let mut publish = jetstream::message::PublishMessage::build()
+                    .payload(payload)
+                    .headers(headers);
+                if let Some(id) = message_id.filter(|id| !id.is_empty()) {
+                    publish = publish.message_id(id);
+                }
+                let ack = js
+                    .send_publish(subject, publish)
+                    .await
+                    .map_err(|e| SinkError::Nats(e.to_string()))?;
+                acks.push(ack);
+            }
+            None => self
+                .client
+                .publish_with_headers(subject, headers, payload)
+                .await
+                .map_err(|e| SinkError::Nats(e.to_string()))?,
+        }
+        Ok(())
+    }
+
+    /// Resolves `receipt` once everything published so far is confirmed.
+    fn confirm(&self, receipt: PendingReceipt, acks: Vec<jetstream::context::PublishAckFuture>) {
+        let client = self.client.clone();
+        let jetstream = self.jetstream.is_some();
+        self.pending.spawn(async move {
+            let ok = if jetstream {
+                let mut ok = true;
+                for ack in acks {
+                    if let Err(e) = ack.await {
+                        tracing::error!(error = %e, "jetstream publish was not acknowledged; the batch will be redelivered");
+                        ok = false;
+                    }
+                }
+                ok
+            } else {
+                match client.flush().await {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::error!(error = %e, "nats flush failed; the batch will be redelivered");
+                        false
+                    }
+                }
+            };
+            receipt.resolve(if ok {
+                AckStatus::Delivered
+            } else {
+                AckStatus::Errored
+            });
+        });
+    }
+
+    async fn send_rows(
+        &self,
+        batch: RecordBatch,
+        origins: Option<RowOrigins>,
+        ack: &Ack,
+    ) -> Result<(), SinkError> {
+        let rows = crate::codec::json::encode_rows(&batch)
+            .map_err(|e| SinkError::Encode(e.to_string()))?;
+        let subject_columns: Vec<(&str, StringArray)> = self
+            .subject
+            .columns()
+            .map(|c| Ok((c, column_as_strings(&batch, c)?)))
+            .collect::<Result<_, SinkError>>()?;
+        let header_values: Vec<(&HeaderName, StringArray)> = self
+            .headers
+            .iter()
+            .map(|(name, column)| Ok((name, column_as_strings(&batch, column)?)))
+            .collect::<Result<_, SinkError>>()?;
+        let ids = match (&self.jetstream, origins) {
+            (Some(_), Some(origins)) => origins.row_ids(),
+            _ => Vec::new(),
+        };
+        let receipt = ack.receipt();
+        let mut acks = Vec::new();
+        for i in 0..rows.len() {
+            let subject = self.subject.render(|column| {
+                let (_, values) = subject_columns.iter().find(|(c, _)| *c == column)?;
+                values.is_valid(i).then(|| values.value(i))
+            });
+            let mut headers = HeaderMap::new();
+            for (name, values) in &header_values {
+                if values.is_valid(i) {
+                    headers.insert((*name).clone(), header_value(values.value(i)));
+                }
+            }
+            let payload = Bytes::copy_from_slice(rows.row(i));
+            self.publish(
+                subject,
+                headers,
+                payload,
+                ids.get(i).map(String::as_str),
+                &mut acks,
+            )
+            .await?;
+        }
+        self.confirm(receipt, acks);
+        Ok(())
+    }
+
+    async fn send_dead_letters(
+        &self,
+        records: Vec<DeadLetterRecord>,
+        ack: &Ack,
+    ) -> Result<(), SinkError> {
+        let receipt = ack.receipt();
+        let mut acks = Vec::new();
+        let subject = self.subject.render(|_| None);
+        for dl in records {
+            let mut headers = HeaderMap::new();
+            for (name, value) in &dl.record.headers {
+                // Headers from another system (Kafka) may not be valid NATS header names.
+                if let Ok(name) = name.parse::<HeaderName>() {
+                    let value = value
+                        .as_deref()
+                        .map(String::from_utf8_lossy)
+                        .unwrap_or_default();
+                    headers.append(name, header_value(&value));
+                }
+            }
+            for (name, value) in dl.context_headers() {
+                if let Ok(name) = name.parse::<HeaderName>() {
+                    headers.insert(name, header_value(&value));
+                }
+            }
+            let p = &dl.record.position;
+            let id = format!("dead-letter/{}/{}/{}", p.topic, p.partition, p.offset);
+            let payload = Bytes::from(dl.record.payload);
+            self.publish(subject.clone(), headers, payload, Some(&id), &mut acks)
+                .await?;
+        }
+        self.confirm(receipt, acks);
+        Ok(())
+    }
+}
+
+/// A header value with line breaks replaced (NATS headers are line-based).
+fn header_value(value: &str) -> HeaderValue {
+    let clean: String = value
+        .chars()
+        .map(|c| if c == '\r' || c == '\n' { ' ' } else { c })
+        .collect();
+    HeaderValue::from(clean)
+}
+
+impl Sink for NatsSink {
+    fn send<'a>(&'a self, input: SinkInput, ack: &'a Ack) -> BoxFuture<'a, Result<(), SinkError>> {
+        async move {
+            match input {
+                SinkInput::Rows { batch, origins } => self.send_rows(batch, origins, ack).await,
+                SinkInput::DeadLetters(records) => self.send_dead_letters(records, ack).await,
+            }
+        }
+        .boxed()
+    }
+
+    fn flush(&self, timeout: Duration) -> BoxFuture<'_, Result<(), SinkError>> {
+        async move {
+            self.pending.close();
+            let done = tokio::time::timeout(timeout, self.pending.wait()).await;
+            self.pending.reopen();
+            done.map_err(|_| SinkError::Nats("publish confirmations timed out".into()))
+        }
+        .boxed()
+    }
+
+    fn wants_origins(&self) -> bool {
+        self.jetstream.is_some()
+    }
+}
