@@ -196,6 +196,19 @@ impl SubjectTemplate {
         })
     }
 
+    /// The literal tokens before the first column (`fraud.alerts` for
+    /// `fraud.alerts.{country}`): the prefix every subject stays under.
+    pub fn literal_prefix(&self) -> String {
+        self.tokens
+            .iter()
+            .map_while(|t| match t {
+                SubjectToken::Literal(l) => Some(l.as_str()),
+                SubjectToken::Column(_) => None,
+            })
+            .collect::<Vec<_>>()
+            .join(".")
+    }
+
     /// Whether the template has no column (the same subject for every row).
     pub fn is_literal(&self) -> bool {
         self.columns().next().is_none()

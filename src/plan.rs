@@ -157,6 +157,20 @@ fn check_sink_columns(
     path: &str,
     report: &mut dyn FnMut(String, String),
 ) {
+    let format = match sink {
+        SinkSpec::Kafka(k) => Some(&k.format),
+        SinkSpec::Nats(n) => Some(&n.format),
+        SinkSpec::Stdout(_) | SinkSpec::File(_) => None,
+    };
+    if let Some(crate::spec::SinkFormatSpec::Avro(avro)) = format
+        && let Err(e) = crate::codec::avro_encode::writer_schema(
+            schema,
+            avro.name.as_deref().unwrap_or("row"),
+            &avro.namespace,
+        )
+    {
+        report(format!("{path}.format"), e);
+    }
     let mut check = |field: String, column: &str| {
         if schema.field_with_name(column).is_err() {
             report(

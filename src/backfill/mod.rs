@@ -205,17 +205,18 @@ pub async fn run(
         ));
     }
     let destination = if options.to_sinks {
-        let build = async |s| {
-            sink::build(s, &spec.source, &name)
+        let columns = compiled.output_schema();
+        let build = async |s, output: &str| {
+            sink::build(s, &spec.source, &name, output, &columns)
                 .await
                 .map_err(|e| BackfillError::Pipeline(e.to_string()))
         };
         let mut outputs = Vec::with_capacity(spec.outputs.len());
         for output in &spec.outputs {
-            outputs.push(build(&output.sink).await?);
+            outputs.push(build(&output.sink, &output.name).await?);
         }
         let dead_letter = match &spec.dead_letter {
-            Some(s) => Some(build(s).await?),
+            Some(s) => Some(build(s, "dead_letter").await?),
             None => None,
         };
         Destination::Sinks {

@@ -6,8 +6,10 @@
 //! - [`avro`]: Avro decode, plain or in the Confluent wire format with a Schema Registry.
 
 pub mod avro;
+pub mod avro_encode;
 pub mod json;
 pub mod metadata;
+pub mod registry_client;
 pub mod schema;
 
 /// The decoder of a pipeline's record format.

@@ -80,18 +80,30 @@ pub async fn run_pipeline(
     for (index, output) in spec.outputs.iter().enumerate() {
         outputs.push(OutputRuntime {
             index,
-            sink: sink::build(&output.sink, &spec.source, &name)
-                .await
-                .map_err(sink_err)?,
+            sink: sink::build(
+                &output.sink,
+                &spec.source,
+                &name,
+                &output.name,
+                &compiled.output_schema(),
+            )
+            .await
+            .map_err(sink_err)?,
             name: Arc::from(output.name.as_str()),
             delivered: pipeline_metrics.records_out(&output.name),
         });
     }
     let dead_letter = match &spec.dead_letter {
         Some(s) => Some(
-            sink::build(s, &spec.source, &name)
-                .await
-                .map_err(sink_err)?,
+            sink::build(
+                s,
+                &spec.source,
+                &name,
+                "dead_letter",
+                &compiled.output_schema(),
+            )
+            .await
+            .map_err(sink_err)?,
         ),
         None => None,
     };

@@ -14,7 +14,7 @@ use rdkafka::producer::{
     BaseRecord, DeliveryResult, NoCustomPartitioner, Producer, ProducerContext, ThreadedProducer,
 };
 
-use super::{Sink, SinkError, SinkInput, column_as_strings};
+use super::{RowEncoder, Sink, SinkError, SinkInput, column_as_strings};
 use crate::ack::{Ack, AckStatus, PendingReceipt};
 use crate::spec::{KafkaSinkSpec, KafkaSourceSpec};
 
@@ -50,6 +50,7 @@ pub struct KafkaSink {
     topic: String,
     key: Option<String>,
     headers: Vec<(String, String)>,
+    encoder: RowEncoder,
 }
 
 impl KafkaSink {
@@ -58,6 +59,7 @@ impl KafkaSink {
         spec: &KafkaSinkSpec,
         source: Option<&KafkaSourceSpec>,
         pipeline: &str,
+        encoder: RowEncoder,
     ) -> Result<Self, SinkError> {
         let (servers, security) = match (&spec.bootstrap_servers, source) {
             (Some(servers), _) => (servers.as_str(), spec.security.as_ref()),
@@ -104,6 +106,7 @@ impl KafkaSink {
                 .iter()
                 .map(|(h, c)| (h.clone(), c.clone()))
                 .collect(),
+            encoder,
         })
     }
 
@@ -144,8 +147,7 @@ impl KafkaSink {
         batch: datafusion::arrow::record_batch::RecordBatch,
         ack: &Ack,
     ) -> Result<(), SinkError> {
-        let rows = crate::codec::json::encode_rows(&batch)
-            .map_err(|e| SinkError::Encode(e.to_string()))?;
+        let rows = self.encoder.encode(&batch)?;
         let keys = match &self.key {
             Some(column) => Some(column_as_strings(&batch, column)?),
             None => None,

@@ -6,6 +6,7 @@
 //! nothing was accepted. A sink that can apply backpressure does so by not returning.
 
 pub mod dead_letter;
+pub mod encode;
 pub mod file;
 pub mod kafka;
 pub mod nats;
@@ -15,11 +16,12 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, StringArray};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::{DataType, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 use futures::future::BoxFuture;
 
 pub use dead_letter::{DeadLetterRecord, ModelContext};
+pub use encode::RowEncoder;
 
 use crate::ack::Ack;
 use crate::batch::Position;
@@ -134,18 +136,25 @@ pub trait Sink: Send + Sync {
 }
 
 /// Builds a sink from its spec. Kafka and NATS sinks without their own servers use the
-/// source's connection. NATS sinks connect here, so this is async.
+/// source's connection. `output` names the output (`dead_letter` for the dead-letter sink) and
+/// `columns` is the schema of the rows it receives (for Avro's writer schema). NATS sinks
+/// connect and Avro sinks register their schema here, so this is async.
 pub async fn build(
     spec: &SinkSpec,
     source: &SourceSpec,
     pipeline: &str,
+    output: &str,
+    columns: &Schema,
 ) -> Result<Arc<dyn Sink>, SinkError> {
     let source_kafka = match source {
         SourceSpec::Kafka(k) => Some(k),
         SourceSpec::Nats(_) => None,
     };
     Ok(match spec {
-        SinkSpec::Kafka(k) => Arc::new(kafka::KafkaSink::new(k, source_kafka, pipeline)?),
+        SinkSpec::Kafka(k) => {
+            let encoder = RowEncoder::build(&k.format, columns, output, &k.topic).await?;
+            Arc::new(kafka::KafkaSink::new(k, source_kafka, pipeline, encoder)?)
+        }
         SinkSpec::Stdout(_) => Arc::new(stdout::StdoutSink::new()),
         SinkSpec::File(f) => Arc::new(file::FileSink::new(f)?),
         SinkSpec::Nats(n) => {
@@ -153,7 +162,11 @@ pub async fn build(
                 SourceSpec::Nats(n) => Some(n.connection()),
                 SourceSpec::Kafka(_) => None,
             };
-            Arc::new(nats::NatsSink::connect(n, source_nats.as_ref(), pipeline).await?)
+            let topic = crate::nats::SubjectTemplate::parse(&n.subject)
+                .map(|t| t.literal_prefix())
+                .unwrap_or_default();
+            let encoder = RowEncoder::build(&n.format, columns, output, &topic).await?;
+            Arc::new(nats::NatsSink::connect(n, source_nats.as_ref(), pipeline, encoder).await?)
         }
     })
 }

@@ -17,7 +17,9 @@ use datafusion::arrow::record_batch::RecordBatch;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
-use super::{DeadLetterRecord, RowOrigins, Sink, SinkError, SinkInput, column_as_strings};
+use super::{
+    DeadLetterRecord, RowEncoder, RowOrigins, Sink, SinkError, SinkInput, column_as_strings,
+};
 use crate::ack::{Ack, AckStatus, PendingReceipt};
 use crate::nats::SubjectTemplate;
 use crate::spec::{NatsConnectionSpec, NatsSinkSpec};
@@ -35,6 +37,7 @@ pub struct NatsSink {
     jetstream: Option<jetstream::Context>,
     subject: SubjectTemplate,
     headers: Vec<(HeaderName, String)>,
+    encoder: RowEncoder,
     /// Confirmation tasks still running (flushes and publish acks).
     pending: tokio_util::task::TaskTracker,
 }
@@ -46,6 +49,7 @@ impl NatsSink {
         spec: &NatsSinkSpec,
         source: Option<&NatsConnectionSpec>,
         pipeline: &str,
+        encoder: RowEncoder,
     ) -> Result<Self, SinkError> {
         let build = |message: String| SinkError::Build {
             kind: "nats",
@@ -79,6 +83,7 @@ impl NatsSink {
             jetstream,
             subject,
             headers,
+            encoder,
             pending: tokio_util::task::TaskTracker::new(),
         })
     }
@@ -151,8 +156,7 @@ impl NatsSink {
         origins: Option<RowOrigins>,
         ack: &Ack,
     ) -> Result<(), SinkError> {
-        let rows = crate::codec::json::encode_rows(&batch)
-            .map_err(|e| SinkError::Encode(e.to_string()))?;
+        let rows = self.encoder.encode(&batch)?;
         let subject_columns: Vec<(&str, StringArray)> = self
             .subject
             .columns()

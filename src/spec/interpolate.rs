@@ -18,8 +18,8 @@ use std::path::Path;
 use super::{
     AvroFormatSpec, ColumnSpec, FileSinkSpec, FormatSpec, JsonFormatSpec, KafkaSecurity,
     KafkaSinkSpec, KafkaSourceSpec, NatsAuth, NatsSinkSpec, NatsSourceSpec, NatsTls, OutputSpec,
-    PipelineSpec, SaslSpec, SchemaRegistrySpec, SinkSpec, SourceSpec, SpecError, StdoutSinkSpec,
-    TlsSpec,
+    PipelineSpec, SaslSpec, SchemaRegistrySpec, SinkFormatSpec, SinkSpec, SourceSpec, SpecError,
+    StdoutSinkSpec, TlsSpec,
 };
 
 /// Interpolates a model registry file the same way as a pipeline.
@@ -240,17 +240,31 @@ impl Walker<'_> {
                 } = avro;
                 self.string(&format!("{path}.schema"), schema);
                 if let Some(r) = registry {
-                    let SchemaRegistrySpec {
-                        url,
-                        username,
-                        password,
-                    } = r;
-                    self.string(&format!("{path}.registry.url"), url);
-                    self.opt_string(&format!("{path}.registry.username"), username);
-                    if let Some(p) = password {
-                        self.string(&format!("{path}.registry.password"), p.expose_mut());
-                    }
+                    self.registry(&format!("{path}.registry"), r);
                 }
+            }
+        }
+    }
+
+    fn registry(&mut self, path: &str, spec: &mut SchemaRegistrySpec) {
+        let SchemaRegistrySpec {
+            url,
+            username,
+            password,
+        } = spec;
+        self.string(&format!("{path}.url"), url);
+        self.opt_string(&format!("{path}.username"), username);
+        if let Some(p) = password {
+            self.string(&format!("{path}.password"), p.expose_mut());
+        }
+    }
+
+    fn sink_format(&mut self, path: &str, format: &mut SinkFormatSpec) {
+        if let SinkFormatSpec::Avro(avro) = format {
+            self.opt_string(&format!("{path}.name"), &mut avro.name);
+            self.string(&format!("{path}.namespace"), &mut avro.namespace);
+            if let Some(r) = &mut avro.registry {
+                self.registry(&format!("{path}.registry"), r);
             }
         }
     }
@@ -273,7 +287,9 @@ impl Walker<'_> {
                     subject,
                     jetstream: _,
                     headers,
-                } = nats;
+                    format,
+                } = &mut **nats;
+                self.sink_format(&format!("{path}.format"), format);
                 self.opt_string(&format!("{path}.servers"), servers);
                 self.nats_auth_tls(path, auth, tls);
                 self.string(&format!("{path}.subject"), subject);
@@ -296,8 +312,10 @@ impl Walker<'_> {
             key,
             headers,
             security,
+            format,
             properties,
         } = spec;
+        self.sink_format(&format!("{path}.format"), format);
         self.opt_string(&format!("{path}.bootstrap_servers"), bootstrap_servers);
         self.string(&format!("{path}.topic"), topic);
         self.opt_string(&format!("{path}.key"), key);

@@ -7,7 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::secret::Secret;
-use super::types::BatchSpec;
+use super::types::{BatchSpec, SinkFormatSpec};
 
 /// How to reach a NATS server or cluster (resolved from a source or sink spec).
 #[derive(Debug, Clone)]
@@ -213,6 +213,9 @@ pub struct NatsSinkSpec {
     /// Message headers: header name → column whose value (as a string) is the header value.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
+    /// How rows are encoded: `{type: json}` (default) or `{type: avro, ...}`.
+    #[serde(default, skip_serializing_if = "super::types::is_json")]
+    pub format: SinkFormatSpec,
 }
 
 impl NatsSinkSpec {

@@ -291,6 +291,59 @@ pub struct SchemaRegistrySpec {
     pub password: Option<Secret>,
 }
 
+/// How a Kafka or NATS sink encodes rows.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SinkFormatSpec {
+    /// One JSON object per row (default).
+    #[default]
+    Json,
+    /// One Avro datum per row, with a writer schema derived from the output columns.
+    Avro(AvroSinkFormatSpec),
+}
+
+/// Avro output.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AvroSinkFormatSpec {
+    /// Record name of the writer schema (default: the output's name, `-` replaced by `_`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Namespace of the record (default `streamgate`).
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    /// `plain` (bare datums; readers need the schema out of band) or `confluent` (magic byte,
+    /// schema id, datum; the schema is registered in `registry` at start).
+    #[serde(default)]
+    pub wire: AvroWire,
+    /// Schema Registry for `wire: confluent`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<SchemaRegistrySpec>,
+    /// Subject the schema is registered under: `topic_name` (default, `<topic>-value`),
+    /// `record_name` (`<namespace>.<name>`) or `topic_record_name`
+    /// (`<topic>-<namespace>.<name>`). For NATS sinks the topic is the subject's literal
+    /// prefix.
+    #[serde(default)]
+    pub subject_strategy: SubjectStrategy,
+}
+
+fn default_namespace() -> String {
+    "streamgate".to_string()
+}
+
+/// Schema Registry subject naming strategy (as in Confluent's serializers).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SubjectStrategy {
+    /// `<topic>-value`.
+    #[default]
+    TopicName,
+    /// `<namespace>.<name>`.
+    RecordName,
+    /// `<topic>-<namespace>.<name>`.
+    TopicRecordName,
+}
+
 /// JSON records with an explicit schema: give exactly one of `schema` or `columns`.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -366,7 +419,7 @@ pub enum SinkSpec {
     /// Append JSON lines to a file.
     File(FileSinkSpec),
     /// Publish to NATS subjects or a JetStream stream.
-    Nats(NatsSinkSpec),
+    Nats(Box<NatsSinkSpec>),
 }
 
 /// Kafka sink: each row becomes one JSON message.
@@ -388,6 +441,9 @@ pub struct KafkaSinkSpec {
     /// TLS and SASL settings; default to the Kafka source's when `bootstrap_servers` is not set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security: Option<KafkaSecurity>,
+    /// How rows are encoded: `{type: json}` (default) or `{type: avro, ...}`.
+    #[serde(default, skip_serializing_if = "is_json")]
+    pub format: SinkFormatSpec,
     /// Extra librdkafka producer properties (`linger.ms: "5"`). `enable.idempotence` cannot be
     /// turned off.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -461,4 +517,9 @@ impl PipelineSpec {
             OnError::Fail
         })
     }
+}
+
+/// Whether a sink format is the default (JSON), to keep it out of serialized specs.
+pub(crate) fn is_json(format: &SinkFormatSpec) -> bool {
+    matches!(format, SinkFormatSpec::Json)
 }

@@ -380,30 +380,90 @@ impl Checker<'_> {
                     &avro.schema,
                     "the path of an Avro `.avsc` file",
                 );
-                match (avro.wire, &avro.registry) {
-                    (AvroWire::Confluent, None) => self.error(
-                        "format.registry",
-                        "is missing: `wire: confluent` reads writer schemas from a Schema Registry; give its `url`",
-                    ),
-                    (AvroWire::Plain, Some(_)) => self.error(
-                        "format.registry",
-                        "is only used with `wire: confluent` (plain Avro is written with `schema`)",
-                    ),
-                    (_, Some(r)) => {
-                        if let Err(m) = super::validate_models::check_url(&r.url) {
-                            self.error("format.registry.url", m);
-                        }
-                        if r.password.is_some() != r.username.is_some() {
-                            self.error(
-                                "format.registry",
-                                "give both `username` and `password`, or neither",
-                            );
-                        }
-                    }
-                    _ => {}
-                }
+                self.registry(
+                    "format.registry",
+                    avro.wire,
+                    avro.registry.as_ref(),
+                    "reads writer schemas from a Schema Registry",
+                    "plain Avro is written with `schema`",
+                );
             }
         }
+    }
+
+    fn registry(
+        &mut self,
+        path: &str,
+        wire: AvroWire,
+        registry: Option<&super::SchemaRegistrySpec>,
+        why: &str,
+        plain: &str,
+    ) {
+        match (wire, registry) {
+            (AvroWire::Confluent, None) => self.error(
+                path,
+                format!("is missing: `wire: confluent` {why}; give its `url`"),
+            ),
+            (AvroWire::Plain, Some(_)) => self.error(
+                path,
+                format!("is only used with `wire: confluent` ({plain})"),
+            ),
+            (_, Some(r)) => {
+                if let Err(m) = super::validate_models::check_url(&r.url) {
+                    self.error(format!("{path}.url"), m);
+                }
+                if r.password.is_some() != r.username.is_some() {
+                    self.error(path, "give both `username` and `password`, or neither");
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn sink_format(&mut self, path: &str, format: &super::SinkFormatSpec) {
+        let super::SinkFormatSpec::Avro(avro) = format else {
+            return;
+        };
+        if path.starts_with("dead_letter") {
+            self.error(
+                path,
+                "dead letters keep the original bytes of the failed record: remove `format`",
+            );
+            return;
+        }
+        let avro_name = |s: &str| {
+            s.split('.').all(|part| {
+                let mut chars = part.chars();
+                chars
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                    && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+            })
+        };
+        if let Some(name) = &avro.name
+            && (name.contains('.') || !avro_name(name))
+        {
+            self.error(
+                format!("{path}.name"),
+                format!("{name:?} is not an Avro name: letters, digits and `_`, not starting with a digit"),
+            );
+        }
+        if !avro.namespace.is_empty() && !avro_name(&avro.namespace) {
+            self.error(
+                format!("{path}.namespace"),
+                format!(
+                    "{:?} is not an Avro namespace: dot-separated Avro names",
+                    avro.namespace
+                ),
+            );
+        }
+        self.registry(
+            &format!("{path}.registry"),
+            avro.wire,
+            avro.registry.as_ref(),
+            "registers the writer schema in a Schema Registry",
+            "plain datums carry no schema id",
+        );
     }
 
     fn columns(&mut self, path: &str, columns: &[ColumnSpec]) {
@@ -488,6 +548,7 @@ impl Checker<'_> {
             SinkSpec::Kafka(kafka) => self.kafka_sink(path, kafka, source_is_kafka, source_topics),
             SinkSpec::Stdout(_) => {}
             SinkSpec::Nats(nats) => {
+                self.sink_format(&format!("{path}.format"), &nats.format);
                 let source_nats = match &self.source {
                     Some(SourceSpec::Nats(n)) => Some(n),
                     _ => None,
@@ -537,6 +598,7 @@ impl Checker<'_> {
             );
         }
 
+        self.sink_format(&format!("{path}.format"), &spec.format);
         if let Some(key) = &spec.key {
             self.not_empty(&format!("{path}.key"), key, "a column name");
         }

@@ -1,7 +1,8 @@
 //! Avro records: plain and Confluent wire format against an in-tree Schema Registry stand-in
 //! (the registry's HTTP API), records serialized by a real client (Python confluent-kafka's
 //! AvroSerializer), schema evolution by the Avro rules, every error class, and a registry
-//! outage that holds the batch instead of dead-lettering it.
+//! outage that holds the batch instead of dead-lettering it; Avro output registered under its
+//! subject and read back by the same real client.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -28,6 +29,7 @@ use crate::common::raw_record;
 #[derive(Clone, Default)]
 struct Registry {
     schemas: Arc<Mutex<Vec<String>>>,
+    subjects: Arc<Mutex<Vec<String>>>,
     down: Arc<AtomicBool>,
     lookups: Arc<AtomicU32>,
 }
@@ -62,6 +64,7 @@ async fn register(
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
     let schema = v["schema"].as_str().unwrap_or_default().to_string();
     let id = r.add(&schema);
+    r.subjects.lock().unwrap().push(subject.clone());
     axum::Json(json!({"id": id, "version": 1, "subject": subject, "schema": schema}))
         .into_response()
 }
@@ -502,4 +505,131 @@ async fn unknown_schema_ids_are_asked_once_and_dead_lettered() {
         40,
         "each unknown id is asked once, then remembered"
     );
+}
+
+fn venv_python() -> std::path::PathBuf {
+    std::env::var_os("STREAMGATE_VENV")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from("/root/.cache/streamgate-venv"))
+        .join("bin/python")
+}
+
+/// Kafka → SQL → Avro (Confluent wire format) on the embedded broker: the writer schema is
+/// registered under the `topic_record_name` subject, and Python confluent-kafka's
+/// AvroDeserializer reads every output message back with the registry's schema.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn avro_output_is_registered_and_read_back_by_confluent_kafkas_python_client() {
+    use crate::common::{produce, read_all, spawn_pipeline, transactions, wait_committed};
+    let registry = Registry::default();
+    let url = registry.start().await;
+    let broker = streamgate::demo::EmbeddedBroker::start(&[("av-in", 2), ("av-out", 2)]).unwrap();
+    let bootstrap = broker.bootstrap_servers().to_string();
+    let (records, bad) = transactions(300, 0.01);
+    let b = bootstrap.clone();
+    tokio::task::spawn_blocking(move || produce(&b, "av-in", 2, &records))
+        .await
+        .unwrap();
+    let yaml = format!(
+        r#"
+name: avro-out
+source:
+  type: kafka
+  bootstrap_servers: {bootstrap}
+  topics: [av-in]
+  group_id: avro-out
+  batch: {{ max_rows: 100, max_age: 5ms }}
+  properties: {{ fetch.wait.max.ms: "10" }}
+format: {{ type: json, schema: ../schemas/transaction.avsc }}
+sql: SELECT transaction_id, amount, customer_age, event_time, amount > 100 AS big FROM input
+outputs:
+  - name: scored
+    sink:
+      type: kafka
+      topic: av-out
+      format:
+        type: avro
+        name: Scored
+        namespace: io.test
+        wire: confluent
+        registry: {{ url: "{url}" }}
+        subject_strategy: topic_record_name
+on_error: drop
+"#
+    );
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/avro-out.yaml");
+    let loaded = streamgate::spec::load_str(&yaml, &file, &|_| None).unwrap();
+    let compiled = streamgate::plan::compile(loaded).await.unwrap();
+    let metrics = streamgate::telemetry::Metrics::new();
+    let (stop, task) = spawn_pipeline(compiled, &metrics);
+    wait_committed(&bootstrap, "avro-out", "av-in", 2).await;
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    assert_eq!(
+        *registry.subjects.lock().unwrap(),
+        vec!["av-out-io.test.Scored".to_string()]
+    );
+
+    let b = bootstrap.clone();
+    let messages = tokio::task::spawn_blocking(move || read_all(&b, "av-out", 2))
+        .await
+        .unwrap();
+    assert_eq!(messages.len(), 300 - bad.len());
+    let hex: String = messages
+        .iter()
+        .map(|m| {
+            let mut line: String = m.payload.iter().map(|b| format!("{b:02x}")).collect();
+            line.push('\n');
+            line
+        })
+        .collect();
+    let script = r#"
+import sys, json
+from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry.avro import AvroDeserializer
+from confluent_kafka.serialization import SerializationContext, MessageField
+client = SchemaRegistryClient({"url": sys.argv[1]})
+deserializer = AvroDeserializer(client)
+ctx = SerializationContext("av-out", MessageField.VALUE)
+for line in sys.stdin:
+    # timestamp-millis comes back as a datetime: write it as epoch milliseconds.
+    print(json.dumps(deserializer(bytes.fromhex(line.strip()), ctx),
+                     default=lambda t: round(t.timestamp() * 1000)))
+"#;
+    let python = venv_python();
+    let output = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut child = Command::new(python)
+            .args(["-c", script, &url])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(hex.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut rows: Vec<serde_json::Value> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    rows.sort_by_key(|r| r["transaction_id"].as_str().unwrap().to_string());
+    assert_eq!(rows.len(), 300 - bad.len());
+    let first = &rows[0];
+    assert_eq!(first["transaction_id"], "tx-000000000000");
+    let amount = first["amount"].as_f64().unwrap();
+    assert_eq!(first["big"], amount > 100.0);
+    assert!(first["event_time"].is_number(), "{first}");
 }

@@ -10,6 +10,7 @@ mod examples;
 mod inference;
 mod inference_e2e;
 mod kafka_e2e;
+mod kafka_security;
 mod mlserver;
 mod nats;
 mod nats_server;

@@ -1,0 +1,102 @@
+//! Registering writer schemas with a Confluent-compatible Schema Registry
+//! (`POST /subjects/{subject}/versions`), and the subject naming strategies.
+
+use std::time::Duration;
+
+use crate::spec::{SchemaRegistrySpec, SubjectStrategy};
+
+/// Largest registry answer read.
+const MAX_ANSWER: usize = 1 << 20;
+
+/// The subject a schema is registered under: `topic_name` → `<topic>-value`, `record_name` →
+/// `<namespace>.<name>`, `topic_record_name` → `<topic>-<namespace>.<name>`.
+pub fn subject(strategy: SubjectStrategy, topic: &str, full_name: &str) -> String {
+    match strategy {
+        SubjectStrategy::TopicName => format!("{topic}-value"),
+        SubjectStrategy::RecordName => full_name.to_string(),
+        SubjectStrategy::TopicRecordName => format!("{topic}-{full_name}"),
+    }
+}
+
+/// Registers `schema` (Avro JSON) under `subject` and returns its id (the registry returns the
+/// existing id when the schema is already registered). Errors never contain the password.
+pub async fn register(
+    registry: &SchemaRegistrySpec,
+    subject: &str,
+    schema: &serde_json::Value,
+) -> Result<u32, String> {
+    let client = crate::inference::protocol::transport::client();
+    let url = format!(
+        "{}/subjects/{}/versions",
+        registry.url.trim_end_matches('/'),
+        percent_encode(subject)
+    );
+    let body = serde_json::json!({ "schema": schema.to_string() });
+    let mut request = client
+        .post(url)
+        .header("content-type", "application/vnd.schemaregistry.v1+json")
+        .body(body.to_string())
+        .timeout(Duration::from_secs(10));
+    if let (Some(user), Some(password)) = (&registry.username, &registry.password) {
+        request = request.basic_auth(user, Some(password.expose()));
+    }
+    let response = request
+        .send()
+        .await
+        .map_err(|e| format!("cannot reach the schema registry: {}", e.without_url()))?;
+    let status = response.status();
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|e| format!("reading the registry answer: {}", e.without_url()))?;
+    if bytes.len() > MAX_ANSWER {
+        return Err("registry answer larger than 1 MiB".into());
+    }
+    if !status.is_success() {
+        let text = String::from_utf8_lossy(&bytes);
+        return Err(format!(
+            "the registry refused the schema for subject {subject:?} ({status}): {}",
+            crate::codec::truncate_message(&text, 300)
+        ));
+    }
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        id: u32,
+    }
+    serde_json::from_slice::<Answer>(&bytes)
+        .map(|a| a.id)
+        .map_err(|e| format!("malformed registry answer: {e}"))
+}
+
+/// Escapes a subject for a URL path segment.
+fn percent_encode(subject: &str) -> String {
+    let mut out = String::with_capacity(subject.len());
+    for b in subject.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn naming_strategies() {
+        let full = "io.streamgate.Alert";
+        assert_eq!(
+            subject(SubjectStrategy::TopicName, "alerts", full),
+            "alerts-value"
+        );
+        assert_eq!(subject(SubjectStrategy::RecordName, "alerts", full), full);
+        assert_eq!(
+            subject(SubjectStrategy::TopicRecordName, "alerts", full),
+            "alerts-io.streamgate.Alert"
+        );
+        assert_eq!(percent_encode("a b/c"), "a%20b%2Fc");
+    }
+}
