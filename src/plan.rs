@@ -162,14 +162,34 @@ fn check_sink_columns(
         SinkSpec::Nats(n) => Some(&n.format),
         SinkSpec::Stdout(_) | SinkSpec::File(_) => None,
     };
-    if let Some(crate::spec::SinkFormatSpec::Avro(avro)) = format
-        && let Err(e) = crate::codec::avro_encode::writer_schema(
+    if let Some(crate::spec::SinkFormatSpec::Avro(avro)) = format {
+        if let Err(e) = crate::codec::avro_encode::writer_schema(
             schema,
             avro.name.as_deref().unwrap_or("row"),
             &avro.namespace,
-        )
-    {
-        report(format!("{path}.format"), e);
+        ) {
+            report(format!("{path}.format"), e);
+        }
+        if let Some(file) = &avro.schema {
+            match crate::sink::encode::read_schema(file) {
+                Err(e) => report(format!("{path}.format.schema"), e),
+                Ok(user) => {
+                    for field in user["fields"].as_array().into_iter().flatten() {
+                        let name = field["name"].as_str().unwrap_or_default();
+                        if field.get("default").is_none() && schema.field_with_name(name).is_err() {
+                            report(
+                                format!("{path}.format.schema"),
+                                format!(
+                                    "field `{name}` has no default and no column of that name \
+                                     (columns: {})",
+                                    column_list(schema)
+                                ),
+                            );
+                        }
+                    }
+                }
+            }
+        }
     }
     let mut check = |field: String, column: &str| {
         if schema.field_with_name(column).is_err() {

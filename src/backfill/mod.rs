@@ -563,6 +563,14 @@ impl UnitSink {
                     )
                     .await
                     .map_err(|e| e.to_string())
+                    .and_then(|rejected| match rejected.first() {
+                        // The unit fails (and is retried by `--resume`) rather than losing rows.
+                        Some((_, why)) => Err(format!(
+                            "{} rows could not be encoded for output {output}: {why}",
+                            rejected.len()
+                        )),
+                        None => Ok(()),
+                    })
             }
         }
     }
@@ -610,6 +618,7 @@ impl UnitSink {
                     .collect();
                 sink.send(SinkInput::DeadLetters(letters), ack)
                     .await
+                    .map(drop)
                     .map_err(|e| e.to_string())
             }
         }

@@ -101,10 +101,13 @@ pub enum Framing {
     Confluent(u32),
 }
 
-/// Encodes rows with a derived writer schema.
+/// Encodes rows with a derived writer schema, or with a user's schema that the derived values
+/// are resolved to.
 #[derive(Debug)]
 pub struct AvroEncoder {
     schema: AvroSchema,
+    /// A user-supplied writer schema; `None` writes with `schema` (the derived one).
+    target: Option<AvroSchema>,
     framing: Framing,
 }
 
@@ -112,11 +115,34 @@ impl AvroEncoder {
     /// An encoder for the writer schema `schema_json`.
     pub fn new(schema_json: &serde_json::Value, framing: Framing) -> Result<Self, String> {
         let schema = AvroSchema::parse(schema_json).map_err(|e| e.to_string())?;
-        Ok(AvroEncoder { schema, framing })
+        Ok(AvroEncoder {
+            schema,
+            target: None,
+            framing,
+        })
     }
 
-    /// One datum per row, framed.
+    /// An encoder that builds values with the derived schema `derived` and writes them with
+    /// the user's schema `target` (Avro resolution: fields by name, defaults for missing
+    /// ones, strings to enum symbols, values into unions).
+    pub fn resolving(
+        derived: &serde_json::Value,
+        target: &serde_json::Value,
+        framing: Framing,
+    ) -> Result<Self, String> {
+        let mut encoder = Self::new(derived, framing)?;
+        encoder.target = Some(AvroSchema::parse(target).map_err(|e| e.to_string())?);
+        Ok(encoder)
+    }
+
+    /// One datum per row, framed; the first row that cannot be encoded fails the call.
     pub fn encode_rows(&self, batch: &RecordBatch) -> Result<Vec<Vec<u8>>, String> {
+        self.encode_each(batch)?.into_iter().collect()
+    }
+
+    /// One datum per row, framed, or why that row cannot be encoded (a value the schema does
+    /// not allow). The outer error is for the whole batch.
+    pub fn encode_each(&self, batch: &RecordBatch) -> Result<Vec<Result<Vec<u8>, String>>, String> {
         let columns: Vec<ArrayRef> = batch
             .columns()
             .iter()
@@ -125,22 +151,35 @@ impl AvroEncoder {
         let fields = batch.schema().fields().clone();
         let mut out = Vec::with_capacity(batch.num_rows());
         for row in 0..batch.num_rows() {
-            let record = record_value(&fields, &columns, row)?;
-            let mut bytes = match self.framing {
-                Framing::Plain => Vec::new(),
-                Framing::Confluent(id) => {
-                    let mut b = Vec::with_capacity(64);
-                    b.push(0);
-                    b.extend_from_slice(&id.to_be_bytes());
-                    b
-                }
-            };
-            bytes.extend(
-                apache_avro::to_avro_datum(&self.schema, record).map_err(|e| e.to_string())?,
-            );
-            out.push(bytes);
+            out.push(self.encode_row(&fields, &columns, row));
         }
         Ok(out)
+    }
+
+    fn encode_row(
+        &self,
+        fields: &Fields,
+        columns: &[ArrayRef],
+        row: usize,
+    ) -> Result<Vec<u8>, String> {
+        let mut record = record_value(fields, columns, row)?;
+        if let Some(target) = &self.target {
+            record = record
+                .resolve(target)
+                .map_err(|e| format!("row does not fit the output schema: {e}"))?;
+        }
+        let mut bytes = match self.framing {
+            Framing::Plain => Vec::new(),
+            Framing::Confluent(id) => {
+                let mut b = Vec::with_capacity(64);
+                b.push(0);
+                b.extend_from_slice(&id.to_be_bytes());
+                b
+            }
+        };
+        let schema = self.target.as_ref().unwrap_or(&self.schema);
+        bytes.extend(apache_avro::to_avro_datum(schema, record).map_err(|e| e.to_string())?);
+        Ok(bytes)
     }
 }
 
@@ -292,6 +331,57 @@ mod tests {
         assert_eq!(json["n"], 7);
         assert_eq!(json["at"], 2_000);
         assert_eq!(json["emb"], serde_json::json!([]));
+    }
+
+    #[test]
+    fn resolves_to_a_user_schema_with_enums_unions_and_defaults() {
+        let batch = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![
+                Field::new("id", DataType::Utf8, false),
+                Field::new("risk", DataType::Utf8, false),
+                Field::new("score", DataType::Float64, false),
+                Field::new("ignored", DataType::Int64, false),
+            ])),
+            vec![
+                Arc::new(StringArray::from(vec!["a"])),
+                Arc::new(StringArray::from(vec!["high"])),
+                Arc::new(Float64Array::from(vec![0.75])),
+                Arc::new(Int64Array::from(vec![1])),
+            ],
+        )
+        .unwrap();
+        let user = serde_json::json!({
+            "type": "record", "name": "Alert", "namespace": "fraud",
+            "fields": [
+                {"name": "id", "type": "string"},
+                {"name": "risk", "type": {"type": "enum", "name": "Risk", "symbols": ["low", "high"]}},
+                {"name": "score", "type": ["null", "double"]},
+                {"name": "source", "type": "string", "default": "streamgate"}
+            ]
+        });
+        let derived = writer_schema(&batch.schema(), "x", "").unwrap();
+        let encoder = AvroEncoder::resolving(&derived, &user, Framing::Plain).unwrap();
+        let rows = encoder.encode_rows(&batch).unwrap();
+        let schema = AvroSchema::parse(&user).unwrap();
+        let value = apache_avro::from_avro_datum(&schema, &mut &rows[0][..], None).unwrap();
+        let json = serde_json::Value::try_from(value).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"id": "a", "risk": "high", "score": 0.75, "source": "streamgate"})
+        );
+
+        let bad = RecordBatch::try_new(
+            batch.schema(),
+            vec![
+                Arc::new(StringArray::from(vec!["a"])),
+                Arc::new(StringArray::from(vec!["medium"])),
+                Arc::new(Float64Array::from(vec![0.75])),
+                Arc::new(Int64Array::from(vec![1])),
+            ],
+        )
+        .unwrap();
+        let err = encoder.encode_rows(&bad).unwrap_err();
+        assert!(err.contains("does not fit the output schema"), "{err}");
     }
 
     #[test]

@@ -112,7 +112,26 @@ impl PipelineWorker {
                 origins,
             };
             match output.sink.send(input, &ack).await {
-                Ok(()) => output.delivered.inc_by(n),
+                Ok(rejected) => {
+                    output.delivered.inc_by(n - rejected.len() as u64);
+                    // Rows the sink could not encode: their records are dead-lettered (a
+                    // record already published to another output is then published again
+                    // when the dead letter is replayed).
+                    for (row, message) in rejected {
+                        let record = routed
+                            .input_rows
+                            .get(row)
+                            .and_then(|&input| decoded.rows.get(input as usize));
+                        if let Some(&record) = record {
+                            failures.entry(record as usize).or_insert(Failure {
+                                stage: "encode",
+                                class: "encode",
+                                message: format!("output {}: {message}", output.name),
+                                model: None,
+                            });
+                        }
+                    }
+                }
                 Err(e) => {
                     let name = &self.compiled.outputs[output.index].name;
                     tracing::error!(pipeline = %self.name, output = %name, error = %e, "sink rejected the batch; it will be redelivered");
@@ -159,7 +178,7 @@ impl PipelineWorker {
                     })
                     .collect();
                 match sink.send(SinkInput::DeadLetters(letters), ack).await {
-                    Ok(()) => ack.note_dead_lettered(indices),
+                    Ok(_) => ack.note_dead_lettered(indices),
                     Err(e) => {
                         tracing::error!(pipeline = %self.name, error = %e, "dead-letter sink failed; the batch will be redelivered");
                         ack.record(AckStatus::Errored);

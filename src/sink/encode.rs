@@ -15,15 +15,15 @@ pub enum RowEncoder {
     /// One JSON object per row.
     Json,
     /// One Avro datum per row.
-    Avro(AvroEncoder),
+    Avro(Box<AvroEncoder>),
 }
 
 /// Encoded rows, one message payload each.
 pub enum EncodedRows {
     /// JSON objects in one buffer.
     Json(JsonRows),
-    /// Avro datums.
-    Avro(Vec<Vec<u8>>),
+    /// Avro datums, or why a row could not be encoded.
+    Avro(Vec<Result<Vec<u8>, String>>),
 }
 
 impl EncodedRows {
@@ -40,11 +40,15 @@ impl EncodedRows {
         self.len() == 0
     }
 
-    /// The payload of row `i` (empty when out of range).
-    pub fn row(&self, i: usize) -> &[u8] {
+    /// The payload of row `i`, or why it could not be encoded.
+    pub fn row(&self, i: usize) -> Result<&[u8], &str> {
         match self {
-            EncodedRows::Json(r) => r.row(i),
-            EncodedRows::Avro(r) => r.get(i).map(Vec::as_slice).unwrap_or_default(),
+            EncodedRows::Json(r) => Ok(r.row(i)),
+            EncodedRows::Avro(r) => match r.get(i) {
+                Some(Ok(bytes)) => Ok(bytes),
+                Some(Err(e)) => Err(e),
+                None => Err("row out of range"),
+            },
         }
     }
 }
@@ -68,17 +72,22 @@ impl RowEncoder {
             .name
             .clone()
             .unwrap_or_else(|| output.replace('-', "_"));
-        let schema = writer_schema(columns, &name, &avro.namespace).map_err(encode_err)?;
+        let derived = writer_schema(columns, &name, &avro.namespace).map_err(encode_err)?;
+        let user = match &avro.schema {
+            Some(path) => Some(read_schema(path).map_err(encode_err)?),
+            None => None,
+        };
+        let schema = user.clone().unwrap_or_else(|| derived.clone());
         let framing = match avro.wire {
             AvroWire::Plain => Framing::Plain,
             AvroWire::Confluent => {
                 let registry = avro.registry.as_ref().ok_or_else(|| {
                     encode_err("`wire: confluent` needs a `registry`".to_string())
                 })?;
-                let full_name = if avro.namespace.is_empty() {
-                    name.clone()
-                } else {
-                    format!("{}.{name}", avro.namespace)
+                let full_name = match &user {
+                    Some(user) => full_name(user),
+                    None if avro.namespace.is_empty() => name.clone(),
+                    None => format!("{}.{name}", avro.namespace),
                 };
                 let subject = crate::codec::registry_client::subject(
                     avro.subject_strategy,
@@ -94,9 +103,11 @@ impl RowEncoder {
                 Framing::Confluent(id)
             }
         };
-        Ok(RowEncoder::Avro(
-            AvroEncoder::new(&schema, framing).map_err(encode_err)?,
-        ))
+        let encoder = match &user {
+            Some(user) => AvroEncoder::resolving(&derived, user, framing),
+            None => AvroEncoder::new(&derived, framing),
+        };
+        Ok(RowEncoder::Avro(Box::new(encoder.map_err(encode_err)?)))
     }
 
     /// Encodes every row of `batch`.
@@ -106,9 +117,30 @@ impl RowEncoder {
                 .map(EncodedRows::Json)
                 .map_err(|e| SinkError::Encode(e.to_string())),
             RowEncoder::Avro(encoder) => encoder
-                .encode_rows(batch)
+                .encode_each(batch)
                 .map(EncodedRows::Avro)
                 .map_err(SinkError::Encode),
         }
+    }
+}
+
+/// Reads and parses an `.avsc` file (as JSON; Avro parsing happens in the encoder).
+pub fn read_schema(path: &str) -> Result<serde_json::Value, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("{path} is not JSON: {e}"))?;
+    apache_avro::Schema::parse(&json).map_err(|e| format!("{path} is not an Avro schema: {e}"))?;
+    Ok(json)
+}
+
+/// `namespace.name` of a record schema (the name alone without a namespace).
+fn full_name(schema: &serde_json::Value) -> String {
+    let name = schema["name"].as_str().unwrap_or("record");
+    if name.contains('.') {
+        return name.to_string();
+    }
+    match schema["namespace"].as_str() {
+        Some(ns) if !ns.is_empty() => format!("{ns}.{name}"),
+        _ => name.to_string(),
     }
 }

@@ -36,7 +36,11 @@ impl FileSink {
 }
 
 impl Sink for FileSink {
-    fn send<'a>(&'a self, input: SinkInput, ack: &'a Ack) -> BoxFuture<'a, Result<(), SinkError>> {
+    fn send<'a>(
+        &'a self,
+        input: SinkInput,
+        ack: &'a Ack,
+    ) -> BoxFuture<'a, Result<super::Rejected, SinkError>> {
         async move {
             let receipt = ack.receipt();
             let bytes = render(&input)?;
@@ -47,7 +51,7 @@ impl Sink for FileSink {
                 file.sync_data().await?;
             }
             receipt.delivered();
-            Ok(())
+            Ok(Vec::new())
         }
         .boxed()
     }

@@ -146,8 +146,9 @@ impl KafkaSink {
         &self,
         batch: datafusion::arrow::record_batch::RecordBatch,
         ack: &Ack,
-    ) -> Result<(), SinkError> {
+    ) -> Result<super::Rejected, SinkError> {
         let rows = self.encoder.encode(&batch)?;
+        let mut rejected = Vec::new();
         let keys = match &self.key {
             Some(column) => Some(column_as_strings(&batch, column)?),
             None => None,
@@ -158,6 +159,13 @@ impl KafkaSink {
             .map(|(name, column)| Ok((name.as_str(), column_as_strings(&batch, column)?)))
             .collect::<Result<Vec<_>, SinkError>>()?;
         for i in 0..rows.len() {
+            let payload = match rows.row(i) {
+                Ok(p) => p,
+                Err(e) => {
+                    rejected.push((i, e.to_string()));
+                    continue;
+                }
+            };
             let key = keys
                 .as_ref()
                 .and_then(|k| k.is_valid(i).then(|| k.value(i).as_bytes()));
@@ -171,10 +179,9 @@ impl KafkaSink {
                         })
                     })
             });
-            self.produce(key, rows.row(i), headers, ack.receipt())
-                .await?;
+            self.produce(key, payload, headers, ack.receipt()).await?;
         }
-        Ok(())
+        Ok(rejected)
     }
 
     async fn send_dead_letters(
@@ -209,11 +216,18 @@ impl KafkaSink {
 }
 
 impl Sink for KafkaSink {
-    fn send<'a>(&'a self, input: SinkInput, ack: &'a Ack) -> BoxFuture<'a, Result<(), SinkError>> {
+    fn send<'a>(
+        &'a self,
+        input: SinkInput,
+        ack: &'a Ack,
+    ) -> BoxFuture<'a, Result<super::Rejected, SinkError>> {
         async move {
             match input {
                 SinkInput::Rows { batch, .. } => self.send_rows(batch, ack).await,
-                SinkInput::DeadLetters(records) => self.send_dead_letters(records, ack).await,
+                SinkInput::DeadLetters(records) => self
+                    .send_dead_letters(records, ack)
+                    .await
+                    .map(|()| Vec::new()),
             }
         }
         .boxed()

@@ -120,10 +120,19 @@ pub enum SinkError {
     Nats(String),
 }
 
+/// Rows a sink could not encode: (row index in the input batch, why). Permanent: the caller
+/// dead-letters their records (stage `encode`); the other rows were taken.
+pub type Rejected = Vec<(usize, String)>;
+
 /// A destination for rows and dead-letter records.
 pub trait Sink: Send + Sync {
-    /// Takes responsibility for `input`; receipts come from `ack`.
-    fn send<'a>(&'a self, input: SinkInput, ack: &'a Ack) -> BoxFuture<'a, Result<(), SinkError>>;
+    /// Takes responsibility for `input` (except the rows it returns as rejected); receipts
+    /// come from `ack`.
+    fn send<'a>(
+        &'a self,
+        input: SinkInput,
+        ack: &'a Ack,
+    ) -> BoxFuture<'a, Result<Rejected, SinkError>>;
 
     /// Waits until everything accepted so far is confirmed (or the timeout passes).
     fn flush(&self, timeout: std::time::Duration) -> BoxFuture<'_, Result<(), SinkError>>;

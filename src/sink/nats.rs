@@ -155,8 +155,9 @@ impl NatsSink {
         batch: RecordBatch,
         origins: Option<RowOrigins>,
         ack: &Ack,
-    ) -> Result<(), SinkError> {
+    ) -> Result<super::Rejected, SinkError> {
         let rows = self.encoder.encode(&batch)?;
+        let mut rejected = Vec::new();
         let subject_columns: Vec<(&str, StringArray)> = self
             .subject
             .columns()
@@ -174,6 +175,13 @@ impl NatsSink {
         let receipt = ack.receipt();
         let mut acks = Vec::new();
         for i in 0..rows.len() {
+            let payload = match rows.row(i) {
+                Ok(p) => Bytes::copy_from_slice(p),
+                Err(e) => {
+                    rejected.push((i, e.to_string()));
+                    continue;
+                }
+            };
             let subject = self.subject.render(|column| {
                 let (_, values) = subject_columns.iter().find(|(c, _)| *c == column)?;
                 values.is_valid(i).then(|| values.value(i))
@@ -184,7 +192,6 @@ impl NatsSink {
                     headers.insert((*name).clone(), header_value(values.value(i)));
                 }
             }
-            let payload = Bytes::copy_from_slice(rows.row(i));
             self.publish(
                 subject,
                 headers,
@@ -195,7 +202,7 @@ impl NatsSink {
             .await?;
         }
         self.confirm(receipt, acks);
-        Ok(())
+        Ok(rejected)
     }
 
     async fn send_dead_letters(
@@ -244,11 +251,18 @@ fn header_value(value: &str) -> HeaderValue {
 }
 
 impl Sink for NatsSink {
-    fn send<'a>(&'a self, input: SinkInput, ack: &'a Ack) -> BoxFuture<'a, Result<(), SinkError>> {
+    fn send<'a>(
+        &'a self,
+        input: SinkInput,
+        ack: &'a Ack,
+    ) -> BoxFuture<'a, Result<super::Rejected, SinkError>> {
         async move {
             match input {
                 SinkInput::Rows { batch, origins } => self.send_rows(batch, origins, ack).await,
-                SinkInput::DeadLetters(records) => self.send_dead_letters(records, ack).await,
+                SinkInput::DeadLetters(records) => self
+                    .send_dead_letters(records, ack)
+                    .await
+                    .map(|()| Vec::new()),
             }
         }
         .boxed()

@@ -40,7 +40,11 @@ pub(crate) fn render(input: &SinkInput) -> Result<Vec<u8>, SinkError> {
 }
 
 impl Sink for StdoutSink {
-    fn send<'a>(&'a self, input: SinkInput, ack: &'a Ack) -> BoxFuture<'a, Result<(), SinkError>> {
+    fn send<'a>(
+        &'a self,
+        input: SinkInput,
+        ack: &'a Ack,
+    ) -> BoxFuture<'a, Result<super::Rejected, SinkError>> {
         async move {
             let receipt = ack.receipt();
             let bytes = render(&input)?;
@@ -48,7 +52,7 @@ impl Sink for StdoutSink {
             out.write_all(&bytes).await?;
             out.flush().await?;
             receipt.delivered();
-            Ok(())
+            Ok(Vec::new())
         }
         .boxed()
     }

@@ -261,6 +261,7 @@ impl Walker<'_> {
 
     fn sink_format(&mut self, path: &str, format: &mut SinkFormatSpec) {
         if let SinkFormatSpec::Avro(avro) = format {
+            self.opt_string(&format!("{path}.schema"), &mut avro.schema);
             self.opt_string(&format!("{path}.name"), &mut avro.name);
             self.string(&format!("{path}.namespace"), &mut avro.namespace);
             if let Some(r) = &mut avro.registry {

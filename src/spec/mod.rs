@@ -133,12 +133,31 @@ pub fn load_str(
     }
     errors.extend(validate::validate(&spec, file));
     if errors.is_empty() {
+        resolve_sink_schema_paths(&mut spec, file.parent().unwrap_or(Path::new(".")));
         Ok(LoadedPipeline {
             spec,
             file: file.to_path_buf(),
         })
     } else {
         Err(SpecErrors(errors))
+    }
+}
+
+/// Makes the `.avsc` paths of Avro sink formats absolute (they are relative to the pipeline
+/// file), so sinks built later need no base directory.
+fn resolve_sink_schema_paths(spec: &mut PipelineSpec, base: &Path) {
+    for output in &mut spec.outputs {
+        let format = match &mut output.sink {
+            SinkSpec::Kafka(k) => &mut k.format,
+            SinkSpec::Nats(n) => &mut n.format,
+            SinkSpec::Stdout(_) | SinkSpec::File(_) => continue,
+        };
+        if let SinkFormatSpec::Avro(avro) = format
+            && let Some(schema) = &mut avro.schema
+            && Path::new(schema.as_str()).is_relative()
+        {
+            *schema = base.join(schema.as_str()).display().to_string();
+        }
     }
 }
 

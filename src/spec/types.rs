@@ -306,10 +306,17 @@ pub enum SinkFormatSpec {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AvroSinkFormatSpec {
-    /// Record name of the writer schema (default: the output's name, `-` replaced by `_`).
+    /// Path, relative to the pipeline file, of the writer schema (`.avsc`). Each record field
+    /// takes the column of the same name (fields with a default may have no column; strings
+    /// become enum symbols; values are wrapped in unions). Without it the writer schema is
+    /// derived from the output columns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<String>,
+    /// Record name of a derived writer schema (default: the output's name, `-` replaced by
+    /// `_`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// Namespace of the record (default `streamgate`).
+    /// Namespace of a derived writer schema's record (default `streamgate`).
     #[serde(default = "default_namespace")]
     pub namespace: String,
     /// `plain` (bare datums; readers need the schema out of band) or `confluent` (magic byte,

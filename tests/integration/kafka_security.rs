@@ -1,8 +1,10 @@
-//! Kafka connection security as far as it can be exercised here: librdkafka's mock cluster
-//! (the only Kafka broker available on this machine) speaks neither TLS nor SASL, so these
-//! tests check what the client does with the settings: a TLS client never falls back to
+//! Kafka connection security as far as it can be exercised here. librdkafka's mock cluster
+//! (the only Kafka broker available on this machine) speaks neither TLS nor SASL, so TLS and
+//! mutual TLS are tested through a TLS-terminating proxy that the mock cluster advertises as
+//! its address; SASL is checked from the client side only: a TLS client never falls back to
 //! plaintext, unreadable certificate files are clear errors, and secrets are never echoed.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use streamgate::demo::EmbeddedBroker;
@@ -100,5 +102,205 @@ async fn an_unreadable_ca_file_is_a_clear_error() {
     assert!(
         err.contains("ca.pem") || err.contains("ssl.ca.location"),
         "{err}"
+    );
+}
+
+/// A TLS-terminating proxy in front of a plaintext mock broker: the mock cluster advertises
+/// the proxy's address, so every connection librdkafka makes goes through TLS. With
+/// `client_ca`, the proxy requires a client certificate signed by it (mutual TLS).
+struct TlsFrontedBroker {
+    /// Owns the mock cluster.
+    _producer: rdkafka::producer::BaseProducer,
+    bootstrap: String,
+}
+
+fn tls_fronted_broker(
+    cert: &rcgen::Certificate,
+    key: &rcgen::KeyPair,
+    client_ca: Option<&rcgen::Certificate>,
+) -> TlsFrontedBroker {
+    use rdkafka::producer::Producer;
+    use tokio_rustls::rustls;
+    let producer: rdkafka::producer::BaseProducer = rdkafka::ClientConfig::new()
+        .set("test.mock.num.brokers", "1")
+        .create()
+        .unwrap();
+    let cluster = unsafe {
+        rdkafka_sys::rd_kafka_handle_mock_cluster(rdkafka::client::Client::native_ptr(
+            producer.client(),
+        ))
+    };
+    assert!(!cluster.is_null());
+    let plain = unsafe {
+        std::ffi::CStr::from_ptr(rdkafka_sys::rd_kafka_mock_cluster_bootstraps(cluster))
+            .to_string_lossy()
+            .into_owned()
+    };
+    let topic = std::ffi::CString::new("sec-in").unwrap();
+    let err = unsafe { rdkafka_sys::rd_kafka_mock_topic_create(cluster, topic.as_ptr(), 1, 1) };
+    assert_eq!(
+        err,
+        rdkafka_sys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let host = std::ffi::CString::new("localhost").unwrap();
+    unsafe {
+        rdkafka_sys::rd_kafka_mock_broker_set_host_port(cluster, 1, host.as_ptr(), port as i32)
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap();
+    let builder = match client_ca {
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(ca.der().clone()).unwrap();
+            builder.with_client_cert_verifier(
+                rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider,
+                )
+                .build()
+                .unwrap(),
+            )
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let config = builder
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    listener.set_nonblocking(true).unwrap();
+    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((socket, _)) = listener.accept().await else {
+                return;
+            };
+            let (acceptor, plain) = (acceptor.clone(), plain.clone());
+            tokio::spawn(async move {
+                let mut tls = match acceptor.accept(socket).await {
+                    Ok(tls) => tls,
+                    Err(e) => {
+                        eprintln!("TLS proxy: handshake refused: {e}");
+                        return;
+                    }
+                };
+                if let Ok(mut upstream) = tokio::net::TcpStream::connect(&plain).await {
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut upstream).await;
+                }
+            });
+        }
+    });
+    TlsFrontedBroker {
+        _producer: producer,
+        bootstrap: format!("localhost:{port}"),
+    }
+}
+
+struct Pki {
+    ca: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+    server: rcgen::Certificate,
+    server_key: rcgen::KeyPair,
+    dir: tempfile::TempDir,
+}
+
+fn pki() -> Pki {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+    // Distinct subject names: OpenSSL takes a certificate whose subject equals its issuer
+    // for a self-signed one.
+    let params = |names: Vec<String>, common_name: &str| {
+        let mut p = CertificateParams::new(names).unwrap();
+        p.distinguished_name.push(DnType::CommonName, common_name);
+        p
+    };
+    let mut ca_params = params(Vec::new(), "Streamgate test CA");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let server_key = KeyPair::generate().unwrap();
+    let server = params(vec!["localhost".to_string()], "localhost")
+        .signed_by(&server_key, &ca)
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
+    let client_key = KeyPair::generate().unwrap();
+    let client = params(vec!["streamgate".to_string()], "streamgate")
+        .signed_by(&client_key, &ca)
+        .unwrap();
+    std::fs::write(dir.path().join("client.pem"), client.pem()).unwrap();
+    std::fs::write(
+        dir.path().join("client-key.pem"),
+        client_key.serialize_pem(),
+    )
+    .unwrap();
+    Pki {
+        ca,
+        server,
+        server_key,
+        dir,
+    }
+}
+
+fn file(pki: &Pki, name: &str) -> String {
+    pki.dir.path().join(name).display().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_over_tls_and_mutual_tls_reaches_the_broker() {
+    let pki = pki();
+    // TLS: the broker's certificate is verified against the CA, host name included.
+    let broker = tls_fronted_broker(&pki.server, &pki.server_key, None);
+    let with_ca = |cert: bool| KafkaSecurity {
+        protocol: SecurityProtocol::Ssl,
+        tls: Some(TlsSpec {
+            ca_file: Some(file(&pki, "ca.pem")),
+            cert_file: cert.then(|| file(&pki, "client.pem")),
+            key_file: cert.then(|| file(&pki, "client-key.pem")),
+            key_password: None,
+            verify_hostname: true,
+        }),
+        sasl: None,
+    };
+    // Metadata (with the topic) arrives only once the broker was reached through TLS.
+    streamgate::kafka::check_topics(
+        &spec(&broker.bootstrap, with_ca(false)),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    // Without the CA the broker's certificate is not trusted.
+    assert!(
+        streamgate::kafka::check_topics(
+            &spec(&broker.bootstrap, {
+                let mut s = with_ca(false);
+                s.tls.as_mut().unwrap().ca_file = None;
+                s
+            }),
+            Duration::from_secs(5)
+        )
+        .await
+        .is_err()
+    );
+
+    // Mutual TLS: the broker requires a client certificate.
+    let mtls = tls_fronted_broker(&pki.server, &pki.server_key, Some(pki.ca.as_ref()));
+    streamgate::kafka::check_topics(
+        &spec(&mtls.bootstrap, with_ca(true)),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    assert!(
+        streamgate::kafka::check_topics(
+            &spec(&mtls.bootstrap, with_ca(false)),
+            Duration::from_secs(5)
+        )
+        .await
+        .is_err(),
+        "no client certificate, no connection"
     );
 }

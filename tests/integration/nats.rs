@@ -662,6 +662,85 @@ async fn max_deliver_is_respected() {
     running.stop().await;
 }
 
+/// Rows the Avro output schema cannot hold (a channel that is not one of its enum symbols) are
+/// dead-lettered with stage `encode`; the others are published as Avro with the user's schema.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_the_output_schema_rejects_are_dead_lettered() {
+    let server = NatsServer::start();
+    let js = jetstream::new(server.client().await);
+    let name = "jsenc";
+    streams_for(&js, name).await;
+    let dir = tempfile::tempdir().unwrap();
+    let avsc = dir.path().join("out.avsc");
+    std::fs::write(
+        &avsc,
+        r#"{"type": "record", "name": "Out", "fields": [
+             {"name": "transaction_id", "type": "string"},
+             {"name": "channel", "type": {"type": "enum", "name": "C", "symbols": ["pos", "atm"]}},
+             {"name": "origin", "type": "string", "default": "streamgate"}]}"#,
+    )
+    .unwrap();
+    let yaml = format!(
+        r#"
+name: {name}
+source:
+  type: nats
+  servers: {url}
+  jetstream: {{ stream: {name}_in, durable: {name} }}
+format: {{ type: json, schema: {schema} }}
+sql: SELECT transaction_id, CAST(channel AS VARCHAR) AS channel FROM input
+outputs:
+  - name: out
+    sink:
+      type: nats
+      subject: {name}.out.all
+      jetstream: true
+      format: {{ type: avro, schema: {avsc:?} }}
+dead_letter: {{ type: nats, subject: {name}.dlq, jetstream: true }}
+"#,
+        url = server.url,
+        schema = transaction_schema(),
+        avsc = avsc.display().to_string()
+    );
+    const N: u64 = 500;
+    let (payloads, bad) = payloads(N);
+    let online: Vec<usize> = payloads
+        .iter()
+        .enumerate()
+        .filter(|(i, p)| {
+            !bad.contains(i)
+                && serde_json::from_slice::<serde_json::Value>(p).unwrap()["channel"] == "online"
+        })
+        .map(|(i, _)| i)
+        .collect();
+    assert!(!online.is_empty());
+    publish_all(&js, &format!("{name}.in"), &payloads).await;
+    let running = start(compile(&yaml).await).await;
+    let expected_out = N - bad.len() as u64 - online.len() as u64;
+    wait_until_async_js(&js, &format!("{name}_out"), expected_out).await;
+    wait_until_async_js(
+        &js,
+        &format!("{name}_dlq"),
+        (bad.len() + online.len()) as u64,
+    )
+    .await;
+    wait_settled(&js, &format!("{name}_in"), name).await;
+    running.stop().await;
+    let schema = apache_avro::Schema::parse_str(&std::fs::read_to_string(&avsc).unwrap()).unwrap();
+    for (_, payload, _) in stream_messages(&js, &format!("{name}_out")).await {
+        let value = apache_avro::from_avro_datum(&schema, &mut &payload[..], None).unwrap();
+        let json = serde_json::Value::try_from(value).unwrap();
+        assert_ne!(json["channel"], "online");
+        assert_eq!(json["origin"], "streamgate");
+    }
+    let encode_failures = stream_messages(&js, &format!("{name}_dlq"))
+        .await
+        .into_iter()
+        .filter(|(_, _, h)| h["streamgate.stage"] == "encode")
+        .count();
+    assert_eq!(encode_failures, online.len());
+}
+
 /// Writes a CA and a server certificate for 127.0.0.1 into `dir`; returns the CA path.
 fn write_certificates(dir: &Path) -> std::path::PathBuf {
     use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};

@@ -1,0 +1,173 @@
+//! Avro versus JSON, decode and encode, in process: the same transactions decoded into the
+//! pipeline's Arrow columns and encoded back into one message per row, in batches of 1,000.
+//!
+//! The Avro datums are written (plain wire format) with a schema derived from the decoded
+//! columns, and decoded with that schema as the pipeline's reader schema, so both formats
+//! produce the same columns. `BENCH_RECORDS` (default 200,000). Writes
+//! benches/RESULTS-codec.md. Run with `cargo bench --bench codec`.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Instant;
+
+use datafusion::arrow::record_batch::RecordBatch;
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+use streamgate::batch::{Position, RawRecord};
+use streamgate::codec::avro_encode::{AvroEncoder, Framing, writer_schema};
+use streamgate::demo::generator;
+
+mod support;
+use support::*;
+
+const BATCH: usize = 1_000;
+
+fn records(payloads: &[Vec<u8>]) -> Vec<Vec<RawRecord>> {
+    let topic: std::sync::Arc<str> = std::sync::Arc::from("in");
+    payloads
+        .chunks(BATCH)
+        .map(|chunk| {
+            chunk
+                .iter()
+                .enumerate()
+                .map(|(i, p)| RawRecord {
+                    key: None,
+                    payload: p.clone(),
+                    headers: Vec::new(),
+                    timestamp_ms: Some(0),
+                    position: Position {
+                        topic: topic.clone(),
+                        partition: 0,
+                        offset: i as i64,
+                    },
+                })
+                .collect()
+        })
+        .collect()
+}
+
+async fn compile(format: &str) -> std::sync::Arc<streamgate::plan::CompiledPipeline> {
+    let yaml = format!(
+        "name: codec\nsource: {{ type: kafka, bootstrap_servers: \"127.0.0.1:1\", topics: [in], group_id: g }}\nformat: {format}\noutputs:\n  - {{ name: out, sink: {{ type: stdout }} }}\n"
+    );
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/codec.yaml");
+    let loaded = streamgate::spec::load_str(&yaml, &file, &|_| None).expect("spec");
+    streamgate::plan::compile(loaded).await.expect("compile")
+}
+
+/// Decodes every batch; returns rows/s and the decoded record columns.
+fn decode(
+    compiled: &streamgate::plan::CompiledPipeline,
+    batches: &[Vec<RawRecord>],
+) -> (f64, Vec<RecordBatch>) {
+    let record_columns = compiled.record_schema.fields().len();
+    let started = Instant::now();
+    let mut out = Vec::with_capacity(batches.len());
+    let mut rows = 0usize;
+    for batch in batches {
+        let decoded = compiled.decoder.decode(batch);
+        assert!(
+            decoded.failures.is_empty(),
+            "{:?}",
+            decoded.failures.first()
+        );
+        rows += decoded.batch.num_rows();
+        out.push(decoded.batch);
+    }
+    let rate = rows as f64 / started.elapsed().as_secs_f64();
+    let out = out
+        .into_iter()
+        .map(|b| {
+            b.project(&(0..record_columns).collect::<Vec<_>>())
+                .expect("project")
+        })
+        .collect();
+    (rate, out)
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(run());
+}
+
+async fn run() {
+    let n = env_u64("BENCH_RECORDS", 200_000);
+    let mut rng = SmallRng::seed_from_u64(42);
+    let json_payloads: Vec<Vec<u8>> = (0..n)
+        .map(|i| generator::transaction(&mut rng, i))
+        .collect();
+
+    let json = compile("{ type: json, schema: ../schemas/transaction.avsc }").await;
+    let (json_decode, columns) = decode(&json, &records(&json_payloads));
+
+    // Avro datums of the same columns, and a pipeline reading them.
+    let schema = writer_schema(&columns[0].schema(), "Transaction", "bench").expect("schema");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let avsc = dir.path().join("transaction.avsc");
+    std::fs::write(&avsc, schema.to_string()).expect("avsc");
+    let encoder = AvroEncoder::new(&schema, Framing::Plain).expect("encoder");
+    let mut avro_payloads = Vec::with_capacity(n as usize);
+    for batch in &columns {
+        avro_payloads.extend(encoder.encode_rows(batch).expect("encode"));
+    }
+    let avro = compile(&format!(
+        "{{ type: avro, schema: {:?} }}",
+        avsc.display().to_string()
+    ))
+    .await;
+    let (avro_decode, avro_columns) = decode(&avro, &records(&avro_payloads));
+    assert_eq!(avro_columns[0].num_rows(), columns[0].num_rows());
+
+    let started = Instant::now();
+    let mut json_bytes = 0usize;
+    for batch in &columns {
+        let rows = streamgate::codec::json::encode_rows(batch).expect("json");
+        json_bytes += (0..rows.len()).map(|i| rows.row(i).len()).sum::<usize>();
+    }
+    let json_encode = n as f64 / started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let mut avro_bytes = 0usize;
+    for batch in &columns {
+        avro_bytes += encoder
+            .encode_rows(batch)
+            .expect("avro")
+            .iter()
+            .map(Vec::len)
+            .sum::<usize>();
+    }
+    let avro_encode = n as f64 / started.elapsed().as_secs_f64();
+
+    let both = |d: f64, e: f64| 1.0 / (1.0 / d + 1.0 / e);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# Avro versus JSON\n\n{n} transactions, batches of {BATCH}, one core (in process).\n\n\
+         | format | bytes/record | decode rows/s | encode rows/s | decode + encode rows/s |\n\
+         |---|---:|---:|---:|---:|"
+    );
+    for (name, bytes, d, e) in [
+        ("JSON", json_bytes, json_decode, json_encode),
+        ("Avro (plain)", avro_bytes, avro_decode, avro_encode),
+    ] {
+        let _ = writeln!(
+            out,
+            "| {name} | {:.0} | {d:.0} | {e:.0} | {:.0} |",
+            bytes as f64 / n as f64,
+            both(d, e)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nAvro decode + encode runs at {:.2}× JSON's rate.",
+        both(avro_decode, avro_encode) / both(json_decode, json_encode)
+    );
+    println!("{out}");
+    std::fs::write(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/RESULTS-codec.md"),
+        out,
+    )
+    .expect("write results");
+}
