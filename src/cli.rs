@@ -172,6 +172,25 @@ Examples:
         #[arg(long, default_value_t = 42)]
         seed: u64,
     },
+    /// Serve the inference gateway: OIP v2 REST and OpenAI-compatible routes in front of the
+    /// models of a gateway file, with API keys.
+    ///
+    /// The gateway file names the listener, the models (or a shared `model_registry`) and the
+    /// API keys (SHA-256 hashes with scopes `infer:<model>`, `infer:*`, `admin:read`,
+    /// `admin:write`). Only `GET /v2/health/live` is public. Prints `url=http://HOST:PORT`
+    /// once listening. Example: `streamgate serve --config gateway.yaml`.
+    Serve {
+        /// Gateway file.
+        #[arg(long, default_value = "gateway.yaml", env = "STREAMGATE_GATEWAY")]
+        config: PathBuf,
+        /// Listen address, overriding the file's `listen`.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Print the hex SHA-256 of an API key, for a gateway file's `auth.api_keys[].sha256`.
+    ///
+    /// The key is read from standard input so it stays out of shell history.
+    HashKey,
     /// Print the JSON Schema of the pipeline format.
     Schema,
     /// Serve a mock model on loopback: Open Inference Protocol v2, OpenAI chat and

@@ -19,6 +19,18 @@ pub async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             admin_addr,
         } => run(pipelines, admin_addr).await,
         Command::Validate { pipelines, offline } => validate(pipelines, offline).await,
+        Command::Serve { config, listen } => serve(config, listen).await,
+        Command::HashKey => {
+            let mut key = String::new();
+            std::io::stdin()
+                .read_line(&mut key)
+                .context("reading the key from standard input")?;
+            println!(
+                "{}",
+                streamgate::gateway::auth::key_hash_hex(key.trim_end_matches(['\r', '\n']))
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Demo {
             rate,
             records,
@@ -354,4 +366,33 @@ async fn check_source(source: &SourceSpec) -> Result<(), String> {
             Ok(())
         }
     }
+}
+
+async fn serve(config: std::path::PathBuf, listen: Option<SocketAddr>) -> anyhow::Result<ExitCode> {
+    let loaded = match spec::load_gateway(&config) {
+        Ok(l) => l,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let addr = match listen {
+        Some(a) => a,
+        None => loaded
+            .spec
+            .listen
+            .parse()
+            .context("the gateway file's `listen` is not an address")?,
+    };
+    let metrics = Metrics::new();
+    let gateway = streamgate::gateway::Gateway::new(&loaded.spec, loaded.base_dir(), metrics)
+        .map_err(anyhow::Error::msg)?;
+    let shutdown = shutdown_on_signal();
+    let (bound, server) = streamgate::gateway::serve(addr, std::sync::Arc::new(gateway), shutdown)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    println!("url=http://{bound}");
+    tracing::info!(%bound, "gateway listening");
+    server.await.ok();
+    Ok(ExitCode::SUCCESS)
 }

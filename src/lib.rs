@@ -37,6 +37,7 @@ pub mod batch;
 pub mod cli;
 pub mod codec;
 pub mod demo;
+pub mod gateway;
 pub mod inference;
 pub mod kafka;
 pub mod mock_model;

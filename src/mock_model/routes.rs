@@ -235,14 +235,46 @@ async fn chat(State(state): State<Arc<MockState>>, body: Bytes) -> Response {
         .to_lowercase();
     let answer = json!({"label": first_word, "chars": prompt.chars().count()}).to_string();
     let words = prompt.split_whitespace().count();
+    if body["stream"] == json!(true) {
+        return stream_chat(&body["model"], &answer);
+    }
     axum::Json(json!({
         "id": "chatcmpl-mock",
+        "created": 0,
         "object": "chat.completion",
         "model": body["model"],
         "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}],
         "usage": {"prompt_tokens": words, "completion_tokens": 5, "total_tokens": words + 5},
     }))
     .into_response()
+}
+
+/// A streamed chat completion: the answer in chunks of a few characters as server-sent
+/// events, then `[DONE]`, as OpenAI-compatible servers send them.
+fn stream_chat(model: &Value, answer: &str) -> Response {
+    let mut events = String::new();
+    let chars: Vec<char> = answer.chars().collect();
+    for (i, piece) in chars.chunks(8).enumerate() {
+        let mut delta = json!({"content": piece.iter().collect::<String>()});
+        if i == 0 {
+            delta["role"] = json!("assistant");
+        }
+        let chunk = json!({
+            "id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 0, "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": null}],
+        });
+        events.push_str(&format!("data: {chunk}\n\n"));
+    }
+    let last = json!({
+        "id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 0, "model": model,
+        "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+    });
+    events.push_str(&format!("data: {last}\n\ndata: [DONE]\n\n"));
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/event-stream")],
+        events,
+    )
+        .into_response()
 }
 
 async fn embeddings(State(state): State<Arc<MockState>>, body: Bytes) -> Response {

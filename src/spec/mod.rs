@@ -11,6 +11,7 @@
 //! done by [`crate::plan`], which `streamgate validate` also runs.
 
 pub mod duration;
+pub mod gateway;
 pub mod interpolate;
 mod interpolate_models;
 pub mod json_schema;
@@ -25,6 +26,7 @@ pub mod validate_nats;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+pub use gateway::*;
 pub use models::*;
 pub use nats::*;
 pub use secret::Secret;
@@ -129,7 +131,12 @@ pub fn load_str(
         && let Some(registry) = spec.model_registry.clone()
     {
         let base = file.parent().unwrap_or(Path::new("."));
-        errors.extend(merge_registry(&mut spec, &base.join(registry), env));
+        errors.extend(merge_registry(
+            &mut spec.models,
+            &registry,
+            &base.join(&registry),
+            env,
+        ));
     }
     errors.extend(validate::validate(&spec, file));
     if errors.is_empty() {
@@ -164,7 +171,8 @@ fn resolve_sink_schema_paths(spec: &mut PipelineSpec, base: &Path) {
 /// Reads a model registry file and adds its models to `spec` (a model declared in both is an
 /// error: one definition per model).
 fn merge_registry(
-    spec: &mut PipelineSpec,
+    models: &mut std::collections::BTreeMap<String, ModelSpec>,
+    model_registry: &str,
     registry_file: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Vec<SpecError> {
@@ -196,11 +204,10 @@ fn merge_registry(
     // Model repositories in the registry are relative to the registry file; the pipeline
     // resolves paths against its own folder, so prefix the registry's folder as the pipeline
     // named it.
-    let registry_dir = spec
-        .model_registry
-        .as_deref()
-        .map(|r| Path::new(r).parent().unwrap_or(Path::new("")).to_path_buf())
-        .unwrap_or_default();
+    let registry_dir = Path::new(model_registry)
+        .parent()
+        .unwrap_or(Path::new(""))
+        .to_path_buf();
     for model in registry.models.values_mut() {
         for version in &mut model.versions {
             if let EndpointSpec::Onnx(onnx) = &mut version.endpoint {
@@ -209,7 +216,7 @@ fn merge_registry(
         }
     }
     for (name, model) in registry.models {
-        match spec.models.entry(name) {
+        match models.entry(name) {
             std::collections::btree_map::Entry::Occupied(e) => errors.push(SpecError::at(
                 registry_file,
                 format!("models.{}", e.key()),
@@ -255,4 +262,93 @@ pub fn parse(text: &str, file: &Path) -> Result<PipelineSpec, SpecError> {
             message,
         }
     })
+}
+
+/// A loaded gateway file: its spec (registry models merged) and where it was read from.
+#[derive(Debug, Clone)]
+pub struct LoadedGateway {
+    /// The spec.
+    pub spec: GatewaySpec,
+    /// The file.
+    pub file: PathBuf,
+}
+
+impl LoadedGateway {
+    /// Folder of the gateway file (relative paths resolve against it).
+    pub fn base_dir(&self) -> &Path {
+        self.file.parent().unwrap_or(Path::new("."))
+    }
+}
+
+/// Reads, interpolates and validates a gateway file.
+pub fn load_gateway(file: &Path) -> Result<LoadedGateway, SpecErrors> {
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        SpecErrors(vec![SpecError::at(
+            file,
+            "",
+            format!("cannot read file: {e}"),
+        )])
+    })?;
+    load_gateway_str(&text, file, &|name| std::env::var(name).ok())
+}
+
+/// Parses, interpolates with `env` and validates gateway text read from `file`.
+pub fn load_gateway_str(
+    text: &str,
+    file: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<LoadedGateway, SpecErrors> {
+    let de = serde_yaml_ng::Deserializer::from_str(text);
+    let mut spec: GatewaySpec = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        SpecErrors(vec![SpecError {
+            file: file.to_path_buf(),
+            path: if path == "." { String::new() } else { path },
+            line_column: inner.location().map(|l| (l.line(), l.column())),
+            message: inner.to_string(),
+        }])
+    })?;
+    let mut registry = ModelRegistrySpec {
+        models: std::mem::take(&mut spec.models),
+    };
+    let mut errors = interpolate::interpolate_registry(&mut registry, file, env);
+    spec.models = registry.models;
+    if errors.is_empty()
+        && let Some(registry) = spec.model_registry.clone()
+    {
+        let base = file.parent().unwrap_or(Path::new("."));
+        errors.extend(merge_registry(
+            &mut spec.models,
+            &registry,
+            &base.join(&registry),
+            env,
+        ));
+    }
+    for (path, message) in validate_models::validate_models(&spec.models, &[]) {
+        errors.push(SpecError::at(file, path, message));
+    }
+    if let Err(e) = spec.listen.parse::<std::net::SocketAddr>() {
+        errors.push(SpecError::at(
+            file,
+            "listen",
+            format!(
+                "{:?} is not an address (`127.0.0.1:8080`): {e}",
+                spec.listen
+            ),
+        ));
+    }
+    for (i, key) in spec.auth.api_keys.iter().enumerate() {
+        if let Err(e) = crate::gateway::auth::ApiKeys::new(std::slice::from_ref(key)) {
+            errors.push(SpecError::at(file, format!("auth.api_keys[{i}]"), e));
+        }
+    }
+    if errors.is_empty() {
+        Ok(LoadedGateway {
+            spec,
+            file: file.to_path_buf(),
+        })
+    } else {
+        Err(SpecErrors(errors))
+    }
 }

@@ -26,6 +26,19 @@ async fn every_example_pipeline_validates() {
 }
 
 #[test]
+fn the_example_gateway_file_loads_and_builds() {
+    let loaded = streamgate::spec::load_gateway(&root().join("models/gateway.yaml"))
+        .unwrap_or_else(|e| panic!("models/gateway.yaml does not load:\n{e}"));
+    assert!(loaded.spec.models.contains_key("fraud"));
+    streamgate::gateway::Gateway::new(
+        &loaded.spec,
+        loaded.base_dir(),
+        streamgate::telemetry::Metrics::new(),
+    )
+    .unwrap();
+}
+
+#[test]
 fn docker_compose_parses_and_references_existing_files() {
     let text = std::fs::read_to_string(root().join("docker-compose.yml")).unwrap();
     let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();

@@ -7,6 +7,7 @@ mod backpressure;
 mod common;
 mod crash;
 mod examples;
+mod gateway;
 mod inference;
 mod inference_e2e;
 mod kafka_e2e;

@@ -1,0 +1,266 @@
+//! Authentication (API keys, stored as SHA-256 hashes) and authorization (scopes per route).
+//!
+//! Every route declares a [`Policy`]; the router is built from the route table, so a route
+//! without a policy cannot exist. Rejections happen before the handler runs.
+
+use std::collections::HashMap;
+
+use axum::http::HeaderMap;
+
+use crate::spec::ApiKeySpec;
+
+/// What a route requires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    /// Anyone (liveness only).
+    Public,
+    /// Any valid key.
+    Authenticated,
+    /// `infer:<model>` or `infer:*`, for the model the request names.
+    Infer,
+    /// `admin:read` (or `admin:write`).
+    AdminRead,
+    /// `admin:write`.
+    AdminWrite,
+}
+
+/// One granted permission.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// Infer on one model.
+    Infer(String),
+    /// Infer on every model.
+    InferAll,
+    /// Read the admin API.
+    AdminRead,
+    /// Change things through the admin API.
+    AdminWrite,
+}
+
+impl Scope {
+    /// Parses `infer:<model>`, `infer:*`, `admin:read`, `admin:write`.
+    pub fn parse(text: &str) -> Result<Scope, String> {
+        match text {
+            "infer:*" => Ok(Scope::InferAll),
+            "admin:read" => Ok(Scope::AdminRead),
+            "admin:write" => Ok(Scope::AdminWrite),
+            _ => match text.strip_prefix("infer:") {
+                Some(model) if !model.is_empty() => Ok(Scope::Infer(model.to_string())),
+                _ => Err(format!(
+                    "unknown scope {text:?}: expected `infer:<model>`, `infer:*`, `admin:read` or `admin:write`"
+                )),
+            },
+        }
+    }
+}
+
+/// The caller, once authenticated.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// Key name.
+    pub name: String,
+    scopes: Vec<Scope>,
+}
+
+impl Principal {
+    /// Whether the caller may do what `policy` requires (`model` for [`Policy::Infer`]).
+    pub fn allows(&self, policy: Policy, model: Option<&str>) -> bool {
+        match policy {
+            Policy::Public | Policy::Authenticated => true,
+            Policy::Infer => self.scopes.iter().any(|s| match s {
+                Scope::InferAll => true,
+                Scope::Infer(m) => Some(m.as_str()) == model,
+                _ => false,
+            }),
+            Policy::AdminRead => self
+                .scopes
+                .iter()
+                .any(|s| matches!(s, Scope::AdminRead | Scope::AdminWrite)),
+            Policy::AdminWrite => self.scopes.contains(&Scope::AdminWrite),
+        }
+    }
+}
+
+/// Why a request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// No credentials, malformed ones, or an unknown key: 401.
+    Unauthenticated,
+    /// A valid key without the scope: 403.
+    Forbidden,
+}
+
+/// The accepted keys by hash.
+#[derive(Debug, Default)]
+pub struct ApiKeys {
+    by_hash: HashMap<[u8; 32], Principal>,
+}
+
+impl ApiKeys {
+    /// Builds the key table; errors name the key entry, never a key.
+    pub fn new(specs: &[ApiKeySpec]) -> Result<ApiKeys, String> {
+        let mut by_hash = HashMap::new();
+        for spec in specs {
+            let hash = parse_hex32(&spec.sha256).ok_or_else(|| {
+                format!(
+                    "api key {:?}: `sha256` must be 64 lowercase hex digits",
+                    spec.name
+                )
+            })?;
+            let scopes = spec
+                .scopes
+                .iter()
+                .map(|s| Scope::parse(s))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("api key {:?}: {e}", spec.name))?;
+            let principal = Principal {
+                name: spec.name.clone(),
+                scopes,
+            };
+            if by_hash.insert(hash, principal).is_some() {
+                return Err(format!(
+                    "api key {:?}: the same key is listed twice",
+                    spec.name
+                ));
+            }
+        }
+        Ok(ApiKeys { by_hash })
+    }
+
+    /// The caller of a request: `Authorization: Bearer <key>` or `x-api-key: <key>`.
+    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, Refusal> {
+        let key = match (headers.get("authorization"), headers.get("x-api-key")) {
+            (Some(value), _) => value
+                .to_str()
+                .ok()
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(str::trim),
+            (None, Some(value)) => value.to_str().ok().map(str::trim),
+            (None, None) => None,
+        }
+        .filter(|k| !k.is_empty())
+        .ok_or(Refusal::Unauthenticated)?;
+        let hash = ring::digest::digest(&ring::digest::SHA256, key.as_bytes());
+        let hash: [u8; 32] = hash
+            .as_ref()
+            .try_into()
+            .map_err(|_| Refusal::Unauthenticated)?;
+        // A hash-map lookup on the key's SHA-256 leaks nothing useful about stored keys.
+        self.by_hash
+            .get(&hash)
+            .cloned()
+            .ok_or(Refusal::Unauthenticated)
+    }
+
+    /// Checks a request against a policy.
+    pub fn check(
+        &self,
+        headers: &HeaderMap,
+        policy: Policy,
+        model: Option<&str>,
+    ) -> Result<Option<Principal>, Refusal> {
+        if policy == Policy::Public {
+            return Ok(None);
+        }
+        let principal = self.authenticate(headers)?;
+        if principal.allows(policy, model) {
+            Ok(Some(principal))
+        } else {
+            Err(Refusal::Forbidden)
+        }
+    }
+}
+
+/// Hex SHA-256 of a key, as the config stores it.
+pub fn key_hash_hex(key: &str) -> String {
+    ring::digest::digest(&ring::digest::SHA256, key.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn parse_hex32(text: &str) -> Option<[u8; 32]> {
+    if text.len() != 64
+        || !text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> ApiKeys {
+        ApiKeys::new(&[
+            ApiKeySpec {
+                name: "fraud".into(),
+                sha256: key_hash_hex("k-fraud"),
+                scopes: vec!["infer:fraud".into()],
+            },
+            ApiKeySpec {
+                name: "ops".into(),
+                sha256: key_hash_hex("k-ops"),
+                scopes: vec!["admin:write".into(), "infer:*".into()],
+            },
+        ])
+        .unwrap()
+    }
+
+    fn bearer(key: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("authorization", format!("Bearer {key}").parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn scopes_decide() {
+        let keys = keys();
+        let fraud = keys.authenticate(&bearer("k-fraud")).unwrap();
+        assert!(fraud.allows(Policy::Infer, Some("fraud")));
+        assert!(!fraud.allows(Policy::Infer, Some("llm")));
+        assert!(!fraud.allows(Policy::AdminRead, None));
+        let ops = keys.authenticate(&bearer("k-ops")).unwrap();
+        assert!(ops.allows(Policy::Infer, Some("llm")));
+        assert!(ops.allows(Policy::AdminRead, None));
+        assert_eq!(
+            keys.check(&bearer("nope"), Policy::Authenticated, None)
+                .unwrap_err(),
+            Refusal::Unauthenticated
+        );
+        assert_eq!(
+            keys.check(&bearer("k-fraud"), Policy::AdminRead, None)
+                .unwrap_err(),
+            Refusal::Forbidden
+        );
+        let mut malformed = HeaderMap::new();
+        malformed.insert("authorization", "Basic abc".parse().unwrap());
+        assert_eq!(
+            keys.check(&malformed, Policy::Authenticated, None)
+                .unwrap_err(),
+            Refusal::Unauthenticated
+        );
+        assert!(keys.check(&HeaderMap::new(), Policy::Public, None).is_ok());
+    }
+
+    #[test]
+    fn bad_config_names_the_entry_not_the_key() {
+        let err = ApiKeys::new(&[ApiKeySpec {
+            name: "x".into(),
+            sha256: "not-hex".into(),
+            scopes: vec![],
+        }])
+        .unwrap_err();
+        assert!(err.contains("\"x\""), "{err}");
+        assert!(Scope::parse("infer:").is_err());
+        assert!(Scope::parse("root").is_err());
+    }
+}

@@ -1,0 +1,316 @@
+//! The inference gateway: every route's access policy (the handler never runs on a
+//! rejection), body limits, and conformance with real clients nobody here wrote: the `openai`
+//! Python SDK (chat, streamed chat, embeddings) and `tritonclient.http` (metadata, infer),
+//! both through the gateway to the in-tree mock model server.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use streamgate::gateway::auth::key_hash_hex;
+use streamgate::gateway::{Gateway, ROUTES};
+use streamgate::mock_model::{MockModel, MockModelConfig};
+use streamgate::telemetry::Metrics;
+use tokio_util::sync::CancellationToken;
+
+const ALL: &str = "k-all-canary";
+const SCORER_ONLY: &str = "k-scorer-canary";
+const ADMIN_ONLY: &str = "k-admin-canary";
+
+fn gateway_yaml(mock: &str) -> String {
+    format!(
+        r#"
+listen: 127.0.0.1:0
+max_body_bytes: 65536
+models:
+  scorer:
+    versions:
+      - name: v1
+        endpoint: {{ protocol: oip_v2, replicas: ["{mock}"], model_name: fraud }}
+  chat:
+    versions:
+      - name: v1
+        endpoint: {{ protocol: openai_chat, replicas: ["{mock}/v1"], model: mock-llm, prompt: "{{text}}" }}
+  embed:
+    versions:
+      - name: v1
+        endpoint: {{ protocol: openai_embeddings, replicas: ["{mock}/v1"], model: mock-embed }}
+auth:
+  api_keys:
+    - {{ name: all, sha256: {all}, scopes: ["infer:*", "admin:read"] }}
+    - {{ name: scorer-only, sha256: {scorer}, scopes: ["infer:scorer"] }}
+    - {{ name: admin-only, sha256: {admin}, scopes: ["admin:read"] }}
+"#,
+        all = key_hash_hex(ALL),
+        scorer = key_hash_hex(SCORER_ONLY),
+        admin = key_hash_hex(ADMIN_ONLY),
+    )
+}
+
+struct Running {
+    url: String,
+    mock: MockModel,
+    _stop: tokio_util::sync::DropGuard,
+}
+
+async fn start() -> Running {
+    let mock = MockModel::start(MockModelConfig::default()).await.unwrap();
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("gateway.yaml");
+    let loaded =
+        streamgate::spec::load_gateway_str(&gateway_yaml(&mock.url()), &file, &|_| None).unwrap();
+    let gateway = Gateway::new(&loaded.spec, loaded.base_dir(), Metrics::new()).unwrap();
+    let stop = CancellationToken::new();
+    let (addr, _) = streamgate::gateway::serve(
+        "127.0.0.1:0".parse().unwrap(),
+        Arc::new(gateway),
+        stop.clone(),
+    )
+    .await
+    .unwrap();
+    Running {
+        url: format!("http://{addr}"),
+        mock,
+        _stop: stop.drop_guard(),
+    }
+}
+
+fn concrete(path: &str) -> String {
+    path.replace("{model}", "scorer").replace("{version}", "v1")
+}
+
+fn body_for(path: &str) -> &'static str {
+    match path {
+        "/v1/chat/completions" => {
+            r#"{"model": "chat", "messages": [{"role": "user", "content": "hi"}]}"#
+        }
+        "/v1/embeddings" => r#"{"model": "embed", "input": "hi"}"#,
+        _ => r#"{"inputs": [{"name": "amount", "datatype": "FP32", "shape": [1], "data": [1.5]}]}"#,
+    }
+}
+
+async fn call(url: &str, def: &streamgate::gateway::RouteDef, key: Option<&str>) -> u16 {
+    let client = reqwest::Client::new();
+    let target = format!("{url}{}", concrete(def.path));
+    let mut request = match def.method {
+        "GET" => client.get(target),
+        _ => client
+            .post(target)
+            .header("content-type", "application/json")
+            .body(body_for(def.path)),
+    };
+    if let Some(key) = key {
+        request = request.header("authorization", format!("Bearer {key}"));
+    }
+    request.send().await.unwrap().status().as_u16()
+}
+
+/// The authentication and authorization matrix: every route × (no key, malformed header,
+/// unknown key, a key without the scope). Only liveness is public; no rejected request
+/// reaches the model.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_declares_a_policy_and_rejects_before_the_handler() {
+    use streamgate::gateway::auth::Policy;
+    let gw = start().await;
+    let public: Vec<&str> = ROUTES
+        .iter()
+        .filter(|r| r.policy == Policy::Public)
+        .map(|r| r.path)
+        .collect();
+    assert_eq!(public, ["/v2/health/live"], "only liveness is public");
+    let client = reqwest::Client::new();
+    for def in ROUTES {
+        if def.policy == Policy::Public {
+            assert_eq!(call(&gw.url, def, None).await, 200, "{}", def.path);
+            continue;
+        }
+        assert_eq!(call(&gw.url, def, None).await, 401, "no key: {}", def.path);
+        assert_eq!(
+            call(&gw.url, def, Some("not-a-key")).await,
+            401,
+            "unknown (or revoked) key: {}",
+            def.path
+        );
+        // A malformed Authorization header.
+        let malformed = client
+            .get(format!("{}{}", gw.url, concrete(def.path)))
+            .header("authorization", "Basic Zm9vOmJhcg==")
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        assert!(
+            malformed == 401 || malformed == 405,
+            "{}: {malformed}",
+            def.path
+        );
+        // A valid key without the scope the route needs.
+        let lacking = match def.policy {
+            Policy::Infer => ADMIN_ONLY,
+            Policy::AdminRead | Policy::AdminWrite => SCORER_ONLY,
+            Policy::Authenticated | Policy::Public => continue,
+        };
+        assert_eq!(
+            call(&gw.url, def, Some(lacking)).await,
+            403,
+            "insufficient scope: {}",
+            def.path
+        );
+    }
+    // A key scoped to one model cannot reach another through body routing.
+    let chat = ROUTES
+        .iter()
+        .find(|r| r.path == "/v1/chat/completions")
+        .unwrap();
+    assert_eq!(call(&gw.url, chat, Some(SCORER_ONLY)).await, 403);
+    assert_eq!(gw.mock.calls(), 0, "a rejected request reached the model");
+
+    // With the right key, requests go through.
+    for def in ROUTES {
+        let status = call(&gw.url, def, Some(ALL)).await;
+        assert!(
+            status == 200,
+            "{} {} with a full key answered {status}",
+            def.method,
+            def.path
+        );
+    }
+    assert!(gw.mock.calls() > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_bodies_get_413_and_unknown_models_404() {
+    let gw = start().await;
+    let client = reqwest::Client::new();
+    let big = format!(
+        r#"{{"model": "chat", "messages": [{{"role": "user", "content": "{}"}}]}}"#,
+        "x".repeat(100 * 1024)
+    );
+    let status = client
+        .post(format!("{}/v1/chat/completions", gw.url))
+        .header("authorization", format!("Bearer {ALL}"))
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status.as_u16(), 413);
+    let status = client
+        .get(format!("{}/v2/models/nope", gw.url))
+        .header("authorization", format!("Bearer {ALL}"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status.as_u16(), 404);
+    assert_eq!(gw.mock.calls(), 0);
+}
+
+fn venv_python() -> std::path::PathBuf {
+    std::env::var_os("STREAMGATE_VENV")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from("/root/.cache/streamgate-venv"))
+        .join("bin/python")
+}
+
+async fn python(script: &'static str, args: Vec<String>) -> serde_json::Value {
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(venv_python())
+            .arg("-c")
+            .arg(script)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// The official `openai` SDK against the gateway: chat completion, streamed chat completion
+/// and embeddings, routed by model name to an OpenAI-compatible backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_python_sdk_chat_streamed_chat_and_embeddings() {
+    let gw = start().await;
+    let script = r#"
+import sys, json
+from openai import OpenAI
+client = OpenAI(base_url=sys.argv[1] + "/v1", api_key=sys.argv[2], max_retries=0)
+chat = client.chat.completions.create(model="chat", messages=[{"role": "user", "content": "Approve this payment"}])
+streamed = "".join(
+    chunk.choices[0].delta.content or ""
+    for chunk in client.chat.completions.create(
+        model="chat", messages=[{"role": "user", "content": "Approve this payment"}], stream=True)
+    if chunk.choices)
+emb = client.embeddings.create(model="embed", input=["abc", "hello"])
+try:
+    OpenAI(base_url=sys.argv[1] + "/v1", api_key="wrong", max_retries=0).embeddings.create(model="embed", input="x")
+    refused = None
+except Exception as e:
+    refused = type(e).__name__
+print(json.dumps({
+    "chat": chat.choices[0].message.content,
+    "usage": chat.usage.total_tokens,
+    "streamed": streamed,
+    "embeddings": [d.embedding for d in emb.data],
+    "refused": refused,
+}))
+"#;
+    let out = python(script, vec![gw.url.clone(), ALL.to_string()]).await;
+    let answer: serde_json::Value = serde_json::from_str(out["chat"].as_str().unwrap()).unwrap();
+    assert_eq!(answer["label"], "approve");
+    assert_eq!(out["usage"], 8);
+    assert_eq!(
+        out["streamed"], out["chat"],
+        "the streamed answer is the same text"
+    );
+    assert_eq!(out["embeddings"][1][0], 5.0);
+    assert_eq!(out["refused"], "AuthenticationError");
+}
+
+/// The official `tritonclient.http` against the gateway's OIP v2 routes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tritonclient_http_metadata_and_infer() {
+    let gw = start().await;
+    let script = r#"
+import sys, json
+import numpy as np
+import tritonclient.http as httpclient
+url, key = sys.argv[1], sys.argv[2]
+headers = {"Authorization": "Bearer " + key}
+client = httpclient.InferenceServerClient(url=url.removeprefix("http://"))
+live = client.is_server_live()
+meta = client.get_model_metadata("scorer", headers=headers)
+ready = client.is_model_ready("scorer", headers=headers)
+a = httpclient.InferInput("amount", [3], "FP32")
+a.set_data_from_numpy(np.array([1.0, 2.5, 4.0], dtype=np.float32), binary_data=False)
+b = httpclient.InferInput("distance", [3], "FP32")
+b.set_data_from_numpy(np.array([10.0, 20.0, 30.0], dtype=np.float32), binary_data=False)
+result = client.infer("scorer", [a, b], outputs=[httpclient.InferRequestedOutput("score", binary_data=False)], headers=headers)
+try:
+    client.get_model_metadata("scorer")
+    refused = None
+except Exception as e:
+    refused = str(e)[:80]
+print(json.dumps({"live": live, "ready": ready, "name": meta["name"],
+                  "score": result.as_numpy("score").reshape(-1).tolist(), "refused": refused}))
+"#;
+    let out = python(script, vec![gw.url.clone(), ALL.to_string()]).await;
+    assert_eq!(out["live"], true);
+    assert_eq!(out["ready"], true);
+    assert_eq!(out["name"], "scorer");
+    assert_eq!(out["score"], serde_json::json!([11.0, 22.5, 34.0]));
+    assert!(
+        out["refused"].is_string(),
+        "a call without a key is refused"
+    );
+    assert_eq!(gw.mock.calls(), 1);
+}
