@@ -91,31 +91,60 @@ impl fmt::Display for SpecErrors {
 
 impl std::error::Error for SpecErrors {}
 
-/// A parsed, interpolated and validated pipeline, with the file it came from.
+/// A parsed, interpolated and validated spec (pipeline or gateway), with the file it came
+/// from.
 #[derive(Debug, Clone)]
-pub struct LoadedPipeline {
-    /// The pipeline.
-    pub spec: PipelineSpec,
+pub struct Loaded<T> {
+    /// The spec.
+    pub spec: T,
     /// The file it was read from; relative paths inside it resolve against its folder.
     pub file: PathBuf,
 }
 
-impl LoadedPipeline {
-    /// The folder relative paths in the pipeline (schemas) are resolved against.
+/// A loaded pipeline.
+pub type LoadedPipeline = Loaded<PipelineSpec>;
+
+/// A loaded gateway file.
+pub type LoadedGateway = Loaded<GatewaySpec>;
+
+impl<T> Loaded<T> {
+    /// The folder relative paths in the file (schemas, registries) are resolved against.
     pub fn base_dir(&self) -> &Path {
         self.file.parent().unwrap_or(Path::new("."))
     }
 }
 
-/// Reads, parses, interpolates from the process environment and validates a pipeline file.
-pub fn load_file(file: &Path) -> Result<LoadedPipeline, SpecErrors> {
-    let text = std::fs::read_to_string(file).map_err(|e| {
+fn read_spec_file(file: &Path) -> Result<String, SpecErrors> {
+    std::fs::read_to_string(file).map_err(|e| {
         SpecErrors(vec![SpecError::at(
             file,
             "",
             format!("cannot read file: {e}"),
         )])
-    })?;
+    })
+}
+
+/// Deserializes YAML text into `T`, reporting the first problem with its path and line.
+fn deserialize_yaml<T: serde::de::DeserializeOwned>(
+    text: &str,
+    file: &Path,
+) -> Result<T, SpecError> {
+    let de = serde_yaml_ng::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        SpecError {
+            file: file.to_path_buf(),
+            path: if path == "." { String::new() } else { path },
+            line_column: inner.location().map(|l| (l.line(), l.column())),
+            message: inner.to_string(),
+        }
+    })
+}
+
+/// Reads, parses, interpolates from the process environment and validates a pipeline file.
+pub fn load_file(file: &Path) -> Result<LoadedPipeline, SpecErrors> {
+    let text = read_spec_file(file)?;
     load_str(&text, file, &|name| std::env::var(name).ok())
 }
 
@@ -186,19 +215,9 @@ fn merge_registry(
             )];
         }
     };
-    let de = serde_yaml_ng::Deserializer::from_str(&text);
-    let mut registry: ModelRegistrySpec = match serde_path_to_error::deserialize(de) {
+    let mut registry: ModelRegistrySpec = match deserialize_yaml(&text, registry_file) {
         Ok(r) => r,
-        Err(e) => {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            return vec![SpecError {
-                file: registry_file.to_path_buf(),
-                path: if path == "." { String::new() } else { path },
-                line_column: inner.location().map(|l| (l.line(), l.column())),
-                message: inner.to_string(),
-            }];
-        }
+        Err(e) => return vec![e],
     };
     let mut errors = interpolate::interpolate_registry(&mut registry, registry_file, env);
     // Model repositories in the registry are relative to the registry file; the pipeline
@@ -264,31 +283,9 @@ pub fn parse(text: &str, file: &Path) -> Result<PipelineSpec, SpecError> {
     })
 }
 
-/// A loaded gateway file: its spec (registry models merged) and where it was read from.
-#[derive(Debug, Clone)]
-pub struct LoadedGateway {
-    /// The spec.
-    pub spec: GatewaySpec,
-    /// The file.
-    pub file: PathBuf,
-}
-
-impl LoadedGateway {
-    /// Folder of the gateway file (relative paths resolve against it).
-    pub fn base_dir(&self) -> &Path {
-        self.file.parent().unwrap_or(Path::new("."))
-    }
-}
-
 /// Reads, interpolates and validates a gateway file.
 pub fn load_gateway(file: &Path) -> Result<LoadedGateway, SpecErrors> {
-    let text = std::fs::read_to_string(file).map_err(|e| {
-        SpecErrors(vec![SpecError::at(
-            file,
-            "",
-            format!("cannot read file: {e}"),
-        )])
-    })?;
+    let text = read_spec_file(file)?;
     load_gateway_str(&text, file, &|name| std::env::var(name).ok())
 }
 
@@ -298,17 +295,7 @@ pub fn load_gateway_str(
     file: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<LoadedGateway, SpecErrors> {
-    let de = serde_yaml_ng::Deserializer::from_str(text);
-    let mut spec: GatewaySpec = serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        SpecErrors(vec![SpecError {
-            file: file.to_path_buf(),
-            path: if path == "." { String::new() } else { path },
-            line_column: inner.location().map(|l| (l.line(), l.column())),
-            message: inner.to_string(),
-        }])
-    })?;
+    let mut spec: GatewaySpec = deserialize_yaml(text, file).map_err(|e| SpecErrors(vec![e]))?;
     let mut registry = ModelRegistrySpec {
         models: std::mem::take(&mut spec.models),
     };
