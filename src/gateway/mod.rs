@@ -8,6 +8,7 @@
 //!
 //! Every route comes from [`ROUTES`] with its access [`Policy`]; only liveness is public.
 
+pub mod admin;
 pub mod auth;
 pub mod proxy;
 
@@ -21,7 +22,7 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, get, post};
+use axum::routing::{MethodRouter, get, post, put};
 use bytes::Bytes;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -54,6 +55,12 @@ pub enum Handler {
     Metrics,
     /// Models, versions, weights and replica health.
     AdminModels,
+    /// Change a model's traffic weights.
+    SetWeights,
+    /// Restore a model's previous weights.
+    Rollback,
+    /// Recent admin changes.
+    AdminAudit,
 }
 
 /// One route: method, path, access policy, handler.
@@ -143,6 +150,24 @@ pub const ROUTES: &[RouteDef] = &[
         policy: Policy::AdminRead,
         handler: Handler::AdminModels,
     },
+    RouteDef {
+        method: "PUT",
+        path: "/admin/models/{model}/weights",
+        policy: Policy::AdminWrite,
+        handler: Handler::SetWeights,
+    },
+    RouteDef {
+        method: "POST",
+        path: "/admin/models/{model}/rollback",
+        policy: Policy::AdminWrite,
+        handler: Handler::Rollback,
+    },
+    RouteDef {
+        method: "GET",
+        path: "/admin/audit",
+        policy: Policy::AdminRead,
+        handler: Handler::AdminAudit,
+    },
 ];
 
 /// Shared state of the gateway.
@@ -152,6 +177,7 @@ pub struct Gateway {
     specs: BTreeMap<String, ModelSpec>,
     metrics: Metrics,
     max_body_bytes: usize,
+    admin: admin::Admin,
 }
 
 type Shared = Arc<Gateway>;
@@ -179,6 +205,7 @@ impl Gateway {
             specs: spec.models.clone(),
             metrics,
             max_body_bytes: spec.max_body_bytes,
+            admin: admin::Admin::new(spec.audit_log.as_ref().map(|p| base_dir.join(p)))?,
         })
     }
 }
@@ -191,6 +218,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         let handler = def.handler;
         let method_router: MethodRouter<Shared> = match def.method {
             "GET" => get(move |state, request| dispatch(handler, state, request)),
+            "PUT" => put(move |state, request| dispatch(handler, state, request)),
             _ => post(move |state, request| dispatch(handler, state, request)),
         };
         let policy = def.policy;
@@ -233,6 +261,14 @@ async fn authorize(
     next.run(request).await
 }
 
+/// The `{model}` of `/admin/models/{model}/...`.
+fn admin_model(path: &str) -> String {
+    path.strip_prefix("/admin/models/")
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_default()
+        .to_string()
+}
+
 fn model_in_path(path: &str) -> Option<String> {
     path.strip_prefix("/v2/models/")
         .and_then(|rest| rest.split('/').next())
@@ -270,6 +306,52 @@ async fn dispatch(handler: Handler, State(gateway): State<Shared>, request: Requ
         )
             .into_response(),
         Handler::AdminModels => admin_models(&gateway),
+        Handler::AdminAudit => {
+            axum::Json(json!({ "entries": gateway.admin.entries() })).into_response()
+        }
+        Handler::SetWeights | Handler::Rollback => {
+            let model = admin_model(parts.uri.path());
+            let who = principal.map(|p| p.name).unwrap_or_default();
+            let result = if handler == Handler::Rollback {
+                gateway.admin.rollback(&gateway.registry, &who, &model)
+            } else {
+                let body = match axum::body::to_bytes(body, gateway.max_body_bytes).await {
+                    Ok(b) => b,
+                    Err(_) => {
+                        return error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
+                    }
+                };
+                #[derive(serde::Deserialize)]
+                #[serde(deny_unknown_fields)]
+                struct Weights {
+                    weights: BTreeMap<String, u32>,
+                }
+                match serde_json::from_slice::<Weights>(&body) {
+                    Ok(w) => gateway
+                        .admin
+                        .set_weights(&gateway.registry, &who, &model, &w.weights),
+                    Err(e) => {
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            &format!("expected {{\"weights\": {{\"<version>\": <weight>}}}}: {e}"),
+                        );
+                    }
+                }
+            };
+            match result {
+                Ok(weights) => {
+                    axum::Json(json!({ "model": model, "weights": weights })).into_response()
+                }
+                Err(admin::AdminError::NotFound) => not_found(),
+                Err(admin::AdminError::Invalid(status, message)) => error(
+                    StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+                    &message,
+                ),
+                Err(admin::AdminError::Audit(message)) => {
+                    error(StatusCode::INTERNAL_SERVER_ERROR, &message)
+                }
+            }
+        }
         Handler::ModelMetadata | Handler::ModelReady | Handler::Infer => {
             let Some((model, version)) = params else {
                 return error(StatusCode::NOT_FOUND, "no such model");
@@ -572,10 +654,10 @@ pub async fn serve(
 
 /// Method of a route definition as an [`axum::http::Method`].
 pub fn method(def: &RouteDef) -> Method {
-    if def.method == "GET" {
-        Method::GET
-    } else {
-        Method::POST
+    match def.method {
+        "GET" => Method::GET,
+        "PUT" => Method::PUT,
+        _ => Method::POST,
     }
 }
 

@@ -24,6 +24,11 @@ pub struct GatewaySpec {
     /// Who may call what.
     #[serde(default)]
     pub auth: GatewayAuthSpec,
+    /// Append-only audit log of admin changes (JSON lines: who, what, before, after, when),
+    /// relative to this file. Without it changes are audited in memory only
+    /// (`GET /admin/audit`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_log: Option<String>,
     /// Largest request body accepted (default 4 MiB); larger ones get 413.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,

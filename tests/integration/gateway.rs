@@ -3,7 +3,6 @@
 //! Python SDK (chat, streamed chat, embeddings) and `tritonclient.http` (metadata, infer),
 //! both through the gateway to the in-tree mock model server.
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
@@ -16,8 +15,9 @@ use tokio_util::sync::CancellationToken;
 const ALL: &str = "k-all-canary";
 const SCORER_ONLY: &str = "k-scorer-canary";
 const ADMIN_ONLY: &str = "k-admin-canary";
+const OPS: &str = "k-ops-canary";
 
-fn gateway_yaml(mock: &str) -> String {
+fn gateway_yaml(mock: &str, audit: &str) -> String {
     format!(
         r#"
 listen: 127.0.0.1:0
@@ -27,6 +27,9 @@ models:
     versions:
       - name: v1
         endpoint: {{ protocol: oip_v2, replicas: ["{mock}"], model_name: fraud }}
+      - name: v2
+        weight: 0
+        endpoint: {{ protocol: oip_v2, replicas: ["{mock}"], model_name: fraud-v2 }}
   chat:
     versions:
       - name: v1
@@ -40,24 +43,29 @@ auth:
     - {{ name: all, sha256: {all}, scopes: ["infer:*", "admin:read"] }}
     - {{ name: scorer-only, sha256: {scorer}, scopes: ["infer:scorer"] }}
     - {{ name: admin-only, sha256: {admin}, scopes: ["admin:read"] }}
+    - {{ name: ops, sha256: {ops}, scopes: ["infer:*", "admin:write"] }}
+audit_log: {audit}
 "#,
         all = key_hash_hex(ALL),
         scorer = key_hash_hex(SCORER_ONLY),
         admin = key_hash_hex(ADMIN_ONLY),
+        ops = key_hash_hex(OPS),
     )
 }
 
 struct Running {
     url: String,
     mock: MockModel,
+    dir: tempfile::TempDir,
     _stop: tokio_util::sync::DropGuard,
 }
 
 async fn start() -> Running {
     let mock = MockModel::start(MockModelConfig::default()).await.unwrap();
-    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("gateway.yaml");
-    let loaded =
-        streamgate::spec::load_gateway_str(&gateway_yaml(&mock.url()), &file, &|_| None).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gateway.yaml");
+    let yaml = gateway_yaml(&mock.url(), "audit.jsonl");
+    let loaded = streamgate::spec::load_gateway_str(&yaml, &file, &|_| None).unwrap();
     let gateway = Gateway::new(&loaded.spec, loaded.base_dir(), Metrics::new()).unwrap();
     let stop = CancellationToken::new();
     let (addr, _) = streamgate::gateway::serve(
@@ -70,7 +78,39 @@ async fn start() -> Running {
     Running {
         url: format!("http://{addr}"),
         mock,
+        dir,
         _stop: stop.drop_guard(),
+    }
+}
+
+impl Running {
+    /// The audit log's entries.
+    fn audit(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.dir.path().join("audit.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: &str,
+        body: &str,
+    ) -> (u16, serde_json::Value) {
+        let response = reqwest::Client::new()
+            .request(method, format!("{}{path}", self.url))
+            .header("authorization", format!("Bearer {key}"))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await.unwrap_or_default();
+        (status, serde_json::from_slice(&bytes).unwrap_or_default())
     }
 }
 
@@ -80,6 +120,7 @@ fn concrete(path: &str) -> String {
 
 fn body_for(path: &str) -> &'static str {
     match path {
+        "/admin/models/{model}/weights" => r#"{"weights": {"v1": 100}}"#,
         "/v1/chat/completions" => {
             r#"{"model": "chat", "messages": [{"role": "user", "content": "hi"}]}"#
         }
@@ -93,6 +134,10 @@ async fn call(url: &str, def: &streamgate::gateway::RouteDef, key: Option<&str>)
     let target = format!("{url}{}", concrete(def.path));
     let mut request = match def.method {
         "GET" => client.get(target),
+        "PUT" => client
+            .put(target)
+            .header("content-type", "application/json")
+            .body(body_for(def.path)),
         _ => client
             .post(target)
             .header("content-type", "application/json")
@@ -165,9 +210,19 @@ async fn every_route_declares_a_policy_and_rejects_before_the_handler() {
     assert_eq!(call(&gw.url, chat, Some(SCORER_ONLY)).await, 403);
     assert_eq!(gw.mock.calls(), 0, "a rejected request reached the model");
 
+    // Reading the admin API does not allow changing it.
+    for def in ROUTES.iter().filter(|r| r.policy == Policy::AdminWrite) {
+        assert_eq!(call(&gw.url, def, Some(ALL)).await, 403, "{}", def.path);
+    }
+    assert!(gw.audit().is_empty(), "a refused change was audited");
+
     // With the right key, requests go through.
     for def in ROUTES {
-        let status = call(&gw.url, def, Some(ALL)).await;
+        let key = match def.policy {
+            Policy::AdminWrite => OPS,
+            _ => ALL,
+        };
+        let status = call(&gw.url, def, Some(key)).await;
         assert!(
             status == 200,
             "{} {} with a full key answered {status}",
@@ -313,4 +368,76 @@ print(json.dumps({"live": live, "ready": ready, "name": meta["name"],
         "a call without a key is refused"
     );
     assert_eq!(gw.mock.calls(), 1);
+}
+
+/// Traffic weights changed through the admin API move inference to the canary; a rollback
+/// restores them; both are in the audit log with who, before and after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weights_change_and_roll_back_with_an_audit_trail() {
+    use reqwest::Method;
+    let gw = start().await;
+    let infer =
+        r#"{"inputs": [{"name": "amount", "datatype": "FP32", "shape": [1], "data": [1.5]}]}"#;
+    let served_by =
+        |v: &serde_json::Value| v["model_name"].as_str().unwrap_or_default().to_string();
+    let (_, answer) = gw
+        .send(Method::POST, "/v2/models/scorer/infer", ALL, infer)
+        .await;
+    assert_eq!(served_by(&answer), "fraud");
+
+    let (status, _) = gw
+        .send(
+            Method::PUT,
+            "/admin/models/scorer/weights",
+            OPS,
+            r#"{"weights": {"v3": 1}}"#,
+        )
+        .await;
+    assert_eq!(status, 400, "unknown version");
+    let (status, _) = gw
+        .send(Method::POST, "/admin/models/scorer/rollback", OPS, "")
+        .await;
+    assert_eq!(status, 409, "nothing to roll back to");
+
+    let (status, body) = gw
+        .send(
+            Method::PUT,
+            "/admin/models/scorer/weights",
+            OPS,
+            r#"{"weights": {"v2": 100}}"#,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["weights"], serde_json::json!({"v1": 0, "v2": 100}));
+    for _ in 0..5 {
+        let (_, answer) = gw
+            .send(Method::POST, "/v2/models/scorer/infer", ALL, infer)
+            .await;
+        assert_eq!(served_by(&answer), "fraud-v2");
+    }
+    let (status, body) = gw
+        .send(Method::POST, "/admin/models/scorer/rollback", OPS, "")
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["weights"], serde_json::json!({"v1": 100, "v2": 0}));
+    let (_, answer) = gw
+        .send(Method::POST, "/v2/models/scorer/infer", ALL, infer)
+        .await;
+    assert_eq!(served_by(&answer), "fraud");
+
+    let audit = gw.audit();
+    assert_eq!(audit.len(), 2);
+    assert_eq!(audit[0]["who"], "ops");
+    assert_eq!(audit[0]["action"], "set_weights");
+    assert_eq!(audit[0]["before"], serde_json::json!({"v1": 100, "v2": 0}));
+    assert_eq!(audit[0]["after"], serde_json::json!({"v1": 0, "v2": 100}));
+    assert_eq!(audit[1]["action"], "rollback");
+    assert!(audit[1]["at_ms"].as_u64().unwrap() >= audit[0]["at_ms"].as_u64().unwrap());
+    let (_, listed) = gw.send(Method::GET, "/admin/audit", ADMIN_ONLY, "").await;
+    assert_eq!(listed["entries"].as_array().unwrap().len(), 2);
+    // No key material anywhere in what the admin API shows.
+    let (_, models) = gw.send(Method::GET, "/admin/models", ADMIN_ONLY, "").await;
+    for text in [models.to_string(), listed.to_string()] {
+        assert!(!text.contains("canary"), "{text}");
+    }
 }
