@@ -4,8 +4,11 @@
 //! without a policy cannot exist. Rejections happen before the handler runs.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::http::HeaderMap;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::spec::ApiKeySpec;
 
@@ -60,7 +63,69 @@ pub struct Principal {
     /// Key name.
     pub name: String,
     scopes: Vec<Scope>,
+    /// The key's rate and concurrency limits, shared by all its requests.
+    pub limits: Arc<KeyLimits>,
 }
+
+/// Per-key limits: a token bucket for the rate, a semaphore for concurrency.
+#[derive(Debug)]
+pub struct KeyLimits {
+    rate: Option<(f64, f64)>,
+    bucket: Mutex<(f64, Instant)>,
+    slots: Option<Arc<Semaphore>>,
+}
+
+impl KeyLimits {
+    fn new(
+        rate_per_second: Option<f64>,
+        burst: Option<u32>,
+        max_concurrent: Option<usize>,
+    ) -> Self {
+        let rate = rate_per_second
+            .filter(|r| *r > 0.0)
+            .map(|r| (r, burst.map_or(r.max(1.0), f64::from)));
+        KeyLimits {
+            bucket: Mutex::new((rate.map_or(0.0, |(_, b)| b), Instant::now())),
+            rate,
+            slots: max_concurrent.map(|n| Arc::new(Semaphore::new(n.max(1)))),
+        }
+    }
+
+    /// Takes a token, or says how long until one is available.
+    pub fn take_token(&self) -> Result<(), Duration> {
+        let Some((rate, burst)) = self.rate else {
+            return Ok(());
+        };
+        let mut bucket = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let (tokens, last) = *bucket;
+        let tokens = (tokens + now.duration_since(last).as_secs_f64() * rate).min(burst);
+        if tokens >= 1.0 {
+            *bucket = (tokens - 1.0, now);
+            Ok(())
+        } else {
+            *bucket = (tokens, now);
+            Err(Duration::from_secs_f64((1.0 - tokens) / rate))
+        }
+    }
+
+    /// A concurrency slot (`None` when the key has no concurrency limit), or `Err` when all
+    /// are taken.
+    pub fn slot(&self) -> Result<Option<OwnedSemaphorePermit>, AllTaken> {
+        match &self.slots {
+            None => Ok(None),
+            Some(s) => s
+                .clone()
+                .try_acquire_owned()
+                .map(Some)
+                .map_err(|_| AllTaken),
+        }
+    }
+}
+
+/// Every concurrency slot of a key is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AllTaken;
 
 impl Principal {
     /// Whether the caller may do what `policy` requires (`model` for [`Policy::Infer`]).
@@ -116,6 +181,11 @@ impl ApiKeys {
             let principal = Principal {
                 name: spec.name.clone(),
                 scopes,
+                limits: Arc::new(KeyLimits::new(
+                    spec.rate_per_second,
+                    spec.burst,
+                    spec.max_concurrent,
+                )),
             };
             if by_hash.insert(hash, principal).is_some() {
                 return Err(format!(
@@ -205,11 +275,17 @@ mod tests {
                 name: "fraud".into(),
                 sha256: key_hash_hex("k-fraud"),
                 scopes: vec!["infer:fraud".into()],
+                rate_per_second: None,
+                burst: None,
+                max_concurrent: None,
             },
             ApiKeySpec {
                 name: "ops".into(),
                 sha256: key_hash_hex("k-ops"),
                 scopes: vec!["admin:write".into(), "infer:*".into()],
+                rate_per_second: None,
+                burst: None,
+                max_concurrent: None,
             },
         ])
         .unwrap()
@@ -252,11 +328,34 @@ mod tests {
     }
 
     #[test]
+    fn token_bucket_allows_the_burst_then_the_rate() {
+        let limits = KeyLimits::new(Some(10.0), Some(3), None);
+        for _ in 0..3 {
+            assert!(limits.take_token().is_ok());
+        }
+        let wait = limits.take_token().unwrap_err();
+        assert!(
+            wait <= Duration::from_millis(100) && wait > Duration::ZERO,
+            "{wait:?}"
+        );
+        let unlimited = KeyLimits::new(None, None, Some(1));
+        assert!(unlimited.take_token().is_ok());
+        let held = unlimited.slot().unwrap();
+        assert!(held.is_some());
+        assert!(unlimited.slot().is_err());
+        drop(held);
+        assert!(unlimited.slot().is_ok());
+    }
+
+    #[test]
     fn bad_config_names_the_entry_not_the_key() {
         let err = ApiKeys::new(&[ApiKeySpec {
             name: "x".into(),
             sha256: "not-hex".into(),
             scopes: vec![],
+            rate_per_second: None,
+            burst: None,
+            max_concurrent: None,
         }])
         .unwrap_err();
         assert!(err.contains("\"x\""), "{err}");

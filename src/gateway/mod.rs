@@ -178,6 +178,8 @@ pub struct Gateway {
     metrics: Metrics,
     max_body_bytes: usize,
     admin: admin::Admin,
+    /// Inference requests in flight across all keys (load shedding).
+    infer_slots: Arc<tokio::sync::Semaphore>,
 }
 
 type Shared = Arc<Gateway>;
@@ -206,6 +208,9 @@ impl Gateway {
             metrics,
             max_body_bytes: spec.max_body_bytes,
             admin: admin::Admin::new(spec.audit_log.as_ref().map(|p| base_dir.join(p)))?,
+            infer_slots: Arc::new(tokio::sync::Semaphore::new(
+                spec.max_concurrent_infer.max(1),
+            )),
         })
     }
 }
@@ -257,8 +262,51 @@ async fn authorize(
     if !body_routed && !principal.allows(policy, path_model.as_deref()) {
         return refusal(Refusal::Forbidden);
     }
+    // Limits apply to inference only: admin, health and metrics stay available under load.
+    let mut held = Vec::new();
+    if policy == Policy::Infer {
+        if let Err(wait) = principal.limits.take_token() {
+            return too_many(
+                StatusCode::TOO_MANY_REQUESTS,
+                "the API key's rate limit is reached",
+                wait,
+            );
+        }
+        match principal.limits.slot() {
+            Ok(slot) => held.extend(slot),
+            Err(auth::AllTaken) => {
+                return too_many(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "the API key's concurrency limit is reached",
+                    std::time::Duration::from_secs(1),
+                );
+            }
+        }
+        match gateway.infer_slots.clone().try_acquire_owned() {
+            Ok(slot) => held.push(slot),
+            Err(_) => {
+                return too_many(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the gateway is at capacity",
+                    std::time::Duration::from_secs(1),
+                );
+            }
+        }
+    }
     request.extensions_mut().insert(principal);
-    next.run(request).await
+    let response = next.run(request).await;
+    drop(held);
+    response
+}
+
+/// A fast refusal under load, with `Retry-After` in whole seconds (at least 1).
+fn too_many(status: StatusCode, message: &str, wait: std::time::Duration) -> Response {
+    let mut response = error(status, message);
+    let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+    if let Ok(value) = seconds.to_string().parse() {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
 }
 
 /// The `{model}` of `/admin/models/{model}/...`.

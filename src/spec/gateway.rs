@@ -32,6 +32,15 @@ pub struct GatewaySpec {
     /// Largest request body accepted (default 4 MiB); larger ones get 413.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
+    /// Inference requests in flight across all keys (default 1024). Past it requests are shed
+    /// at once with 503 and `Retry-After`, so admin, health and metrics routes (not counted)
+    /// stay responsive under overload.
+    #[serde(default = "default_max_concurrent_infer")]
+    pub max_concurrent_infer: usize,
+}
+
+fn default_max_concurrent_infer() -> usize {
+    1024
 }
 
 fn default_listen() -> String {
@@ -63,4 +72,14 @@ pub struct ApiKeySpec {
     pub sha256: String,
     /// What the key may do: `infer:<model>`, `infer:*`, `admin:read`, `admin:write`.
     pub scopes: Vec<String>,
+    /// Inference requests per second this key may make (default: no limit); past it 429 with
+    /// `Retry-After`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_per_second: Option<f64>,
+    /// Requests the key may make at once above its rate (default: one second's worth).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
+    /// Inference requests this key may have in flight (default: no limit); past it 429.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrent: Option<usize>,
 }

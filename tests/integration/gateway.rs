@@ -61,10 +61,14 @@ struct Running {
 }
 
 async fn start() -> Running {
+    start_with(|mock| gateway_yaml(mock, "audit.jsonl")).await
+}
+
+async fn start_with(yaml: impl FnOnce(&str) -> String) -> Running {
     let mock = MockModel::start(MockModelConfig::default()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("gateway.yaml");
-    let yaml = gateway_yaml(&mock.url(), "audit.jsonl");
+    let yaml = yaml(&mock.url());
     let loaded = streamgate::spec::load_gateway_str(&yaml, &file, &|_| None).unwrap();
     let gateway = Gateway::new(&loaded.spec, loaded.base_dir(), Metrics::new()).unwrap();
     let stop = CancellationToken::new();
@@ -440,4 +444,104 @@ async fn weights_change_and_roll_back_with_an_audit_trail() {
     for text in [models.to_string(), listed.to_string()] {
         assert!(!text.contains("canary"), "{text}");
     }
+}
+
+/// Per-key rate and concurrency limits answer 429 with Retry-After; past the gateway's
+/// capacity inference is shed with 503 at once while admin routes keep answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_and_load_shedding() {
+    use reqwest::Method;
+    use streamgate::mock_model::{Faults, Latency};
+    let gw = start_with(|mock| {
+        format!(
+            r#"
+listen: 127.0.0.1:0
+max_concurrent_infer: 3
+models:
+  scorer:
+    versions:
+      - name: v1
+        endpoint: {{ protocol: oip_v2, replicas: ["{mock}"] }}
+    timeout: 10s
+auth:
+  api_keys:
+    - {{ name: limited, sha256: {limited}, scopes: ["infer:*"], rate_per_second: 1, burst: 3 }}
+    - {{ name: narrow, sha256: {narrow}, scopes: ["infer:*"], max_concurrent: 1 }}
+    - {{ name: wide, sha256: {wide}, scopes: ["infer:*", "admin:read"] }}
+"#,
+            limited = key_hash_hex("k-limited"),
+            narrow = key_hash_hex("k-narrow"),
+            wide = key_hash_hex("k-wide"),
+        )
+    })
+    .await;
+    let infer =
+        r#"{"inputs": [{"name": "amount", "datatype": "FP32", "shape": [1], "data": [1.5]}]}"#;
+    // Rate: a burst of 3, then 429 with Retry-After.
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        statuses.push(
+            gw.send(Method::POST, "/v2/models/scorer/infer", "k-limited", infer)
+                .await
+                .0,
+        );
+    }
+    assert_eq!(statuses, [200, 200, 200, 429, 429]);
+    let response = reqwest::Client::new()
+        .post(format!("{}/v2/models/scorer/infer", gw.url))
+        .header("authorization", "Bearer k-limited")
+        .body(infer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 429);
+    assert_eq!(response.headers()["retry-after"], "1");
+
+    // Concurrency and shedding: the model takes 400 ms per call.
+    gw.mock.set_faults(Faults {
+        latency: Latency::Fixed(std::time::Duration::from_millis(400)),
+        ..Faults::default()
+    });
+    let concurrent = |key: &'static str, n: usize| {
+        let url = gw.url.clone();
+        async move {
+            let calls = (0..n).map(|_| {
+                let url = url.clone();
+                async move {
+                    reqwest::Client::new()
+                        .post(format!("{url}/v2/models/scorer/infer"))
+                        .header("authorization", format!("Bearer {key}"))
+                        .body(infer)
+                        .send()
+                        .await
+                        .unwrap()
+                        .status()
+                        .as_u16()
+                }
+            });
+            let mut s = futures::future::join_all(calls).await;
+            s.sort();
+            s
+        }
+    };
+    assert_eq!(concurrent("k-narrow", 3).await, [200, 429, 429]);
+
+    let shed = tokio::spawn(concurrent("k-wide", 6));
+    // While inference is saturated (3 calls in flight at the model), the admin API answers,
+    // well within one model call's time.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let started = std::time::Instant::now();
+        let (status, models) = gw.send(Method::GET, "/admin/models", "k-wide", "").await;
+        assert_eq!(status, 200);
+        assert!(started.elapsed() < std::time::Duration::from_millis(200));
+        if models["models"][0]["versions"][0]["replicas"][0]["in_flight"] == 3 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "calls never arrived"
+        );
+    }
+    assert_eq!(shed.await.unwrap(), [200, 200, 200, 503, 503, 503]);
 }
