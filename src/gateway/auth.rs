@@ -76,6 +76,11 @@ pub struct KeyLimits {
 }
 
 impl KeyLimits {
+    /// No limits.
+    pub fn unlimited() -> Self {
+        Self::new(None, None, None)
+    }
+
     fn new(
         rate_per_second: Option<f64>,
         burst: Option<u32>,
@@ -128,6 +133,15 @@ impl KeyLimits {
 pub struct AllTaken;
 
 impl Principal {
+    /// A caller with `scopes` and `limits`.
+    pub fn new(name: String, scopes: Vec<Scope>, limits: Arc<KeyLimits>) -> Self {
+        Principal {
+            name,
+            scopes,
+            limits,
+        }
+    }
+
     /// Whether the caller may do what `policy` requires (`model` for [`Policy::Infer`]).
     pub fn allows(&self, policy: Policy, model: Option<&str>) -> bool {
         match policy {
@@ -155,10 +169,20 @@ pub enum Refusal {
     Forbidden,
 }
 
-/// The accepted keys by hash.
-#[derive(Debug, Default)]
+/// The accepted keys by hash, and the JWT verifier when tokens are accepted.
+#[derive(Default)]
 pub struct ApiKeys {
     by_hash: HashMap<[u8; 32], Principal>,
+    jwt: Option<super::jwt::JwtVerifier>,
+}
+
+impl std::fmt::Debug for ApiKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKeys")
+            .field("keys", &self.by_hash.len())
+            .field("jwt", &self.jwt.is_some())
+            .finish()
+    }
 }
 
 impl ApiKeys {
@@ -194,7 +218,13 @@ impl ApiKeys {
                 ));
             }
         }
-        Ok(ApiKeys { by_hash })
+        Ok(ApiKeys { by_hash, jwt: None })
+    }
+
+    /// Also accepts JWT bearer tokens verified by `jwt`.
+    pub fn with_jwt(mut self, jwt: super::jwt::JwtVerifier) -> Self {
+        self.jwt = Some(jwt);
+        self
     }
 
     /// The caller of a request: `Authorization: Bearer <key>` or `x-api-key: <key>`.
@@ -210,6 +240,13 @@ impl ApiKeys {
         }
         .filter(|k| !k.is_empty())
         .ok_or(Refusal::Unauthenticated)?;
+        // Three dot-separated parts: a JWT (API keys are opaque strings without dots).
+        if key.split('.').count() == 3 {
+            return match &self.jwt {
+                Some(jwt) => jwt.verify(key),
+                None => Err(Refusal::Unauthenticated),
+            };
+        }
         let hash = ring::digest::digest(&ring::digest::SHA256, key.as_bytes());
         let hash: [u8; 32] = hash
             .as_ref()

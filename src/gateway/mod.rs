@@ -10,6 +10,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod jwt;
 pub mod proxy;
 
 use std::collections::BTreeMap;
@@ -191,7 +192,10 @@ impl Gateway {
         base_dir: &std::path::Path,
         metrics: Metrics,
     ) -> Result<Gateway, String> {
-        let keys = ApiKeys::new(&spec.auth.api_keys)?;
+        let mut keys = ApiKeys::new(&spec.auth.api_keys)?;
+        if let Some(jwt) = &spec.auth.jwt {
+            keys = keys.with_jwt(jwt::JwtVerifier::new(jwt, base_dir)?);
+        }
         let prepared =
             crate::inference::registry::prepare(&spec.models, base_dir).map_err(|problems| {
                 problems

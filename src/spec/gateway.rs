@@ -51,14 +51,68 @@ fn default_max_body_bytes() -> usize {
     4 << 20
 }
 
-/// API keys. Only `GET /v2/health/live` is public; every other route needs a key whose
-/// scopes allow it.
+/// API keys and JWT bearer tokens. Only `GET /v2/health/live` is public; every other route
+/// needs a credential whose scopes allow it.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GatewayAuthSpec {
     /// Accepted keys, stored hashed.
     #[serde(default)]
     pub api_keys: Vec<ApiKeySpec>,
+    /// Accept JWT bearer tokens (`Authorization: Bearer <header.payload.signature>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt: Option<JwtSpec>,
+}
+
+/// JWT validation: signature by an allowed algorithm and key, `iss`, `aud`, `exp` and `nbf`.
+/// `alg: none` and algorithms not listed are refused.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JwtSpec {
+    /// Accepted algorithms: `HS256`, `RS256`, `ES256`.
+    pub algorithms: Vec<JwtAlgorithm>,
+    /// Required `iss`.
+    pub issuer: String,
+    /// Required `aud` (one of the token's audiences).
+    pub audience: String,
+    /// Shared secret for `HS256`; write `${ENV_VAR}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hs256_secret: Option<super::Secret>,
+    /// PEM public key (RSA for `RS256`, P-256 for `ES256`), relative to the gateway file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key_file: Option<String>,
+    /// JWKS file (`{"keys": [...]}`), relative to the gateway file; the token's `kid`
+    /// selects the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_file: Option<String>,
+    /// Claim holding the scopes: a space-separated string or a list (default `scope`).
+    #[serde(default = "default_scopes_claim")]
+    pub scopes_claim: String,
+    /// Clock skew allowed on `exp` and `nbf`, in seconds (default 30).
+    #[serde(default = "default_leeway")]
+    pub leeway_seconds: u64,
+}
+
+fn default_scopes_claim() -> String {
+    "scope".to_string()
+}
+
+fn default_leeway() -> u64 {
+    30
+}
+
+/// JWT signature algorithms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+pub enum JwtAlgorithm {
+    /// HMAC with SHA-256 (shared secret).
+    #[serde(rename = "HS256")]
+    Hs256,
+    /// RSA PKCS#1 v1.5 with SHA-256.
+    #[serde(rename = "RS256")]
+    Rs256,
+    /// ECDSA P-256 with SHA-256.
+    #[serde(rename = "ES256")]
+    Es256,
 }
 
 /// One API key. Clients send it as `Authorization: Bearer <key>` or `x-api-key: <key>`.

@@ -545,3 +545,142 @@ auth:
     }
     assert_eq!(shed.await.unwrap(), [200, 200, 200, 503, 503, 503]);
 }
+
+/// JWT bearer tokens, table-driven: every way a token can be wrong gives 401 (a missing scope
+/// 403) on every protected route, and nothing reaches the model.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwt_matrix() {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+    use streamgate::gateway::auth::Policy;
+    let ec = rcgen::KeyPair::generate().unwrap();
+    let other = rcgen::KeyPair::generate().unwrap();
+    let secret = "hs-secret-canary";
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ec.pem"), ec.public_key_pem()).unwrap();
+    let mock = MockModel::start(MockModelConfig::default()).await.unwrap();
+    let yaml = format!(
+        r#"
+listen: 127.0.0.1:0
+models:
+  scorer:
+    versions:
+      - name: v1
+        endpoint: {{ protocol: oip_v2, replicas: ["{mock}"] }}
+auth:
+  jwt:
+    algorithms: [ES256, HS256]
+    issuer: https://idp.example
+    audience: streamgate
+    hs256_secret: {secret}
+    public_key_file: ec.pem
+    leeway_seconds: 0
+"#,
+        mock = mock.url()
+    );
+    let loaded =
+        streamgate::spec::load_gateway_str(&yaml, &dir.path().join("gateway.yaml"), &|_| None)
+            .unwrap();
+    let gateway = Gateway::new(&loaded.spec, loaded.base_dir(), Metrics::new()).unwrap();
+    let stop = CancellationToken::new();
+    let (addr, _) = streamgate::gateway::serve(
+        "127.0.0.1:0".parse().unwrap(),
+        Arc::new(gateway),
+        stop.clone(),
+    )
+    .await
+    .unwrap();
+    let _guard = stop.drop_guard();
+    let url = format!("http://{addr}");
+
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = |exp: u64, nbf: u64, aud: &str, scope: &str| {
+        serde_json::json!({
+            "sub": "svc-fraud", "iss": "https://idp.example", "aud": aud,
+            "exp": exp, "nbf": nbf, "scope": scope,
+        })
+    };
+    let es = |c: &serde_json::Value, key: &rcgen::KeyPair| {
+        encode(
+            &Header::new(Algorithm::ES256),
+            c,
+            &EncodingKey::from_ec_der(&key.serialize_der()),
+        )
+        .unwrap()
+    };
+    let hs = |c: &serde_json::Value, s: &str| {
+        encode(
+            &Header::new(Algorithm::HS256),
+            c,
+            &EncodingKey::from_secret(s.as_bytes()),
+        )
+        .unwrap()
+    };
+    let b64 = |v: &serde_json::Value| {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    };
+    let good = claims(now + 600, now - 10, "streamgate", "infer:* admin:read");
+    let alg_none = format!(
+        "{}.{}.",
+        b64(&serde_json::json!({"alg": "none", "typ": "JWT"})),
+        b64(&good)
+    );
+    let cases: Vec<(&str, String, u16)> = vec![
+        ("valid ES256", es(&good, &ec), 200),
+        ("valid HS256", hs(&good, secret), 200),
+        ("wrong signature", es(&good, &other), 401),
+        ("wrong HS256 secret", hs(&good, "another-secret"), 401),
+        (
+            "expired",
+            es(&claims(now - 60, now - 600, "streamgate", "infer:*"), &ec),
+            401,
+        ),
+        (
+            "not yet valid",
+            es(&claims(now + 600, now + 300, "streamgate", "infer:*"), &ec),
+            401,
+        ),
+        (
+            "wrong audience",
+            es(&claims(now + 600, now - 10, "other", "infer:*"), &ec),
+            401,
+        ),
+        ("alg none", alg_none, 401),
+        ("malformed", "a.b.c".to_string(), 401),
+        (
+            "insufficient scope",
+            es(
+                &claims(now + 600, now - 10, "streamgate", "profile email"),
+                &ec,
+            ),
+            403,
+        ),
+    ];
+    let infer =
+        r#"{"inputs": [{"name": "amount", "datatype": "FP32", "shape": [1], "data": [1.5]}]}"#;
+    for (name, token, expected) in &cases {
+        for def in ROUTES
+            .iter()
+            .filter(|r| r.policy == Policy::Infer && r.path.starts_with("/v2"))
+        {
+            let target = format!("{url}{}", concrete(def.path));
+            let request = match def.method {
+                "GET" => reqwest::Client::new().get(target),
+                _ => reqwest::Client::new().post(target).body(infer),
+            };
+            let status = request
+                .header("authorization", format!("Bearer {token}"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16();
+            assert_eq!(status, *expected, "{name}: {} {}", def.method, def.path);
+        }
+    }
+    // Only the valid tokens reached the model (two infer routes each).
+    assert_eq!(mock.calls(), 4);
+}

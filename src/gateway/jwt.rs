@@ -1,0 +1,145 @@
+//! JWT bearer tokens: the signature (by an allowed algorithm and a configured key), `iss`,
+//! `aud`, `exp` and `nbf` are checked; scopes come from a claim. `alg: none` cannot be
+//! expressed in the library's algorithm set, so such tokens never verify.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::Value;
+
+use super::auth::{KeyLimits, Principal, Refusal, Scope};
+use crate::spec::{JwtAlgorithm, JwtSpec};
+
+/// Verifies tokens against the configured keys.
+pub struct JwtVerifier {
+    algorithms: Vec<Algorithm>,
+    secret: Option<DecodingKey>,
+    public_key: Option<(Vec<u8>, String)>,
+    jwks: Option<JwkSet>,
+    validation: Validation,
+    scopes_claim: String,
+    limits: Arc<KeyLimits>,
+}
+
+impl JwtVerifier {
+    /// Loads the keys; errors name the file or setting, never key material.
+    pub fn new(spec: &JwtSpec, base_dir: &Path) -> Result<JwtVerifier, String> {
+        let algorithms: Vec<Algorithm> = spec
+            .algorithms
+            .iter()
+            .map(|a| match a {
+                JwtAlgorithm::Hs256 => Algorithm::HS256,
+                JwtAlgorithm::Rs256 => Algorithm::RS256,
+                JwtAlgorithm::Es256 => Algorithm::ES256,
+            })
+            .collect();
+        if algorithms.is_empty() {
+            return Err("auth.jwt.algorithms is empty".into());
+        }
+        let secret = spec
+            .hs256_secret
+            .as_ref()
+            .map(|s| DecodingKey::from_secret(s.expose().as_bytes()));
+        if algorithms.contains(&Algorithm::HS256) && secret.is_none() {
+            return Err("auth.jwt: HS256 needs `hs256_secret`".into());
+        }
+        let public_key = match &spec.public_key_file {
+            Some(file) => {
+                let path = base_dir.join(file);
+                let pem = std::fs::read(&path)
+                    .map_err(|e| format!("auth.jwt.public_key_file {}: {e}", path.display()))?;
+                Some((pem, path.display().to_string()))
+            }
+            None => None,
+        };
+        let jwks = match &spec.jwks_file {
+            Some(file) => {
+                let path = base_dir.join(file);
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| format!("auth.jwt.jwks_file {}: {e}", path.display()))?;
+                Some(serde_json::from_str::<JwkSet>(&text).map_err(|e| {
+                    format!("auth.jwt.jwks_file {} is not a JWKS: {e}", path.display())
+                })?)
+            }
+            None => None,
+        };
+        let asymmetric = algorithms
+            .iter()
+            .any(|a| matches!(a, Algorithm::RS256 | Algorithm::ES256));
+        if asymmetric && public_key.is_none() && jwks.is_none() {
+            return Err("auth.jwt: RS256/ES256 need `public_key_file` or `jwks_file`".into());
+        }
+        let mut validation = Validation::new(algorithms[0]);
+        validation.algorithms = algorithms.clone();
+        validation.set_issuer(&[&spec.issuer]);
+        validation.set_audience(&[&spec.audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+        validation.validate_nbf = true;
+        validation.leeway = spec.leeway_seconds;
+        Ok(JwtVerifier {
+            algorithms,
+            secret,
+            public_key,
+            jwks,
+            validation,
+            scopes_claim: spec.scopes_claim.clone(),
+            limits: Arc::new(KeyLimits::unlimited()),
+        })
+    }
+
+    /// The caller of a verified token.
+    pub fn verify(&self, token: &str) -> Result<Principal, Refusal> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| Refusal::Unauthenticated)?;
+        if !self.algorithms.contains(&header.alg) {
+            return Err(Refusal::Unauthenticated);
+        }
+        let key = self.key(header.alg, header.kid.as_deref())?;
+        let mut validation = self.validation.clone();
+        validation.algorithms = vec![header.alg];
+        let data = jsonwebtoken::decode::<Value>(token, &key, &validation)
+            .map_err(|_| Refusal::Unauthenticated)?;
+        let claims = data.claims;
+        let scopes = match &claims[&self.scopes_claim] {
+            Value::String(s) => s.split_whitespace().map(str::to_string).collect(),
+            Value::Array(items) => items
+                .iter()
+                .filter_map(|i| i.as_str().map(str::to_string))
+                .collect(),
+            _ => Vec::new(),
+        };
+        // Identity providers put other scopes in the same claim: keep ours, skip the rest.
+        let scopes = scopes
+            .iter()
+            .filter_map(|s: &String| Scope::parse(s).ok())
+            .collect();
+        let name = claims["sub"].as_str().unwrap_or("jwt").to_string();
+        Ok(Principal::new(name, scopes, self.limits.clone()))
+    }
+
+    fn key(&self, alg: Algorithm, kid: Option<&str>) -> Result<DecodingKey, Refusal> {
+        let refused = |_| Refusal::Unauthenticated;
+        match alg {
+            Algorithm::HS256 => self.secret.clone().ok_or(Refusal::Unauthenticated),
+            Algorithm::RS256 | Algorithm::ES256 => {
+                if let Some(jwks) = &self.jwks {
+                    let jwk = match kid {
+                        Some(kid) => jwks.find(kid),
+                        None if jwks.keys.len() == 1 => jwks.keys.first(),
+                        None => None,
+                    }
+                    .ok_or(Refusal::Unauthenticated)?;
+                    return DecodingKey::from_jwk(jwk).map_err(refused);
+                }
+                let (pem, _) = self.public_key.as_ref().ok_or(Refusal::Unauthenticated)?;
+                if alg == Algorithm::RS256 {
+                    DecodingKey::from_rsa_pem(pem).map_err(refused)
+                } else {
+                    DecodingKey::from_ec_pem(pem).map_err(refused)
+                }
+            }
+            _ => Err(Refusal::Unauthenticated),
+        }
+    }
+}
