@@ -65,8 +65,12 @@ async fn start() -> Running {
 }
 
 async fn start_with(yaml: impl FnOnce(&str) -> String) -> Running {
+    start_in(tempfile::tempdir().unwrap(), yaml).await
+}
+
+/// Starts a mock model and a gateway whose file (`yaml(mock_url)`) lives in `dir`.
+async fn start_in(dir: tempfile::TempDir, yaml: impl FnOnce(&str) -> String) -> Running {
     let mock = MockModel::start(MockModelConfig::default()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("gateway.yaml");
     let yaml = yaml(&mock.url());
     let loaded = streamgate::spec::load_gateway_str(&yaml, &file, &|_| None).unwrap();
@@ -557,9 +561,9 @@ async fn jwt_matrix() {
     let secret = "hs-secret-canary";
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("ec.pem"), ec.public_key_pem()).unwrap();
-    let mock = MockModel::start(MockModelConfig::default()).await.unwrap();
-    let yaml = format!(
-        r#"
+    let gw = start_in(dir, |mock| {
+        format!(
+            r#"
 listen: 127.0.0.1:0
 models:
   scorer:
@@ -574,23 +578,11 @@ auth:
     hs256_secret: {secret}
     public_key_file: ec.pem
     leeway_seconds: 0
-"#,
-        mock = mock.url()
-    );
-    let loaded =
-        streamgate::spec::load_gateway_str(&yaml, &dir.path().join("gateway.yaml"), &|_| None)
-            .unwrap();
-    let gateway = Gateway::new(&loaded.spec, loaded.base_dir(), Metrics::new()).unwrap();
-    let stop = CancellationToken::new();
-    let (addr, _) = streamgate::gateway::serve(
-        "127.0.0.1:0".parse().unwrap(),
-        Arc::new(gateway),
-        stop.clone(),
-    )
-    .await
-    .unwrap();
-    let _guard = stop.drop_guard();
-    let url = format!("http://{addr}");
+"#
+        )
+    })
+    .await;
+    let url = gw.url.clone();
 
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -682,5 +674,5 @@ auth:
         }
     }
     // Only the valid tokens reached the model (two infer routes each).
-    assert_eq!(mock.calls(), 4);
+    assert_eq!(gw.mock.calls(), 4);
 }
