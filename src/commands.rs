@@ -391,7 +391,12 @@ async fn serve(config: std::path::PathBuf, listen: Option<SocketAddr>) -> anyhow
     let (bound, server) = streamgate::gateway::serve(addr, std::sync::Arc::new(gateway), shutdown)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
-    println!("url=http://{bound}");
+    let scheme = if loaded.spec.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    println!("url={scheme}://{bound}");
     tracing::info!(%bound, "gateway listening");
     server.await.ok();
     Ok(ExitCode::SUCCESS)

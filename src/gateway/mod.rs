@@ -12,6 +12,7 @@ pub mod admin;
 pub mod auth;
 pub mod jwt;
 pub mod proxy;
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -181,6 +182,8 @@ pub struct Gateway {
     admin: admin::Admin,
     /// Inference requests in flight across all keys (load shedding).
     infer_slots: Arc<tokio::sync::Semaphore>,
+    /// TLS configuration of the listener.
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
 }
 
 type Shared = Arc<Gateway>;
@@ -215,6 +218,10 @@ impl Gateway {
             infer_slots: Arc::new(tokio::sync::Semaphore::new(
                 spec.max_concurrent_infer.max(1),
             )),
+            tls: match &spec.tls {
+                Some(t) => Some(Arc::new(tls::server_config(t, base_dir)?)),
+                None => None,
+            },
         })
     }
 }
@@ -684,7 +691,8 @@ fn admin_models(gateway: &Gateway) -> Response {
     axum::Json(json!({ "models": models })).into_response()
 }
 
-/// Binds `addr` and serves until `shutdown`. Returns the bound address.
+/// Binds `addr` and serves until `shutdown`, over TLS when the gateway has a certificate.
+/// Returns the bound address.
 pub async fn serve(
     addr: SocketAddr,
     gateway: Arc<Gateway>,
@@ -692,15 +700,30 @@ pub async fn serve(
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
+    let tls = gateway.tls.clone();
     let app = router(gateway);
-    let handle = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await
-        {
-            tracing::error!(error = %e, "gateway server failed");
+    let stop = async move { shutdown.cancelled().await };
+    let handle = match tls {
+        Some(config) => {
+            let listener = tls::TlsListener::new(listener, (*config).clone())?;
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, app)
+                    .with_graceful_shutdown(stop)
+                    .await
+                {
+                    tracing::error!(error = %e, "gateway server failed");
+                }
+            })
         }
-    });
+        None => tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(stop)
+                .await
+            {
+                tracing::error!(error = %e, "gateway server failed");
+            }
+        }),
+    };
     Ok((bound, handle))
 }
 

@@ -29,6 +29,9 @@ pub struct GatewaySpec {
     /// (`GET /admin/audit`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audit_log: Option<String>,
+    /// TLS on the listener (default: plain HTTP, for loopback or behind a TLS proxy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<GatewayTlsSpec>,
     /// Largest request body accepted (default 4 MiB); larger ones get 413.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
@@ -136,4 +139,18 @@ pub struct ApiKeySpec {
     /// Inference requests this key may have in flight (default: no limit); past it 429.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_concurrent: Option<usize>,
+}
+
+/// The gateway's TLS certificate, and optionally client-certificate authentication.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayTlsSpec {
+    /// PEM certificate chain, relative to the gateway file.
+    pub cert_file: String,
+    /// PEM private key of the certificate.
+    pub key_file: String,
+    /// PEM CA certificates: when set, clients must present a certificate signed by one of
+    /// them (mutual TLS), in addition to their API key or token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ca_file: Option<String>,
 }

@@ -676,3 +676,129 @@ auth:
     // Only the valid tokens reached the model (two infer routes each).
     assert_eq!(gw.mock.calls(), 4);
 }
+
+/// A raw HTTP/1.1 GET over TLS with `roots` (and a client certificate when given); the
+/// status code, or the error.
+async fn tls_get(
+    addr: &str,
+    path: &str,
+    roots: &rcgen::Certificate,
+    client: Option<(&rcgen::Certificate, &rcgen::KeyPair)>,
+) -> Result<u16, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::rustls;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut store = rustls::RootCertStore::empty();
+    store.add(roots.der().clone()).unwrap();
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(store);
+    let config = match client {
+        Some((cert, key)) => builder
+            .with_client_auth_cert(
+                vec![cert.der().clone()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    tls.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let mut answer = Vec::new();
+    tls.read_to_end(&mut answer)
+        .await
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&answer);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("no HTTP answer: {text:?}"))
+}
+
+/// TLS on the listener, with client-certificate authentication: no plaintext, no
+/// connection without a client certificate signed by the configured CA.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_listener_with_client_certificates() {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let server_key = KeyPair::generate().unwrap();
+    let server = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&server_key, &ca)
+        .unwrap();
+    let client_key = KeyPair::generate().unwrap();
+    let client = CertificateParams::new(vec!["client".to_string()])
+        .unwrap()
+        .signed_by(&client_key, &ca)
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("server.pem"), server.pem()).unwrap();
+    std::fs::write(
+        dir.path().join("server-key.pem"),
+        server_key.serialize_pem(),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
+    let gw = start_in(dir, |mock| {
+        format!(
+            r#"
+listen: 127.0.0.1:0
+tls: {{ cert_file: server.pem, key_file: server-key.pem, client_ca_file: ca.pem }}
+models:
+  scorer:
+    versions:
+      - name: v1
+        endpoint: {{ protocol: oip_v2, replicas: ["{mock}"] }}
+"#
+        )
+    })
+    .await;
+    let addr = gw.url.trim_start_matches("http://").to_string();
+    let ca_cert = ca.as_ref();
+    assert_eq!(
+        tls_get(
+            &addr,
+            "/v2/health/live",
+            ca_cert,
+            Some((&client, &client_key))
+        )
+        .await,
+        Ok(200)
+    );
+    assert_eq!(
+        tls_get(
+            &addr,
+            "/v2/health/ready",
+            ca_cert,
+            Some((&client, &client_key))
+        )
+        .await,
+        Ok(401),
+        "TLS does not replace the API key"
+    );
+    assert!(
+        tls_get(&addr, "/v2/health/live", ca_cert, None)
+            .await
+            .is_err(),
+        "no client certificate, no answer"
+    );
+    let plain = reqwest::get(format!("http://{addr}/v2/health/live")).await;
+    assert!(
+        plain.is_err() || !plain.unwrap().status().is_success(),
+        "plaintext is never served"
+    );
+}
