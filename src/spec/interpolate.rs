@@ -18,9 +18,26 @@ use std::path::Path;
 use super::{
     AvroFormatSpec, ColumnSpec, FileSinkSpec, FormatSpec, JsonFormatSpec, KafkaSecurity,
     KafkaSinkSpec, KafkaSourceSpec, NatsAuth, NatsSinkSpec, NatsSourceSpec, NatsTls, OutputSpec,
-    PipelineSpec, SaslSpec, SchemaRegistrySpec, SinkFormatSpec, SinkSpec, SourceSpec, SpecError,
-    StdoutSinkSpec, TlsSpec,
+    PipelineSpec, SaslSpec, SchemaRegistrySpec, Secret, SinkFormatSpec, SinkSpec, SourceSpec,
+    SpecError, StdoutSinkSpec, TlsSpec,
 };
+
+/// Interpolates one secret setting outside a pipeline (the gateway's JWT secret) by the same
+/// rules.
+pub fn interpolate_secret(
+    secret: &mut Secret,
+    path: &str,
+    file: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Vec<SpecError> {
+    let mut walker = Walker {
+        file,
+        env,
+        errors: Vec::new(),
+    };
+    walker.secret(path, secret);
+    walker.errors
+}
 
 /// Interpolates a model registry file the same way as a pipeline.
 pub fn interpolate_registry(
@@ -154,16 +171,12 @@ impl Walker<'_> {
     ) {
         match auth {
             None => {}
-            Some(NatsAuth::Token { token }) => {
-                self.string(&format!("{path}.auth.token"), token.expose_mut())
-            }
+            Some(NatsAuth::Token { token }) => self.secret(&format!("{path}.auth.token"), token),
             Some(NatsAuth::UserPassword { username, password }) => {
                 self.string(&format!("{path}.auth.username"), username);
-                self.string(&format!("{path}.auth.password"), password.expose_mut());
+                self.secret(&format!("{path}.auth.password"), password);
             }
-            Some(NatsAuth::Nkey { seed }) => {
-                self.string(&format!("{path}.auth.seed"), seed.expose_mut())
-            }
+            Some(NatsAuth::Nkey { seed }) => self.secret(&format!("{path}.auth.seed"), seed),
             Some(NatsAuth::Credentials { file }) => self.string(&format!("{path}.auth.file"), file),
         }
         if let Some(NatsTls {
@@ -204,7 +217,7 @@ impl Walker<'_> {
         self.opt_string(&format!("{path}.cert_file"), cert_file);
         self.opt_string(&format!("{path}.key_file"), key_file);
         if let Some(secret) = key_password {
-            self.string(&format!("{path}.key_password"), secret.expose_mut());
+            self.secret(&format!("{path}.key_password"), secret);
         }
     }
 
@@ -215,7 +228,7 @@ impl Walker<'_> {
             password,
         } = spec;
         self.string(&format!("{path}.username"), username);
-        self.string(&format!("{path}.password"), password.expose_mut());
+        self.secret(&format!("{path}.password"), password);
     }
 
     fn format(&mut self, path: &str, format: &mut FormatSpec) {
@@ -255,7 +268,7 @@ impl Walker<'_> {
         self.string(&format!("{path}.url"), url);
         self.opt_string(&format!("{path}.username"), username);
         if let Some(p) = password {
-            self.string(&format!("{path}.password"), p.expose_mut());
+            self.secret(&format!("{path}.password"), p);
         }
     }
 
@@ -335,6 +348,21 @@ impl Walker<'_> {
         if let Some(value) = value {
             self.string(path, value);
         }
+    }
+
+    /// Interpolates a secret. Secrets come from the environment only: a value written in the
+    /// file (no `${...}`) is refused, so secrets are never committed with pipeline files.
+    pub(super) fn secret(&mut self, path: &str, value: &mut Secret) {
+        if !value.expose().contains("${") {
+            self.errors.push(SpecError::at(
+                self.file,
+                path,
+                "is written in the file: secrets come from the environment only; write \
+                 `${ENV_VAR}` and set the variable (the value is not shown)",
+            ));
+            return;
+        }
+        self.string(path, value.expose_mut());
     }
 
     /// Interpolates one string value in place; on any problem, records it and leaves the value
@@ -651,6 +679,31 @@ dead_letter:
             panic!("file dead-letter sink expected")
         };
         assert_eq!(dlq.path, "dlq.jsonl");
+    }
+
+    #[test]
+    fn a_secret_written_in_the_file_is_refused_without_showing_it() {
+        let file = Path::new("p.yaml");
+        let mut spec = parse(
+            &SPEC.replace(
+                "      password: ${PASSWORD}",
+                "      password: hunter2-canary",
+            ),
+            file,
+        )
+        .unwrap();
+        let errors: Vec<String> = interpolate(&mut spec, file, &|name| {
+            env(name).or_else(|| Some("x".to_string()))
+        })
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with("p.yaml: source.security.sasl.password: is written in the file"),
+            "{errors:?}"
+        );
+        assert!(!errors[0].contains("canary"));
     }
 
     #[test]

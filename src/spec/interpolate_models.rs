@@ -151,13 +151,13 @@ impl Walker<'_> {
 
     fn headers(&mut self, path: &str, headers: &mut BTreeMap<String, Secret>) {
         for (name, value) in headers.iter_mut() {
-            self.string(&format!("{path}.headers[{name:?}]"), value.expose_mut());
+            self.secret(&format!("{path}.headers[{name:?}]"), value);
         }
     }
 
     fn opt_secret(&mut self, path: &str, secret: &mut Option<Secret>) {
         if let Some(secret) = secret {
-            self.string(path, secret.expose_mut());
+            self.secret(path, secret);
         }
     }
 }

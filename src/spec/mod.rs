@@ -301,6 +301,14 @@ pub fn load_gateway_str(
     };
     let mut errors = interpolate::interpolate_registry(&mut registry, file, env);
     spec.models = registry.models;
+    if let Some(secret) = spec.auth.jwt.as_mut().and_then(|j| j.hs256_secret.as_mut()) {
+        errors.extend(interpolate::interpolate_secret(
+            secret,
+            "auth.jwt.hs256_secret",
+            file,
+            env,
+        ));
+    }
     if errors.is_empty()
         && let Some(registry) = spec.model_registry.clone()
     {

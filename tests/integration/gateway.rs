@@ -575,7 +575,7 @@ auth:
     algorithms: [ES256, HS256]
     issuer: https://idp.example
     audience: streamgate
-    hs256_secret: {secret}
+    hs256_secret: "${{JWT_SECRET:-{secret}}}"
     public_key_file: ec.pem
     leeway_seconds: 0
 "#

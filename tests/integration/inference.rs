@@ -440,7 +440,7 @@ models:
   oip:
     versions: [{{ name: "1", endpoint: {{ protocol: oip_v2, replicas: ["{url}"] }} }}]
   chat:
-    versions: [{{ name: "1", endpoint: {{ protocol: openai_chat, replicas: ["{url}/v1"], model: m, prompt: "{{k}} costs {{x}}", json_answer: true, api_key: "sk-canary" }} }}]
+    versions: [{{ name: "1", endpoint: {{ protocol: openai_chat, replicas: ["{url}/v1"], model: m, prompt: "{{k}} costs {{x}}", json_answer: true, api_key: "${{LLM_KEY:-sk-canary}}" }} }}]
   embed:
     versions: [{{ name: "1", endpoint: {{ protocol: openai_embeddings, replicas: ["{url}/v1"], model: e }} }}]
   tf:
