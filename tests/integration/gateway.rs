@@ -802,3 +802,76 @@ models:
         "plaintext is never served"
     );
 }
+
+/// RS/ES tokens verified against a JWKS file: the token's `kid` selects the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwt_keys_from_a_jwks_file() {
+    use base64::Engine;
+    use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let point = key.public_key_raw();
+    assert_eq!(point.len(), 65, "uncompressed P-256 point");
+    let jwks = serde_json::json!({"keys": [{
+        "kty": "EC", "crv": "P-256", "kid": "k1", "alg": "ES256", "use": "sig",
+        "x": b64(&point[1..33]), "y": b64(&point[33..]),
+    }]});
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("jwks.json"), jwks.to_string()).unwrap();
+    let gw = start_in(dir, |mock| {
+        format!(
+            r#"
+listen: 127.0.0.1:0
+models:
+  scorer:
+    versions:
+      - name: v1
+        endpoint: {{ protocol: oip_v2, replicas: ["{mock}"] }}
+auth:
+  jwt: {{ algorithms: [ES256], issuer: idp, audience: streamgate, jwks_file: jwks.json, scopes_claim: scp }}
+"#
+        )
+    })
+    .await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = serde_json::json!({
+        "sub": "svc", "iss": "idp", "aud": "streamgate", "exp": now + 600,
+        "scp": ["infer:scorer", "openid"],
+    });
+    let token = |kid: &str| {
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(kid.to_string());
+        encode(
+            &header,
+            &claims,
+            &EncodingKey::from_ec_der(&key.serialize_der()),
+        )
+        .unwrap()
+    };
+    let status = |token: String| {
+        let url = format!("{}/v2/models/scorer/ready", gw.url);
+        async move {
+            reqwest::Client::new()
+                .get(url)
+                .header("authorization", format!("Bearer {token}"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(
+        status(token("k1")).await,
+        200,
+        "kid selects the key; scopes from a list claim"
+    );
+    assert_eq!(
+        status(token("unknown")).await,
+        401,
+        "an unknown kid is refused"
+    );
+}
