@@ -10,6 +10,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod http;
 pub mod jwt;
 pub mod proxy;
 pub mod tls;
@@ -184,6 +185,8 @@ pub struct Gateway {
     infer_slots: Arc<tokio::sync::Semaphore>,
     /// TLS configuration of the listener.
     tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    /// Time allowed for a request's headers, and for its body.
+    client_timeout: std::time::Duration,
 }
 
 type Shared = Arc<Gateway>;
@@ -222,6 +225,7 @@ impl Gateway {
                 Some(t) => Some(Arc::new(tls::server_config(t, base_dir)?)),
                 None => None,
             },
+            client_timeout: spec.client_timeout,
         })
     }
 }
@@ -374,11 +378,9 @@ async fn dispatch(handler: Handler, State(gateway): State<Shared>, request: Requ
             let result = if handler == Handler::Rollback {
                 gateway.admin.rollback(&gateway.registry, &who, &model)
             } else {
-                let body = match axum::body::to_bytes(body, gateway.max_body_bytes).await {
+                let body = match read_body(&gateway, body).await {
                     Ok(b) => b,
-                    Err(_) => {
-                        return error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
-                    }
+                    Err(response) => return response,
                 };
                 #[derive(serde::Deserialize)]
                 #[serde(deny_unknown_fields)]
@@ -415,19 +417,39 @@ async fn dispatch(handler: Handler, State(gateway): State<Shared>, request: Requ
             let Some((model, version)) = params else {
                 return error(StatusCode::NOT_FOUND, "no such model");
             };
-            let body = match axum::body::to_bytes(body, gateway.max_body_bytes).await {
+            let body = match read_body(&gateway, body).await {
                 Ok(b) => b,
-                Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"),
+                Err(response) => return response,
             };
             oip(&gateway, handler, &model, version.as_deref(), body).await
         }
         Handler::Chat | Handler::Embeddings => {
-            let body = match axum::body::to_bytes(body, gateway.max_body_bytes).await {
+            let body = match read_body(&gateway, body).await {
                 Ok(b) => b,
-                Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"),
+                Err(response) => return response,
             };
             openai(&gateway, handler, principal, body).await
         }
+    }
+}
+
+/// Reads a request body within the size limit (413) and the client timeout (408).
+async fn read_body(gateway: &Gateway, body: Body) -> Result<Bytes, Response> {
+    match tokio::time::timeout(
+        gateway.client_timeout,
+        axum::body::to_bytes(body, gateway.max_body_bytes),
+    )
+    .await
+    {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(_)) => Err(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request body too large",
+        )),
+        Err(_) => Err(error(
+            StatusCode::REQUEST_TIMEOUT,
+            "the request body did not arrive in time",
+        )),
     }
 }
 
@@ -701,28 +723,14 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     let tls = gateway.tls.clone();
+    let timeout = gateway.client_timeout;
     let app = router(gateway);
-    let stop = async move { shutdown.cancelled().await };
     let handle = match tls {
         Some(config) => {
             let listener = tls::TlsListener::new(listener, (*config).clone())?;
-            tokio::spawn(async move {
-                if let Err(e) = axum::serve(listener, app)
-                    .with_graceful_shutdown(stop)
-                    .await
-                {
-                    tracing::error!(error = %e, "gateway server failed");
-                }
-            })
+            tokio::spawn(http::serve(listener, app, timeout, shutdown))
         }
-        None => tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app)
-                .with_graceful_shutdown(stop)
-                .await
-            {
-                tracing::error!(error = %e, "gateway server failed");
-            }
-        }),
+        None => tokio::spawn(http::serve(listener, app, timeout, shutdown)),
     };
     Ok((bound, handle))
 }

@@ -32,6 +32,16 @@ pub struct GatewaySpec {
     /// TLS on the listener (default: plain HTTP, for loopback or behind a TLS proxy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<GatewayTlsSpec>,
+    /// Longest a client may take to send a request's headers (the connection is closed) and,
+    /// separately, its body (408), against slow clients holding connections (default
+    /// `"10s"`).
+    #[serde(
+        default = "default_client_timeout",
+        with = "super::duration",
+        skip_serializing_if = "is_default_client_timeout"
+    )]
+    #[schemars(with = "String")]
+    pub client_timeout: std::time::Duration,
     /// Largest request body accepted (default 4 MiB); larger ones get 413.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
@@ -40,6 +50,14 @@ pub struct GatewaySpec {
     /// stay responsive under overload.
     #[serde(default = "default_max_concurrent_infer")]
     pub max_concurrent_infer: usize,
+}
+
+fn default_client_timeout() -> std::time::Duration {
+    std::time::Duration::from_secs(10)
+}
+
+fn is_default_client_timeout(d: &std::time::Duration) -> bool {
+    *d == default_client_timeout()
 }
 
 fn default_max_concurrent_infer() -> usize {

@@ -875,3 +875,62 @@ auth:
         "an unknown kid is refused"
     );
 }
+
+/// A client that never finishes its headers is disconnected, and one that never finishes its
+/// body gets 408, after `client_timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_are_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gw = start_with(|mock| {
+        format!(
+            r#"
+listen: 127.0.0.1:0
+client_timeout: 300ms
+models:
+  chat:
+    versions:
+      - name: v1
+        endpoint: {{ protocol: openai_chat, replicas: ["{mock}/v1"], model: m, prompt: "{{x}}" }}
+auth:
+  api_keys:
+    - {{ name: all, sha256: {all}, scopes: ["infer:*"] }}
+"#,
+            all = key_hash_hex(ALL)
+        )
+    })
+    .await;
+    let addr = gw.url.trim_start_matches("http://").to_string();
+    let limit = std::time::Duration::from_secs(5);
+
+    let mut headers_only = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    headers_only
+        .write_all(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(limit, headers_only.read_to_end(&mut answer))
+        .await
+        .expect("the server closes a connection whose headers never end")
+        .ok();
+    assert!(!String::from_utf8_lossy(&answer).contains("200 OK"));
+
+    let mut slow_body = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow_body
+        .write_all(
+            format!(
+                "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ALL}\r\n\
+                 Content-Type: application/json\r\nContent-Length: 200\r\n\r\n{{\"model\""
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut answer = vec![0u8; 256];
+    let n = tokio::time::timeout(limit, slow_body.read(&mut answer))
+        .await
+        .expect("the server answers a body that never ends")
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer[..n]);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert_eq!(gw.mock.calls(), 0);
+}
