@@ -230,6 +230,18 @@ impl Gateway {
     }
 }
 
+impl Gateway {
+    /// The endpoint spec of a model's version, by name.
+    fn endpoint(&self, model: &str, version: &str) -> Option<&EndpointSpec> {
+        self.specs
+            .get(model)?
+            .versions
+            .iter()
+            .find(|v| v.name == version)
+            .map(|v| &v.endpoint)
+    }
+}
+
 /// The router: every route of [`ROUTES`] behind its policy, and a body limit (413).
 pub fn router(gateway: Arc<Gateway>) -> Router {
     let max_body_bytes = gateway.max_body_bytes;
@@ -469,7 +481,6 @@ fn path_params(parts: &axum::http::request::Parts) -> Option<(String, Option<Str
 struct Target<'a> {
     model: &'a Arc<crate::inference::model::Model>,
     client: Arc<VersionClient>,
-    index: usize,
 }
 
 /// The version to call: the named one, or one chosen by the traffic weights. `None` when the
@@ -485,11 +496,7 @@ fn pick_version<'a>(
         None => m.router.choose(None),
     };
     let client = m.router.versions.get(index)?.clone();
-    Some(Target {
-        model: m,
-        client,
-        index,
-    })
+    Some(Target { model: m, client })
 }
 
 fn not_found() -> Response {
@@ -503,15 +510,12 @@ async fn oip(
     version: Option<&str>,
     body: Bytes,
 ) -> Response {
-    let Some(Target {
-        model: m,
-        client,
-        index,
-    }) = pick_version(gateway, model, version)
-    else {
+    let Some(Target { model: m, client }) = pick_version(gateway, model, version) else {
         return not_found();
     };
-    let endpoint = &gateway.specs[model].versions[index].endpoint;
+    let Some(endpoint) = gateway.endpoint(model, &client.version) else {
+        return not_found();
+    };
     if handler == Handler::ModelReady {
         let now = std::time::Instant::now();
         let ready = client
@@ -605,33 +609,29 @@ async fn openai(
     if !principal.is_some_and(|p| p.allows(Policy::Infer, Some(&model))) {
         return refusal(Refusal::Forbidden);
     }
-    let Some(Target {
-        model: m,
-        client,
-        index,
-    }) = pick_version(gateway, &model, None)
-    else {
+    let Some(Target { model: m, client }) = pick_version(gateway, &model, None) else {
         return not_found();
     };
-    let (backend_model, api_key, path) =
-        match (&gateway.specs[&model].versions[index].endpoint, handler) {
-            (EndpointSpec::OpenaiChat(c), Handler::Chat) => {
-                (c.model.clone(), c.api_key.clone(), "chat/completions")
-            }
-            (EndpointSpec::OpenaiEmbeddings(e), Handler::Embeddings) => {
-                (e.model.clone(), e.api_key.clone(), "embeddings")
-            }
-            (other, _) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    &format!(
-                        "model {model} (version {}) speaks {}, not this API",
-                        client.version,
-                        protocol_name(other)
-                    ),
-                );
-            }
-        };
+    let (backend_model, api_key, path) = match (gateway.endpoint(&model, &client.version), handler)
+    {
+        (Some(EndpointSpec::OpenaiChat(c)), Handler::Chat) => {
+            (c.model.clone(), c.api_key.clone(), "chat/completions")
+        }
+        (Some(EndpointSpec::OpenaiEmbeddings(e)), Handler::Embeddings) => {
+            (e.model.clone(), e.api_key.clone(), "embeddings")
+        }
+        (Some(other), _) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!(
+                    "model {model} (version {}) speaks {}, not this API",
+                    client.version,
+                    protocol_name(other)
+                ),
+            );
+        }
+        (None, _) => return not_found(),
+    };
     request["model"] = json!(backend_model);
     let headers: Vec<(String, Secret)> = api_key
         .map(|k| {
