@@ -403,10 +403,7 @@ async fn a_registry_outage_holds_the_batch_instead_of_dead_lettering_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_serialized_by_confluent_kafkas_python_client_decode() {
-    let python = std::env::var_os("STREAMGATE_VENV")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::PathBuf::from("/root/.cache/streamgate-venv"))
-        .join("bin/python");
+    let python = crate::common::venv().join("bin/python");
     assert!(
         python.exists(),
         "the test venv is missing: run `bash tests/run.sh`, which installs it"
@@ -507,13 +504,6 @@ async fn unknown_schema_ids_are_asked_once_and_dead_lettered() {
     );
 }
 
-fn venv_python() -> std::path::PathBuf {
-    std::env::var_os("STREAMGATE_VENV")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::PathBuf::from("/root/.cache/streamgate-venv"))
-        .join("bin/python")
-}
-
 /// Kafka → SQL → Avro (Confluent wire format) on the embedded broker: the writer schema is
 /// registered under the `topic_record_name` subject, and Python confluent-kafka's
 /// AvroDeserializer reads every output message back with the registry's schema.
@@ -595,7 +585,7 @@ for line in sys.stdin:
     print(json.dumps(deserializer(bytes.fromhex(line.strip()), ctx),
                      default=lambda t: round(t.timestamp() * 1000)))
 "#;
-    let python = venv_python();
+    let python = crate::common::venv().join("bin/python");
     let output = tokio::task::spawn_blocking(move || {
         use std::io::Write;
         let mut child = Command::new(python)

