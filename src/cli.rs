@@ -61,6 +61,14 @@ pub enum Command {
         /// Address of the admin server (metrics, health).
         #[arg(long, default_value = "127.0.0.1:9898", env = "STREAMGATE_ADMIN_ADDR")]
         admin_addr: SocketAddr,
+        /// Also serve the inference gateway of this gateway file (as `streamgate serve`), with
+        /// the pipelines in its admin API (`/admin/pipelines`: status, pause, resume) and on
+        /// its status page; weight changes and rollbacks apply to the pipelines' models too.
+        #[arg(long)]
+        gateway: Option<PathBuf>,
+        /// Listen address of the gateway, overriding the gateway file's `listen`.
+        #[arg(long, requires = "gateway")]
+        gateway_listen: Option<SocketAddr>,
     },
     /// Check pipeline files: every problem, with its location; exits 1 if any.
     ///

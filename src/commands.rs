@@ -17,7 +17,9 @@ pub async fn execute(command: Command) -> anyhow::Result<ExitCode> {
         Command::Run {
             pipelines,
             admin_addr,
-        } => run(pipelines, admin_addr).await,
+            gateway,
+            gateway_listen,
+        } => run(pipelines, admin_addr, gateway, gateway_listen).await,
         Command::Validate { pipelines, offline } => validate(pipelines, offline).await,
         Command::Serve { config, listen } => serve(config, listen).await,
         Command::HashKey => {
@@ -244,6 +246,8 @@ async fn wait_signal() {
 async fn run(
     files: Vec<std::path::PathBuf>,
     admin_addr: std::net::SocketAddr,
+    gateway: Option<std::path::PathBuf>,
+    gateway_listen: Option<SocketAddr>,
 ) -> anyhow::Result<ExitCode> {
     let mut compiled = Vec::new();
     let mut failed = false;
@@ -273,6 +277,21 @@ async fn run(
     .await
     .with_context(|| format!("cannot listen on {admin_addr} (choose another with --admin-addr)"))?;
     tracing::info!(%addr, "admin server listening");
+    let gateway_server = match &gateway {
+        Some(config) => match start_gateway(
+            config,
+            gateway_listen,
+            metrics.clone(),
+            Some(status.clone()),
+            shutdown.clone(),
+        )
+        .await?
+        {
+            Some(server) => Some(server),
+            None => return Ok(ExitCode::FAILURE),
+        },
+        None => None,
+    };
 
     let mut tasks = tokio::task::JoinSet::new();
     for c in compiled {
@@ -301,6 +320,9 @@ async fn run(
     }
     shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+    if let Some(gateway_server) = gateway_server {
+        let _ = tokio::time::timeout(Duration::from_secs(2), gateway_server).await;
+    }
     Ok(code)
 }
 
@@ -369,11 +391,28 @@ async fn check_source(source: &SourceSpec) -> Result<(), String> {
 }
 
 async fn serve(config: std::path::PathBuf, listen: Option<SocketAddr>) -> anyhow::Result<ExitCode> {
-    let loaded = match spec::load_gateway(&config) {
+    let shutdown = shutdown_on_signal();
+    let Some(server) = start_gateway(&config, listen, Metrics::new(), None, shutdown).await? else {
+        return Ok(ExitCode::FAILURE);
+    };
+    server.await.ok();
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Loads a gateway file and starts serving it (with the admin view of `pipelines`, when
+/// given). Prints `url=...` once listening. `None` when the file has problems (printed).
+async fn start_gateway(
+    config: &std::path::Path,
+    listen: Option<SocketAddr>,
+    metrics: Metrics,
+    pipelines: Option<StatusBoard>,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    let loaded = match spec::load_gateway(config) {
         Ok(l) => l,
         Err(errors) => {
             eprintln!("{errors}");
-            return Ok(ExitCode::FAILURE);
+            return Ok(None);
         }
     };
     let addr = match listen {
@@ -384,10 +423,11 @@ async fn serve(config: std::path::PathBuf, listen: Option<SocketAddr>) -> anyhow
             .parse()
             .context("the gateway file's `listen` is not an address")?,
     };
-    let metrics = Metrics::new();
-    let gateway = streamgate::gateway::Gateway::new(&loaded.spec, loaded.base_dir(), metrics)
+    let mut gateway = streamgate::gateway::Gateway::new(&loaded.spec, loaded.base_dir(), metrics)
         .map_err(anyhow::Error::msg)?;
-    let shutdown = shutdown_on_signal();
+    if let Some(board) = pipelines {
+        gateway = gateway.with_pipelines(board);
+    }
     let (bound, server) = streamgate::gateway::serve(addr, std::sync::Arc::new(gateway), shutdown)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
@@ -398,6 +438,5 @@ async fn serve(config: std::path::PathBuf, listen: Option<SocketAddr>) -> anyhow
     };
     println!("url={scheme}://{bound}");
     tracing::info!(%bound, "gateway listening");
-    server.await.ok();
-    Ok(ExitCode::SUCCESS)
+    Ok(Some(server))
 }

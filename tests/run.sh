@@ -10,6 +10,10 @@ cd "$(dirname "$0")/.."
 # Cache build output outside the clone so CI and fresh clones rebuild incrementally.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/streamgate-target}"
 mkdir -p "$CARGO_TARGET_DIR"
+# Every change of a test target leaves a ~600 MB test binary behind; drop those not rebuilt
+# for two days so the shared cache does not fill the disk.
+find "$CARGO_TARGET_DIR"/debug/deps -maxdepth 1 -type f -executable -mtime +2 -delete 2>/dev/null || true
+find "$CARGO_TARGET_DIR"/debug/incremental -mindepth 1 -maxdepth 1 -type d -mtime +2 -exec rm -rf {} + 2>/dev/null || true
 
 need_apt=()
 command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)
@@ -18,6 +22,8 @@ command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
 # librdkafka is built from source by rdkafka-sys: it needs OpenSSL and zlib headers.
 [ -f /usr/include/openssl/ssl.h ] || need_apt+=(libssl-dev)
 [ -f /usr/include/zlib.h ] || need_apt+=(zlib1g-dev)
+# The gateway's status page is rendered in Debian's headless Chromium.
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing build dependencies: ${need_apt[*]}"
   if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi

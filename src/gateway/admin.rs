@@ -92,7 +92,13 @@ impl Admin {
         }
         let mut history = self.history.lock().unwrap_or_else(|e| e.into_inner());
         let before = m.router.weights();
-        self.audit(who, "set_weights", model, &names, &before, &new)?;
+        self.audit(
+            who,
+            "set_weights",
+            json!({ "model": model }),
+            named(&names, &before),
+            named(&names, &new),
+        )?;
         m.router
             .set_weights(new.clone())
             .map_err(|e| AdminError::Invalid(400, e))?;
@@ -121,7 +127,13 @@ impl Admin {
                 AdminError::Invalid(409, format!("model {model} has no earlier weights"))
             })?;
         let before = m.router.weights();
-        self.audit(who, "rollback", model, &names, &before, &previous)?;
+        self.audit(
+            who,
+            "rollback",
+            json!({ "model": model }),
+            named(&names, &before),
+            named(&names, &previous),
+        )?;
         m.router
             .set_weights(previous.clone())
             .map_err(|e| AdminError::Invalid(409, e))?;
@@ -131,29 +143,57 @@ impl Admin {
         Ok(named(&names, &previous))
     }
 
+    /// Pauses or resumes a pipeline. Returns whether it is paused now.
+    pub fn set_paused(
+        &self,
+        pipelines: &crate::runtime::StatusBoard,
+        who: &str,
+        pipeline: &str,
+        paused: bool,
+    ) -> Result<bool, AdminError> {
+        // Serialised so the audited "before" is the state this change replaced.
+        let _order = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        if !pipelines.snapshot().contains_key(pipeline) {
+            return Err(AdminError::NotFound);
+        }
+        let before = pipelines.is_paused(pipeline);
+        self.audit(
+            who,
+            if paused { "pause" } else { "resume" },
+            json!({ "pipeline": pipeline }),
+            json!({ "paused": before }),
+            json!({ "paused": paused }),
+        )?;
+        pipelines
+            .set_paused(pipeline, paused)
+            .ok_or(AdminError::NotFound)?;
+        Ok(paused)
+    }
+
     /// Writes the entry (and syncs it) before the change takes effect: a change that cannot
-    /// be audited is not made.
-    fn audit(
+    /// be audited is not made. `target` names what changed (`{"model": ...}`).
+    pub(crate) fn audit(
         &self,
         who: &str,
         action: &str,
-        model: &str,
-        names: &[&str],
-        before: &[u32],
-        after: &[u32],
+        target: Value,
+        before: Value,
+        after: Value,
     ) -> Result<(), AdminError> {
         let at = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
-        let entry = json!({
+        let mut entry = json!({
             "at_ms": at,
             "who": who,
             "action": action,
-            "model": model,
-            "before": named(names, before),
-            "after": named(names, after),
         });
+        if let (Value::Object(entry), Value::Object(target)) = (&mut entry, target) {
+            entry.extend(target);
+        }
+        entry["before"] = before;
+        entry["after"] = after;
         if let Some(file) = &self.file {
             let mut file = file.lock().unwrap_or_else(|e| e.into_inner());
             let mut line = entry.to_string();

@@ -10,8 +10,10 @@
 
 pub mod admin;
 pub mod auth;
+mod held_body;
 pub mod http;
 pub mod jwt;
+pub mod pipelines;
 pub mod proxy;
 pub mod tls;
 
@@ -64,6 +66,14 @@ pub enum Handler {
     Rollback,
     /// Recent admin changes.
     AdminAudit,
+    /// Pipelines with state, throughput, lag and errors.
+    AdminPipelines,
+    /// Pause a pipeline's consumption.
+    PausePipeline,
+    /// Resume a pipeline's consumption.
+    ResumePipeline,
+    /// The status page (static HTML and JS; its data comes from the admin routes).
+    StatusPage,
 }
 
 /// One route: method, path, access policy, handler.
@@ -171,6 +181,33 @@ pub const ROUTES: &[RouteDef] = &[
         policy: Policy::AdminRead,
         handler: Handler::AdminAudit,
     },
+    RouteDef {
+        method: "GET",
+        path: "/admin/pipelines",
+        policy: Policy::AdminRead,
+        handler: Handler::AdminPipelines,
+    },
+    RouteDef {
+        method: "POST",
+        path: "/admin/pipelines/{pipeline}/pause",
+        policy: Policy::AdminWrite,
+        handler: Handler::PausePipeline,
+    },
+    RouteDef {
+        method: "POST",
+        path: "/admin/pipelines/{pipeline}/resume",
+        policy: Policy::AdminWrite,
+        handler: Handler::ResumePipeline,
+    },
+    // The page shell holds no data and no secret: it asks for an `admin:read` key and reads
+    // everything it shows from the admin routes with it. A browser cannot send a bearer
+    // header when it opens a URL, so the shell itself must be public.
+    RouteDef {
+        method: "GET",
+        path: "/",
+        policy: Policy::Public,
+        handler: Handler::StatusPage,
+    },
 ];
 
 /// Shared state of the gateway.
@@ -187,6 +224,8 @@ pub struct Gateway {
     tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     /// Time allowed for a request's headers, and for its body.
     client_timeout: std::time::Duration,
+    /// Pipelines of this process (`streamgate run --gateway`), if any.
+    pipelines: Option<Arc<pipelines::Pipelines>>,
 }
 
 type Shared = Arc<Gateway>;
@@ -226,7 +265,18 @@ impl Gateway {
                 None => None,
             },
             client_timeout: spec.client_timeout,
+            pipelines: None,
         })
+    }
+
+    /// Serves the admin view of the pipelines of this process: status, pause and resume, and
+    /// weight changes that reach their models too.
+    pub fn with_pipelines(mut self, status: crate::runtime::StatusBoard) -> Self {
+        self.pipelines = Some(Arc::new(pipelines::Pipelines::new(
+            status,
+            self.metrics.clone(),
+        )));
+        self
     }
 }
 
@@ -254,11 +304,12 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
             _ => post(move |state, request| dispatch(handler, state, request)),
         };
         let policy = def.policy;
+        let route = def.path;
         router = router.route(
             def.path,
             method_router.route_layer(middleware::from_fn_with_state(
                 gateway.clone(),
-                move |state, request, next| authorize(policy, state, request, next),
+                move |state, request, next| authorize(route, policy, state, request, next),
             )),
         );
     }
@@ -270,60 +321,96 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
 
 /// Authentication for every protected route, and authorization where the model is in the
 /// path. Routes that name the model in the body check the scope in the handler, before any
-/// upstream work, with the [`Principal`] stored here.
+/// upstream work, with the [`Principal`] stored here. Every request is counted and logged.
 async fn authorize(
+    route: &'static str,
     policy: Policy,
     State(gateway): State<Shared>,
-    mut request: Request,
+    request: Request,
     next: Next,
 ) -> Response {
+    let started = std::time::Instant::now();
+    let (response, who) = admit(policy, &gateway, request, next).await;
+    let status = response.status();
+    gateway
+        .metrics
+        .gateway
+        .observe(route, status, started.elapsed());
+    tracing::info!(
+        target: "streamgate::access",
+        route,
+        status = status.as_u16(),
+        who = who.as_deref().unwrap_or("-"),
+        micros = started.elapsed().as_micros() as u64,
+        "request"
+    );
+    response
+}
+
+/// Runs the handler when the credential allows it and the limits admit it. Returns the
+/// response and the credential's name.
+async fn admit(
+    policy: Policy,
+    gateway: &Shared,
+    mut request: Request,
+    next: Next,
+) -> (Response, Option<String>) {
     if policy == Policy::Public {
-        return next.run(request).await;
+        return (next.run(request).await, None);
     }
     let principal = match gateway.keys.authenticate(request.headers()) {
         Ok(p) => p,
-        Err(r) => return refusal(r),
+        Err(r) => return (refusal(r), None),
     };
+    let who = Some(principal.name.clone());
     let path_model = model_in_path(request.uri().path());
     let body_routed = path_model.is_none() && policy == Policy::Infer;
     if !body_routed && !principal.allows(policy, path_model.as_deref()) {
-        return refusal(Refusal::Forbidden);
+        return (refusal(Refusal::Forbidden), who);
     }
     // Limits apply to inference only: admin, health and metrics stay available under load.
     let mut held = Vec::new();
     if policy == Policy::Infer {
         if let Err(wait) = principal.limits.take_token() {
-            return too_many(
+            let response = too_many(
                 StatusCode::TOO_MANY_REQUESTS,
                 "the API key's rate limit is reached",
                 wait,
             );
+            return (response, who);
         }
         match principal.limits.slot() {
             Ok(slot) => held.extend(slot),
             Err(auth::AllTaken) => {
-                return too_many(
+                let response = too_many(
                     StatusCode::TOO_MANY_REQUESTS,
                     "the API key's concurrency limit is reached",
                     std::time::Duration::from_secs(1),
                 );
+                return (response, who);
             }
         }
         match gateway.infer_slots.clone().try_acquire_owned() {
             Ok(slot) => held.push(slot),
             Err(_) => {
-                return too_many(
+                let response = too_many(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "the gateway is at capacity",
                     std::time::Duration::from_secs(1),
                 );
+                return (response, who);
             }
         }
     }
     request.extensions_mut().insert(principal);
     let response = next.run(request).await;
-    drop(held);
-    response
+    if held.is_empty() {
+        return (response, who);
+    }
+    // The slots are held until the body is sent: a streamed answer is still in flight.
+    let (parts, body) = response.into_parts();
+    let body = Body::new(held_body::HeldBody::new(body, held));
+    (Response::from_parts(parts, body), who)
 }
 
 /// A fast refusal under load, with `Retry-After` in whole seconds (at least 1).
@@ -338,10 +425,50 @@ fn too_many(status: StatusCode, message: &str, wait: std::time::Duration) -> Res
 
 /// The `{model}` of `/admin/models/{model}/...`.
 fn admin_model(path: &str) -> String {
-    path.strip_prefix("/admin/models/")
+    path_segment(path, "/admin/models/")
+}
+
+/// The path segment right after `prefix`.
+fn path_segment(path: &str, prefix: &str) -> String {
+    path.strip_prefix(prefix)
         .and_then(|rest| rest.split('/').next())
         .unwrap_or_default()
         .to_string()
+}
+
+/// The status page: plain HTML and JS, no build step, nothing fetched from elsewhere.
+const STATUS_PAGE: &str = include_str!("status.html");
+
+/// Applies a model's gateway weights to the same model in every pipeline of the process (by
+/// version name), so a canary shift or rollback moves stream traffic too.
+fn propagate_weights(gateway: &Gateway, model: &str) {
+    let (Some(pipelines), Some(m)) = (&gateway.pipelines, gateway.registry.get(model)) else {
+        return;
+    };
+    let weights: BTreeMap<&str, u32> = m
+        .router
+        .versions
+        .iter()
+        .map(|v| &*v.version)
+        .zip(m.router.weights())
+        .collect();
+    for (pipeline, registry) in pipelines.status().registries() {
+        let Some(theirs) = registry.get(model) else {
+            continue;
+        };
+        let new: Option<Vec<u32>> = theirs
+            .router
+            .versions
+            .iter()
+            .map(|v| weights.get(&*v.version).copied())
+            .collect();
+        match new.map(|w| theirs.router.set_weights(w)) {
+            Some(Ok(())) => tracing::info!(%pipeline, %model, "weights applied to the pipeline"),
+            _ => {
+                tracing::warn!(%pipeline, %model, "the pipeline's versions of the model differ from the gateway's; its weights are unchanged")
+            }
+        }
+    }
 }
 
 fn model_in_path(path: &str) -> Option<String> {
@@ -381,6 +508,40 @@ async fn dispatch(handler: Handler, State(gateway): State<Shared>, request: Requ
         )
             .into_response(),
         Handler::AdminModels => admin_models(&gateway),
+        Handler::StatusPage => (
+            [
+                (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            STATUS_PAGE,
+        )
+            .into_response(),
+        Handler::AdminPipelines => match &gateway.pipelines {
+            Some(p) => axum::Json(p.list()).into_response(),
+            None => axum::Json(json!({ "pipelines": [] })).into_response(),
+        },
+        Handler::PausePipeline | Handler::ResumePipeline => {
+            let pipeline = path_segment(parts.uri.path(), "/admin/pipelines/");
+            let who = principal.map(|p| p.name).unwrap_or_default();
+            let Some(p) = &gateway.pipelines else {
+                return error(StatusCode::NOT_FOUND, "no such pipeline");
+            };
+            let paused = handler == Handler::PausePipeline;
+            match gateway
+                .admin
+                .set_paused(p.status(), &who, &pipeline, paused)
+            {
+                Ok(paused) => {
+                    axum::Json(json!({ "pipeline": pipeline, "paused": paused })).into_response()
+                }
+                Err(admin::AdminError::NotFound) => {
+                    error(StatusCode::NOT_FOUND, "no such pipeline")
+                }
+                Err(admin::AdminError::Invalid(_, message) | admin::AdminError::Audit(message)) => {
+                    error(StatusCode::INTERNAL_SERVER_ERROR, &message)
+                }
+            }
+        }
         Handler::AdminAudit => {
             axum::Json(json!({ "entries": gateway.admin.entries() })).into_response()
         }
@@ -413,6 +574,7 @@ async fn dispatch(handler: Handler, State(gateway): State<Shared>, request: Requ
             };
             match result {
                 Ok(weights) => {
+                    propagate_weights(&gateway, &model);
                     axum::Json(json!({ "model": model, "weights": weights })).into_response()
                 }
                 Err(admin::AdminError::NotFound) => not_found(),
@@ -690,24 +852,70 @@ fn protocol_name(endpoint: &EndpointSpec) -> &'static str {
 
 fn admin_models(gateway: &Gateway) -> Response {
     let now = std::time::Instant::now();
+    // Attempts by (model, version, replica): (answered ok, failed).
+    let mut calls: BTreeMap<(String, String, String), (u64, u64)> = BTreeMap::new();
+    for (labels, value) in gateway.metrics.values("streamgate_model_calls_total") {
+        let label = |k: &str| labels.get(k).cloned().unwrap_or_default();
+        let entry = calls
+            .entry((label("model"), label("version"), label("replica")))
+            .or_default();
+        if labels.get("outcome").is_some_and(|o| o == "ok") {
+            entry.0 += value as u64;
+        } else {
+            entry.1 += value as u64;
+        }
+    }
+    let count = |m: &str, v: &str, r: &str| {
+        calls
+            .get(&(m.to_string(), v.to_string(), r.to_string()))
+            .copied()
+            .unwrap_or_default()
+    };
     let models: Vec<Value> = gateway
         .registry
         .models()
         .map(|m| {
             let weights = m.router.weights();
-            json!({
-                "name": &*m.name,
-                "versions": m.router.versions.iter().zip(weights).map(|(v, w)| json!({
-                    "name": &*v.version,
-                    "weight": w,
-                    "replicas": v.balancer.replicas().iter().map(|r| json!({
-                        "address": &*r.address,
-                        "in_flight": r.in_flight(),
-                        "ejected": r.is_ejected(now),
-                        "times_ejected": r.times_ejected(),
-                    })).collect::<Vec<_>>(),
-                })).collect::<Vec<_>>(),
-            })
+            let versions: Vec<Value> = m
+                .router
+                .versions
+                .iter()
+                .zip(weights)
+                .map(|(v, w)| {
+                    let replicas: Vec<Value> = v
+                        .balancer
+                        .replicas()
+                        .iter()
+                        .map(|r| {
+                            let (ok, failed) = count(&m.name, &v.version, &r.address);
+                            json!({
+                                "address": &*r.address,
+                                "in_flight": r.in_flight(),
+                                "ejected": r.is_ejected(now),
+                                "times_ejected": r.times_ejected(),
+                                "calls": ok + failed,
+                                "errors": failed,
+                            })
+                        })
+                        .collect();
+                    let calls: u64 = replicas
+                        .iter()
+                        .map(|r| r["calls"].as_u64().unwrap_or(0))
+                        .sum();
+                    let errors: u64 = replicas
+                        .iter()
+                        .map(|r| r["errors"].as_u64().unwrap_or(0))
+                        .sum();
+                    json!({
+                        "name": &*v.version,
+                        "weight": w,
+                        "calls": calls,
+                        "errors": errors,
+                        "replicas": replicas,
+                    })
+                })
+                .collect();
+            json!({ "name": &*m.name, "versions": versions })
         })
         .collect();
     axum::Json(json!({ "models": models })).into_response()
@@ -724,6 +932,19 @@ pub async fn serve(
     let bound = listener.local_addr()?;
     let tls = gateway.tls.clone();
     let timeout = gateway.client_timeout;
+    if let Some(pipelines) = gateway.pipelines.clone() {
+        // Throughput is the change between samples a second apart.
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tick.tick() => pipelines.sample(),
+                }
+            }
+        });
+    }
     let app = router(gateway);
     let handle = match tls {
         Some(config) => {

@@ -74,7 +74,8 @@ pub async fn forward(
             Ok(Ok(response)) => {
                 let status = response.status().as_u16();
                 if !matches!(status, 429 | 502 | 503 | 504) {
-                    slot.finish(Outcome::Success, &policy.ejection);
+                    let latency = slot.finish(Outcome::Success, &policy.ejection);
+                    version.record_forward(&replica.address, outcome_of(status), latency);
                     return Ok(response);
                 }
                 let outcome = if status == 429 {
@@ -82,7 +83,8 @@ pub async fn forward(
                 } else {
                     Outcome::Failure
                 };
-                slot.finish(outcome, &policy.ejection);
+                let latency = slot.finish(outcome, &policy.ejection);
+                version.record_forward(&replica.address, outcome_of(status), latency);
                 let retry_after = response
                     .headers()
                     .get("retry-after")
@@ -100,7 +102,8 @@ pub async fn forward(
                 (error, retry_after)
             }
             Ok(Err(e)) => {
-                slot.finish(Outcome::Failure, &policy.ejection);
+                let latency = slot.finish(Outcome::Failure, &policy.ejection);
+                version.record_forward(&replica.address, "connect", latency);
                 (
                     ProxyError {
                         status: 502,
@@ -110,7 +113,8 @@ pub async fn forward(
                 )
             }
             Err(_) => {
-                slot.finish(Outcome::Failure, &policy.ejection);
+                let latency = slot.finish(Outcome::Failure, &policy.ejection);
+                version.record_forward(&replica.address, "timeout", latency);
                 (
                     ProxyError {
                         status: 504,
@@ -127,5 +131,16 @@ pub async fn forward(
         }
         last = Some(replica);
         tokio::time::sleep(wait).await;
+    }
+}
+
+/// The `outcome` label of a model's answer, in the error kinds of pipeline calls.
+fn outcome_of(status: u16) -> &'static str {
+    match status {
+        200..=399 => "ok",
+        429 => "throttled",
+        502..=504 => "unavailable",
+        500..=599 => "server_error",
+        _ => "rejected",
     }
 }

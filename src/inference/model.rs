@@ -91,6 +91,26 @@ impl VersionClient {
         }
     }
 
+    /// Records one attempt forwarded by the gateway (outcome `ok` or an error kind), in the
+    /// same families as pipeline calls.
+    pub fn record_forward(&self, replica: &str, outcome: &str, latency: Duration) {
+        let mvr = [&*self.model, &*self.version, replica];
+        self.metrics
+            .latency
+            .with_label_values(&mvr)
+            .observe(latency.as_secs_f64());
+        self.metrics
+            .calls
+            .with_label_values(&[&*self.model, &*self.version, replica, outcome])
+            .inc();
+        if outcome != "ok" {
+            self.metrics
+                .errors
+                .with_label_values(&[&*self.model, &*self.version, outcome])
+                .inc();
+        }
+    }
+
     fn now_ns(&self) -> u64 {
         self.epoch.elapsed().as_nanos() as u64
     }

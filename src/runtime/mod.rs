@@ -130,6 +130,8 @@ pub async fn run_pipeline(
         });
     }
     let registry = ModelRegistry::build(&spec.models, &compiled.models, &metrics.models);
+    status.attach_registry(&name, registry.clone());
+    let pause = status.pause_signal(&name);
     let inference = InferenceStage::start(&compiled.steps, &registry, compiled.output_schema())
         .map_err(|message| RuntimeError::Model {
             pipeline: name.to_string(),
@@ -171,6 +173,7 @@ pub async fn run_pipeline(
                 spec.processing.drain_timeout,
                 router,
                 &shutdown,
+                pause,
             )
             .map_err(|e| source_err(e.into()))?;
             status.set(&name, PipelineState::Running);
@@ -185,7 +188,7 @@ pub async fn run_pipeline(
             )
             .await
             .map_err(|e| source_err(e.into()))?;
-            let task = source.spawn(router, shutdown.clone());
+            let task = source.spawn(router, shutdown.clone(), pause);
             status.set(&name, PipelineState::Running);
             tracing::info!(pipeline = %name, "pipeline running");
             match task.await {
@@ -243,8 +246,9 @@ fn start_kafka(
     drain_timeout: Duration,
     router: BatchRouter,
     shutdown: &CancellationToken,
+    pause: tokio::sync::watch::Receiver<bool>,
 ) -> Result<RunningKafka, KafkaSourceError> {
-    let source = KafkaSource::new(spec, metrics.clone(), drain_timeout)?;
+    let source = KafkaSource::new(spec, metrics.clone(), drain_timeout)?.with_pause(pause);
     let (report, thread) =
         source.spawn(router, shutdown.clone(), tokio::runtime::Handle::current());
     Ok(RunningKafka { report, thread })

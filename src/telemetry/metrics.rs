@@ -37,6 +37,8 @@ pub struct Metrics {
     pub nats_acks: IntCounterVec,
     /// Model call families.
     pub models: super::model_metrics::ModelMetrics,
+    /// Gateway request families.
+    pub gateway: super::gateway_metrics::GatewayMetrics,
 }
 
 impl Default for Metrics {
@@ -81,8 +83,10 @@ impl Metrics {
             h
         };
         let models = super::model_metrics::ModelMetrics::register(&registry);
+        let gateway = super::gateway_metrics::GatewayMetrics::register(&registry);
         Metrics {
             models,
+            gateway,
             records_in: counter(
                 "streamgate_records_in_total",
                 "Records read from the source.",
@@ -162,6 +166,46 @@ impl Metrics {
         TextEncoder::new()
             .encode_to_string(&self.registry.gather())
             .unwrap_or_else(|e| format!("# encoding failed: {e}\n"))
+    }
+
+    /// Current values of a counter or gauge family, one per label set (empty when the family
+    /// has no series yet). For admin views; the hot path uses handles.
+    pub fn values(&self, family: &str) -> Vec<(std::collections::BTreeMap<String, String>, f64)> {
+        let Some(found) = self
+            .registry
+            .gather()
+            .into_iter()
+            .find(|f| f.name() == family)
+        else {
+            return Vec::new();
+        };
+        let counter = found.get_field_type() == prometheus::proto::MetricType::COUNTER;
+        found
+            .get_metric()
+            .iter()
+            .map(|m| {
+                let labels = m
+                    .get_label()
+                    .iter()
+                    .map(|l| (l.name().to_string(), l.value().to_string()))
+                    .collect();
+                let value = if counter {
+                    m.get_counter().get_value()
+                } else {
+                    m.get_gauge().get_value()
+                };
+                (labels, value)
+            })
+            .collect()
+    }
+
+    /// Sum of a family's series whose `label` is `value`.
+    pub fn sum_where(&self, family: &str, label: &str, value: &str) -> f64 {
+        self.values(family)
+            .iter()
+            .filter(|(labels, _)| labels.get(label).is_some_and(|v| v == value))
+            .map(|(_, v)| v)
+            .sum()
     }
 
     /// Handles with the pipeline label resolved once, for per-batch updates.

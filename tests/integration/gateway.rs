@@ -74,7 +74,12 @@ async fn start_in(dir: tempfile::TempDir, yaml: impl FnOnce(&str) -> String) -> 
     let file = dir.path().join("gateway.yaml");
     let yaml = yaml(&mock.url());
     let loaded = streamgate::spec::load_gateway_str(&yaml, &file, &|_| None).unwrap();
-    let gateway = Gateway::new(&loaded.spec, loaded.base_dir(), Metrics::new()).unwrap();
+    // One pipeline on the board, so the pipeline routes have something to act on.
+    let board = streamgate::runtime::StatusBoard::default();
+    board.set("p1", streamgate::runtime::PipelineState::Running);
+    let gateway = Gateway::new(&loaded.spec, loaded.base_dir(), Metrics::new())
+        .unwrap()
+        .with_pipelines(board);
     let stop = CancellationToken::new();
     let (addr, _) = streamgate::gateway::serve(
         "127.0.0.1:0".parse().unwrap(),
@@ -123,7 +128,9 @@ impl Running {
 }
 
 fn concrete(path: &str) -> String {
-    path.replace("{model}", "scorer").replace("{version}", "v1")
+    path.replace("{model}", "scorer")
+        .replace("{version}", "v1")
+        .replace("{pipeline}", "p1")
 }
 
 fn body_for(path: &str) -> &'static str {
@@ -169,8 +176,27 @@ async fn every_route_declares_a_policy_and_rejects_before_the_handler() {
         .filter(|r| r.policy == Policy::Public)
         .map(|r| r.path)
         .collect();
-    assert_eq!(public, ["/v2/health/live"], "only liveness is public");
+    assert_eq!(
+        public,
+        ["/v2/health/live", "/"],
+        "only liveness and the status page's data-free shell are public"
+    );
     let client = reqwest::Client::new();
+    let shell = client
+        .get(format!("{}/", gw.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(shell.contains("<title>Streamgate status</title>"));
+    for private in ["scorer", "chat", "embed", "p1", &gw.mock.url()] {
+        assert!(
+            !shell.contains(private),
+            "the public page shell holds {private}"
+        );
+    }
     for def in ROUTES {
         if def.policy == Policy::Public {
             assert_eq!(call(&gw.url, def, None).await, 200, "{}", def.path);

@@ -8,6 +8,7 @@ mod common;
 mod crash;
 mod examples;
 mod gateway;
+mod gateway_pipelines;
 mod inference;
 mod inference_e2e;
 mod kafka_e2e;

@@ -55,6 +55,8 @@ pub struct KafkaSource {
     max_age: Duration,
     drain_timeout: Duration,
     metrics: PipelineMetrics,
+    /// Operator pause (admin API): partitions stay paused while it holds `true`.
+    pause: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl KafkaSource {
@@ -108,10 +110,23 @@ impl KafkaSource {
             acks,
             topics: spec.topics.iter().map(|t| Arc::from(t.as_str())).collect(),
             max_rows: spec.batch.max_rows.max(1),
+            pause: None,
             max_age: spec.batch.max_age,
             drain_timeout,
             metrics,
         })
+    }
+
+    /// Follows an operator pause switch: while it holds `true` the assignment is paused (the
+    /// group membership and its partitions are kept) and resumed when it turns `false`.
+    pub fn with_pause(mut self, pause: tokio::sync::watch::Receiver<bool>) -> Self {
+        self.pause = Some(pause);
+        self
+    }
+
+    /// Whether an operator paused the pipeline.
+    fn operator_paused(&self) -> bool {
+        self.pause.as_ref().is_some_and(|p| *p.borrow())
     }
 
     /// Runs the poll loop on a dedicated thread until `shutdown` (or a batch failure), then

@@ -84,9 +84,15 @@ impl PollLoop {
                 continue;
             }
             self.apply_backpressure();
-            let wait = if self.paused {
+            let wait = if self.paused && !self.ready.is_empty() {
                 self.wait_for_room(MAX_POLL_WAIT);
                 Duration::ZERO
+            } else if self.paused {
+                // Paused by an operator: poll only to serve rebalances and age out the
+                // batches being filled.
+                self.next_age_check
+                    .saturating_duration_since(Instant::now())
+                    .min(MAX_POLL_WAIT)
             } else {
                 self.next_age_check
                     .saturating_duration_since(Instant::now())
@@ -287,7 +293,9 @@ impl PollLoop {
     }
 
     fn apply_backpressure(&mut self) {
-        let want_pause = !self.ready.is_empty();
+        let full = !self.ready.is_empty();
+        let operator = self.source.operator_paused();
+        let want_pause = full || operator;
         if want_pause == self.paused {
             return;
         }
@@ -299,11 +307,18 @@ impl PollLoop {
             }
         };
         let result = if want_pause {
-            self.source.metrics.backpressure_pauses.inc();
-            tracing::debug!(
-                pipeline = self.source.metrics.name(),
-                "pipeline full: pausing consumption"
-            );
+            if operator {
+                tracing::info!(
+                    pipeline = self.source.metrics.name(),
+                    "paused by an operator"
+                );
+            } else {
+                self.source.metrics.backpressure_pauses.inc();
+                tracing::debug!(
+                    pipeline = self.source.metrics.name(),
+                    "pipeline full: pausing consumption"
+                );
+            }
             self.source.consumer.pause(&assignment)
         } else {
             tracing::debug!(

@@ -89,18 +89,22 @@ impl NatsSource {
 
     /// Runs until `shutdown` (or a batch failure), then waits up to the drain timeout for
     /// batches in flight and settles them.
+    /// While `pause` holds `true` no message is read (JetStream keeps the rest on the server;
+    /// core NATS drops what overflows the client's buffer, as it would for a slow consumer).
     pub fn spawn(
         self,
         router: BatchRouter,
         shutdown: CancellationToken,
+        pause: tokio::sync::watch::Receiver<bool>,
     ) -> JoinHandle<Result<SourceReport, NatsSourceError>> {
-        tokio::spawn(self.run(router, shutdown))
+        tokio::spawn(self.run(router, shutdown, pause))
     }
 
     async fn run(
         self,
         router: BatchRouter,
         shutdown: CancellationToken,
+        mut pause: tokio::sync::watch::Receiver<bool>,
     ) -> Result<SourceReport, NatsSourceError> {
         let NatsSource {
             client,
@@ -147,12 +151,20 @@ impl NatsSource {
         'read: loop {
             let due = batch_started.map(|(at, _)| at + max_age);
             let full = records.len() >= max_rows;
+            let paused = *pause.borrow_and_update();
             if !full && !ended {
                 tokio::select! {
                     biased;
                     _ = stop.cancelled() => break 'read,
                     _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {}
-                    item = messages.next() => match item {
+                    changed = pause.changed(), if paused => {
+                        if changed.is_err() {
+                            // The board is gone: nobody can resume; keep reading.
+                            pause = tokio::sync::watch::channel(false).1;
+                        }
+                        continue 'read;
+                    }
+                    item = messages.next(), if !paused => match item {
                         Some(m) => {
                             if batch_started.is_none() {
                                 batch_started = Some((Instant::now(), std::time::Instant::now()));
