@@ -12,7 +12,9 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/streamgate-target}"
 mkdir -p "$CARGO_TARGET_DIR"
 # Every change of a test target leaves a ~600 MB test binary behind; drop those not rebuilt
 # for two days so the shared cache does not fill the disk.
-find "$CARGO_TARGET_DIR"/debug/deps -maxdepth 1 -type f -executable -mtime +2 -delete 2>/dev/null || true
+# (Test binaries are `name-<16 hex>` with no extension; proc-macro `.so` files must stay.)
+find "$CARGO_TARGET_DIR"/debug/deps -maxdepth 1 -type f -executable -regextype posix-extended \
+  -regex '.*/[a-z0-9_]+-[0-9a-f]{16}' -mtime +2 -delete 2>/dev/null || true
 find "$CARGO_TARGET_DIR"/debug/incremental -mindepth 1 -maxdepth 1 -type d -mtime +2 -exec rm -rf {} + 2>/dev/null || true
 
 need_apt=()

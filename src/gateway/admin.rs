@@ -143,6 +143,50 @@ impl Admin {
         Ok(named(&names, &previous))
     }
 
+    /// Replaces the replicas of a model's version (already checked against the allow-list).
+    pub fn set_replicas(
+        &self,
+        registry: &ModelRegistry,
+        who: &str,
+        model: &str,
+        version: &str,
+        replicas: &[String],
+        max_in_flight: usize,
+    ) -> Result<Value, AdminError> {
+        let m = registry.get(model).ok_or(AdminError::NotFound)?;
+        let client = m
+            .router
+            .versions
+            .iter()
+            .find(|v| &*v.version == version)
+            .ok_or(AdminError::NotFound)?;
+        let _order = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        let before: Vec<String> = client
+            .balancer
+            .replicas()
+            .iter()
+            .map(|r| r.address.to_string())
+            .collect();
+        if before
+            .iter()
+            .any(|a| a == crate::inference::registry::IN_PROCESS)
+        {
+            return Err(AdminError::Invalid(
+                409,
+                format!("{model}/{version} runs in process: it has no replicas to change"),
+            ));
+        }
+        self.audit(
+            who,
+            "set_replicas",
+            json!({ "model": model, "version": version }),
+            json!(before),
+            json!(replicas),
+        )?;
+        client.set_replicas(replicas, max_in_flight);
+        Ok(json!(replicas))
+    }
+
     /// Pauses or resumes a pipeline. Returns whether it is paused now.
     pub fn set_paused(
         &self,

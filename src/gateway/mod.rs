@@ -9,13 +9,16 @@
 //! Every route comes from [`ROUTES`] with its access [`Policy`]; only liveness is public.
 
 pub mod admin;
+pub mod allow;
 pub mod auth;
 mod held_body;
 pub mod http;
 pub mod jwt;
+pub mod oip_codec;
 pub mod pipelines;
 pub mod proxy;
 pub mod tls;
+pub mod translate;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -64,6 +67,8 @@ pub enum Handler {
     SetWeights,
     /// Restore a model's previous weights.
     Rollback,
+    /// Point a version at other replicas (checked against the allow-list).
+    SetReplicas,
     /// Recent admin changes.
     AdminAudit,
     /// Pipelines with state, throughput, lag and errors.
@@ -176,6 +181,12 @@ pub const ROUTES: &[RouteDef] = &[
         handler: Handler::Rollback,
     },
     RouteDef {
+        method: "PUT",
+        path: "/admin/models/{model}/versions/{version}/replicas",
+        policy: Policy::AdminWrite,
+        handler: Handler::SetReplicas,
+    },
+    RouteDef {
         method: "GET",
         path: "/admin/audit",
         policy: Policy::AdminRead,
@@ -226,6 +237,10 @@ pub struct Gateway {
     client_timeout: std::time::Duration,
     /// Pipelines of this process (`streamgate run --gateway`), if any.
     pipelines: Option<Arc<pipelines::Pipelines>>,
+    /// How OIP v2 calls reach versions of other tensor protocols.
+    translations: translate::Translations,
+    /// Where the admin API may point replicas.
+    replica_allow_list: allow::AllowList,
 }
 
 type Shared = Arc<Gateway>;
@@ -250,6 +265,7 @@ impl Gateway {
                     .join("; ")
             })?;
         let registry = ModelRegistry::build(&spec.models, &prepared, &metrics.models);
+        let translations = translate::build(&spec.models, &prepared);
         Ok(Gateway {
             keys,
             registry,
@@ -266,6 +282,8 @@ impl Gateway {
             },
             client_timeout: spec.client_timeout,
             pipelines: None,
+            translations,
+            replica_allow_list: allow::AllowList::parse(&spec.replica_allow_list)?,
         })
     }
 
@@ -436,6 +454,68 @@ fn path_segment(path: &str, prefix: &str) -> String {
         .to_string()
 }
 
+/// `PUT /admin/models/{model}/versions/{version}/replicas` with `{"replicas": [...]}`: every
+/// URL is checked against the allow-list (and what it resolves to) before anything changes.
+async fn set_replicas(gateway: &Gateway, path: &str, who: &str, body: &[u8]) -> Response {
+    let model = admin_model(path);
+    let version = path_segment(path, &format!("/admin/models/{model}/versions/"));
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Replicas {
+        replicas: Vec<String>,
+    }
+    let replicas = match serde_json::from_slice::<Replicas>(body) {
+        Ok(r) if !r.replicas.is_empty() && r.replicas.len() <= 64 => r.replicas,
+        Ok(_) => return error(StatusCode::BAD_REQUEST, "give 1 to 64 replicas"),
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("expected {{\"replicas\": [\"http://host:port\"]}}: {e}"),
+            );
+        }
+    };
+    if gateway.replica_allow_list.is_empty() {
+        return error(
+            StatusCode::FORBIDDEN,
+            "replicas cannot be changed through the API: the gateway file has no replica_allow_list",
+        );
+    }
+    for url in &replicas {
+        if let Err(e) = gateway.replica_allow_list.check(url).await {
+            return error(StatusCode::FORBIDDEN, &e);
+        }
+    }
+    let Some(spec) = gateway.specs.get(&model) else {
+        return not_found();
+    };
+    match gateway.admin.set_replicas(
+        &gateway.registry,
+        who,
+        &model,
+        &version,
+        &replicas,
+        spec.max_in_flight_per_replica,
+    ) {
+        Ok(replicas) => {
+            axum::Json(json!({ "model": model, "version": version, "replicas": replicas }))
+                .into_response()
+        }
+        Err(e) => admin_error(e),
+    }
+}
+
+/// The answer to a refused admin change.
+fn admin_error(e: admin::AdminError) -> Response {
+    match e {
+        admin::AdminError::NotFound => not_found(),
+        admin::AdminError::Invalid(status, message) => error(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+            &message,
+        ),
+        admin::AdminError::Audit(message) => error(StatusCode::INTERNAL_SERVER_ERROR, &message),
+    }
+}
+
 /// The status page: plain HTML and JS, no build step, nothing fetched from elsewhere.
 const STATUS_PAGE: &str = include_str!("status.html");
 
@@ -520,6 +600,14 @@ async fn dispatch(handler: Handler, State(gateway): State<Shared>, request: Requ
             Some(p) => axum::Json(p.list()).into_response(),
             None => axum::Json(json!({ "pipelines": [] })).into_response(),
         },
+        Handler::SetReplicas => {
+            let body = match read_body(&gateway, body).await {
+                Ok(b) => b,
+                Err(response) => return response,
+            };
+            let who = principal.map(|p| p.name).unwrap_or_default();
+            set_replicas(&gateway, parts.uri.path(), &who, &body).await
+        }
         Handler::PausePipeline | Handler::ResumePipeline => {
             let pipeline = path_segment(parts.uri.path(), "/admin/pipelines/");
             let who = principal.map(|p| p.name).unwrap_or_default();
@@ -577,14 +665,7 @@ async fn dispatch(handler: Handler, State(gateway): State<Shared>, request: Requ
                     propagate_weights(&gateway, &model);
                     axum::Json(json!({ "model": model, "weights": weights })).into_response()
                 }
-                Err(admin::AdminError::NotFound) => not_found(),
-                Err(admin::AdminError::Invalid(status, message)) => error(
-                    StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
-                    &message,
-                ),
-                Err(admin::AdminError::Audit(message)) => {
-                    error(StatusCode::INTERNAL_SERVER_ERROR, &message)
-                }
+                Err(e) => admin_error(e),
             }
         }
         Handler::ModelMetadata | Handler::ModelReady | Handler::Infer => {
@@ -595,7 +676,15 @@ async fn dispatch(handler: Handler, State(gateway): State<Shared>, request: Requ
                 Ok(b) => b,
                 Err(response) => return response,
             };
-            oip(&gateway, handler, &model, version.as_deref(), body).await
+            oip(
+                &gateway,
+                handler,
+                &model,
+                version.as_deref(),
+                &parts.headers,
+                body,
+            )
+            .await
         }
         Handler::Chat | Handler::Embeddings => {
             let body = match read_body(&gateway, body).await {
@@ -670,6 +759,7 @@ async fn oip(
     handler: Handler,
     model: &str,
     version: Option<&str>,
+    request_headers: &HeaderMap,
     body: Bytes,
 ) -> Response {
     let Some(Target { model: m, client }) = pick_version(gateway, model, version) else {
@@ -692,33 +782,60 @@ async fn oip(
         };
     }
     let EndpointSpec::OipV2(oip) = endpoint else {
-        if handler == Handler::ModelMetadata {
-            return axum::Json(json!({
+        let versions = || {
+            m.router
+                .versions
+                .iter()
+                .map(|v| v.version.to_string())
+                .collect()
+        };
+        let platform = format!("streamgate/{}", protocol_name(endpoint));
+        let translation = gateway
+            .translations
+            .get(&(model.to_string(), client.version.to_string()));
+        return match (handler, translation) {
+            (Handler::ModelMetadata, Some(t)) => {
+                axum::Json(translate::metadata(model, versions(), &platform, t)).into_response()
+            }
+            (Handler::ModelMetadata, None) => axum::Json(json!({
                 "name": model,
-                "versions": m.router.versions.iter().map(|v| v.version.to_string()).collect::<Vec<_>>(),
-                "platform": format!("streamgate/{}", protocol_name(endpoint)),
+                "versions": versions(),
+                "platform": platform,
             }))
-            .into_response();
-        }
-        return error(
-            StatusCode::NOT_IMPLEMENTED,
-            &format!(
-                "OIP v2 inference is forwarded to OIP v2 backends; version {} speaks {}",
-                client.version,
-                protocol_name(endpoint)
+            .into_response(),
+            (_, Some(t)) => {
+                translate::infer(&client, m.policy.deadline, model, t, request_headers, &body).await
+            }
+            (_, None) => error(
+                StatusCode::BAD_REQUEST,
+                &format!(
+                    "version {} of {model} speaks {}: call it through the OpenAI-compatible routes",
+                    client.version,
+                    protocol_name(endpoint)
+                ),
             ),
-        );
+        };
     };
     let backend_name = oip.model_name.as_deref().unwrap_or(model);
     let mut path = format!("v2/models/{backend_name}");
     if let Some(v) = &oip.model_version {
         path.push_str(&format!("/versions/{v}"));
     }
-    let headers: Vec<(String, Secret)> = oip
+    let mut headers: Vec<(String, Secret)> = oip
         .headers
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
+    // A binary tensor request goes to the server as it came; the server reads the header.
+    if let Some(length) = request_headers
+        .get(oip_codec::HEADER_LENGTH)
+        .and_then(|v| v.to_str().ok())
+    {
+        headers.push((
+            oip_codec::HEADER_LENGTH.to_string(),
+            Secret::new(length.to_string()),
+        ));
+    }
     let request = match handler {
         Handler::Infer => {
             path.push_str("/infer");
@@ -822,12 +939,21 @@ fn passthrough(response: reqwest::Response) -> Response {
         .headers()
         .get(reqwest::header::CONTENT_TYPE)
         .cloned();
+    let binary_length = response.headers().get(oip_codec::HEADER_LENGTH).cloned();
     let mut out = Response::new(Body::from_stream(response.bytes_stream()));
     *out.status_mut() = status;
     if let Some(ct) = content_type
         && let Ok(value) = header::HeaderValue::from_bytes(ct.as_bytes())
     {
         out.headers_mut().insert(header::CONTENT_TYPE, value);
+    }
+    if let Some(length) = binary_length
+        && let Ok(value) = header::HeaderValue::from_bytes(length.as_bytes())
+    {
+        out.headers_mut().insert(
+            header::HeaderName::from_static(oip_codec::HEADER_LENGTH),
+            value,
+        );
     }
     out
 }

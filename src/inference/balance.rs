@@ -255,7 +255,8 @@ impl Replica {
 
 /// The replicas of one version and how to choose among them.
 pub struct Balancer {
-    replicas: Vec<Arc<Replica>>,
+    /// Replaced as a whole (admin API); readers take a snapshot.
+    replicas: std::sync::RwLock<Arc<Vec<Arc<Replica>>>>,
     strategy: BalanceStrategy,
     next: AtomicUsize,
 }
@@ -264,23 +265,32 @@ impl Balancer {
     /// A balancer over `replicas`.
     pub fn new(replicas: Vec<Arc<Replica>>, strategy: BalanceStrategy) -> Self {
         Balancer {
-            replicas,
+            replicas: std::sync::RwLock::new(Arc::new(replicas)),
             strategy,
             next: AtomicUsize::new(0),
         }
     }
 
-    /// All replicas.
-    pub fn replicas(&self) -> &[Arc<Replica>] {
-        &self.replicas
+    /// All replicas (a snapshot).
+    pub fn replicas(&self) -> Arc<Vec<Arc<Replica>>> {
+        self.replicas
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Replaces the replicas. Calls in flight finish on the replicas they picked.
+    pub fn set_replicas(&self, replicas: Vec<Arc<Replica>>) {
+        *self.replicas.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(replicas);
     }
 
     /// Chooses a replica that is not ejected, avoiding `avoid` (the one that just failed)
     /// when another is available. `None` when every replica is ejected.
     pub fn pick(&self, avoid: Option<&Arc<Replica>>) -> Option<Arc<Replica>> {
         let now = Instant::now();
+        let replicas = self.replicas();
         let mut candidates: Vec<&Arc<Replica>> =
-            self.replicas.iter().filter(|r| r.available(now)).collect();
+            replicas.iter().filter(|r| r.available(now)).collect();
         if candidates.len() > 1
             && let Some(avoid) = avoid
         {

@@ -91,6 +91,23 @@ impl VersionClient {
         }
     }
 
+    /// Replaces the version's replicas (admin API), each with this version's metric labels.
+    pub fn set_replicas(&self, addresses: &[String], max_in_flight: usize) {
+        let replicas = addresses
+            .iter()
+            .map(|address| {
+                let labels = [&*self.model, &*self.version, address.as_str()];
+                Arc::new(super::balance::Replica::new(
+                    address,
+                    max_in_flight,
+                    self.metrics.in_flight.with_label_values(&labels),
+                    self.metrics.ejections.with_label_values(&labels),
+                ))
+            })
+            .collect();
+        self.balancer.set_replicas(replicas);
+    }
+
     /// Records one attempt forwarded by the gateway (outcome `ok` or an error kind), in the
     /// same families as pipeline calls.
     pub fn record_forward(&self, replica: &str, outcome: &str, latency: Duration) {

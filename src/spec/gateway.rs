@@ -45,6 +45,13 @@ pub struct GatewaySpec {
     /// Largest request body accepted (default 4 MiB); larger ones get 413.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
+    /// Where the admin API may point a version's replicas
+    /// (`PUT /admin/models/{m}/versions/{v}/replicas`): networks (`10.0.0.0/8`), addresses,
+    /// host names and `*.suffix` patterns. Every address a new replica resolves to must be
+    /// allowed; link-local and cloud metadata addresses only by an entry inside those ranges.
+    /// Empty (the default): replicas change only through this file.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replica_allow_list: Vec<String>,
     /// Inference requests in flight across all keys (default 1024). Past it requests are shed
     /// at once with 503 and `Retry-After`, so admin, health and metrics routes (not counted)
     /// stay responsive under overload.

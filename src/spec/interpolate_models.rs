@@ -65,8 +65,13 @@ impl Walker<'_> {
             name,
             weight: _,
             endpoint,
+            oip_outputs,
         } = version;
         self.string(&format!("{path}.name"), name);
+        for (i, o) in oip_outputs.iter_mut().enumerate() {
+            self.string(&format!("{path}.oip_outputs[{i}].column"), &mut o.column);
+            self.string(&format!("{path}.oip_outputs[{i}].from"), &mut o.from);
+        }
         let path = format!("{path}.endpoint");
         match endpoint {
             EndpointSpec::OipV2(OipV2Spec {

@@ -247,6 +247,12 @@ pub struct VersionSpec {
     pub weight: u32,
     /// How this version is reached.
     pub endpoint: EndpointSpec,
+    /// Output tensors the gateway answers OIP v2 `infer` calls with when this version speaks
+    /// another tensor protocol (`tf_serving`, `custom_json`, `onnx`): tensor `column` taken
+    /// from `from` (the protocol's syntax, as in an inference step) with `type`. ONNX versions
+    /// default to the model's declared one-value-per-row outputs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub oip_outputs: Vec<InferenceOutputSpec>,
 }
 
 fn default_weight() -> u32 {

@@ -47,6 +47,7 @@ pub fn validate_models(
                 );
             }
             endpoint(&format!("{vpath}.endpoint"), &version.endpoint, &mut err);
+            oip_outputs(&format!("{vpath}.oip_outputs"), version, &mut err);
         }
         if !model.versions.is_empty() && model.versions.iter().all(|v| v.weight == 0) {
             err(
@@ -170,6 +171,46 @@ pub fn validate_models(
         }
     }
     errors
+}
+
+/// `oip_outputs` only where the gateway translates, with selectors of the version's protocol
+/// and distinct tensor names.
+fn oip_outputs(path: &str, version: &super::VersionSpec, err: &mut impl FnMut(String, String)) {
+    use crate::inference::protocol::{Selector, SelectorSyntax};
+    if version.oip_outputs.is_empty() {
+        return;
+    }
+    let syntax = match &version.endpoint {
+        EndpointSpec::TfServing(_) | EndpointSpec::Onnx(_) => SelectorSyntax::Tensor,
+        EndpointSpec::CustomJson(_) => SelectorSyntax::Pointer,
+        EndpointSpec::OipV2(_)
+        | EndpointSpec::OpenaiChat(_)
+        | EndpointSpec::OpenaiEmbeddings(_) => {
+            err(
+                path.to_string(),
+                "is for versions the gateway translates to OIP v2 (tf_serving, custom_json, onnx); OIP v2 versions are forwarded as they are".into(),
+            );
+            return;
+        }
+    };
+    let mut seen = std::collections::HashSet::new();
+    for (i, output) in version.oip_outputs.iter().enumerate() {
+        if !seen.insert(output.column.as_str()) {
+            err(
+                format!("{path}[{i}].column"),
+                format!("duplicate output tensor {:?}", output.column),
+            );
+        }
+        if output.data_type == super::OutputType::Float32List {
+            err(
+                format!("{path}[{i}].type"),
+                "float32_list outputs are not served over OIP v2; use one tensor per value".into(),
+            );
+        }
+        if let Err(e) = Selector::parse(&output.from, syntax) {
+            err(format!("{path}[{i}].from"), e);
+        }
+    }
 }
 
 fn names(models: &BTreeMap<String, ModelSpec>) -> String {

@@ -3,7 +3,6 @@
 //! Python SDK (chat, streamed chat, embeddings) and `tritonclient.http` (metadata, infer),
 //! both through the gateway to the in-tree mock model server.
 
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use streamgate::gateway::auth::key_hash_hex;
@@ -11,6 +10,8 @@ use streamgate::gateway::{Gateway, ROUTES};
 use streamgate::mock_model::{MockModel, MockModelConfig};
 use streamgate::telemetry::Metrics;
 use tokio_util::sync::CancellationToken;
+
+use crate::common::python;
 
 const ALL: &str = "k-all-canary";
 const SCORER_ONLY: &str = "k-scorer-canary";
@@ -45,6 +46,7 @@ auth:
     - {{ name: admin-only, sha256: {admin}, scopes: ["admin:read"] }}
     - {{ name: ops, sha256: {ops}, scopes: ["infer:*", "admin:write"] }}
 audit_log: {audit}
+replica_allow_list: ["127.0.0.1"]
 "#,
         all = key_hash_hex(ALL),
         scorer = key_hash_hex(SCORER_ONLY),
@@ -136,6 +138,9 @@ fn concrete(path: &str) -> String {
 fn body_for(path: &str) -> &'static str {
     match path {
         "/admin/models/{model}/weights" => r#"{"weights": {"v1": 100}}"#,
+        "/admin/models/{model}/versions/{version}/replicas" => {
+            r#"{"replicas": ["http://127.0.0.1:9"]}"#
+        }
         "/v1/chat/completions" => {
             r#"{"model": "chat", "messages": [{"role": "user", "content": "hi"}]}"#
         }
@@ -294,27 +299,6 @@ async fn oversized_bodies_get_413_and_unknown_models_404() {
         .status();
     assert_eq!(status.as_u16(), 404);
     assert_eq!(gw.mock.calls(), 0);
-}
-
-async fn python(script: &'static str, args: Vec<String>) -> serde_json::Value {
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(crate::common::venv().join("bin/python"))
-            .arg("-c")
-            .arg(script)
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap()
 }
 
 /// The official `openai` SDK against the gateway: chat completion, streamed chat completion
@@ -952,4 +936,173 @@ auth:
     let text = String::from_utf8_lossy(&answer[..n]);
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     assert_eq!(gw.mock.calls(), 0);
+}
+
+/// Regression: a limit slot was released when the answer's headers were sent, so a long
+/// streamed answer no longer counted against the key's concurrency. It is held until the body
+/// ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_answer_holds_its_concurrency_slot_until_it_ends() {
+    use futures::StreamExt;
+    // A chat backend whose stream stays open until the test sends its last chunk.
+    let (chunks, rx) = tokio::sync::mpsc::channel::<&'static str>(4);
+    let rx = Arc::new(tokio::sync::Mutex::new(Some(rx)));
+    let backend = axum::Router::new().route(
+        "/v1/chat/completions",
+        axum::routing::post(move || {
+            let rx = rx.clone();
+            async move {
+                let rx = rx.lock().await.take().expect("one streamed call");
+                let body = futures::stream::unfold(rx, |mut rx| async move {
+                    rx.recv()
+                        .await
+                        .map(|c| (Ok::<_, std::convert::Infallible>(c), rx))
+                });
+                (
+                    [("content-type", "text/event-stream")],
+                    axum::body::Body::from_stream(body),
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend_url = format!("http://{}/v1", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, backend).await });
+    let gw = start_with(|_| {
+        format!(
+            r#"
+listen: 127.0.0.1:0
+models:
+  chat:
+    versions:
+      - name: v1
+        endpoint: {{ protocol: openai_chat, replicas: ["{backend_url}"], model: m, prompt: "{{text}}" }}
+auth:
+  api_keys:
+    - {{ name: narrow, sha256: {narrow}, scopes: ["infer:*"], max_concurrent: 1 }}
+"#,
+            narrow = key_hash_hex("k-narrow"),
+        )
+    })
+    .await;
+    let chat =
+        r#"{"model": "chat", "stream": true, "messages": [{"role": "user", "content": "hi"}]}"#;
+    let client = reqwest::Client::new();
+    let first = client
+        .post(format!("{}/v1/chat/completions", gw.url))
+        .bearer_auth("k-narrow")
+        .body(chat)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status().as_u16(), 200);
+    chunks.send("data: {\"part\": 1}\n\n").await.unwrap();
+    let mut stream = first.bytes_stream();
+    let part = stream.next().await.unwrap().unwrap();
+    assert!(part.starts_with(b"data: {\"part\": 1}"));
+    // The stream is open: the key's one slot is taken.
+    let second = client
+        .post(format!("{}/v1/chat/completions", gw.url))
+        .bearer_auth("k-narrow")
+        .body(chat)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(second.status().as_u16(), 429);
+    // The stream ends: the slot is free again (the backend's one stream is used up, so the
+    // next call fails upstream, but it is admitted).
+    chunks.send("data: [DONE]\n\n").await.unwrap();
+    drop(chunks);
+    while let Some(part) = stream.next().await {
+        part.unwrap();
+    }
+    let third = client
+        .post(format!("{}/v1/chat/completions", gw.url))
+        .bearer_auth("k-narrow")
+        .body(chat)
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(third.status().as_u16(), 429, "the slot outlived its stream");
+}
+
+/// Replicas changed through the admin API: only to allowed addresses (never link-local or
+/// metadata ones through a broad entry), audited, and traffic follows at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_change_only_within_the_allow_list() {
+    use reqwest::Method;
+    let second = MockModel::start(MockModelConfig::default()).await.unwrap();
+    let gw = start_with(|mock| {
+        gateway_yaml(mock, "audit.jsonl").replace(
+            r#"replica_allow_list: ["127.0.0.1"]"#,
+            r#"replica_allow_list: ["127.0.0.0/8", "0.0.0.0/0"]"#,
+        )
+    })
+    .await;
+    let infer =
+        r#"{"inputs": [{"name": "amount", "datatype": "FP32", "shape": [1], "data": [1.5]}]}"#;
+    let path = "/admin/models/scorer/versions/v1/replicas";
+    for (body, expected) in [
+        (
+            r#"{"replicas": ["http://169.254.169.254/"]}"#,
+            "link-local or metadata",
+        ),
+        (
+            r#"{"replicas": ["http://[fe80::1]:80/"]}"#,
+            "link-local or metadata",
+        ),
+        (
+            r#"{"replicas": ["http://u:secret-canary@127.0.0.1:1/"]}"#,
+            "credentials",
+        ),
+        (r#"{"replicas": ["file:///etc/passwd"]}"#, "only http"),
+        (r#"{"replicas": []}"#, "1 to 64"),
+    ] {
+        let (status, answer) = gw.send(Method::PUT, path, OPS, body).await;
+        assert!(status == 403 || status == 400, "{body}: {status}");
+        let text = answer.to_string();
+        assert!(text.contains(expected), "{body}: {text}");
+        assert!(!text.contains("secret-canary"), "{text}");
+    }
+    assert!(gw.audit().is_empty(), "a refused change was audited");
+    // An allowed change: traffic moves to the new replica.
+    let body = format!(r#"{{"replicas": ["{}"]}}"#, second.url());
+    let (status, answer) = gw.send(Method::PUT, path, OPS, &body).await;
+    assert_eq!(status, 200, "{answer}");
+    let before = gw.mock.calls();
+    let (status, _) = gw
+        .send(Method::POST, "/v2/models/scorer/infer", ALL, infer)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(second.calls(), 1);
+    assert_eq!(gw.mock.calls(), before);
+    let audit = gw.audit();
+    assert_eq!(audit[0]["action"], "set_replicas");
+    assert_eq!(audit[0]["version"], "v1");
+    assert_eq!(audit[0]["before"], serde_json::json!([gw.mock.url()]));
+    assert_eq!(audit[0]["after"], serde_json::json!([second.url()]));
+    let (_, models) = gw.send(Method::GET, "/admin/models", ALL, "").await;
+    let scorer = models["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "scorer")
+        .unwrap();
+    assert_eq!(
+        scorer["versions"][0]["replicas"][0]["address"],
+        second.url(),
+        "{models}"
+    );
+
+    // Without an allow-list nothing can be changed.
+    let locked = start_with(|mock| {
+        gateway_yaml(mock, "audit.jsonl").replace(r#"replica_allow_list: ["127.0.0.1"]"#, "")
+    })
+    .await;
+    let (status, answer) = locked.send(Method::PUT, path, OPS, &body).await;
+    assert_eq!(status, 403);
+    assert!(
+        answer.to_string().contains("no replica_allow_list"),
+        "{answer}"
+    );
 }

@@ -83,13 +83,14 @@ audit_log: audit.jsonl
 
 /// A pipeline and a gateway in one process, sharing metrics and the status board.
 struct Setup {
+    /// Dropped first: the pipeline stops while the broker is still there.
+    _stop: tokio_util::sync::DropGuard,
     url: String,
     bootstrap: String,
     board: StatusBoard,
     dir: tempfile::TempDir,
     _broker: EmbeddedBroker,
     _mock: MockModel,
-    _stop: tokio_util::sync::DropGuard,
 }
 
 async fn setup() -> Setup {

@@ -149,3 +149,30 @@ async fn hundred_thousand_records_with_one_percent_malformed() {
         rendered.contains("streamgate_records_out_total{output=\"out\",pipeline=\"e2e\"} 99000")
     );
 }
+
+/// Regression: the final offset commit waited for the broker without limit, so stopping a
+/// pipeline whose broker had gone hung for good. A stop now ends within the commit timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_ends_even_when_the_broker_is_gone() {
+    let broker = EmbeddedBroker::start(&[("tx-in", 2), ("tx-out", 2), ("tx-dlq", 1)]).unwrap();
+    let bootstrap = broker.bootstrap_servers().to_string();
+    let (records, _) = transactions(200, 0.0);
+    let b = bootstrap.clone();
+    tokio::task::spawn_blocking(move || produce(&b, "tx-in", 2, &records))
+        .await
+        .unwrap();
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/e2e.yaml");
+    let loaded = streamgate::spec::load_str(&pipeline_yaml(&bootstrap), &file, &|_| None).unwrap();
+    let compiled = streamgate::plan::compile(loaded).await.unwrap();
+    let metrics = Metrics::new();
+    let (stop, task) = spawn_pipeline(compiled, &metrics);
+    wait_committed(&bootstrap, "e2e-group", "tx-in", 2).await;
+    drop(broker);
+    stop.cancel();
+    // Drain, commit (at most 10 s each, against nothing) and close; far less than a minute.
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(90), task).await;
+    assert!(
+        ended.is_ok(),
+        "the pipeline did not stop without its broker"
+    );
+}

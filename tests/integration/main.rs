@@ -9,6 +9,7 @@ mod crash;
 mod examples;
 mod gateway;
 mod gateway_pipelines;
+mod gateway_translate;
 mod inference;
 mod inference_e2e;
 mod kafka_e2e;

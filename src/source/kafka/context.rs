@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
@@ -53,11 +53,52 @@ pub(super) fn commit_offsets(
     if let Err(e) = consumer.store_offsets(&tpl) {
         tracing::debug!(error = %e, "storing final offsets failed");
     }
-    match consumer.commit(&tpl, CommitMode::Sync) {
+    match commit_within(consumer, &tpl, COMMIT_TIMEOUT) {
         Ok(()) => tracing::debug!(partitions = offsets.len(), "committed offsets"),
         Err(e) => {
             tracing::warn!(error = %e, "offset commit failed; uncommitted records will be redelivered")
         }
+    }
+}
+
+/// Longest a commit may take. librdkafka's synchronous commit waits without limit, so a
+/// broker that is gone would hang a shutdown (or a rebalance) for good.
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Commits `tpl` and waits at most `timeout` for the broker's answer, on a queue of its own (so
+/// it also works inside a rebalance callback, where the consumer cannot be polled).
+fn commit_within(
+    consumer: &BaseConsumer<SourceContext>,
+    tpl: &TopicPartitionList,
+    timeout: Duration,
+) -> Result<(), String> {
+    use rdkafka::bindings as rd;
+    let rk = consumer.client().native_ptr();
+    // SAFETY: `rk` and `tpl` outlive the calls; the queue is ours until destroyed, and
+    // librdkafka keeps its own reference while the commit is pending, so destroying it after a
+    // timeout is allowed; the event is destroyed once read.
+    unsafe {
+        let queue = rd::rd_kafka_queue_new(rk);
+        let err = rd::rd_kafka_commit_queue(rk, tpl.ptr(), queue, None, std::ptr::null_mut());
+        let result = if err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+            Err(rdkafka::error::RDKafkaErrorCode::from(err).to_string())
+        } else {
+            let timeout_ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+            let event = rd::rd_kafka_queue_poll(queue, timeout_ms);
+            if event.is_null() {
+                Err(format!("no answer from the broker within {timeout:?}"))
+            } else {
+                let err = rd::rd_kafka_event_error(event);
+                rd::rd_kafka_event_destroy(event);
+                if err == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+                    Ok(())
+                } else {
+                    Err(rdkafka::error::RDKafkaErrorCode::from(err).to_string())
+                }
+            }
+        };
+        rd::rd_kafka_queue_destroy(queue);
+        result
     }
 }
 

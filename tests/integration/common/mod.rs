@@ -328,3 +328,26 @@ pub fn raw_record(payload: Vec<u8>, offset: i64) -> streamgate::batch::RawRecord
         },
     }
 }
+
+/// Runs a Python script with the conformance virtualenv's interpreter and parses the JSON it
+/// prints; fails with the script's standard error when it fails.
+pub async fn python(script: &'static str, args: Vec<String>) -> serde_json::Value {
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(venv().join("bin/python"))
+            .arg("-c")
+            .arg(script)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
