@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use crate::runtime::StatusBoard;
 use crate::telemetry::Metrics;
+use crate::telemetry::metrics::MetricsSnapshot;
 
 /// Counters of one pipeline at one moment.
 #[derive(Debug, Clone, Copy, Default)]
@@ -22,7 +23,7 @@ struct Totals {
 }
 
 impl Totals {
-    fn read(metrics: &Metrics, pipeline: &str) -> Totals {
+    fn read(metrics: &MetricsSnapshot, pipeline: &str) -> Totals {
         let sum = |family| metrics.sum_where(family, "pipeline", pipeline);
         Totals {
             records_in: sum("streamgate_records_in_total"),
@@ -62,9 +63,10 @@ impl Pipelines {
     pub fn sample(&self) {
         let now = Instant::now();
         let names: Vec<String> = self.status.snapshot().into_keys().collect();
+        let metrics = self.metrics.snapshot();
         let mut samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
         for name in names {
-            let totals = Totals::read(&self.metrics, &name);
+            let totals = Totals::read(&metrics, &name);
             samples
                 .entry(name)
                 .and_modify(|pair| *pair = [pair[1], (now, totals)])
@@ -79,12 +81,13 @@ impl Pipelines {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
+        let metrics = self.metrics.snapshot();
         let pipelines: Vec<Value> = self
             .status
             .snapshot()
             .into_iter()
             .map(|(name, state)| {
-                let totals = Totals::read(&self.metrics, &name);
+                let totals = Totals::read(&metrics, &name);
                 let (in_rate, out_rate) = match samples.get(&name) {
                     Some([(t0, a), (t1, b)]) if t1 > t0 => {
                         let seconds = (*t1 - *t0).as_secs_f64();
@@ -95,9 +98,7 @@ impl Pipelines {
                     }
                     _ => (0.0, 0.0),
                 };
-                let lag = self
-                    .metrics
-                    .sum_where("streamgate_consumer_lag", "pipeline", &name);
+                let lag = metrics.sum_where("streamgate_consumer_lag", "pipeline", &name);
                 let (state, reason) = match state {
                     crate::runtime::PipelineState::Failed(reason) => ("failed", Some(reason)),
                     other => (state_name(&other), None),

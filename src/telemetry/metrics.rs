@@ -168,44 +168,15 @@ impl Metrics {
             .unwrap_or_else(|e| format!("# encoding failed: {e}\n"))
     }
 
-    /// Current values of a counter or gauge family, one per label set (empty when the family
-    /// has no series yet). For admin views; the hot path uses handles.
-    pub fn values(&self, family: &str) -> Vec<(std::collections::BTreeMap<String, String>, f64)> {
-        let Some(found) = self
-            .registry
-            .gather()
-            .into_iter()
-            .find(|f| f.name() == family)
-        else {
-            return Vec::new();
-        };
-        let counter = found.get_field_type() == prometheus::proto::MetricType::COUNTER;
-        found
-            .get_metric()
-            .iter()
-            .map(|m| {
-                let labels = m
-                    .get_label()
-                    .iter()
-                    .map(|l| (l.name().to_string(), l.value().to_string()))
-                    .collect();
-                let value = if counter {
-                    m.get_counter().get_value()
-                } else {
-                    m.get_gauge().get_value()
-                };
-                (labels, value)
-            })
-            .collect()
+    /// Every family's current values, gathered once, for admin views (the hot path uses
+    /// handles).
+    pub fn snapshot(&self) -> MetricsSnapshot {
+        MetricsSnapshot(self.registry.gather())
     }
 
-    /// Sum of a family's series whose `label` is `value`.
-    pub fn sum_where(&self, family: &str, label: &str, value: &str) -> f64 {
-        self.values(family)
-            .iter()
-            .filter(|(labels, _)| labels.get(label).is_some_and(|v| v == value))
-            .map(|(_, v)| v)
-            .sum()
+    /// Current values of a counter or gauge family: see [`MetricsSnapshot::values`].
+    pub fn values(&self, family: &str) -> Vec<(std::collections::BTreeMap<String, String>, f64)> {
+        self.snapshot().values(family)
     }
 
     /// Handles with the pipeline label resolved once, for per-batch updates.
@@ -286,5 +257,45 @@ impl PipelineMetrics {
             .consumer_lag
             .with_label_values(&[&self.name, topic, &partition.to_string()])
             .set(lag);
+    }
+}
+
+/// The registry's families at one moment.
+pub struct MetricsSnapshot(Vec<prometheus::proto::MetricFamily>);
+
+impl MetricsSnapshot {
+    /// Values of a counter or gauge family, one per label set (empty when the family has no
+    /// series yet).
+    pub fn values(&self, family: &str) -> Vec<(std::collections::BTreeMap<String, String>, f64)> {
+        let Some(found) = self.0.iter().find(|f| f.name() == family) else {
+            return Vec::new();
+        };
+        let counter = found.get_field_type() == prometheus::proto::MetricType::COUNTER;
+        found
+            .get_metric()
+            .iter()
+            .map(|m| {
+                let labels = m
+                    .get_label()
+                    .iter()
+                    .map(|l| (l.name().to_string(), l.value().to_string()))
+                    .collect();
+                let value = if counter {
+                    m.get_counter().get_value()
+                } else {
+                    m.get_gauge().get_value()
+                };
+                (labels, value)
+            })
+            .collect()
+    }
+
+    /// Sum of a family's series whose `label` is `value`.
+    pub fn sum_where(&self, family: &str, label: &str, value: &str) -> f64 {
+        self.values(family)
+            .iter()
+            .filter(|(labels, _)| labels.get(label).is_some_and(|v| v == value))
+            .map(|(_, v)| v)
+            .sum()
     }
 }

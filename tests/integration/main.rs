@@ -8,6 +8,7 @@ mod common;
 mod crash;
 mod examples;
 mod gateway;
+mod gateway_overload;
 mod gateway_pipelines;
 mod gateway_translate;
 mod inference;
