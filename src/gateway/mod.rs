@@ -698,12 +698,14 @@ async fn dispatch(handler: Handler, State(gateway): State<Shared>, request: Requ
 
 /// Reads a request body within the size limit (413) and the client timeout (408).
 async fn read_body(gateway: &Gateway, body: Body) -> Result<Bytes, Response> {
-    match tokio::time::timeout(
-        gateway.client_timeout,
-        axum::body::to_bytes(body, gateway.max_body_bytes),
-    )
-    .await
-    {
+    let mut reading = std::pin::pin!(axum::body::to_bytes(body, gateway.max_body_bytes));
+    // Usually the body came with the headers: then no timer is needed (arming one costs a
+    // cross-thread wake-up per request).
+    let read = match futures::poll!(reading.as_mut()) {
+        std::task::Poll::Ready(read) => Ok(read),
+        std::task::Poll::Pending => tokio::time::timeout(gateway.client_timeout, reading).await,
+    };
+    match read {
         Ok(Ok(bytes)) => Ok(bytes),
         Ok(Err(_)) => Err(error(
             StatusCode::PAYLOAD_TOO_LARGE,
