@@ -5,13 +5,12 @@
 
 use std::sync::Arc;
 
+use streamgate::gateway::ROUTES;
 use streamgate::gateway::auth::key_hash_hex;
-use streamgate::gateway::{Gateway, ROUTES};
 use streamgate::mock_model::{MockModel, MockModelConfig};
 use streamgate::telemetry::Metrics;
-use tokio_util::sync::CancellationToken;
 
-use crate::common::python;
+use crate::common::{python, serve_gateway};
 
 const ALL: &str = "k-all-canary";
 const SCORER_ONLY: &str = "k-scorer-canary";
@@ -75,26 +74,15 @@ async fn start_in(dir: tempfile::TempDir, yaml: impl FnOnce(&str) -> String) -> 
     let mock = MockModel::start(MockModelConfig::default()).await.unwrap();
     let file = dir.path().join("gateway.yaml");
     let yaml = yaml(&mock.url());
-    let loaded = streamgate::spec::load_gateway_str(&yaml, &file, &|_| None).unwrap();
     // One pipeline on the board, so the pipeline routes have something to act on.
     let board = streamgate::runtime::StatusBoard::default();
     board.set("p1", streamgate::runtime::PipelineState::Running);
-    let gateway = Gateway::new(&loaded.spec, loaded.base_dir(), Metrics::new())
-        .unwrap()
-        .with_pipelines(board);
-    let stop = CancellationToken::new();
-    let (addr, _) = streamgate::gateway::serve(
-        "127.0.0.1:0".parse().unwrap(),
-        Arc::new(gateway),
-        stop.clone(),
-    )
-    .await
-    .unwrap();
+    let (url, stop) = serve_gateway(&yaml, &file, Metrics::new(), Some(board)).await;
     Running {
-        url: format!("http://{addr}"),
+        url,
         mock,
         dir,
-        _stop: stop.drop_guard(),
+        _stop: stop,
     }
 }
 

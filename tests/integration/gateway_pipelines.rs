@@ -4,19 +4,17 @@
 //! numbers checked against the admin API.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
 use streamgate::demo::EmbeddedBroker;
-use streamgate::gateway::Gateway;
 use streamgate::gateway::auth::key_hash_hex;
 use streamgate::mock_model::{MockModel, MockModelConfig};
 use streamgate::runtime::{PipelineState, StatusBoard, run_pipeline};
 use streamgate::telemetry::Metrics;
 use tokio_util::sync::CancellationToken;
 
-use crate::common::{produce, transactions, wait_until_async};
+use crate::common::{produce, serve_gateway, transactions, wait_until_async};
 
 const PARTITIONS: i32 = 2;
 const READER: &str = "k-reader-canary";
@@ -85,6 +83,7 @@ audit_log: audit.jsonl
 struct Setup {
     /// Dropped first: the pipeline stops while the broker is still there.
     _stop: tokio_util::sync::DropGuard,
+    _gateway: tokio_util::sync::DropGuard,
     url: String,
     bootstrap: String,
     board: StatusBoard,
@@ -111,19 +110,13 @@ async fn setup() -> Setup {
 
     let dir = tempfile::tempdir().unwrap();
     let gateway_file = dir.path().join("gateway.yaml");
-    let loaded =
-        streamgate::spec::load_gateway_str(&gateway_yaml(&mock.url()), &gateway_file, &|_| None)
-            .unwrap();
-    let gateway = Gateway::new(&loaded.spec, loaded.base_dir(), metrics)
-        .unwrap()
-        .with_pipelines(board.clone());
-    let (addr, _) = streamgate::gateway::serve(
-        "127.0.0.1:0".parse().unwrap(),
-        Arc::new(gateway),
-        stop.clone(),
+    let (url, gateway_stop) = serve_gateway(
+        &gateway_yaml(&mock.url()),
+        &gateway_file,
+        metrics,
+        Some(board.clone()),
     )
-    .await
-    .unwrap();
+    .await;
     let b = board.clone();
     wait_until_async(
         "the pipeline to run",
@@ -133,13 +126,14 @@ async fn setup() -> Setup {
     )
     .await;
     Setup {
-        url: format!("http://{addr}"),
+        url,
         bootstrap,
         board,
         dir,
         _broker: broker,
         _mock: mock,
         _stop: stop.drop_guard(),
+        _gateway: gateway_stop,
     }
 }
 

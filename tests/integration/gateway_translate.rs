@@ -3,16 +3,13 @@
 //! official `tritonclient.http` with binary tensor data (its default) and with JSON.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use serde_json::{Value, json};
-use streamgate::gateway::Gateway;
 use streamgate::gateway::auth::key_hash_hex;
 use streamgate::mock_model::{MockModel, MockModelConfig};
 use streamgate::telemetry::Metrics;
-use tokio_util::sync::CancellationToken;
 
-use crate::common::python;
+use crate::common::{python, serve_gateway};
 
 const KEY: &str = "k-translate-canary";
 
@@ -51,18 +48,8 @@ async fn start() -> (String, MockModel, tokio_util::sync::DropGuard) {
     let mock = MockModel::start(MockModelConfig::default()).await.unwrap();
     // The file sits beside the shipped model repository (models/fraud/local/model.onnx).
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/translate-test.yaml");
-    let loaded =
-        streamgate::spec::load_gateway_str(&gateway_yaml(&mock.url()), &file, &|_| None).unwrap();
-    let gateway = Gateway::new(&loaded.spec, loaded.base_dir(), Metrics::new()).unwrap();
-    let stop = CancellationToken::new();
-    let (addr, _) = streamgate::gateway::serve(
-        "127.0.0.1:0".parse().unwrap(),
-        Arc::new(gateway),
-        stop.clone(),
-    )
-    .await
-    .unwrap();
-    (format!("http://{addr}"), mock, stop.drop_guard())
+    let (url, stop) = serve_gateway(&gateway_yaml(&mock.url()), &file, Metrics::new(), None).await;
+    (url, mock, stop)
 }
 
 /// The first rows of the training script's reference: features and the score Python's

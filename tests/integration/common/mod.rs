@@ -351,3 +351,29 @@ pub async fn python(script: &'static str, args: Vec<String>) -> serde_json::Valu
     );
     serde_json::from_slice(&output.stdout).unwrap()
 }
+
+/// Loads a gateway file's text (as if it were at `file`, for relative paths), serves it on an
+/// ephemeral loopback port, with the admin view of `pipelines` when given. Returns its URL and
+/// a guard that stops it when dropped.
+pub async fn serve_gateway(
+    yaml: &str,
+    file: &std::path::Path,
+    metrics: streamgate::telemetry::Metrics,
+    pipelines: Option<streamgate::runtime::StatusBoard>,
+) -> (String, tokio_util::sync::DropGuard) {
+    let loaded = streamgate::spec::load_gateway_str(yaml, file, &|_| None).unwrap();
+    let mut gateway =
+        streamgate::gateway::Gateway::new(&loaded.spec, loaded.base_dir(), metrics).unwrap();
+    if let Some(board) = pipelines {
+        gateway = gateway.with_pipelines(board);
+    }
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (addr, _) = streamgate::gateway::serve(
+        "127.0.0.1:0".parse().unwrap(),
+        std::sync::Arc::new(gateway),
+        stop.clone(),
+    )
+    .await
+    .unwrap();
+    (format!("http://{addr}"), stop.drop_guard())
+}
