@@ -7,6 +7,12 @@ use streamgate::cli::Cli;
 
 mod commands;
 
+/// mimalloc instead of glibc's malloc: the gateway and the pipelines allocate many small,
+/// short-lived buffers on two or more threads at once, where glibc's arena locks and
+/// consolidation showed up as about a sixth of the gateway's CPU (see benches/RESULTS-gateway.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     streamgate::telemetry::logging::init(cli.log_format, &cli.log_level);

@@ -60,9 +60,9 @@ impl Scope {
 /// The caller, once authenticated.
 #[derive(Debug, Clone)]
 pub struct Principal {
-    /// Key name.
-    pub name: String,
-    scopes: Vec<Scope>,
+    /// Key name (shared: a principal is cloned several times per request).
+    pub name: Arc<str>,
+    scopes: Arc<[Scope]>,
     /// The key's rate and concurrency limits, shared by all its requests.
     pub limits: Arc<KeyLimits>,
 }
@@ -136,8 +136,8 @@ impl Principal {
     /// A caller with `scopes` and `limits`.
     pub fn new(name: String, scopes: Vec<Scope>, limits: Arc<KeyLimits>) -> Self {
         Principal {
-            name,
-            scopes,
+            name: name.into(),
+            scopes: scopes.into(),
             limits,
         }
     }
@@ -203,8 +203,8 @@ impl ApiKeys {
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| format!("api key {:?}: {e}", spec.name))?;
             let principal = Principal {
-                name: spec.name.clone(),
-                scopes,
+                name: spec.name.as_str().into(),
+                scopes: scopes.into(),
                 limits: Arc::new(KeyLimits::new(
                     spec.rate_per_second,
                     spec.burst,

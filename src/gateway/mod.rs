@@ -15,10 +15,12 @@ mod held_body;
 pub mod http;
 pub mod jwt;
 pub mod oip_codec;
+mod openai_body;
 pub mod pipelines;
 pub mod proxy;
 pub mod tls;
 pub mod translate;
+mod workers;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -241,6 +243,8 @@ pub struct Gateway {
     translations: translate::Translations,
     /// Where the admin API may point replicas.
     replica_allow_list: allow::AllowList,
+    /// Threads serving connections.
+    workers: std::num::NonZeroUsize,
 }
 
 type Shared = Arc<Gateway>;
@@ -284,6 +288,9 @@ impl Gateway {
             pipelines: None,
             translations,
             replica_allow_list: allow::AllowList::parse(&spec.replica_allow_list)?,
+            workers: spec.workers.unwrap_or_else(|| {
+                std::thread::available_parallelism().unwrap_or(std::num::NonZeroUsize::MIN)
+            }),
         })
     }
 
@@ -372,7 +379,7 @@ async fn admit(
     gateway: &Shared,
     mut request: Request,
     next: Next,
-) -> (Response, Option<String>) {
+) -> (Response, Option<Arc<str>>) {
     if policy == Policy::Public {
         return (next.run(request).await, None);
     }
@@ -880,10 +887,10 @@ async fn openai(
     principal: Option<Principal>,
     body: Bytes,
 ) -> Response {
-    let Ok(mut request) = serde_json::from_slice::<Value>(&body) else {
+    let Some(request) = openai_body::OpenAiBody::parse(&body) else {
         return error(StatusCode::BAD_REQUEST, "the body is not a JSON object");
     };
-    let Some(model) = request["model"].as_str().map(str::to_string) else {
+    let Some(model) = request.model() else {
         return error(StatusCode::BAD_REQUEST, "`model` is missing");
     };
     // Authorization by the body's model, before anything is sent upstream.
@@ -913,7 +920,6 @@ async fn openai(
         }
         (None, _) => return not_found(),
     };
-    request["model"] = json!(backend_model);
     let headers: Vec<(String, Secret)> = api_key
         .map(|k| {
             vec![(
@@ -924,7 +930,7 @@ async fn openai(
         .unwrap_or_default();
     let forward = Forward {
         path,
-        body: Some(Bytes::from(request.to_string())),
+        body: Some(Bytes::from(request.with_model(&backend_model))),
         headers: &headers,
     };
     match proxy::forward(&client, &m.policy, forward).await {
@@ -933,7 +939,7 @@ async fn openai(
     }
 }
 
-/// The model's answer, status and content type kept, body streamed through.
+/// The model's answer, status and content type kept, body streamed through as it arrives.
 fn passthrough(response: reqwest::Response) -> Response {
     let status =
         StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
@@ -942,7 +948,10 @@ fn passthrough(response: reqwest::Response) -> Response {
         .get(reqwest::header::CONTENT_TYPE)
         .cloned();
     let binary_length = response.headers().get(oip_codec::HEADER_LENGTH).cloned();
-    let mut out = Response::new(Body::from_stream(response.bytes_stream()));
+    // The body keeps its length: a sized answer goes out with `Content-Length` in one write
+    // with the headers, and only an unsized one (server-sent events) is sent chunked.
+    let body = axum::http::Response::<reqwest::Body>::from(response).into_body();
+    let mut out = Response::new(Body::new(body));
     *out.status_mut() = status;
     if let Some(ct) = content_type
         && let Ok(value) = header::HeaderValue::from_bytes(ct.as_bytes())
@@ -1049,15 +1058,16 @@ fn admin_models(gateway: &Gateway) -> Response {
     axum::Json(json!({ "models": models })).into_response()
 }
 
-/// Binds `addr` and serves until `shutdown`, over TLS when the gateway has a certificate.
-/// Returns the bound address.
+/// Binds `addr` and serves until `shutdown`, over TLS when the gateway has a certificate,
+/// on the gateway's worker threads (see [`workers`]). Returns the bound address and a task
+/// that ends when every worker has finished its open connections.
 pub async fn serve(
     addr: SocketAddr,
     gateway: Arc<Gateway>,
     shutdown: CancellationToken,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    let bound = listener.local_addr()?;
+    let listeners = workers::bind(addr, gateway.workers.get())?;
+    let bound = listeners[0].local_addr()?;
     let tls = gateway.tls.clone();
     let timeout = gateway.client_timeout;
     if let Some(pipelines) = gateway.pipelines.clone() {
@@ -1074,14 +1084,21 @@ pub async fn serve(
         });
     }
     let app = router(gateway);
-    let handle = match tls {
-        Some(config) => {
-            let listener = tls::TlsListener::new(listener, (*config).clone())?;
-            tokio::spawn(http::serve(listener, app, timeout, shutdown))
+    // Cancelled by `shutdown`, and also when the returned task is dropped with its runtime.
+    let stop = shutdown.child_token();
+    let finished = workers::start(listeners, stop.clone(), move |listener| {
+        let (app, shutdown, tls) = (app.clone(), stop.clone(), tls.clone());
+        async move {
+            match tls {
+                Some(config) => match tls::TlsListener::new(listener, (*config).clone()) {
+                    Ok(listener) => http::serve(listener, app, timeout, shutdown).await,
+                    Err(e) => tracing::error!(error = %e, "gateway worker cannot start TLS"),
+                },
+                None => http::serve(listener, app, timeout, shutdown).await,
+            }
         }
-        None => tokio::spawn(http::serve(listener, app, timeout, shutdown)),
-    };
-    Ok((bound, handle))
+    })?;
+    Ok((bound, tokio::spawn(finished)))
 }
 
 /// Method of a route definition as an [`axum::http::Method`].

@@ -55,8 +55,17 @@ pub async fn forward(
                 ),
             });
         };
+        let Some(base) = replica.base_url() else {
+            return Err(ProxyError {
+                status: 502,
+                message: format!(
+                    "model {} version {}: a replica's address is not a URL",
+                    version.model, version.version
+                ),
+            });
+        };
+        let url = crate::inference::protocol::transport::join_url(base, request.path);
         let slot = replica.acquire().await;
-        let url = crate::inference::protocol::transport::join(&replica.address, request.path);
         let mut builder = match &request.body {
             Some(body) => client
                 .post(url)

@@ -28,6 +28,9 @@ const INITIAL_LATENCY: Duration = Duration::from_millis(1);
 pub struct Replica {
     /// Base URL (or `in-process`).
     pub address: Arc<str>,
+    /// `address` parsed once (`None` for `in-process`), so a forwarded request does not parse
+    /// the host again.
+    base_url: Option<reqwest::Url>,
     ejectable: bool,
     /// A probe of a replica whose ejection expired is in flight: others wait for its outcome.
     probing: AtomicBool,
@@ -100,6 +103,7 @@ impl Replica {
     ) -> Self {
         Replica {
             address: Arc::from(address),
+            base_url: reqwest::Url::parse(address).ok(),
             ejectable: true,
             probing: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
@@ -115,6 +119,11 @@ impl Replica {
             in_flight_gauge,
             ejections,
         }
+    }
+
+    /// The replica's base URL, when its address is one.
+    pub fn base_url(&self) -> Option<&reqwest::Url> {
+        self.base_url.as_ref()
     }
 
     /// This replica is never ejected (the only copy of an in-process model).

@@ -57,6 +57,12 @@ pub struct GatewaySpec {
     /// stay responsive under overload.
     #[serde(default = "default_max_concurrent_infer")]
     pub max_concurrent_infer: usize,
+    /// Threads serving the gateway's connections (default: one per CPU core). Each thread
+    /// accepts its own share of the connections (`SO_REUSEPORT`) and forwards their requests
+    /// over its own connection pool, so a request never changes threads on its way from the
+    /// client to the model and back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers: Option<std::num::NonZeroUsize>,
 }
 
 fn default_client_timeout() -> std::time::Duration {

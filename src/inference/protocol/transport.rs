@@ -1,5 +1,5 @@
 //! HTTP transport shared by the network protocols: one reqwest client (connection pool) per
-//! process, no redirects (a model endpoint that redirects is misconfigured, and following it
+//! process (and one per gateway worker thread), no redirects (a model endpoint that redirects is misconfigured, and following it
 //! could leak headers elsewhere), no proxy from the environment, and classified errors.
 
 use std::sync::OnceLock;
@@ -13,19 +13,41 @@ use crate::spec::Secret;
 /// Largest answer read from a model (64 MiB): bigger is a contract error, not an OOM.
 const MAX_RESPONSE_BYTES: usize = 64 << 20;
 
-/// The shared HTTP client.
-pub fn client() -> &'static reqwest::Client {
+/// The HTTP client for this thread: the gateway worker's own (see
+/// [`use_own_client_on_this_thread`]) or the process's shared one. Cloning it is cheap (it
+/// is a handle on the pool).
+pub fn client() -> reqwest::Client {
+    THREAD_CLIENT
+        .with(|own| own.borrow().clone())
+        .unwrap_or_else(|| shared_client().clone())
+}
+
+/// Gives the calling thread a client and connection pool of its own. A gateway worker runs a
+/// single-threaded runtime: with its own pool, the connections to the models are driven by
+/// the same thread as the requests that use them, so no request hops between threads.
+pub fn use_own_client_on_this_thread() {
+    THREAD_CLIENT.with(|own| *own.borrow_mut() = Some(new_client()));
+}
+
+thread_local! {
+    static THREAD_CLIENT: std::cell::RefCell<Option<reqwest::Client>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+fn shared_client() -> &'static reqwest::Client {
     static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
-    CLIENT.get_or_init(|| {
-        reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .tcp_nodelay(true)
-            .connect_timeout(Duration::from_secs(2))
-            .pool_max_idle_per_host(256)
-            .build()
-            .expect("HTTP client with static settings")
-    })
+    CLIENT.get_or_init(new_client)
+}
+
+fn new_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(2))
+        .pool_max_idle_per_host(256)
+        .build()
+        .expect("HTTP client with static settings")
 }
 
 /// Joins a replica base URL and a path without doubling or losing the slash.
@@ -35,6 +57,18 @@ pub fn join(base: &str, path: &str) -> String {
         base.trim_end_matches('/'),
         path.trim_start_matches('/')
     )
+}
+
+/// [`join`] for an already parsed base URL: only the path is parsed.
+pub fn join_url(base: &reqwest::Url, path: &str) -> reqwest::Url {
+    let mut url = base.clone();
+    let joined = format!(
+        "{}/{}",
+        base.path().trim_end_matches('/'),
+        path.trim_start_matches('/')
+    );
+    url.set_path(&joined);
+    url
 }
 
 /// `POST url` with a JSON body; returns the body of a 2xx answer.
@@ -132,6 +166,19 @@ mod tests {
     fn join_paths() {
         assert_eq!(join("http://a:1/", "/v2/x"), "http://a:1/v2/x");
         assert_eq!(join("http://a:1/v1", "chat"), "http://a:1/v1/chat");
+        for (base, path) in [
+            ("http://a:1/", "/v2/x"),
+            ("http://a:1", "v2/x"),
+            ("http://a:1/v1", "chat"),
+            ("https://a.example/v1/", "/embeddings"),
+        ] {
+            let url = reqwest::Url::parse(base).unwrap();
+            assert_eq!(
+                join_url(&url, path).as_str(),
+                join(base, path),
+                "{base} + {path}"
+            );
+        }
     }
 
     #[tokio::test]

@@ -1,0 +1,151 @@
+//! An OpenAI-compatible request body (`/v1/chat/completions`, `/v1/embeddings`) as the
+//! gateway needs it: the `model` it names, and the same body with `model` replaced by the
+//! backend's name. The other fields are kept as raw JSON text and copied, not parsed into
+//! values and printed again, since the gateway never looks inside them.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+/// A parsed request body.
+pub struct OpenAiBody<'a> {
+    fields: Fields<'a>,
+}
+
+enum Fields<'a> {
+    /// The usual case: keys without escapes, values as raw JSON text.
+    Raw(BTreeMap<&'a str, &'a RawValue>),
+    /// Keys with escape sequences cannot be borrowed from the body; parsed fully instead.
+    Parsed(serde_json::Map<String, Value>),
+}
+
+impl<'a> OpenAiBody<'a> {
+    /// Parses `body`; `None` when it is not a JSON object.
+    pub fn parse(body: &'a [u8]) -> Option<Self> {
+        let fields = match serde_json::from_slice::<BTreeMap<&str, &RawValue>>(body) {
+            Ok(map) => Fields::Raw(map),
+            Err(_) => Fields::Parsed(serde_json::from_slice(body).ok()?),
+        };
+        Some(OpenAiBody { fields })
+    }
+
+    /// The `model` field, when it is a string.
+    pub fn model(&self) -> Option<String> {
+        match &self.fields {
+            Fields::Raw(map) => serde_json::from_str(map.get("model")?.get()).ok(),
+            Fields::Parsed(map) => map.get("model")?.as_str().map(str::to_string),
+        }
+    }
+
+    /// The body as JSON with `model` set to `model`.
+    pub fn with_model(&self, model: &str) -> String {
+        let model_json = Value::from(model).to_string();
+        match &self.fields {
+            Fields::Raw(map) => {
+                let size: usize = map.iter().map(|(k, v)| k.len() + v.get().len() + 4).sum();
+                let mut out = String::with_capacity(size + model_json.len() + 16);
+                out.push('{');
+                let mut wrote_model = false;
+                for (key, value) in map {
+                    if !out.ends_with('{') {
+                        out.push(',');
+                    }
+                    // A borrowed key had no escape sequence, so it is valid between quotes.
+                    out.push('"');
+                    out.push_str(key);
+                    out.push_str("\":");
+                    if *key == "model" {
+                        out.push_str(&model_json);
+                        wrote_model = true;
+                    } else {
+                        out.push_str(value.get());
+                    }
+                }
+                if !wrote_model {
+                    if !out.ends_with('{') {
+                        out.push(',');
+                    }
+                    out.push_str("\"model\":");
+                    out.push_str(&model_json);
+                }
+                out.push('}');
+                out
+            }
+            Fields::Parsed(map) => {
+                let mut map = map.clone();
+                map.insert("model".to_string(), Value::from(model));
+                Value::Object(map).to_string()
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn rewritten(body: &str, model: &str) -> Value {
+        let parsed = OpenAiBody::parse(body.as_bytes()).expect("an object");
+        serde_json::from_str(&parsed.with_model(model)).expect("valid JSON out")
+    }
+
+    /// What a full parse would give: the reference the raw copy must agree with.
+    fn reference(body: &str, model: &str) -> Value {
+        let mut value: Value = serde_json::from_str(body).unwrap();
+        value["model"] = Value::from(model);
+        value
+    }
+
+    #[test]
+    fn model_is_read_and_replaced_and_the_rest_kept() {
+        let cases = [
+            r#"{"model":"chat","messages":[{"role":"user","content":"hi \"there\" \u00e9"}]}"#,
+            r#"{ "messages" : [ ] , "model" : "chat" , "stream" : true, "n": 1.5e3 }"#,
+            r#"{"model":"a\"b","temperature":0}"#,
+            r#"{"input":["x","y"],"model":"emb","extra":{"nested":{"model":"not me"}}}"#,
+            r#"{"we\u0069rd":1,"model":"chat"}"#,
+        ];
+        for body in cases {
+            let parsed = OpenAiBody::parse(body.as_bytes()).unwrap();
+            let expected: Value = serde_json::from_str(body).unwrap();
+            assert_eq!(
+                parsed.model().as_deref(),
+                expected["model"].as_str(),
+                "{body}"
+            );
+            assert_eq!(
+                rewritten(body, "back\"end"),
+                reference(body, "back\"end"),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_missing_or_non_string_model_is_none() {
+        assert_eq!(OpenAiBody::parse(b"{}").unwrap().model(), None);
+        assert_eq!(OpenAiBody::parse(br#"{"model":3}"#).unwrap().model(), None);
+        assert_eq!(rewritten("{}", "m"), serde_json::json!({"model": "m"}));
+    }
+
+    #[test]
+    fn anything_but_an_object_is_refused() {
+        for body in ["", "[]", "\"model\"", "{", r#"{"model":"x",}"#, "nul"] {
+            assert!(OpenAiBody::parse(body.as_bytes()).is_none(), "{body}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn agrees_with_a_full_parse(
+            fields in proptest::collection::btree_map("[a-z\\\\\"é]{0,6}", "[ -~é]{0,8}", 0..6),
+            model in "[ -~é]{0,8}",
+        ) {
+            let body = Value::Object(fields.into_iter().map(|(k, v)| (k, Value::from(v))).collect())
+                .to_string();
+            prop_assert_eq!(rewritten(&body, &model), reference(&body, &model));
+        }
+    }
+}
