@@ -289,6 +289,53 @@ async fn oversized_bodies_get_413_and_unknown_models_404() {
     assert_eq!(gw.mock.calls(), 0);
 }
 
+/// A model's sized answer is passed on with its `Content-Length` (one write with the headers,
+/// no chunked encoding).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sized_answers_keep_their_length() {
+    let gw = start().await;
+    let client = reqwest::Client::new();
+    let post = |path: &str, body: &str| {
+        client
+            .post(format!("{}{path}", gw.url))
+            .header("authorization", format!("Bearer {ALL}"))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+    };
+    let infer = post(
+        "/v2/models/scorer/infer",
+        body_for("/v2/models/{model}/infer"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(infer.status().as_u16(), 200);
+    assert!(infer.headers().get("transfer-encoding").is_none());
+    let length: usize = infer.headers()["content-length"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let body = infer.bytes().await.unwrap();
+    assert_eq!(body.len(), length);
+    let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert!(answer["outputs"].is_array(), "{answer}");
+
+    // Server-sent events the backend sent with a length (the mock does) keep it too; a stream
+    // without one stays chunked (a_streamed_answer_holds_its_concurrency_slot_until_it_ends).
+    let events = post(
+        "/v1/chat/completions",
+        r#"{"model": "chat", "stream": true, "messages": [{"role": "user", "content": "hi"}]}"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(events.status().as_u16(), 200);
+    assert_eq!(events.headers()["content-type"], "text/event-stream");
+    assert!(events.headers().get("content-length").is_some());
+    let text = events.text().await.unwrap();
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+}
+
 /// The official `openai` SDK against the gateway: chat completion, streamed chat completion
 /// and embeddings, routed by model name to an OpenAI-compatible backend.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -984,6 +1031,8 @@ auth:
         .await
         .unwrap();
     assert_eq!(first.status().as_u16(), 200);
+    // No length known: the answer is relayed chunked, as it arrives.
+    assert_eq!(first.headers()["transfer-encoding"], "chunked");
     chunks.send("data: {\"part\": 1}\n\n").await.unwrap();
     let mut stream = first.bytes_stream();
     let part = stream.next().await.unwrap().unwrap();
