@@ -7,22 +7,16 @@ use streamgate::cli::Cli;
 
 mod commands;
 
-/// mimalloc instead of glibc's malloc: the gateway and the pipelines allocate many small,
-/// short-lived buffers on two or more threads at once, where glibc's arena locks and
-/// consolidation showed up as about a sixth of the gateway's CPU (see benches/RESULTS-gateway.md).
+/// jemalloc instead of glibc's malloc. The gateway allocates many small, short-lived buffers
+/// on several threads at once, where glibc's arena locks cost about a tenth of its CPU per
+/// request; pipelines and backfills free and reallocate batch buffers every few milliseconds,
+/// which jemalloc keeps for reuse (returning them to the system after its decay time) instead
+/// of mapping fresh pages. Measured against glibc and mimalloc: benches/RESULTS-*.md and the
+/// README's Performance section.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// mimalloc's `purge_delay` option (`mi_option_purge_delay` in mimalloc.h).
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
-    // Memory freed stays committed for a second (mimalloc's default is 10 ms) before it is
-    // returned to the system: a pipeline frees and reallocates its batch buffers every few
-    // milliseconds, and returning them each time made the kernel zero fresh pages for every
-    // batch (~6% of the fraud pipeline's CPU). Memory stays bounded by the peak in use.
-    // SAFETY: sets a plain integer option; mimalloc allows it at any time, from any thread.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 1000) };
     let cli = Cli::parse();
     streamgate::telemetry::logging::init(cli.log_format, &cli.log_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
