@@ -11,8 +11,8 @@ mod commands;
 /// on several threads at once, where glibc's arena locks cost about a tenth of its CPU per
 /// request; pipelines and backfills free and reallocate batch buffers every few milliseconds,
 /// which jemalloc keeps for reuse (returning them to the system after its decay time) instead
-/// of mapping fresh pages. Measured against glibc and mimalloc: benches/RESULTS-*.md and the
-/// README's Performance section.
+/// of mapping fresh pages. The comparison with glibc and mimalloc is in the README's
+/// dependency table.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
