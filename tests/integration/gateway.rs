@@ -1023,13 +1023,14 @@ auth:
     let chat =
         r#"{"model": "chat", "stream": true, "messages": [{"role": "user", "content": "hi"}]}"#;
     let client = reqwest::Client::new();
-    let first = client
-        .post(format!("{}/v1/chat/completions", gw.url))
-        .bearer_auth("k-narrow")
-        .body(chat)
-        .send()
-        .await
-        .unwrap();
+    let send_chat = || {
+        client
+            .post(format!("{}/v1/chat/completions", gw.url))
+            .bearer_auth("k-narrow")
+            .body(chat)
+            .send()
+    };
+    let first = send_chat().await.unwrap();
     assert_eq!(first.status().as_u16(), 200);
     // No length known: the answer is relayed chunked, as it arrives.
     assert_eq!(first.headers()["transfer-encoding"], "chunked");
@@ -1038,13 +1039,7 @@ auth:
     let part = stream.next().await.unwrap().unwrap();
     assert!(part.starts_with(b"data: {\"part\": 1}"));
     // The stream is open: the key's one slot is taken.
-    let second = client
-        .post(format!("{}/v1/chat/completions", gw.url))
-        .bearer_auth("k-narrow")
-        .body(chat)
-        .send()
-        .await
-        .unwrap();
+    let second = send_chat().await.unwrap();
     assert_eq!(second.status().as_u16(), 429);
     // The stream ends: the slot is free again (the backend's one stream is used up, so the
     // next call fails upstream, but it is admitted).
@@ -1053,13 +1048,7 @@ auth:
     while let Some(part) = stream.next().await {
         part.unwrap();
     }
-    let third = client
-        .post(format!("{}/v1/chat/completions", gw.url))
-        .bearer_auth("k-narrow")
-        .body(chat)
-        .send()
-        .await
-        .unwrap();
+    let third = send_chat().await.unwrap();
     assert_ne!(third.status().as_u16(), 429, "the slot outlived its stream");
 }
 
