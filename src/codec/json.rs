@@ -411,11 +411,7 @@ pub fn encode_rows(batch: &RecordBatch) -> Result<EncodedRows, ArrowError> {
         writer.finish()?;
     }
     // JSON escapes control characters inside strings, so every newline ends a row.
-    let ends: Vec<usize> = buf
-        .iter()
-        .enumerate()
-        .filter_map(|(i, b)| (*b == b'\n').then_some(i))
-        .collect();
+    let ends: Vec<usize> = memchr::memchr_iter(b'\n', &buf).collect();
     if ends.len() != batch.num_rows() {
         return Err(ArrowError::JsonError(format!(
             "encoded {} lines for {} rows",

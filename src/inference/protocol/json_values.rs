@@ -1,6 +1,5 @@
 //! Arrow cells to JSON request values, and JSON answer values to Arrow columns.
 
-use std::fmt::Write;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
@@ -39,11 +38,14 @@ pub fn write_cell(out: &mut String, array: &dyn Array, row: usize) -> Result<(),
         DataType::UInt16 => write_int(out, array.as_primitive::<t::UInt16Type>().value(row)),
         DataType::UInt32 => write_int(out, array.as_primitive::<t::UInt32Type>().value(row)),
         DataType::UInt64 => write_int(out, array.as_primitive::<t::UInt64Type>().value(row)),
-        DataType::Float32 => write_float(
-            out,
-            array.as_primitive::<t::Float32Type>().value(row) as f64,
-        )?,
-        DataType::Float64 => write_float(out, array.as_primitive::<t::Float64Type>().value(row))?,
+        DataType::Float32 => {
+            let v = array.as_primitive::<t::Float32Type>().value(row);
+            write_float(out, v, v.is_finite())?
+        }
+        DataType::Float64 => {
+            let v = array.as_primitive::<t::Float64Type>().value(row);
+            write_float(out, v, v.is_finite())?
+        }
         DataType::Utf8 => write_str(out, array.as_string::<i32>().value(row)),
         DataType::LargeUtf8 => write_str(out, array.as_string::<i64>().value(row)),
         DataType::Utf8View => write_str(out, array.as_string_view().value(row)),
@@ -56,16 +58,21 @@ pub fn write_cell(out: &mut String, array: &dyn Array, row: usize) -> Result<(),
     Ok(())
 }
 
-fn write_int(out: &mut String, v: impl std::fmt::Display) {
-    let _ = write!(out, "{v}");
+fn write_int(out: &mut String, v: impl itoa::Integer) {
+    out.push_str(itoa::Buffer::new().format(v));
 }
 
-fn write_float(out: &mut String, v: f64) -> Result<(), String> {
-    if !v.is_finite() {
+/// Writes the shortest decimal that reads back as the same value of the float's own width, so
+/// an FP32 value is `0.1`, not the `0.10000000149011612` its widening to f64 would print.
+fn write_float(
+    out: &mut String,
+    v: impl ryu::Float + std::fmt::Display,
+    finite: bool,
+) -> Result<(), String> {
+    if !finite {
         return Err(format!("{v} cannot be sent as JSON"));
     }
-    // Display prints the shortest string that reads back as the same float.
-    let _ = write!(out, "{v}");
+    out.push_str(ryu::Buffer::new().format_finite(v));
     Ok(())
 }
 
@@ -251,6 +258,38 @@ mod tests {
         out.push(',');
         write_cell(&mut out, &StringArray::from(vec!["a\"b\n"]), 0).unwrap();
         assert_eq!(out, "0.1,null,\"a\\\"b\\n\"");
+    }
+
+    #[test]
+    fn floats_are_written_at_their_own_width_and_read_back_exactly() {
+        use datafusion::arrow::array::{Float32Array, Int64Array};
+        // An FP32 tensor value is written as the shortest f32 decimal, not as its f64
+        // widening (`0.10000000149011612`), which doubled request sizes before.
+        let values = [
+            0.1f32,
+            1.0,
+            -2.5e-8,
+            3.4028235e38,
+            f32::MIN_POSITIVE,
+            16777217.0,
+        ];
+        let f = Float32Array::from(values.to_vec());
+        for (row, v) in values.iter().enumerate() {
+            let mut out = String::new();
+            write_cell(&mut out, &f, row).unwrap();
+            let parsed: Value = serde_json::from_str(&out).unwrap();
+            assert_eq!(parsed.as_f64().unwrap() as f32, *v, "{out}");
+            assert!(out.len() <= 15, "{out} is not the shortest form");
+        }
+        let mut out = String::new();
+        write_cell(&mut out, &f, 0).unwrap();
+        assert_eq!(out, "0.1");
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            assert!(write_cell(&mut String::new(), &Float32Array::from(vec![bad]), 0).is_err());
+        }
+        let mut out = String::new();
+        write_cell(&mut out, &Int64Array::from(vec![i64::MIN]), 0).unwrap();
+        assert_eq!(out, i64::MIN.to_string());
     }
 
     #[test]
