@@ -56,7 +56,6 @@ fn passthrough(bootstrap: &str, input: &str, output: &str, n: u64) -> Throughput
         .expect("consumer");
     let producer = producer(bootstrap, "5");
     let watcher = Watcher::new(bootstrap, "bench-passthrough-watch");
-    let deadline = Instant::now() + Duration::from_secs(600);
 
     let cpu0 = cpu_seconds();
     let start = Instant::now();
@@ -66,27 +65,7 @@ fn passthrough(bootstrap: &str, input: &str, output: &str, n: u64) -> Throughput
             .expect("tpl");
     }
     consumer.assign(&tpl).expect("assign");
-    let mut consumed = 0u64;
-    while consumed < n {
-        assert!(
-            Instant::now() < deadline,
-            "passthrough timed out after {consumed} records"
-        );
-        match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => {
-                send(
-                    &producer,
-                    BaseRecord::to(output)
-                        .key(m.key().unwrap_or_default())
-                        .payload(m.payload().unwrap_or_default())
-                        .partition(m.partition()),
-                );
-                consumed += 1;
-            }
-            Some(Err(e)) => panic!("passthrough consume: {e}"),
-            None => {}
-        }
-    }
+    copy_records(&consumer, &producer, output, n, Duration::from_secs(600));
     producer.flush(Duration::from_secs(120)).expect("flush");
     wait_until(
         "passthrough output complete",
