@@ -273,6 +273,12 @@ mod tests {
         // A sliced batch is judged on its own rows.
         let tail = sample().slice(990, 10);
         assert_eq!(low_cardinality_columns(&tail), ["model"]);
+        // Unique values, then a constant run: only a slice of the run repeats.
+        let values = Float32Array::from_iter_values((0..1000).map(|i| i.min(500) as f32));
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Float32, false)]));
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(values)]).unwrap();
+        assert!(low_cardinality_columns(&batch).is_empty());
+        assert_eq!(low_cardinality_columns(&batch.slice(500, 500)), ["v"]);
     }
 
     #[test]

@@ -72,7 +72,10 @@ fn write_float(
     if !finite {
         return Err(format!("{v} cannot be sent as JSON"));
     }
-    out.push_str(ryu::Buffer::new().format_finite(v));
+    let mut buffer = ryu::Buffer::new();
+    let text = buffer.format_finite(v);
+    // Whole numbers as `2`, not `2.0`, as before: prompt templates render them as text.
+    out.push_str(text.strip_suffix(".0").unwrap_or(text));
     Ok(())
 }
 
@@ -283,7 +286,9 @@ mod tests {
         }
         let mut out = String::new();
         write_cell(&mut out, &f, 0).unwrap();
-        assert_eq!(out, "0.1");
+        out.push(',');
+        write_cell(&mut out, &f, 1).unwrap();
+        assert_eq!(out, "0.1,1");
         for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
             assert!(write_cell(&mut String::new(), &Float32Array::from(vec![bad]), 0).is_err());
         }
