@@ -2,14 +2,17 @@
 //! with an idempotent producer. Receipts ride along as the delivery opaque and resolve in the
 //! delivery report callback, so a row counts as delivered only once the broker acknowledged it.
 
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::Duration;
 
 use datafusion::arrow::array::Array;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use rdkafka::ClientContext;
+use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{
     BaseRecord, DeliveryResult, NoCustomPartitioner, Producer, ProducerContext, ThreadedProducer,
 };
@@ -24,9 +27,7 @@ use crate::spec::{KafkaSinkSpec, KafkaSourceSpec};
 const QUEUE_FULL_BACKOFF: Duration = Duration::from_millis(2);
 
 /// Resolves receipts from delivery reports.
-pub struct DeliveryContext {
-    topic: String,
-}
+pub struct DeliveryContext;
 
 impl ClientContext for DeliveryContext {}
 
@@ -36,17 +37,41 @@ impl ProducerContext<NoCustomPartitioner> for DeliveryContext {
     fn delivery(&self, result: &DeliveryResult<'_>, receipt: Self::DeliveryOpaque) {
         match result {
             Ok(_) => receipt.delivered(),
-            Err((e, _)) => {
-                tracing::error!(topic = %self.topic, error = %e, "kafka delivery failed");
+            Err((e, message)) => {
+                tracing::error!(topic = %message.topic(), error = %e, "kafka delivery failed");
                 receipt.resolve(AckStatus::Errored);
             }
         }
     }
 }
 
+type SharedProducer = Arc<ThreadedProducer<DeliveryContext>>;
+
+/// Producers of the sinks alive in this process, by their whole configuration (which names the
+/// pipeline in `client.id`). A pipeline's outputs and its dead-letter topic usually configure
+/// the same producer, and then share one: one connection, broker thread and delivery-report
+/// thread, and produce requests that carry every output's messages, instead of one set per
+/// sink. Weak, so a producer goes away with the last sink that uses it.
+static PRODUCERS: LazyLock<Mutex<HashMap<String, Weak<ThreadedProducer<DeliveryContext>>>>> =
+    LazyLock::new(Default::default);
+
+/// The live producer configured exactly like `config`, or a new one.
+fn shared_producer(config: &ClientConfig) -> Result<SharedProducer, KafkaError> {
+    // Every setting is part of the key (credentials included); the key never leaves memory.
+    let key = format!("{:?}", config.config_map());
+    let mut producers = PRODUCERS.lock().unwrap_or_else(|p| p.into_inner());
+    producers.retain(|_, p| p.strong_count() > 0);
+    if let Some(producer) = producers.get(&key).and_then(Weak::upgrade) {
+        return Ok(producer);
+    }
+    let producer: SharedProducer = Arc::new(config.create_with_context(DeliveryContext)?);
+    producers.insert(key, Arc::downgrade(&producer));
+    Ok(producer)
+}
+
 /// Produces rows to one topic.
 pub struct KafkaSink {
-    producer: ThreadedProducer<DeliveryContext>,
+    producer: SharedProducer,
     topic: String,
     key: Option<String>,
     headers: Vec<(String, String)>,
@@ -89,14 +114,10 @@ impl KafkaSink {
             // Idempotence gives ordered, duplicate-free retries per partition (acks=all).
             &[("enable.idempotence", "true")],
         );
-        let producer: ThreadedProducer<DeliveryContext> = config
-            .create_with_context(DeliveryContext {
-                topic: spec.topic.clone(),
-            })
-            .map_err(|e| SinkError::Build {
-                kind: "kafka",
-                message: e.to_string(),
-            })?;
+        let producer = shared_producer(&config).map_err(|e| SinkError::Build {
+            kind: "kafka",
+            message: e.to_string(),
+        })?;
         Ok(KafkaSink {
             producer,
             topic: spec.topic.clone(),
@@ -249,5 +270,50 @@ impl Drop for KafkaSink {
     fn drop(&mut self) {
         // Deliver what is queued; anything left resolves as errored (and is redelivered).
         let _ = self.producer.flush(Duration::from_secs(10));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::SinkFormatSpec;
+    use datafusion::arrow::datatypes::Schema;
+
+    async fn sink(topic: &str, properties: &[(&str, &str)], pipeline: &str) -> KafkaSink {
+        let spec = KafkaSinkSpec {
+            bootstrap_servers: Some("127.0.0.1:1".to_string()),
+            topic: topic.to_string(),
+            key: None,
+            headers: Default::default(),
+            security: None,
+            format: SinkFormatSpec::default(),
+            properties: properties
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        let encoder = RowEncoder::build(&spec.format, &Schema::empty(), "out", topic)
+            .await
+            .unwrap();
+        // No broker is needed: librdkafka connects on the first message.
+        KafkaSink::new(&spec, None, pipeline, encoder).unwrap()
+    }
+
+    #[tokio::test]
+    async fn sinks_configured_alike_share_one_producer() {
+        let scored = sink("scored", &[], "share-a").await;
+        let alerts = sink("alerts", &[], "share-a").await;
+        assert!(Arc::ptr_eq(&scored.producer, &alerts.producer));
+        // A different setting, or another pipeline (its own client.id), gets its own.
+        let lingering = sink("alerts", &[("linger.ms", "50")], "share-a").await;
+        assert!(!Arc::ptr_eq(&scored.producer, &lingering.producer));
+        let other = sink("scored", &[], "share-b").await;
+        assert!(!Arc::ptr_eq(&scored.producer, &other.producer));
+        // The producer lives as long as one of its sinks.
+        let weak = Arc::downgrade(&scored.producer);
+        drop(scored);
+        assert!(weak.upgrade().is_some());
+        drop(alerts);
+        assert!(weak.upgrade().is_none());
     }
 }
