@@ -216,7 +216,7 @@ pub async fn run(
             outputs.push(build(&output.sink, &output.name).await?);
         }
         let dead_letter = match &spec.dead_letter {
-            Some(s) => Some(build(s, "dead_letter").await?),
+            Some(s) => Some(build(s, crate::sink::DEAD_LETTER_OUTPUT).await?),
             None => None,
         };
         Destination::Sinks {

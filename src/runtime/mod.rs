@@ -99,7 +99,7 @@ pub async fn run_pipeline(
                 s,
                 &spec.source,
                 &name,
-                "dead_letter",
+                sink::DEAD_LETTER_OUTPUT,
                 &compiled.output_schema(),
             )
             .await

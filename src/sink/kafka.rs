@@ -47,18 +47,17 @@ impl ProducerContext<NoCustomPartitioner> for DeliveryContext {
 
 type SharedProducer = Arc<ThreadedProducer<DeliveryContext>>;
 
-/// Producers of the sinks alive in this process, by their whole configuration (which names the
-/// pipeline in `client.id`). A pipeline's outputs and its dead-letter topic usually configure
-/// the same producer, and then share one: one connection, broker thread and delivery-report
-/// thread, and produce requests that carry every output's messages, instead of one set per
-/// sink. Weak, so a producer goes away with the last sink that uses it.
-static PRODUCERS: LazyLock<Mutex<HashMap<String, Weak<ThreadedProducer<DeliveryContext>>>>> =
-    LazyLock::new(Default::default);
+/// Producers of the sinks alive in this process, by sharing group and whole configuration. A
+/// pipeline's outputs usually configure the same producer and then share one: one connection,
+/// broker thread and delivery-report thread, and produce requests that carry every output's
+/// messages, instead of one set per sink. Weak, so a producer goes away with its last sink.
+static PRODUCERS: LazyLock<Mutex<HashMap<Vec<u8>, WeakProducer>>> = LazyLock::new(Default::default);
 
-/// The live producer configured exactly like `config`, or a new one.
-fn shared_producer(config: &ClientConfig) -> Result<SharedProducer, KafkaError> {
-    // Every setting is part of the key (credentials included); the key never leaves memory.
-    let key = format!("{:?}", config.config_map());
+type WeakProducer = Weak<ThreadedProducer<DeliveryContext>>;
+
+/// The live producer of `group` configured exactly like `config`, or a new one.
+fn shared_producer(group: &str, config: &ClientConfig) -> Result<SharedProducer, KafkaError> {
+    let key = producer_key(group, config);
     let mut producers = PRODUCERS.lock().unwrap_or_else(|p| p.into_inner());
     producers.retain(|_, p| p.strong_count() > 0);
     if let Some(producer) = producers.get(&key).and_then(Weak::upgrade) {
@@ -67,6 +66,20 @@ fn shared_producer(config: &ClientConfig) -> Result<SharedProducer, KafkaError> 
     let producer: SharedProducer = Arc::new(config.create_with_context(DeliveryContext)?);
     producers.insert(key, Arc::downgrade(&producer));
     Ok(producer)
+}
+
+/// A digest of the group and every setting's raw value. `config_map` blanks passwords, so it
+/// cannot tell two credentials apart; hashing the raw values can, without keeping them.
+fn producer_key(group: &str, config: &ClientConfig) -> Vec<u8> {
+    let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+    digest.update(group.as_bytes());
+    for name in config.config_map().keys() {
+        digest.update(b"\0");
+        digest.update(name.as_bytes());
+        digest.update(b"=");
+        digest.update(config.get(name).unwrap_or_default().as_bytes());
+    }
+    digest.finish().as_ref().to_vec()
 }
 
 /// Produces rows to one topic.
@@ -79,11 +92,14 @@ pub struct KafkaSink {
 }
 
 impl KafkaSink {
-    /// Creates the producer. Without `bootstrap_servers` the source's connection is used.
+    /// Creates the sink. Without `bootstrap_servers` the source's connection is used. Sinks
+    /// of the same `producer_group` whose settings are equal share one producer (see
+    /// `sink::build` for the groups).
     pub fn new(
         spec: &KafkaSinkSpec,
         source: Option<&KafkaSourceSpec>,
         pipeline: &str,
+        producer_group: &str,
         encoder: RowEncoder,
     ) -> Result<Self, SinkError> {
         let (servers, security) = match (&spec.bootstrap_servers, source) {
@@ -114,7 +130,7 @@ impl KafkaSink {
             // Idempotence gives ordered, duplicate-free retries per partition (acks=all).
             &[("enable.idempotence", "true")],
         );
-        let producer = shared_producer(&config).map_err(|e| SinkError::Build {
+        let producer = shared_producer(producer_group, &config).map_err(|e| SinkError::Build {
             kind: "kafka",
             message: e.to_string(),
         })?;
@@ -279,7 +295,7 @@ mod tests {
     use crate::spec::SinkFormatSpec;
     use datafusion::arrow::datatypes::Schema;
 
-    async fn sink(topic: &str, properties: &[(&str, &str)], pipeline: &str) -> KafkaSink {
+    async fn sink(topic: &str, properties: &[(&str, &str)], group: &str) -> KafkaSink {
         let spec = KafkaSinkSpec {
             bootstrap_servers: Some("127.0.0.1:1".to_string()),
             topic: topic.to_string(),
@@ -296,7 +312,7 @@ mod tests {
             .await
             .unwrap();
         // No broker is needed: librdkafka connects on the first message.
-        KafkaSink::new(&spec, None, pipeline, encoder).unwrap()
+        KafkaSink::new(&spec, None, "p", group, encoder).unwrap()
     }
 
     #[tokio::test]
@@ -309,6 +325,10 @@ mod tests {
         assert!(!Arc::ptr_eq(&scored.producer, &lingering.producer));
         let other = sink("scored", &[], "share-b").await;
         assert!(!Arc::ptr_eq(&scored.producer, &other.producer));
+        // Settings librdkafka's config_map blanks (passwords) still tell producers apart.
+        let one = sink("scored", &[("sasl.password", "one")], "share-a").await;
+        let two = sink("scored", &[("sasl.password", "two")], "share-a").await;
+        assert!(!Arc::ptr_eq(&one.producer, &two.producer));
         // The producer lives as long as one of its sinks.
         let weak = Arc::downgrade(&scored.producer);
         drop(scored);

@@ -144,8 +144,11 @@ pub trait Sink: Send + Sync {
     }
 }
 
+/// The `output` name [`build`] is given for a pipeline's dead-letter sink.
+pub const DEAD_LETTER_OUTPUT: &str = "dead_letter";
+
 /// Builds a sink from its spec. Kafka and NATS sinks without their own servers use the
-/// source's connection. `output` names the output (`dead_letter` for the dead-letter sink) and
+/// source's connection. `output` names the output ([`DEAD_LETTER_OUTPUT`] for the dead-letter sink) and
 /// `columns` is the schema of the rows it receives (for Avro's writer schema). NATS sinks
 /// connect and Avro sinks register their schema here, so this is async.
 pub async fn build(
@@ -162,7 +165,21 @@ pub async fn build(
     Ok(match spec {
         SinkSpec::Kafka(k) => {
             let encoder = RowEncoder::build(&k.format, columns, output, &k.topic).await?;
-            Arc::new(kafka::KafkaSink::new(k, source_kafka, pipeline, encoder)?)
+            // A pipeline's outputs share a producer when configured alike; its dead-letter sink
+            // keeps its own, so dead letters still flow while an output's topic is stuck and
+            // its messages fill the shared queue.
+            let group = if output == DEAD_LETTER_OUTPUT {
+                format!("{pipeline}/{output}")
+            } else {
+                pipeline.to_string()
+            };
+            Arc::new(kafka::KafkaSink::new(
+                k,
+                source_kafka,
+                pipeline,
+                &group,
+                encoder,
+            )?)
         }
         SinkSpec::Stdout(_) => Arc::new(stdout::StdoutSink::new()),
         SinkSpec::File(f) => Arc::new(file::FileSink::new(f)?),
