@@ -106,6 +106,8 @@ impl UnitFile {
 
 /// Rows of a first batch looked at to judge a column's cardinality.
 const CARDINALITY_SAMPLE_ROWS: usize = 4096;
+/// Fewest rows a first batch needs for its columns to be judged at all.
+const MIN_CARDINALITY_SAMPLE_ROWS: usize = 64;
 
 /// Top-level columns whose values repeat enough in `batch` (at most one distinct value in
 /// eight rows of a sample) that dictionary encoding pays: constants such as lineage columns,
@@ -113,7 +115,12 @@ const CARDINALITY_SAMPLE_ROWS: usize = 4096;
 /// dictionary only to abandon it. Only flat strings and fixed-width primitives are judged.
 fn low_cardinality_columns(batch: &RecordBatch) -> Vec<String> {
     let rows = batch.num_rows().min(CARDINALITY_SAMPLE_ROWS);
-    let limit = (rows / 8).max(1);
+    // A first batch of a few rows (a dead-letter file often starts with one) says nothing:
+    // every column would look repetitive.
+    if rows < MIN_CARDINALITY_SAMPLE_ROWS {
+        return Vec::new();
+    }
+    let limit = rows / 8;
     batch
         .schema()
         .fields()
@@ -131,6 +138,14 @@ fn at_most_distinct(column: &dyn Array, limit: usize) -> bool {
     match data_type {
         DataType::Utf8 => {
             for value in column.as_string::<i32>().iter().flatten() {
+                if seen.insert(value.as_bytes()) && seen.len() > limit {
+                    return false;
+                }
+            }
+            true
+        }
+        DataType::Utf8View => {
+            for value in column.as_string_view().iter().flatten() {
                 if seen.insert(value.as_bytes()) && seen.len() > limit {
                     return false;
                 }
@@ -271,8 +286,10 @@ mod tests {
     fn repeating_columns_are_chosen_for_dictionaries() {
         assert_eq!(low_cardinality_columns(&sample()), ["model", "flag"]);
         // A sliced batch is judged on its own rows.
-        let tail = sample().slice(990, 10);
-        assert_eq!(low_cardinality_columns(&tail), ["model"]);
+        let tail = sample().slice(900, 100);
+        assert_eq!(low_cardinality_columns(&tail), ["model", "flag"]);
+        // Too few rows to judge: no dictionaries, as for a dead-letter file's first row.
+        assert!(low_cardinality_columns(&sample().slice(0, 1)).is_empty());
         // Unique values, then a constant run: only a slice of the run repeats.
         let values = Float32Array::from_iter_values((0..1000).map(|i| i.min(500) as f32));
         let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Float32, false)]));

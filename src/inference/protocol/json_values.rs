@@ -1,5 +1,6 @@
 //! Arrow cells to JSON request values, and JSON answer values to Arrow columns.
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
@@ -74,8 +75,14 @@ fn write_float(
     }
     let mut buffer = ryu::Buffer::new();
     let text = buffer.format_finite(v);
-    // Whole numbers as `2`, not `2.0`, as before: prompt templates render them as text.
-    out.push_str(text.strip_suffix(".0").unwrap_or(text));
+    // Prompt templates render these values as text, so keep Display's plain decimals: whole
+    // numbers as `2`, not `2.0`, and no exponent (`10000000000000000`, not `1e16`). Display
+    // is slower, but only very large and very small values take that path.
+    if text.contains('e') {
+        let _ = write!(out, "{v}");
+    } else {
+        out.push_str(text.strip_suffix(".0").unwrap_or(text));
+    }
     Ok(())
 }
 
@@ -282,13 +289,39 @@ mod tests {
             write_cell(&mut out, &f, row).unwrap();
             let parsed: Value = serde_json::from_str(&out).unwrap();
             assert_eq!(parsed.as_f64().unwrap() as f32, *v, "{out}");
-            assert!(out.len() <= 15, "{out} is not the shortest form");
+            // Outside the range ryu writes without an exponent, Display's plain decimal is
+            // longer, but still exact.
+            if (1e-5..1e13).contains(&v.abs()) {
+                assert!(out.len() <= 11, "{out} is not the shortest form");
+            }
         }
         let mut out = String::new();
         write_cell(&mut out, &f, 0).unwrap();
         out.push(',');
         write_cell(&mut out, &f, 1).unwrap();
         assert_eq!(out, "0.1,1");
+        // Plain decimals like Display's, never an exponent (prompts show them as text).
+        let wide = Float64Array::from(vec![1e16, 1e-7, -0.0, 2.5e-3, 123456789.0]);
+        let written: Vec<String> = (0..wide.len())
+            .map(|row| {
+                let mut out = String::new();
+                write_cell(&mut out, &wide, row).unwrap();
+                out
+            })
+            .collect();
+        assert_eq!(
+            written,
+            [
+                "10000000000000000",
+                "0.0000001",
+                "-0",
+                "0.0025",
+                "123456789"
+            ]
+        );
+        let mut out = String::new();
+        write_cell(&mut out, &Float32Array::from(vec![1.5e13f32]), 0).unwrap();
+        assert_eq!(out, "15000000000000");
         for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
             assert!(write_cell(&mut String::new(), &Float32Array::from(vec![bad]), 0).is_err());
         }
