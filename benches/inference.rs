@@ -315,8 +315,9 @@ const PASSTHROUGH_CHILD_ENV: &str = "BENCH_PASSTHROUGH_CHILD";
 
 /// The Kafka floor of the fraud pipeline, in its own process like the other two: librdkafka
 /// consuming every transaction and producing its payload and key unchanged to the same
-/// partition of `pt-out` (one `BaseConsumer`, one `ThreadedProducer` configured like
-/// Streamgate's sink). No decoding, no model, no second output. Prints its CPU seconds.
+/// partition of `pt-out` (one `BaseConsumer`, one `ThreadedProducer` with the sink's
+/// linger, idempotence and compression). No decoding, no model, no second output. Prints
+/// its CPU seconds.
 fn passthrough_child(bootstrap: &str, n: u64) {
     use rdkafka::config::ClientConfig;
     use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -653,8 +654,8 @@ fn main() {
     let mut runs = Vec::new();
     let model0 = mock.cpu_seconds();
     runs.push(run_streamgate(&bootstrap, &mock.url, fraud_records));
-    let floor = run_passthrough(&bootstrap, fraud_records);
     let sg_model_cpu = mock.cpu_seconds() - model0;
+    let floor = run_passthrough(&bootstrap, fraud_records);
     let mut quix_error = None;
     let mut quix_model_cpu = 0.0;
     if skip_quix {
@@ -746,7 +747,7 @@ fn main() {
         "\n## Method\n\n\
          - Stage: the compiled pipeline's inference stage (micro-batcher → version client → balancer → OIP v2 over reqwest) fed 1000-row batches, two in flight like the default two workers, against `streamgate mock-model` in its own process; gateway CPU is this process's user+system time from /proc/self/stat (the mock's is read from its own /proc entry), so neither includes the other.\n\
          - Added latency: alternating sequential calls of one row, a bare reqwest POST of the same OIP v2 body and `InferenceStage::apply` (max_delay 0), after 200 warm-up calls each.\n\
-         - Fraud pipeline: both read the same preloaded topic (64 partitions) with their own consumer group and write their own output topics on the same in-process embedded broker, one after the other, against the same mock model process. Streamgate is `streamgate run` (its own process) timed from spawn until the group committed every offset; Quix Streams is `benches/quix/fraud_pipeline.py` (quixstreams 3.28.1, batches of up to 1000 rows per model call, see benches/quix/README.md) timed from spawn until it exits after `--expect` records. CPU is each process's user+system time from /proc/<pid>/stat (sampled every 20-50 ms up to the end). Both include process start and the consumer group join. The floor is this benchmark binary run again as its own process (`BENCH_PASSTHROUGH_CHILD`): one librdkafka `BaseConsumer` assigned all 64 partitions and one `ThreadedProducer` with the sink's settings (linger.ms 5, idempotent), producing each payload and key unchanged to the same partition of another topic, timed from spawn until its producer flushed; it reports its own CPU from /proc/self/stat. It produces one message per record where the pipelines produce 1.12 (alerts) and decodes nothing, so it is a lower bound for any pipeline on this broker and client library.\n\
+         - Fraud pipeline: both read the same preloaded topic (64 partitions) with their own consumer group and write their own output topics on the same in-process embedded broker, one after the other, against the same mock model process. Streamgate is `streamgate run` (its own process) timed from spawn until the group committed every offset; Quix Streams is `benches/quix/fraud_pipeline.py` (quixstreams 3.28.1, batches of up to 1000 rows per model call, see benches/quix/README.md) timed from spawn until it exits after `--expect` records. CPU is each process's user+system time from /proc/<pid>/stat (sampled every 20-50 ms up to the end). Both include process start and the consumer group join. The floor is this benchmark binary run again as its own process (`BENCH_PASSTHROUGH_CHILD`): one librdkafka `BaseConsumer` assigned all 64 partitions and one `ThreadedProducer` with the sink's linger.ms 5, idempotence and no compression (and a local queue of up to 1M messages), producing each payload and key unchanged to the same partition of another topic, timed from spawn until its producer flushed; it reports its own CPU from /proc/self/stat. It produces one message per record where the pipelines produce 1.12 (alerts) and decodes nothing, so it is a lower bound for any pipeline on this broker and client library.\n\
          - ONNX: `OnnxBackend::run` on the same batch repeatedly, single thread."
     );
     let out = manifest_dir().join("benches/RESULTS-inference.md");
