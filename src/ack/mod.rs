@@ -120,7 +120,12 @@ impl Ack {
 
     /// Records an outcome; the ack keeps the worst one seen.
     pub fn record(&self, status: AckStatus) {
-        self.0.status.fetch_max(status as u8, Ordering::AcqRel);
+        // Delivered is the initial and best status: recording it changes nothing, and skipping
+        // the write keeps the shared counter's cache line quiet (one call per produced message).
+        // The final read happens after the last clone drops, which orders it after every write.
+        if status != AckStatus::Delivered {
+            self.0.status.fetch_max(status as u8, Ordering::AcqRel);
+        }
     }
 
     /// Notes that the batch's record `index` was durably dead-lettered.
@@ -164,6 +169,27 @@ impl PendingReceipt {
     /// Shorthand for `resolve(AckStatus::Delivered)`.
     pub fn delivered(self) {
         self.resolve(AckStatus::Delivered)
+    }
+
+    /// The receipt as one pointer, for a C library to hold (a Kafka message's opaque) without
+    /// an allocation of its own. Get it back with [`PendingReceipt::from_raw`] exactly once.
+    pub fn into_raw(mut self) -> *mut std::ffi::c_void {
+        match self.ack.take() {
+            Some(ack) => Arc::into_raw(ack.0).cast_mut().cast(),
+            None => std::ptr::null_mut(),
+        }
+    }
+
+    /// The receipt [`PendingReceipt::into_raw`] gave out.
+    ///
+    /// # Safety
+    /// `ptr` must come from `into_raw` and must not be used again.
+    pub unsafe fn from_raw(ptr: *mut std::ffi::c_void) -> Self {
+        let ack = (!ptr.is_null()).then(|| {
+            // SAFETY: the caller passes a pointer from `Arc::into_raw` in `into_raw`, once.
+            Ack(unsafe { Arc::from_raw(ptr.cast_const().cast::<AckInner>()) })
+        });
+        PendingReceipt { ack }
     }
 
     /// The ack this receipt belongs to (to derive further receipts for sub-fragments).
@@ -216,6 +242,28 @@ mod tests {
         drop(ack);
         drop(r);
         assert_eq!(*rec.0.lock().unwrap(), vec![(1, AckStatus::Errored)]);
+    }
+
+    #[test]
+    fn a_receipt_survives_the_round_trip_through_a_raw_pointer() {
+        let rec = Arc::new(Recorder::default());
+        let ack = Ack::new(5, rec.clone());
+        let raw = ack.receipt().into_raw();
+        drop(ack);
+        assert!(
+            rec.0.lock().unwrap().is_empty(),
+            "the raw receipt keeps the ack open"
+        );
+        // SAFETY: from into_raw, used once.
+        unsafe { PendingReceipt::from_raw(raw) }.resolve(AckStatus::Errored);
+        assert_eq!(*rec.0.lock().unwrap(), vec![(5, AckStatus::Errored)]);
+        // A receipt dropped after the round trip still counts as errored.
+        let ack = Ack::new(6, rec.clone());
+        let raw = ack.receipt().into_raw();
+        drop(ack);
+        // SAFETY: as above.
+        drop(unsafe { PendingReceipt::from_raw(raw) });
+        assert_eq!(rec.0.lock().unwrap()[1], (6, AckStatus::Errored));
     }
 
     #[test]

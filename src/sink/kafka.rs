@@ -31,8 +31,21 @@ pub struct DeliveryContext;
 
 impl ClientContext for DeliveryContext {}
 
+/// A message's receipt rides as its opaque without a box of its own: librdkafka hands each
+/// opaque back exactly once (in the delivery report, or with a refused send).
+impl rdkafka::util::IntoOpaque for PendingReceipt {
+    fn into_ptr(self) -> *mut std::ffi::c_void {
+        self.into_raw()
+    }
+
+    unsafe fn from_ptr(ptr: *mut std::ffi::c_void) -> Self {
+        // SAFETY: `ptr` comes from `into_ptr` and librdkafka returns it once.
+        unsafe { PendingReceipt::from_raw(ptr) }
+    }
+}
+
 impl ProducerContext<NoCustomPartitioner> for DeliveryContext {
-    type DeliveryOpaque = Box<PendingReceipt>;
+    type DeliveryOpaque = PendingReceipt;
 
     fn delivery(&self, result: &DeliveryResult<'_>, receipt: Self::DeliveryOpaque) {
         match result {
@@ -155,8 +168,7 @@ impl KafkaSink {
         headers: Option<OwnedHeaders>,
         receipt: PendingReceipt,
     ) -> Result<(), SinkError> {
-        let mut record =
-            BaseRecord::with_opaque_to(&self.topic, Box::new(receipt)).payload(payload);
+        let mut record = BaseRecord::with_opaque_to(&self.topic, receipt).payload(payload);
         if let Some(k) = key {
             record = record.key(k);
         }

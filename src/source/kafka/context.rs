@@ -1,8 +1,8 @@
 //! librdkafka callbacks of the source consumer: rebalances (drain and commit before giving a
 //! partition away) and statistics (consumer lag).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
@@ -10,6 +10,7 @@ use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::acks::{AckState, TopicPartition};
+use super::fetch_queue::FetchQueue;
 use crate::telemetry::PipelineMetrics;
 
 /// Consumer context of the Kafka source.
@@ -24,6 +25,18 @@ pub struct SourceContext {
     /// Mirrors the poll loop's backpressure state: partitions assigned while the pipeline is
     /// full are paused on arrival, or they would keep filling the loop's ready queue.
     pub(super) paused: AtomicBool,
+    /// Where assigned partitions' messages are forwarded (see [`FetchQueue`]); taken out
+    /// before the consumer closes.
+    pub(super) fetch_queue: Mutex<Option<Arc<FetchQueue>>>,
+}
+
+impl SourceContext {
+    fn fetch_queue(&self) -> Option<Arc<FetchQueue>> {
+        self.fetch_queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
 }
 
 fn partitions_of(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
@@ -118,6 +131,16 @@ impl ClientContext for SourceContext {
 
 impl ConsumerContext for SourceContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        // Before the assignment starts fetching, so every message of these partitions arrives
+        // on the fetch queue, in order.
+        if let Rebalance::Assign(tpl) = rebalance
+            && let Some(queue) = self.fetch_queue()
+        {
+            let missed = queue.route(tpl);
+            if missed > 0 {
+                tracing::debug!(missed, "partitions read through the consumer queue");
+            }
+        }
         if let Rebalance::Revoke(tpl) = rebalance {
             let revoked = partitions_of(tpl);
             // Give in-flight batches of the revoked partitions a chance to finish so the next

@@ -12,10 +12,11 @@
 
 mod acks;
 mod context;
+mod fetch_queue;
 mod poll_loop;
 
-use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -25,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use acks::{AckState, Slice, TopicPartition};
 use context::SourceContext;
+use fetch_queue::FetchQueue;
 
 use super::BatchRouter;
 pub use super::SourceReport;
@@ -46,8 +48,23 @@ pub enum KafkaSourceError {
     BatchFailed(String),
 }
 
+impl Drop for KafkaSource {
+    fn drop(&mut self) {
+        // Both handles of the fetch queue go before the consumer closes.
+        self.fetch_queue = None;
+        self.consumer
+            .context()
+            .fetch_queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+    }
+}
+
 /// A configured, not yet running, Kafka source.
 pub struct KafkaSource {
+    /// Dropped before the consumer (see `Drop`), as librdkafka requires of queue handles.
+    fetch_queue: Option<Arc<FetchQueue>>,
     consumer: BaseConsumer<SourceContext>,
     acks: Arc<AckState>,
     topics: Vec<Arc<str>>,
@@ -101,11 +118,20 @@ impl KafkaSource {
             drain_timeout,
             closing: AtomicBool::new(false),
             paused: AtomicBool::new(false),
+            fetch_queue: Mutex::new(None),
         };
         let consumer: BaseConsumer<SourceContext> = config.create_with_context(context)?;
+        // Set before subscribing, so no assignment can happen without it.
+        let fetch_queue = FetchQueue::new(&consumer).map(Arc::new);
+        *consumer
+            .context()
+            .fetch_queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = fetch_queue.clone();
         let topics: Vec<&str> = spec.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
         Ok(KafkaSource {
+            fetch_queue,
             consumer,
             acks,
             topics: spec.topics.iter().map(|t| Arc::from(t.as_str())).collect(),

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::acks::{Slice, TopicPartition};
 use super::context::commit_offsets;
+use super::fetch_queue::{FetchedBatch, FetchedMessage};
 use super::{KafkaSource, SourceReport};
 use crate::ack::Ack;
 use crate::batch::{Position, RawRecord, SourceBatch};
@@ -25,6 +26,8 @@ const MAX_POLL_WAIT: Duration = Duration::from_millis(100);
 /// How long a full worker queue may stay full before the partitions are paused. Rebalance
 /// callbacks wait at most this long (heartbeats are sent by librdkafka's own thread).
 const PAUSE_AFTER: Duration = Duration::from_millis(500);
+/// Most messages taken from the fetch queue at once.
+const MAX_FETCH_BATCH: usize = 4096;
 /// An identical consumer error is logged once, then every this many repeats.
 const ERROR_LOG_EVERY: u64 = 100;
 
@@ -37,6 +40,10 @@ pub(super) struct PendingBatch {
 }
 
 pub(super) struct PollLoop {
+    /// Declared first so that it drops before the consumer (its messages are librdkafka's).
+    fetched: Option<FetchedBatch>,
+    /// Topic handle → topic index, for messages from the fetch queue.
+    topic_handles: Vec<(usize, usize)>,
     source: KafkaSource,
     router: BatchRouter,
     runtime: Handle,
@@ -55,6 +62,10 @@ pub(super) struct PollLoop {
 impl PollLoop {
     pub(super) fn new(source: KafkaSource, router: BatchRouter, runtime: Handle) -> Self {
         PollLoop {
+            fetched: Some(FetchedBatch::with_capacity(
+                source.max_rows.min(MAX_FETCH_BATCH),
+            )),
+            topic_handles: Vec::new(),
             source,
             router,
             runtime,
@@ -107,15 +118,17 @@ impl PollLoop {
         (report, self)
     }
 
-    /// Polls one message (waiting up to `wait`), then whatever is already queued, bounded so
-    /// that ready batches are dispatched regularly.
+    /// Serves the consumer queue (rebalances, statistics, errors), then takes what the fetch
+    /// queue holds, waiting up to `wait` when it is empty.
     fn poll_messages(&mut self, wait: Duration) {
-        let mut timeout = wait;
-        for _ in 0..self.source.max_rows {
-            let Some(result) = self.source.consumer.poll(timeout) else {
-                return;
+        // Events are rare: one per round keeps them prompt. Messages only arrive here for a
+        // partition that could not be routed to the fetch queue.
+        let mut polled = 0;
+        while polled < self.source.max_rows {
+            let Some(result) = self.source.consumer.poll(Duration::ZERO) else {
+                break;
             };
-            timeout = Duration::ZERO;
+            polled += 1;
             match result {
                 Ok(message) => {
                     let record = self.to_record(&message);
@@ -127,6 +140,55 @@ impl PollLoop {
                 Err(e) => self.consumer_error(e),
             }
         }
+        let (Some(queue), Some(mut fetched)) =
+            (self.source.fetch_queue.clone(), self.fetched.take())
+        else {
+            return;
+        };
+        let wait = if polled > 0 { Duration::ZERO } else { wait };
+        queue.consume(wait, &mut fetched);
+        for message in fetched.iter() {
+            if let Some(e) = message.error() {
+                self.consumer_error(e);
+                continue;
+            }
+            if let Some((key, record)) = self.fetched_record(&message) {
+                self.accept(key, record);
+            }
+        }
+        fetched.clear();
+        self.fetched = Some(fetched);
+    }
+
+    /// Copies a message of the fetch queue, keyed by (topic index, partition).
+    fn fetched_record(
+        &mut self,
+        message: &FetchedMessage<'_>,
+    ) -> Option<((usize, i32), RawRecord)> {
+        let handle = message.topic_handle();
+        let topic_index = match self.topic_handles.iter().find(|(h, _)| *h == handle) {
+            Some(&(_, index)) => index,
+            None => {
+                let name = message.topic()?;
+                let index = self.source.topics.iter().position(|t| **t == *name)?;
+                self.topic_handles.push((handle, index));
+                index
+            }
+        };
+        let topic = self.source.topics[topic_index].clone();
+        let partition = message.partition();
+        let record = RawRecord {
+            key: message.key().map(<[u8]>::to_vec),
+            payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+            headers: message.headers(),
+            timestamp_ms: message.timestamp().to_millis(),
+            position: Position {
+                topic,
+                partition,
+                offset: message.offset(),
+            },
+        };
+        Some(((topic_index, partition), record))
     }
 
     /// Copies a message out of librdkafka's buffer, keyed by (topic index, partition).
