@@ -12,11 +12,12 @@ use futures::future::BoxFuture;
 use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::message::Message;
 use rdkafka::producer::{
-    BaseRecord, DeliveryResult, NoCustomPartitioner, Producer, ProducerContext, ThreadedProducer,
+    DeliveryResult, NoCustomPartitioner, Producer, ProducerContext, ThreadedProducer,
 };
 
+use super::kafka_produce::{NativeHeaders, TopicHandle};
 use super::{RowEncoder, Sink, SinkError, SinkInput, column_as_strings};
 use crate::ack::{Ack, AckStatus, PendingReceipt};
 use crate::spec::{KafkaSinkSpec, KafkaSourceSpec};
@@ -97,8 +98,9 @@ fn producer_key(group: &str, config: &ClientConfig) -> Vec<u8> {
 
 /// Produces rows to one topic.
 pub struct KafkaSink {
+    /// Declared before the producer: a topic handle must go before its client.
+    topic: TopicHandle,
     producer: SharedProducer,
-    topic: String,
     key: Option<String>,
     headers: Vec<(String, String)>,
     encoder: RowEncoder,
@@ -147,9 +149,14 @@ impl KafkaSink {
             kind: "kafka",
             message: e.to_string(),
         })?;
+        let topic =
+            TopicHandle::new(&*producer, &spec.topic).map_err(|message| SinkError::Build {
+                kind: "kafka",
+                message,
+            })?;
         Ok(KafkaSink {
+            topic,
             producer,
-            topic: spec.topic.clone(),
             key: spec.key.clone(),
             headers: spec
                 .headers
@@ -165,27 +172,22 @@ impl KafkaSink {
         &self,
         key: Option<&[u8]>,
         payload: &[u8],
-        headers: Option<OwnedHeaders>,
-        receipt: PendingReceipt,
+        mut headers: Option<NativeHeaders>,
+        mut receipt: PendingReceipt,
     ) -> Result<(), SinkError> {
-        let mut record = BaseRecord::with_opaque_to(&self.topic, receipt).payload(payload);
-        if let Some(k) = key {
-            record = record.key(k);
-        }
-        if let Some(h) = headers {
-            record = record.headers(h);
-        }
         loop {
-            match self.producer.send(record) {
+            match self.topic.produce(key, payload, &mut headers, receipt) {
                 Ok(()) => return Ok(()),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), rec)) => {
-                    record = rec;
+                Err((RDKafkaErrorCode::QueueFull, back)) => {
+                    receipt = back;
                     tokio::time::sleep(QUEUE_FULL_BACKOFF).await;
                 }
-                Err((e, rec)) => {
-                    // Not accepted: the receipt inside resolves as errored when dropped.
-                    drop(rec);
-                    return Err(SinkError::Kafka(e.to_string()));
+                Err((code, back)) => {
+                    // Not accepted: the receipt resolves as errored when dropped.
+                    drop(back);
+                    return Err(SinkError::Kafka(
+                        KafkaError::MessageProduction(code).to_string(),
+                    ));
                 }
             }
         }
@@ -219,14 +221,11 @@ impl KafkaSink {
                 .as_ref()
                 .and_then(|k| k.is_valid(i).then(|| k.value(i).as_bytes()));
             let headers = (!header_values.is_empty()).then(|| {
-                header_values
-                    .iter()
-                    .fold(OwnedHeaders::new(), |h, (name, values)| {
-                        h.insert(Header {
-                            key: name,
-                            value: values.is_valid(i).then(|| values.value(i)),
-                        })
-                    })
+                let mut headers = NativeHeaders::with_capacity(header_values.len());
+                for (name, values) in &header_values {
+                    headers.add(name, values.is_valid(i).then(|| values.value(i).as_bytes()));
+                }
+                headers
             });
             self.produce(key, payload, headers, ack.receipt()).await?;
         }
@@ -239,18 +238,13 @@ impl KafkaSink {
         ack: &Ack,
     ) -> Result<(), SinkError> {
         for dl in records {
-            let mut headers = OwnedHeaders::new();
+            let context = dl.context_headers();
+            let mut headers = NativeHeaders::with_capacity(dl.record.headers.len() + context.len());
             for (k, v) in &dl.record.headers {
-                headers = headers.insert(Header {
-                    key: k,
-                    value: v.as_deref(),
-                });
+                headers.add(k, v.as_deref());
             }
-            for (k, v) in dl.context_headers() {
-                headers = headers.insert(Header {
-                    key: &k,
-                    value: Some(&v),
-                });
+            for (k, v) in &context {
+                headers.add(k, Some(v.as_bytes()));
             }
             self.produce(
                 dl.record.key.as_deref(),
@@ -325,6 +319,116 @@ mod tests {
             .unwrap();
         // No broker is needed: librdkafka connects on the first message.
         KafkaSink::new(&spec, None, "p", group, encoder).unwrap()
+    }
+
+    /// Rows reach the topic with their key and configured headers (a null column value is a
+    /// header without value), and the batch's ack resolves once the broker has them all.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rows_arrive_with_key_and_headers_and_resolve_the_ack() {
+        use crate::ack::AckReceiver;
+        use datafusion::arrow::array::{Float64Array, StringArray};
+        use datafusion::arrow::datatypes::{DataType, Field};
+        use datafusion::arrow::record_batch::RecordBatch;
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        use rdkafka::message::Headers;
+
+        #[derive(Default)]
+        struct Recorder(Mutex<Vec<(u64, AckStatus)>>);
+        impl AckReceiver for Recorder {
+            fn resolved(&self, token: u64, status: AckStatus) {
+                self.0.lock().unwrap().push((token, status));
+            }
+        }
+
+        let broker = crate::demo::EmbeddedBroker::start(&[("out", 1)]).unwrap();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("card_id", DataType::Utf8, true),
+            Field::new("level", DataType::Utf8, true),
+            Field::new("amount", DataType::Float64, false),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(StringArray::from(vec![Some("c1"), Some("c2"), None])),
+                Arc::new(StringArray::from(vec![Some("high"), None, Some("low")])),
+                Arc::new(Float64Array::from(vec![1.5, 2.0, 3.25])),
+            ],
+        )
+        .unwrap();
+        let spec = KafkaSinkSpec {
+            bootstrap_servers: Some(broker.bootstrap_servers().to_string()),
+            topic: "out".to_string(),
+            key: Some("card_id".to_string()),
+            headers: [("risk-level".to_string(), "level".to_string())].into(),
+            security: None,
+            format: SinkFormatSpec::default(),
+            properties: Default::default(),
+        };
+        let encoder = RowEncoder::build(&spec.format, &schema, "out", "out")
+            .await
+            .unwrap();
+        let sink = KafkaSink::new(&spec, None, "p", "headers-test", encoder).unwrap();
+        let recorder = Arc::new(Recorder::default());
+        let ack = Ack::new(9, recorder.clone());
+        let input = SinkInput::Rows {
+            batch,
+            origins: None,
+        };
+        assert!(sink.send(input, &ack).await.unwrap().is_empty());
+        drop(ack);
+        sink.flush(Duration::from_secs(10)).await.unwrap();
+        // The delivery reports resolve on the producer's own thread, right after the flush.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while recorder.0.lock().unwrap().is_empty() && std::time::Instant::now() < deadline {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(*recorder.0.lock().unwrap(), vec![(9, AckStatus::Delivered)]);
+
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", broker.bootstrap_servers())
+            .set("group.id", "headers-test-reader")
+            .create()
+            .unwrap();
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        tpl.add_partition_offset("out", 0, rdkafka::Offset::Beginning)
+            .unwrap();
+        consumer.assign(&tpl).unwrap();
+        let mut got = Vec::new();
+        while got.len() < 3 && std::time::Instant::now() < deadline {
+            let Some(message) = consumer.poll(Duration::from_millis(100)) else {
+                continue;
+            };
+            let message = message.unwrap();
+            let headers: Vec<(String, Option<Vec<u8>>)> = message
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let payload: serde_json::Value =
+                serde_json::from_slice(message.payload().unwrap()).unwrap();
+            got.push((
+                message.key().map(<[u8]>::to_vec),
+                payload["amount"].clone(),
+                headers,
+            ));
+        }
+        let header =
+            |v: Option<&str>| vec![("risk-level".to_string(), v.map(|v| v.as_bytes().to_vec()))];
+        assert_eq!(
+            got,
+            vec![
+                (
+                    Some(b"c1".to_vec()),
+                    serde_json::json!(1.5),
+                    header(Some("high"))
+                ),
+                (Some(b"c2".to_vec()), serde_json::json!(2.0), header(None)),
+                (None, serde_json::json!(3.25), header(Some("low"))),
+            ]
+        );
     }
 
     #[tokio::test]
