@@ -320,7 +320,7 @@ const PASSTHROUGH_CHILD_ENV: &str = "BENCH_PASSTHROUGH_CHILD";
 /// its CPU seconds.
 fn passthrough_child(bootstrap: &str, n: u64) {
     use rdkafka::config::ClientConfig;
-    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::consumer::BaseConsumer;
     use rdkafka::producer::Producer;
     use rdkafka::{Offset, TopicPartitionList};
     let consumer: BaseConsumer = ClientConfig::new()
@@ -337,8 +337,14 @@ fn passthrough_child(bootstrap: &str, n: u64) {
         tpl.add_partition_offset("transactions", p, Offset::Beginning)
             .expect("tpl");
     }
-    consumer.assign(&tpl).expect("assign");
-    copy_records(&consumer, &producer, "pt-out", n, Duration::from_secs(600));
+    copy_records(
+        &consumer,
+        &tpl,
+        &producer,
+        "pt-out",
+        n,
+        Duration::from_secs(600),
+    );
     producer.flush(Duration::from_secs(120)).expect("flush");
     println!("cpu_seconds={}", cpu_seconds());
 }
@@ -747,7 +753,7 @@ fn main() {
         "\n## Method\n\n\
          - Stage: the compiled pipeline's inference stage (micro-batcher → version client → balancer → OIP v2 over reqwest) fed 1000-row batches, two in flight like the default two workers, against `streamgate mock-model` in its own process; gateway CPU is this process's user+system time from /proc/self/stat (the mock's is read from its own /proc entry), so neither includes the other.\n\
          - Added latency: alternating sequential calls of one row, a bare reqwest POST of the same OIP v2 body and `InferenceStage::apply` (max_delay 0), after 200 warm-up calls each.\n\
-         - Fraud pipeline: both read the same preloaded topic (64 partitions) with their own consumer group and write their own output topics on the same in-process embedded broker, one after the other, against the same mock model process. Streamgate is `streamgate run` (its own process) timed from spawn until the group committed every offset; Quix Streams is `benches/quix/fraud_pipeline.py` (quixstreams 3.28.1, batches of up to 1000 rows per model call, see benches/quix/README.md) timed from spawn until it exits after `--expect` records. CPU is each process's user+system time from /proc/<pid>/stat (sampled every 20-50 ms up to the end). Both include process start and the consumer group join. The floor is this benchmark binary run again as its own process (`BENCH_PASSTHROUGH_CHILD`): one librdkafka `BaseConsumer` assigned all 64 partitions and one `ThreadedProducer` with the sink's linger.ms 5, idempotence and no compression (and a local queue of up to 1M messages), producing each payload and key unchanged to the same partition of another topic, timed from spawn until its producer flushed; it reports its own CPU from /proc/self/stat. It produces one message per record where the pipelines produce 1.12 (alerts) and decodes nothing, so it is a lower bound for any pipeline on this broker and client library.\n\
+         - Fraud pipeline: both read the same preloaded topic (64 partitions) with their own consumer group and write their own output topics on the same in-process embedded broker, one after the other, against the same mock model process. Streamgate is `streamgate run` (its own process) timed from spawn until the group committed every offset; Quix Streams is `benches/quix/fraud_pipeline.py` (quixstreams 3.28.1, batches of up to 1000 rows per model call, see benches/quix/README.md) timed from spawn until it exits after `--expect` records. CPU is each process's user+system time from /proc/<pid>/stat (sampled every 20-50 ms up to the end). Both include process start and the consumer group join. The floor is this benchmark binary run again as its own process (`BENCH_PASSTHROUGH_CHILD`): one librdkafka `BaseConsumer` assigned all 64 partitions, their fetch queues forwarded to one queue read in batches of up to 4096 (`rd_kafka_consume_batch_queue`, as Streamgate's source does), and one `ThreadedProducer` with the sink's linger.ms 5, idempotence and no compression (and a local queue of up to 1M messages), producing each payload and key unchanged, by topic handle, to the same partition of another topic, timed from spawn until its producer flushed; it reports its own CPU from /proc/self/stat. It produces one message per record where the pipelines produce 1.12 (alerts) and decodes nothing, so it is a lower bound for any pipeline on this broker and client library.\n\
          - ONNX: `OnnxBackend::run` on the same batch repeatedly, single thread."
     );
     let out = manifest_dir().join("benches/RESULTS-inference.md");

@@ -2,7 +2,8 @@
 //! cluster), in one run:
 //!
 //! 1. the physical limit: an rdkafka passthrough (BaseConsumer → ThreadedProducer, payloads
-//!    unchanged) from an input topic to an output topic;
+//!    unchanged, messages read in batches and produced by topic handle, see
+//!    `support::copy_records`) from an input topic to an output topic;
 //! 2. the same records through `streamgate::runtime::run_pipeline` (JSON decode with
 //!    schemas/transaction.avsc → SQL projection and filter → Kafka sink), timed until the
 //!    consumer group has committed the end of every partition;
@@ -64,8 +65,14 @@ fn passthrough(bootstrap: &str, input: &str, output: &str, n: u64) -> Throughput
         tpl.add_partition_offset(input, p, Offset::Beginning)
             .expect("tpl");
     }
-    consumer.assign(&tpl).expect("assign");
-    copy_records(&consumer, &producer, output, n, Duration::from_secs(600));
+    copy_records(
+        &consumer,
+        &tpl,
+        &producer,
+        output,
+        n,
+        Duration::from_secs(600),
+    );
     producer.flush(Duration::from_secs(120)).expect("flush");
     wait_until(
         "passthrough output complete",
@@ -522,9 +529,10 @@ fn main() {
          before timing starts. {BIG_PARTITIONS} partitions because the mock broker keeps only 5 MB \
          per partition (1M × ~330 B on the wire over 16 partitions would be purged while loading); \
          the preload asserts nothing was purged.\n\
-         - Passthrough: one `BaseConsumer` (assigned all partitions from the beginning) and one \
+         - Passthrough: one `BaseConsumer` (assigned all partitions from the beginning, their fetch \
+         queues forwarded to one queue read in batches, like streamgate's source) and one \
          `ThreadedProducer` (linger.ms 5, idempotent, like the streamgate sink) producing each \
-         payload and key unchanged to the same partition of the output topic; timed until the \
+         payload and key unchanged, by topic handle, to the same partition of the output topic; timed until the \
          output topic's high watermarks sum to N.\n\
          - Streamgate: `run_pipeline` with JSON decode against schemas/transaction.avsc → \
          `{PROJECTION} FROM input WHERE amount > 0` → Kafka sink keyed by card_id (JSON encode), \

@@ -171,37 +171,93 @@ pub fn send(
     }
 }
 
-/// The passthrough loop: consumes `n` records and produces each payload and key unchanged to
-/// the same partition of `output`; panics after `timeout`.
+/// The passthrough loop, the cheapest way librdkafka allows: assigns `assignment` with every
+/// partition's fetch queue forwarded to one queue that is read in batches
+/// (`rd_kafka_consume_batch_queue`), and produces each payload and key unchanged, by topic
+/// handle, to the same partition of `output`, until `n` records were copied; panics after
+/// `timeout`.
 pub fn copy_records(
-    consumer: &rdkafka::consumer::BaseConsumer,
+    consumer: &BaseConsumer,
+    assignment: &TopicPartitionList,
     producer: &ThreadedProducer<DefaultProducerContext>,
     output: &str,
     n: u64,
     timeout: Duration,
 ) {
-    use rdkafka::message::Message;
+    use rdkafka::bindings as rd;
+    use rdkafka::bindings::rd_kafka_vtype_t::*;
+    use std::ffi::CString;
     let deadline = Instant::now() + timeout;
-    let mut consumed = 0u64;
-    while consumed < n {
-        assert!(
-            Instant::now() < deadline,
-            "passthrough timed out after {consumed} records"
-        );
-        match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => {
-                send(
-                    producer,
-                    BaseRecord::to(output)
-                        .key(m.key().unwrap_or_default())
-                        .payload(m.payload().unwrap_or_default())
-                        .partition(m.partition()),
+    let consumer_rk = consumer.client().native_ptr();
+    let producer_rk = producer.client().native_ptr();
+    let output = CString::new(output).expect("topic name");
+    // SAFETY: both clients outlive this function; every handle made here is destroyed here.
+    unsafe {
+        let queue = rd::rd_kafka_queue_new(consumer_rk);
+        for e in assignment.elements() {
+            let topic = CString::new(e.topic()).expect("topic name");
+            let partition_queue =
+                rd::rd_kafka_queue_get_partition(consumer_rk, topic.as_ptr(), e.partition());
+            assert!(!partition_queue.is_null(), "partition queue");
+            rd::rd_kafka_queue_forward(partition_queue, queue);
+            rd::rd_kafka_queue_destroy(partition_queue);
+        }
+        consumer.assign(assignment).expect("assign");
+        let topic = rd::rd_kafka_topic_new(producer_rk, output.as_ptr(), std::ptr::null_mut());
+        assert!(!topic.is_null(), "output topic handle");
+        let mut batch: Vec<*mut rd::rd_kafka_message_t> = vec![std::ptr::null_mut(); 4096];
+        let mut consumed = 0u64;
+        while consumed < n {
+            assert!(
+                Instant::now() < deadline,
+                "passthrough timed out after {consumed} records"
+            );
+            // Whatever is there at once; otherwise wait for a first message.
+            let mut got =
+                rd::rd_kafka_consume_batch_queue(queue, 0, batch.as_mut_ptr(), batch.len());
+            if got == 0 {
+                got = rd::rd_kafka_consume_batch_queue(queue, 100, batch.as_mut_ptr(), 1);
+            }
+            for &m in &batch[..usize::try_from(got).unwrap_or(0)] {
+                let message = &*m;
+                assert_eq!(
+                    message.err,
+                    rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR,
+                    "passthrough consume"
                 );
+                loop {
+                    let err = rd::rd_kafka_producev(
+                        producer_rk,
+                        RD_KAFKA_VTYPE_RKT,
+                        topic,
+                        RD_KAFKA_VTYPE_PARTITION,
+                        message.partition,
+                        RD_KAFKA_VTYPE_MSGFLAGS,
+                        rd::RD_KAFKA_MSG_F_COPY,
+                        RD_KAFKA_VTYPE_VALUE,
+                        message.payload,
+                        message.len,
+                        RD_KAFKA_VTYPE_KEY,
+                        message.key,
+                        message.key_len,
+                        RD_KAFKA_VTYPE_END,
+                    );
+                    if err == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+                        break;
+                    }
+                    assert_eq!(
+                        err,
+                        rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR__QUEUE_FULL,
+                        "passthrough produce"
+                    );
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                rd::rd_kafka_message_destroy(m);
                 consumed += 1;
             }
-            Some(Err(e)) => panic!("passthrough consume: {e}"),
-            None => {}
         }
+        rd::rd_kafka_topic_destroy(topic);
+        rd::rd_kafka_queue_destroy(queue);
     }
 }
 
