@@ -261,6 +261,43 @@ pub fn copy_records(
     }
 }
 
+/// The passthrough loop as rust-rdkafka's API suggests writing it: assigns `assignment`, polls
+/// one message at a time and `send`s each payload and key unchanged to the same partition of
+/// `output`, until `n` records were copied; panics after `timeout`.
+pub fn copy_records_polled(
+    consumer: &BaseConsumer,
+    assignment: &TopicPartitionList,
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    output: &str,
+    n: u64,
+    timeout: Duration,
+) {
+    use rdkafka::message::Message;
+    consumer.assign(assignment).expect("assign");
+    let deadline = Instant::now() + timeout;
+    let mut consumed = 0u64;
+    while consumed < n {
+        assert!(
+            Instant::now() < deadline,
+            "passthrough timed out after {consumed} records"
+        );
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                send(
+                    producer,
+                    BaseRecord::to(output)
+                        .key(m.key().unwrap_or_default())
+                        .payload(m.payload().unwrap_or_default())
+                        .partition(m.partition()),
+                );
+                consumed += 1;
+            }
+            Some(Err(e)) => panic!("passthrough consume: {e}"),
+            None => {}
+        }
+    }
+}
+
 /// Polls `condition` every `every` until it holds; panics after `timeout`.
 pub fn wait_until(
     what: &str,
