@@ -1,6 +1,7 @@
 //! Kafka sink: one message per row (JSON), or the original bytes for dead letters, produced
-//! with an idempotent producer. Receipts ride along as the delivery opaque and resolve in the
-//! delivery report callback, so a row counts as delivered only once the broker acknowledged it.
+//! with an idempotent producer. Receipts ride along as the delivery opaque and resolve when
+//! the delivery report arrives (served in bursts, see `kafka_delivery`), so a row counts as
+//! delivered only once the broker acknowledged it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex, Weak};
@@ -13,10 +14,9 @@ use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
-use rdkafka::producer::{
-    DeliveryResult, NoCustomPartitioner, Producer, ProducerContext, ThreadedProducer,
-};
+use rdkafka::producer::{DeliveryResult, NoCustomPartitioner, Producer, ProducerContext};
 
+use super::kafka_delivery::PacedProducer;
 use super::kafka_produce::{NativeHeaders, TopicHandle};
 use super::{RowEncoder, Sink, SinkError, SinkInput, column_as_strings};
 use crate::ack::{Ack, AckStatus, PendingReceipt};
@@ -27,7 +27,8 @@ use crate::spec::{KafkaSinkSpec, KafkaSourceSpec};
 /// path, not a synchronisation.
 const QUEUE_FULL_BACKOFF: Duration = Duration::from_millis(2);
 
-/// Resolves receipts from delivery reports.
+/// Resolves receipts from the delivery reports rust-rdkafka serves itself (while flushing);
+/// the others are served by `kafka_delivery`'s thread the same way.
 pub struct DeliveryContext;
 
 impl ClientContext for DeliveryContext {}
@@ -59,7 +60,7 @@ impl ProducerContext<NoCustomPartitioner> for DeliveryContext {
     }
 }
 
-type SharedProducer = Arc<ThreadedProducer<DeliveryContext>>;
+type SharedProducer = Arc<PacedProducer>;
 
 /// Producers of the sinks alive in this process, by sharing group and whole configuration. A
 /// pipeline's outputs usually configure the same producer and then share one: one connection,
@@ -67,17 +68,23 @@ type SharedProducer = Arc<ThreadedProducer<DeliveryContext>>;
 /// messages, instead of one set per sink. Weak, so a producer goes away with its last sink.
 static PRODUCERS: LazyLock<Mutex<HashMap<Vec<u8>, WeakProducer>>> = LazyLock::new(Default::default);
 
-type WeakProducer = Weak<ThreadedProducer<DeliveryContext>>;
+type WeakProducer = Weak<PacedProducer>;
 
 /// The live producer of `group` configured exactly like `config`, or a new one.
-fn shared_producer(group: &str, config: &ClientConfig) -> Result<SharedProducer, KafkaError> {
+fn shared_producer(group: &str, config: &ClientConfig) -> Result<SharedProducer, String> {
     let key = producer_key(group, config);
     let mut producers = PRODUCERS.lock().unwrap_or_else(|p| p.into_inner());
     producers.retain(|_, p| p.strong_count() > 0);
     if let Some(producer) = producers.get(&key).and_then(Weak::upgrade) {
         return Ok(producer);
     }
-    let producer: SharedProducer = Arc::new(config.create_with_context(DeliveryContext)?);
+    let producer = config
+        .create_with_context(DeliveryContext)
+        .map_err(|e| e.to_string())?;
+    let producer: SharedProducer = Arc::new(
+        PacedProducer::start(producer)
+            .map_err(|e| format!("cannot start the delivery-report thread: {e}"))?,
+    );
     producers.insert(key, Arc::downgrade(&producer));
     Ok(producer)
 }
@@ -145,15 +152,17 @@ impl KafkaSink {
             // Idempotence gives ordered, duplicate-free retries per partition (acks=all).
             &[("enable.idempotence", "true")],
         );
-        let producer = shared_producer(producer_group, &config).map_err(|e| SinkError::Build {
-            kind: "kafka",
-            message: e.to_string(),
-        })?;
-        let topic =
-            TopicHandle::new(&*producer, &spec.topic).map_err(|message| SinkError::Build {
+        let producer =
+            shared_producer(producer_group, &config).map_err(|message| SinkError::Build {
                 kind: "kafka",
                 message,
             })?;
+        let topic = TopicHandle::new(producer.producer(), &spec.topic).map_err(|message| {
+            SinkError::Build {
+                kind: "kafka",
+                message,
+            }
+        })?;
         Ok(KafkaSink {
             topic,
             producer,
@@ -279,7 +288,7 @@ impl Sink for KafkaSink {
     fn flush(&self, timeout: Duration) -> BoxFuture<'_, Result<(), SinkError>> {
         async move {
             let producer = self.producer.clone();
-            tokio::task::spawn_blocking(move || producer.flush(timeout))
+            tokio::task::spawn_blocking(move || producer.producer().flush(timeout))
                 .await
                 .map_err(|e| SinkError::Kafka(e.to_string()))?
                 .map_err(|e| SinkError::Kafka(e.to_string()))
@@ -291,7 +300,7 @@ impl Sink for KafkaSink {
 impl Drop for KafkaSink {
     fn drop(&mut self) {
         // Deliver what is queued; anything left resolves as errored (and is redelivered).
-        let _ = self.producer.flush(Duration::from_secs(10));
+        let _ = self.producer.producer().flush(Duration::from_secs(10));
     }
 }
 
@@ -300,6 +309,15 @@ mod tests {
     use super::*;
     use crate::spec::SinkFormatSpec;
     use datafusion::arrow::datatypes::Schema;
+
+    /// Keeps the final status of every ack it receives.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<(u64, AckStatus)>>);
+    impl crate::ack::AckReceiver for Recorder {
+        fn resolved(&self, token: u64, status: AckStatus) {
+            self.0.lock().unwrap().push((token, status));
+        }
+    }
 
     async fn sink(topic: &str, properties: &[(&str, &str)], group: &str) -> KafkaSink {
         let spec = KafkaSinkSpec {
@@ -325,20 +343,11 @@ mod tests {
     /// header without value), and the batch's ack resolves once the broker has them all.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn rows_arrive_with_key_and_headers_and_resolve_the_ack() {
-        use crate::ack::AckReceiver;
         use datafusion::arrow::array::{Float64Array, StringArray};
         use datafusion::arrow::datatypes::{DataType, Field};
         use datafusion::arrow::record_batch::RecordBatch;
         use rdkafka::consumer::{BaseConsumer, Consumer};
         use rdkafka::message::Headers;
-
-        #[derive(Default)]
-        struct Recorder(Mutex<Vec<(u64, AckStatus)>>);
-        impl AckReceiver for Recorder {
-            fn resolved(&self, token: u64, status: AckStatus) {
-                self.0.lock().unwrap().push((token, status));
-            }
-        }
 
         let broker = crate::demo::EmbeddedBroker::start(&[("out", 1)]).unwrap();
         let schema = Arc::new(Schema::new(vec![
@@ -429,6 +438,47 @@ mod tests {
                 (None, serde_json::json!(3.25), header(Some("low"))),
             ]
         );
+    }
+
+    /// A message the broker never acknowledges (here: no broker, and a short delivery timeout)
+    /// resolves its batch's ack as errored, so the source does not commit it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_undelivered_message_errors_the_ack() {
+        use datafusion::arrow::array::Int64Array;
+        use datafusion::arrow::datatypes::{DataType, Field};
+        use datafusion::arrow::record_batch::RecordBatch;
+
+        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+        let batch =
+            RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(vec![1, 2]))])
+                .unwrap();
+        let spec = KafkaSinkSpec {
+            bootstrap_servers: Some("127.0.0.1:1".to_string()),
+            topic: "nowhere".to_string(),
+            key: None,
+            headers: Default::default(),
+            security: None,
+            format: SinkFormatSpec::default(),
+            properties: [("message.timeout.ms".to_string(), "50".to_string())].into(),
+        };
+        let encoder = RowEncoder::build(&spec.format, &schema, "out", "nowhere")
+            .await
+            .unwrap();
+        let sink = KafkaSink::new(&spec, None, "p", "undelivered-test", encoder).unwrap();
+        let recorder = Arc::new(Recorder::default());
+        let ack = Ack::new(4, recorder.clone());
+        let input = SinkInput::Rows {
+            batch,
+            origins: None,
+        };
+        assert!(sink.send(input, &ack).await.unwrap().is_empty());
+        drop(ack);
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while recorder.0.lock().unwrap().is_empty() {
+            assert!(std::time::Instant::now() < deadline, "no delivery report");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(*recorder.0.lock().unwrap(), vec![(4, AckStatus::Errored)]);
     }
 
     #[tokio::test]

@@ -9,6 +9,7 @@ pub mod dead_letter;
 pub mod encode;
 pub mod file;
 pub mod kafka;
+mod kafka_delivery;
 mod kafka_produce;
 pub mod nats;
 pub mod stdout;
