@@ -122,12 +122,18 @@ impl PollLoop {
     /// queue holds, waiting up to `wait` when it is empty.
     fn poll_messages(&mut self, wait: Duration) {
         // Events are rare: one per round keeps them prompt. Messages only arrive here for a
-        // partition that could not be routed to the fetch queue.
+        // partition that could not be routed to the fetch queue (or for all of them, should
+        // librdkafka have given no fetch queue: then this is where the loop waits).
+        let mut timeout = match self.source.fetch_queue {
+            Some(_) => Duration::ZERO,
+            None => wait,
+        };
         let mut polled = 0;
         while polled < self.source.max_rows {
-            let Some(result) = self.source.consumer.poll(Duration::ZERO) else {
+            let Some(result) = self.source.consumer.poll(timeout) else {
                 break;
             };
+            timeout = Duration::ZERO;
             polled += 1;
             match result {
                 Ok(message) => {
