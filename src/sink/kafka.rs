@@ -51,11 +51,20 @@ impl ProducerContext<NoCustomPartitioner> for DeliveryContext {
 
     fn delivery(&self, result: &DeliveryResult<'_>, receipt: Self::DeliveryOpaque) {
         match result {
-            Ok(_) => receipt.delivered(),
-            Err((e, message)) => {
-                tracing::error!(topic = %message.topic(), error = %e, "kafka delivery failed");
-                receipt.resolve(AckStatus::Errored);
-            }
+            Ok(_) => settle(receipt, None),
+            Err((e, message)) => settle(receipt, Some((message.topic(), e))),
+        }
+    }
+}
+
+/// Resolves a message's receipt from its delivery report: delivered, or errored (and logged)
+/// with the topic and librdkafka's error. Both ways of serving reports end here.
+pub(super) fn settle(receipt: PendingReceipt, failure: Option<(&str, &dyn std::fmt::Display)>) {
+    match failure {
+        None => receipt.delivered(),
+        Some((topic, error)) => {
+            tracing::error!(%topic, %error, "kafka delivery failed");
+            receipt.resolve(AckStatus::Errored);
         }
     }
 }
@@ -319,6 +328,24 @@ mod tests {
         }
     }
 
+    impl Recorder {
+        /// The only ack received, once it arrives (delivery reports come on another thread).
+        async fn wait_for_one(&self) -> (u64, AckStatus) {
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            loop {
+                {
+                    let got = self.0.lock().unwrap();
+                    if !got.is_empty() {
+                        assert_eq!(got.len(), 1, "{got:?}");
+                        return got[0];
+                    }
+                }
+                assert!(std::time::Instant::now() < deadline, "no delivery report");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+
     async fn sink(topic: &str, properties: &[(&str, &str)], group: &str) -> KafkaSink {
         let spec = KafkaSinkSpec {
             bootstrap_servers: Some("127.0.0.1:1".to_string()),
@@ -387,11 +414,7 @@ mod tests {
         drop(ack);
         sink.flush(Duration::from_secs(10)).await.unwrap();
         // The delivery reports resolve on the producer's own thread, right after the flush.
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while recorder.0.lock().unwrap().is_empty() && std::time::Instant::now() < deadline {
-            tokio::task::yield_now().await;
-        }
-        assert_eq!(*recorder.0.lock().unwrap(), vec![(9, AckStatus::Delivered)]);
+        assert_eq!(recorder.wait_for_one().await, (9, AckStatus::Delivered));
 
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", broker.bootstrap_servers())
@@ -403,6 +426,7 @@ mod tests {
             .unwrap();
         consumer.assign(&tpl).unwrap();
         let mut got = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while got.len() < 3 && std::time::Instant::now() < deadline {
             let Some(message) = consumer.poll(Duration::from_millis(100)) else {
                 continue;
@@ -473,12 +497,7 @@ mod tests {
         };
         assert!(sink.send(input, &ack).await.unwrap().is_empty());
         drop(ack);
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while recorder.0.lock().unwrap().is_empty() {
-            assert!(std::time::Instant::now() < deadline, "no delivery report");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert_eq!(*recorder.0.lock().unwrap(), vec![(4, AckStatus::Errored)]);
+        assert_eq!(recorder.wait_for_one().await, (4, AckStatus::Errored));
     }
 
     #[tokio::test]

@@ -20,8 +20,8 @@ use rdkafka::bindings as rd;
 use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::util::IntoOpaque;
 
-use super::kafka::DeliveryContext;
-use crate::ack::{AckStatus, PendingReceipt};
+use super::kafka::{DeliveryContext, settle};
+use crate::ack::PendingReceipt;
 
 /// How long delivery reports may gather between two rounds of serving them.
 const DELIVERY_PACE: Duration = Duration::from_millis(2);
@@ -158,7 +158,7 @@ unsafe fn settle_deliveries(
             let message = &*message;
             let receipt = PendingReceipt::from_ptr(message._private);
             if message.err == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
-                receipt.delivered();
+                settle(receipt, None);
             } else {
                 let topic = if message.rkt.is_null() {
                     "?".into()
@@ -166,8 +166,7 @@ unsafe fn settle_deliveries(
                     CStr::from_ptr(rd::rd_kafka_topic_name(message.rkt)).to_string_lossy()
                 };
                 let error = rdkafka::error::RDKafkaErrorCode::from(message.err);
-                tracing::error!(%topic, %error, "kafka delivery failed");
-                receipt.resolve(AckStatus::Errored);
+                settle(receipt, Some((&topic, &error)));
             }
         }
         messages.clear();
