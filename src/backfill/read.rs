@@ -104,7 +104,8 @@ fn to_input(
             Some(c) => {
                 let cast_column = cast(c, field.data_type())
                     .map_err(|e| format!("column `{}`: {e}", field.name()))?;
-                if !field.is_nullable() {
+                // Per row only when there is a null to find.
+                if !field.is_nullable() && cast_column.null_count() > 0 {
                     for (r, reason) in bad_reason.iter_mut().enumerate() {
                         if cast_column.is_null(r) && reason.is_none() {
                             *reason = Some(if c.is_null(r) {

@@ -204,14 +204,17 @@ pub async fn process_rows(
         .batch_duration("route")
         .observe(started.elapsed().as_secs_f64());
 
-    let reached: HashSet<usize> = matched_any
+    // Indexed by input row: a hash set here cost 5% of a backfill's CPU.
+    let mut reached = vec![false; n];
+    for row in (0..rows).filter(|r| matched_any[*r]).filter_map(input_row) {
+        if let Some(reached) = reached.get_mut(row) {
+            *reached = true;
+        }
+    }
+    let filtered = reached
         .iter()
         .enumerate()
-        .filter(|(_, m)| **m)
-        .filter_map(|(r, _)| input_row(r))
-        .collect();
-    let filtered = (0..n)
-        .filter(|i| !reached.contains(i) && !failures.contains_key(i))
+        .filter(|(i, reached)| !**reached && !failures.contains_key(i))
         .count();
     Processed {
         routed,

@@ -596,29 +596,54 @@ outputs:
   - { name: all, sink: { type: stdout } }
   - { name: picky, where: "id / (id - 3) > 0", sink: { type: stdout } }
 "#;
-    let metrics = Metrics::new();
-    let (compiled, stage) = stage(yaml, &metrics).await;
-    let input = {
-        let records: Vec<RawRecord> = (0..10)
-            .map(|id| {
-                crate::common::raw_record(
-                    format!(r#"{{"id":{id},"x":1,"k":"a"}}"#).into_bytes(),
-                    id,
-                )
-            })
-            .collect();
-        compiled.decoder.decode(&records).batch
-    };
-    let out = streamgate::runtime::rows::process_rows(
-        &compiled,
-        &stage,
-        input,
-        &metrics.pipeline("route-failure"),
-    )
-    .await;
+    let out = process_ten_rows(yaml, |id| format!(r#"{{"id":{id},"x":1,"k":"a"}}"#)).await;
     assert_eq!(out.failures.keys().copied().collect::<Vec<_>>(), vec![3]);
     let all = out.routed[0].as_ref().unwrap();
     let ids = all.batch.column(0).as_primitive::<Int64Type>();
     assert_eq!(all.batch.num_rows(), 9);
     assert!((0..9).all(|r| ids.value(r) != 3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_that_reach_no_output_and_did_not_fail_are_counted_as_filtered() {
+    let yaml = r#"
+name: filtered-count
+source: { type: kafka, bootstrap_servers: "127.0.0.1:1", topics: [in], group_id: g }
+format:
+  type: json
+  columns:
+    - { name: id, type: int64 }
+sql: SELECT id FROM input WHERE id % 3 <> 0
+outputs:
+  - { name: small, where: "id < 5", sink: { type: stdout } }
+  - { name: eight, where: "id = 8", sink: { type: stdout } }
+  - { name: fails_on_four, where: "id / (id - 4) > 100", sink: { type: stdout } }
+"#;
+    let out = process_ten_rows(yaml, |id| format!(r#"{{"id":{id}}}"#)).await;
+    // The SQL drops 0, 3, 6 and 9; 4 fails its route; 1, 2 and 8 are published; 5 and 7 match
+    // no output.
+    assert_eq!(out.failures.keys().copied().collect::<Vec<_>>(), vec![4]);
+    assert_eq!(out.filtered, 6);
+    let published: usize = out
+        .routed
+        .iter()
+        .flatten()
+        .map(|r| r.batch.num_rows())
+        .sum();
+    assert_eq!(published, 3);
+}
+
+/// Runs the pipeline `yaml`'s SQL, inference and routing over the JSON records `record(0..10)`.
+async fn process_ten_rows(
+    yaml: &str,
+    record: impl Fn(i64) -> String,
+) -> streamgate::runtime::rows::Processed {
+    let metrics = Metrics::new();
+    let (compiled, stage) = stage(yaml, &metrics).await;
+    let records: Vec<RawRecord> = (0..10)
+        .map(|id| crate::common::raw_record(record(id).into_bytes(), id))
+        .collect();
+    let input = compiled.decoder.decode(&records).batch;
+    let pipeline = metrics.pipeline("rows");
+    streamgate::runtime::rows::process_rows(&compiled, &stage, input, &pipeline).await
 }
