@@ -16,6 +16,25 @@ mod commands;
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// jemalloc options compiled into the binary (`MALLOC_CONF` in the environment still wins).
+///
+/// `oversize_threshold:0`: by default jemalloc serves requests of 8 MiB and more from a
+/// dedicated arena that hands their pages back to the system as soon as they are freed, so a
+/// pipeline catching up on a backlog faulted in and zeroed fresh pages for its large batch
+/// buffers again and again. With the threshold off, large buffers are reused like any other
+/// until their decay time. Measured on the fraud benchmark's `streamgate run` (1M records,
+/// alternating runs): minor faults 104-119k -> 74k, CPU 5.7-5.8 -> 5.5 s; a 10M-row backfill's
+/// CPU and peak memory are unchanged.
+#[unsafe(export_name = "_rjem_malloc_conf")]
+static MALLOC_CONF: MallocConf = MallocConf(c"oversize_threshold:0".as_ptr());
+
+/// A C string pointer jemalloc reads once at start-up.
+#[repr(transparent)]
+struct MallocConf(*const std::ffi::c_char);
+
+// SAFETY: the pointer is to a static, immutable C string.
+unsafe impl Sync for MallocConf {}
+
 /// Makes the calling thread allocate from jemalloc's first arena.
 ///
 /// jemalloc gives threads arenas of their own (four per core by default), each keeping the
@@ -85,6 +104,25 @@ mod tests {
         };
         assert_eq!(rc, 0);
         arena
+    }
+
+    #[test]
+    fn large_allocations_are_not_handed_back_at_once() {
+        let mut threshold: usize = usize::MAX;
+        let mut len = std::mem::size_of::<usize>();
+        // SAFETY: reads a size_t into `threshold`, whose size is passed.
+        let rc = unsafe {
+            tikv_jemalloc_sys::mallctl(
+                c"opt.oversize_threshold".as_ptr(),
+                std::ptr::from_mut(&mut threshold).cast(),
+                &mut len,
+                std::ptr::null_mut(),
+                0,
+            )
+        };
+        assert_eq!(rc, 0);
+        assert_eq!(threshold, 0, "the compiled-in malloc_conf was not read");
+        let _ = &super::MALLOC_CONF;
     }
 
     #[test]
