@@ -23,7 +23,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// pipeline catching up on a backlog faulted in and zeroed fresh pages for its large batch
 /// buffers again and again. With the threshold off, large buffers are reused like any other
 /// until their decay time. Measured on the fraud benchmark's `streamgate run` (1M records,
-/// alternating runs): minor faults 104-119k -> 74k, CPU 5.7-5.8 -> 5.5 s; a 10M-row backfill's
+/// alternating runs): minor faults 104-119k -> 47-74k, CPU 5.7-5.8 -> 5.1-5.5 s; a 10M-row backfill's
 /// CPU and peak memory are unchanged.
 #[unsafe(export_name = "_rjem_malloc_conf")]
 static MALLOC_CONF: MallocConf = MallocConf(c"oversize_threshold:0".as_ptr());
