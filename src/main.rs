@@ -23,8 +23,8 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// pipeline catching up on a backlog faulted in and zeroed fresh pages for its large batch
 /// buffers again and again. With the threshold off, large buffers are reused like any other
 /// until their decay time. Measured on the fraud benchmark's `streamgate run` (1M records,
-/// alternating runs): minor faults 104-119k -> 47-74k, CPU 5.7-5.8 -> 5.1-5.5 s; a 10M-row backfill's
-/// CPU and peak memory are unchanged.
+/// alternating runs): minor faults 104-119k -> 47-74k, CPU 5.7-5.8 -> 5.1-5.5 s; a 10M-row
+/// backfill's CPU and peak memory are unchanged.
 #[unsafe(export_name = "_rjem_malloc_conf")]
 static MALLOC_CONF: MallocConf = MallocConf(c"oversize_threshold:0".as_ptr());
 
@@ -88,41 +88,32 @@ fn main() -> ExitCode {
 
 #[cfg(test)]
 mod tests {
-    /// The arena the calling thread allocates from.
-    fn thread_arena() -> u32 {
-        let mut arena: u32 = u32::MAX;
-        let mut len = std::mem::size_of::<u32>();
-        // SAFETY: reads an unsigned int into `arena`, whose size is passed.
+    /// Reads jemalloc setting `name`, a value of type `T`.
+    fn read_mallctl<T: Copy>(name: &std::ffi::CStr, mut value: T) -> T {
+        let mut len = std::mem::size_of::<T>();
+        // SAFETY: jemalloc writes at most `len` bytes, the size of `value`.
         let rc = unsafe {
             tikv_jemalloc_sys::mallctl(
-                c"thread.arena".as_ptr(),
-                std::ptr::from_mut(&mut arena).cast(),
+                name.as_ptr(),
+                std::ptr::from_mut(&mut value).cast(),
                 &mut len,
                 std::ptr::null_mut(),
                 0,
             )
         };
-        assert_eq!(rc, 0);
-        arena
+        assert_eq!(rc, 0, "mallctl {name:?}");
+        value
+    }
+
+    /// The arena the calling thread allocates from.
+    fn thread_arena() -> u32 {
+        read_mallctl(c"thread.arena", u32::MAX)
     }
 
     #[test]
     fn large_allocations_are_not_handed_back_at_once() {
-        let mut threshold: usize = usize::MAX;
-        let mut len = std::mem::size_of::<usize>();
-        // SAFETY: reads a size_t into `threshold`, whose size is passed.
-        let rc = unsafe {
-            tikv_jemalloc_sys::mallctl(
-                c"opt.oversize_threshold".as_ptr(),
-                std::ptr::from_mut(&mut threshold).cast(),
-                &mut len,
-                std::ptr::null_mut(),
-                0,
-            )
-        };
-        assert_eq!(rc, 0);
+        let threshold = read_mallctl(c"opt.oversize_threshold", usize::MAX);
         assert_eq!(threshold, 0, "the compiled-in malloc_conf was not read");
-        let _ = &super::MALLOC_CONF;
     }
 
     #[test]
