@@ -5,7 +5,9 @@
 //!    alerts and scored datasets, zstd Parquet) versus the same job written with pandas, pyarrow
 //!    and onnxruntime (benches/backfill/pandas_backfill.py);
 //! 2. the same with the model served over OIP v2 by the mock model server (its own process),
-//!    for both, showing where the time goes (the model process's CPU versus the client's).
+//!    for both, showing where the time goes (the model process's CPU versus the client's);
+//! 3. the Parquet floor: the same reading and writing by hand-written Rust with no SQL and no
+//!    model ([`parquet_floor_child`]), the limit of any backfill with these libraries.
 //!
 //! Each job is its own process: wall time, CPU seconds and peak resident memory (VmHWM) are
 //! read from /proc. Writes benches/RESULTS-backfill.md. `BENCH_BACKFILL_ROWS` (default
