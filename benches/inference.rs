@@ -13,7 +13,10 @@
 //!
 //! Writes benches/RESULTS-inference.md. `BENCH_STAGE_ROWS` (default 200,000),
 //! `BENCH_FRAUD_RECORDS` (default 300,000), `BENCH_LATENCY_CALLS` (default 3,000) and
-//! `BENCH_SKIP_QUIX=1` adjust it. Run with `cargo bench --bench inference`.
+//! `BENCH_SKIP_QUIX=1` adjust it. Two experiment knobs change the fraud pipeline's settings:
+//! `BENCH_LINGER_MS` (default 5) sets the producers' `linger.ms` in all three implementations
+//! alike, and `BENCH_SOURCE_ROWS` (default 1000) Streamgate's source batch size. Run with
+//! `cargo bench --bench inference`.
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
@@ -273,7 +276,7 @@ source:
   bootstrap_servers: {bootstrap}
   topics: [transactions]
   group_id: sg-bench
-  batch: {{ max_rows: 1000, max_age: 20ms }}
+  batch: {{ max_rows: {source_rows}, max_age: 20ms }}
   properties: {{ fetch.wait.max.ms: "10" }}
 format: {{ type: json, schema: {schema} }}
 sql: |
@@ -292,13 +295,21 @@ inference:
 outputs:
   - name: alerts
     where: fraud_score > {THRESHOLD}
-    sink: {{ type: kafka, topic: sg-alerts, key: card_id }}
+    sink: {{ type: kafka, topic: sg-alerts, key: card_id, properties: {{ linger.ms: "{linger}" }} }}
   - name: scored
-    sink: {{ type: kafka, topic: sg-scored, key: card_id }}
-dead_letter: {{ type: kafka, topic: sg-dlq }}
+    sink: {{ type: kafka, topic: sg-scored, key: card_id, properties: {{ linger.ms: "{linger}" }} }}
+dead_letter: {{ type: kafka, topic: sg-dlq, properties: {{ linger.ms: "{linger}" }} }}
 "#,
-        schema = schema.display()
+        schema = schema.display(),
+        linger = linger_ms(),
+        source_rows = env_u64("BENCH_SOURCE_ROWS", 1000),
     )
+}
+
+/// The producers' `linger.ms` in all three implementations (`BENCH_LINGER_MS`, default 5:
+/// the Kafka sink's default).
+fn linger_ms() -> u64 {
+    env_u64("BENCH_LINGER_MS", 5)
 }
 
 /// The feature SQL of pipelines/fraud-scoring.yaml, indented for embedding.
@@ -331,7 +342,7 @@ fn passthrough_child(bootstrap: &str, n: u64) {
         .set("fetch.wait.max.ms", "10")
         .create()
         .expect("consumer");
-    let producer = producer(bootstrap, "5");
+    let producer = producer(bootstrap, &linger_ms().to_string());
     let mut tpl = TopicPartitionList::new();
     for p in 0..FRAUD_PARTITIONS {
         tpl.add_partition_offset("transactions", p, Offset::Beginning)
@@ -473,6 +484,7 @@ fn run_quix(python: &Path, bootstrap: &str, model_url: &str, n: u64) -> Pipeline
             "quix-alerts",
         ])
         .args(["--dlq-topic", "quix-dlq"])
+        .args(["--linger-ms", &linger_ms().to_string()])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

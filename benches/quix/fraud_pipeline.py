@@ -57,6 +57,8 @@ def parse_args(argv=None):
     p.add_argument("--dlq-topic", default="transactions-dlq")
     p.add_argument("--fetch-wait-max-ms", type=int, default=10,
                    help="consumer fetch.wait.max.ms (the embedded broker holds fetches this long)")
+    p.add_argument("--linger-ms", type=int, default=5,
+                   help="producer linger.ms (5, librdkafka's and Streamgate's sink default)")
     p.add_argument("--log-level", default="WARNING", help="quixstreams log level")
     p.add_argument("--describe-configs", action="store_true",
                    help="let Quix read topic configs with DescribeConfigs (real clusters); by "
@@ -146,6 +148,7 @@ def main(argv=None):
         consumer_group=args.group,
         auto_offset_reset="earliest",
         consumer_extra_config={"fetch.wait.max.ms": args.fetch_wait_max_ms},
+        producer_extra_config={"linger.ms": args.linger_ms},
         loglevel=args.log_level,
     )
     tx_topic = app.topic(args.input_topic, key_deserializer="bytes", value_deserializer="bytes")
