@@ -302,14 +302,23 @@ dead_letter: {{ type: kafka, topic: sg-dlq, properties: {{ linger.ms: "{linger}"
 "#,
         schema = schema.display(),
         linger = linger_ms(),
-        source_rows = env_u64("BENCH_SOURCE_ROWS", 1000),
+        source_rows = source_rows(),
     )
 }
 
-/// The producers' `linger.ms` in all three implementations (`BENCH_LINGER_MS`, default 5:
-/// the Kafka sink's default).
+/// The Kafka sink's default `linger.ms`.
+const DEFAULT_LINGER_MS: u64 = 5;
+/// The source batch size of the shipped fraud pipelines.
+const DEFAULT_SOURCE_ROWS: u64 = 1000;
+
+/// The producers' `linger.ms` in all three implementations (`BENCH_LINGER_MS`).
 fn linger_ms() -> u64 {
-    env_u64("BENCH_LINGER_MS", 5)
+    env_u64("BENCH_LINGER_MS", DEFAULT_LINGER_MS)
+}
+
+/// Streamgate's source batch size (`BENCH_SOURCE_ROWS`).
+fn source_rows() -> u64 {
+    env_u64("BENCH_SOURCE_ROWS", DEFAULT_SOURCE_ROWS)
 }
 
 /// The feature SQL of pipelines/fraud-scoring.yaml, indented for embedding.
@@ -693,6 +702,13 @@ fn main() {
         md,
         "\n## 2. Fraud pipeline: Kafka → SQL features → batched OIP v2 call → Kafka ({fraud_records} transactions, 1% malformed)\n"
     );
+    let (linger, source_rows) = (linger_ms(), source_rows());
+    if (linger, source_rows) != (DEFAULT_LINGER_MS, DEFAULT_SOURCE_ROWS) {
+        let _ = writeln!(
+            md,
+            "Experiment settings: producers' linger.ms {linger} in all three implementations, Streamgate source batches of up to {source_rows} rows (the Method section describes the defaults, {DEFAULT_LINGER_MS} ms and {DEFAULT_SOURCE_ROWS} rows).\n"
+        );
+    }
     let _ = writeln!(
         md,
         "| Implementation | Wall s | Records/s | CPU s | CPU-s per 1M | CPU-µs per record | |"
