@@ -15,7 +15,7 @@
 //! `BENCH_FRAUD_RECORDS` (default 300,000), `BENCH_LATENCY_CALLS` (default 3,000) and
 //! `BENCH_SKIP_QUIX=1` adjust it. Two experiment knobs change the fraud pipeline's settings:
 //! `BENCH_LINGER_MS` (default 5) sets the producers' `linger.ms` in all three implementations
-//! alike, and `BENCH_SOURCE_ROWS` (default 1000) Streamgate's source batch size. Run with
+//! alike, and `BENCH_SOURCE_ROWS` (default 4096, the `batch.max_rows` default) Streamgate's source batch size. Run with
 //! `cargo bench --bench inference`.
 
 use std::fmt::Write as _;
@@ -309,7 +309,7 @@ dead_letter: {{ type: kafka, topic: sg-dlq, properties: {{ linger.ms: "{linger}"
 /// The Kafka sink's default `linger.ms`.
 const DEFAULT_LINGER_MS: u64 = 5;
 /// The source batch size of the shipped fraud pipelines.
-const DEFAULT_SOURCE_ROWS: u64 = 1000;
+const DEFAULT_SOURCE_ROWS: u64 = 4096;
 
 /// The producers' `linger.ms` in all three implementations (`BENCH_LINGER_MS`).
 fn linger_ms() -> u64 {
