@@ -15,8 +15,8 @@
 //! `BENCH_FRAUD_RECORDS` (default 300,000), `BENCH_LATENCY_CALLS` (default 3,000) and
 //! `BENCH_SKIP_QUIX=1` adjust it. Two experiment knobs change the fraud pipeline's settings:
 //! `BENCH_LINGER_MS` (default 5) sets the producers' `linger.ms` in all three implementations
-//! alike, and `BENCH_SOURCE_ROWS` (default 4096, the `batch.max_rows` default) Streamgate's source batch size. Run with
-//! `cargo bench --bench inference`.
+//! alike, and `BENCH_SOURCE_ROWS` (default 4096, the `batch.max_rows` default) Streamgate's
+//! source batch size. Run with `cargo bench --bench inference`.
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
