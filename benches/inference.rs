@@ -308,17 +308,20 @@ dead_letter: {{ type: kafka, topic: sg-dlq, properties: {{ linger.ms: "{linger}"
 
 /// The Kafka sink's default `linger.ms`.
 const DEFAULT_LINGER_MS: u64 = 5;
-/// The source batch size of the shipped fraud pipelines.
-const DEFAULT_SOURCE_ROWS: u64 = 4096;
 
 /// The producers' `linger.ms` in all three implementations (`BENCH_LINGER_MS`).
 fn linger_ms() -> u64 {
     env_u64("BENCH_LINGER_MS", DEFAULT_LINGER_MS)
 }
 
+/// Streamgate's default source batch size: the pipeline format's `batch.max_rows` default.
+fn default_source_rows() -> u64 {
+    streamgate::spec::BatchSpec::default().max_rows as u64
+}
+
 /// Streamgate's source batch size (`BENCH_SOURCE_ROWS`).
 fn source_rows() -> u64 {
-    env_u64("BENCH_SOURCE_ROWS", DEFAULT_SOURCE_ROWS)
+    env_u64("BENCH_SOURCE_ROWS", default_source_rows())
 }
 
 /// The feature SQL of pipelines/fraud-scoring.yaml, indented for embedding.
@@ -703,10 +706,11 @@ fn main() {
         "\n## 2. Fraud pipeline: Kafka → SQL features → batched OIP v2 call → Kafka ({fraud_records} transactions, 1% malformed)\n"
     );
     let (linger, source_rows) = (linger_ms(), source_rows());
-    if (linger, source_rows) != (DEFAULT_LINGER_MS, DEFAULT_SOURCE_ROWS) {
+    let default_rows = default_source_rows();
+    if (linger, source_rows) != (DEFAULT_LINGER_MS, default_rows) {
         let _ = writeln!(
             md,
-            "Experiment settings: producers' linger.ms {linger} in all three implementations, Streamgate source batches of up to {source_rows} rows (the Method section describes the defaults, {DEFAULT_LINGER_MS} ms and {DEFAULT_SOURCE_ROWS} rows).\n"
+            "Experiment settings: producers' linger.ms {linger} in all three implementations, Streamgate source batches of up to {source_rows} rows (the Method section describes the defaults, {DEFAULT_LINGER_MS} ms and {default_rows} rows).\n"
         );
     }
     let _ = writeln!(
@@ -781,7 +785,7 @@ fn main() {
         "\n## Method\n\n\
          - Stage: the compiled pipeline's inference stage (micro-batcher → version client → balancer → OIP v2 over reqwest) fed 1000-row batches, two in flight like the default two workers, against `streamgate mock-model` in its own process; gateway CPU is this process's user+system time from /proc/self/stat (the mock's is read from its own /proc entry), so neither includes the other.\n\
          - Added latency: alternating sequential calls of one row, a bare reqwest POST of the same OIP v2 body and `InferenceStage::apply` (max_delay 0), after 200 warm-up calls each.\n\
-         - Fraud pipeline: both read the same preloaded topic (64 partitions) with their own consumer group and write their own output topics on the same in-process embedded broker, one after the other, against the same mock model process. Streamgate is `streamgate run` (its own process) timed from spawn until the group committed every offset; Quix Streams is `benches/quix/fraud_pipeline.py` (quixstreams 3.28.1, batches of up to 1000 rows per model call, see benches/quix/README.md) timed from spawn until it exits after `--expect` records. CPU is each process's user+system time from /proc/<pid>/stat (sampled every 20-50 ms up to the end). Both include process start and the consumer group join. The floor is this benchmark binary run again as its own process (`BENCH_PASSTHROUGH_CHILD`): one librdkafka `BaseConsumer` assigned all 64 partitions, their fetch queues forwarded to one queue read in batches of up to 4096 (`rd_kafka_consume_batch_queue`, as Streamgate's source does), and one `ThreadedProducer` with the sink's linger.ms 5, idempotence and no compression (and a local queue of up to 1M messages), producing each payload and key unchanged, by topic handle, to the same partition of another topic, timed from spawn until its producer flushed; it reports its own CPU from /proc/self/stat. It produces one message per record where the pipelines produce 1.12 (alerts) and decodes nothing, so it is a lower bound for any pipeline on this broker and client library.\n\
+         - Fraud pipeline: both read the same preloaded topic (64 partitions) with their own consumer group and write their own output topics on the same in-process embedded broker, one after the other, against the same mock model process. Streamgate is `streamgate run` (its own process; source batches of up to {default_rows} rows, the `batch.max_rows` default, and model requests of up to 1000 rows) timed from spawn until the group committed every offset; Quix Streams is `benches/quix/fraud_pipeline.py` (quixstreams 3.28.1, batches of up to 1000 rows per model call, see benches/quix/README.md) timed from spawn until it exits after `--expect` records. CPU is each process's user+system time from /proc/<pid>/stat (sampled every 20-50 ms up to the end). Both include process start and the consumer group join. The floor is this benchmark binary run again as its own process (`BENCH_PASSTHROUGH_CHILD`): one librdkafka `BaseConsumer` assigned all 64 partitions, their fetch queues forwarded to one queue read in batches of up to 4096 (`rd_kafka_consume_batch_queue`, as Streamgate's source does), and one `ThreadedProducer` with the sink's linger.ms 5, idempotence and no compression (and a local queue of up to 1M messages), producing each payload and key unchanged, by topic handle, to the same partition of another topic, timed from spawn until its producer flushed; it reports its own CPU from /proc/self/stat. It produces one message per record where the pipelines produce 1.12 (alerts) and decodes nothing, so it is a lower bound for any pipeline on this broker and client library.\n\
          - ONNX: `OnnxBackend::run` on the same batch repeatedly, single thread."
     );
     let out = manifest_dir().join("benches/RESULTS-inference.md");
