@@ -16,6 +16,7 @@ use crate::codec::schema::{column_list, load_record_schema};
 use crate::inference::registry::{self, PreparedBackends};
 use crate::inference::step::{CompiledStep, compile_steps};
 use crate::inference::{OnlineProblem, check_online};
+use crate::sink::PayloadColumns;
 use crate::spec::{FormatSpec, LoadedPipeline, SinkSpec, SpecError, SpecErrors};
 use crate::transform::route::RowFilter;
 use crate::transform::sql::SqlTransform;
@@ -26,6 +27,8 @@ pub struct CompiledOutput {
     pub name: String,
     /// Compiled `where`, if any.
     pub filter: Option<RowFilter>,
+    /// The columns its payloads carry (`columns` / `exclude_columns`).
+    pub payload: PayloadColumns,
 }
 
 /// A pipeline ready to be built into a runtime.
@@ -125,15 +128,30 @@ pub async fn compile(pipeline: LoadedPipeline) -> Result<Arc<CompiledPipeline>, 
             },
             None => None,
         };
+        let payload = match PayloadColumns::resolve(
+            output.columns.as_deref(),
+            &output.exclude_columns,
+            &out_schema,
+        ) {
+            Ok(payload) => payload,
+            Err(list) => {
+                for (field, message) in list {
+                    errors.push(err(&format!("outputs[{i}].{field}"), message));
+                }
+                PayloadColumns::all()
+            }
+        };
         check_sink_columns(
             &output.sink,
             &out_schema,
+            &payload,
             &format!("outputs[{i}].sink"),
             &mut |p, m| errors.push(err(&p, m)),
         );
         outputs.push(CompiledOutput {
             name: output.name.clone(),
             filter,
+            payload,
         });
     }
     if !errors.is_empty() {
@@ -151,9 +169,12 @@ pub async fn compile(pipeline: LoadedPipeline) -> Result<Arc<CompiledPipeline>, 
     }))
 }
 
+/// Checks the columns a sink reads: its Avro schema against the payload columns, its key,
+/// headers and subject against every column of the output rows.
 fn check_sink_columns(
     sink: &SinkSpec,
     schema: &SchemaRef,
+    payload: &PayloadColumns,
     path: &str,
     report: &mut dyn FnMut(String, String),
 ) {
@@ -163,6 +184,9 @@ fn check_sink_columns(
         SinkSpec::Stdout(_) | SinkSpec::File(_) => None,
     };
     if let Some(crate::spec::SinkFormatSpec::Avro(avro)) = format {
+        // The resolved projection always fits the schema it was resolved against.
+        let payload_schema = payload.schema(schema).unwrap_or_else(|_| schema.clone());
+        let schema = &payload_schema;
         if let Err(e) = crate::codec::avro_encode::writer_schema(
             schema,
             avro.name.as_deref().unwrap_or("row"),

@@ -33,7 +33,7 @@ use crate::batch::{Position, RawRecord};
 use crate::inference::{InferenceStage, ModelRegistry};
 use crate::plan::CompiledPipeline;
 use crate::runtime::rows::process_rows;
-use crate::sink::{self, DeadLetterRecord, Sink, SinkInput};
+use crate::sink::{self, DeadLetterRecord, PayloadColumns, Sink, SinkInput};
 use crate::spec::SpecErrors;
 use crate::telemetry::{Metrics, PipelineMetrics};
 use input::{BadFile, Unit};
@@ -206,17 +206,19 @@ pub async fn run(
     }
     let destination = if options.to_sinks {
         let columns = compiled.output_schema();
-        let build = async |s, output: &str| {
-            sink::build(s, &spec.source, &name, output, &columns)
+        let build = async |s, output: &str, payload| {
+            sink::build(s, &spec.source, &name, output, &columns, payload)
                 .await
                 .map_err(|e| BackfillError::Pipeline(e.to_string()))
         };
         let mut outputs = Vec::with_capacity(spec.outputs.len());
-        for output in &spec.outputs {
-            outputs.push(build(&output.sink, &output.name).await?);
+        for (output, compiled_output) in spec.outputs.iter().zip(&compiled.outputs) {
+            outputs.push(build(&output.sink, &output.name, &compiled_output.payload).await?);
         }
         let dead_letter = match &spec.dead_letter {
-            Some(s) => Some(build(s, crate::sink::DEAD_LETTER_OUTPUT).await?),
+            Some(s) => {
+                Some(build(s, crate::sink::DEAD_LETTER_OUTPUT, &PayloadColumns::all()).await?)
+            }
             None => None,
         };
         Destination::Sinks {
@@ -494,6 +496,8 @@ enum UnitSink {
     Files {
         names: Vec<String>,
         outputs: Vec<UnitFile>,
+        /// The columns each output's files hold.
+        payloads: Vec<PayloadColumns>,
         dead: Box<UnitFile>,
     },
     Sinks {
@@ -514,10 +518,18 @@ impl UnitSink {
         let names: Vec<String> = compiled.outputs.iter().map(|o| o.name.clone()).collect();
         Ok(match &context.destination {
             Destination::Files { dir } => UnitSink::Files {
-                outputs: names
+                outputs: compiled
+                    .outputs
                     .iter()
-                    .map(|n| UnitFile::new(&dir.join(n), &unit.id, compiled.output_schema()))
-                    .collect(),
+                    .map(|o| {
+                        let schema = o
+                            .payload
+                            .schema(&compiled.output_schema())
+                            .map_err(|e| e.to_string())?;
+                        Ok(UnitFile::new(&dir.join(&o.name), &unit.id, schema))
+                    })
+                    .collect::<Result<_, String>>()?,
+                payloads: compiled.outputs.iter().map(|o| o.payload.clone()).collect(),
                 dead: Box::new(UnitFile::new(
                     &dir.join(DEAD_LETTER_DIR),
                     &unit.id,
@@ -548,7 +560,9 @@ impl UnitSink {
 
     async fn write(&mut self, output: usize, batch: RecordBatch) -> Result<(), String> {
         match self {
-            UnitSink::Files { outputs, .. } => outputs[output].write(&batch),
+            UnitSink::Files {
+                outputs, payloads, ..
+            } => outputs[output].write(&payloads[output].apply(&batch).map_err(|e| e.to_string())?),
             UnitSink::Sinks {
                 outputs, ack, rows, ..
             } => {
@@ -632,6 +646,7 @@ impl UnitSink {
                 names,
                 outputs,
                 dead,
+                ..
             } => {
                 let mut rows = BTreeMap::new();
                 for (name, file) in names.into_iter().zip(outputs) {

@@ -77,7 +77,8 @@ pub async fn run_pipeline(
         source,
     };
     let mut outputs = Vec::new();
-    for (index, output) in spec.outputs.iter().enumerate() {
+    for (index, (output, compiled_output)) in spec.outputs.iter().zip(&compiled.outputs).enumerate()
+    {
         outputs.push(OutputRuntime {
             index,
             sink: sink::build(
@@ -86,6 +87,7 @@ pub async fn run_pipeline(
                 &name,
                 &output.name,
                 &compiled.output_schema(),
+                &compiled_output.payload,
             )
             .await
             .map_err(sink_err)?,
@@ -101,6 +103,7 @@ pub async fn run_pipeline(
                 &name,
                 sink::DEAD_LETTER_OUTPUT,
                 &compiled.output_schema(),
+                &sink::PayloadColumns::all(),
             )
             .await
             .map_err(sink_err)?,

@@ -4,14 +4,21 @@
 use datafusion::arrow::datatypes::Schema;
 use datafusion::arrow::record_batch::RecordBatch;
 
-use super::SinkError;
+use super::{PayloadColumns, SinkError};
 use crate::codec::avro_encode::{AvroEncoder, Framing, writer_schema};
 use crate::codec::json::EncodedRows as JsonRows;
 use crate::spec::{AvroWire, SinkFormatSpec};
 
-/// Encodes result rows for one sink.
+/// Encodes result rows for one sink: the payload columns of each row, in the sink's format.
 #[derive(Debug)]
-pub enum RowEncoder {
+pub struct RowEncoder {
+    format: RowFormat,
+    payload: PayloadColumns,
+}
+
+/// A payload format.
+#[derive(Debug)]
+enum RowFormat {
     /// One JSON object per row.
     Json,
     /// One Avro datum per row.
@@ -54,7 +61,22 @@ impl EncodedRows {
 }
 
 impl RowEncoder {
-    /// Builds the encoder of `format` for rows with `columns`, sent by output `output` to
+    /// A JSON encoder of every column.
+    pub fn json() -> Self {
+        RowEncoder {
+            format: RowFormat::Json,
+            payload: PayloadColumns::all(),
+        }
+    }
+
+    /// Encodes only the `payload` columns of each row; `columns` given to [`Self::build`]
+    /// must then be the payload's schema.
+    pub fn with_payload(mut self, payload: PayloadColumns) -> Self {
+        self.payload = payload;
+        self
+    }
+
+    /// Builds the encoder of `format` for payloads with `columns`, sent by output `output` to
     /// `topic` (Kafka topic, or NATS subject prefix). Avro in the Confluent framing registers
     /// the writer schema first: an unreachable registry fails the start, clearly.
     pub async fn build(
@@ -64,7 +86,7 @@ impl RowEncoder {
         topic: &str,
     ) -> Result<Self, SinkError> {
         let avro = match format {
-            SinkFormatSpec::Json => return Ok(RowEncoder::Json),
+            SinkFormatSpec::Json => return Ok(Self::json()),
             SinkFormatSpec::Avro(avro) => avro,
         };
         let encode_err = |message: String| SinkError::Encode(message);
@@ -107,17 +129,22 @@ impl RowEncoder {
             Some(user) => AvroEncoder::resolving(&derived, user, framing),
             None => AvroEncoder::new(&derived, framing),
         };
-        Ok(RowEncoder::Avro(Box::new(encoder.map_err(encode_err)?)))
+        Ok(RowEncoder {
+            format: RowFormat::Avro(Box::new(encoder.map_err(encode_err)?)),
+            payload: PayloadColumns::all(),
+        })
     }
 
-    /// Encodes every row of `batch`.
+    /// Encodes the payload of every row of `batch`.
     pub fn encode(&self, batch: &RecordBatch) -> Result<EncodedRows, SinkError> {
-        match self {
-            RowEncoder::Json => crate::codec::json::encode_rows(batch)
+        let encode_err = |e: datafusion::arrow::error::ArrowError| SinkError::Encode(e.to_string());
+        let batch = self.payload.apply(batch).map_err(encode_err)?;
+        match &self.format {
+            RowFormat::Json => crate::codec::json::encode_rows(&batch)
                 .map(EncodedRows::Json)
-                .map_err(|e| SinkError::Encode(e.to_string())),
-            RowEncoder::Avro(encoder) => encoder
-                .encode_each(batch)
+                .map_err(encode_err),
+            RowFormat::Avro(encoder) => encoder
+                .encode_each(&batch)
                 .map(EncodedRows::Avro)
                 .map_err(SinkError::Encode),
         }

@@ -7,7 +7,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::Mutex;
 
 use super::stdout::render;
-use super::{Sink, SinkError, SinkInput};
+use super::{PayloadColumns, Sink, SinkError, SinkInput};
 use crate::ack::Ack;
 use crate::spec::FileSinkSpec;
 
@@ -15,6 +15,7 @@ use crate::spec::FileSinkSpec;
 pub struct FileSink {
     file: Mutex<tokio::fs::File>,
     fsync: bool,
+    payload: PayloadColumns,
 }
 
 impl FileSink {
@@ -31,7 +32,14 @@ impl FileSink {
         Ok(FileSink {
             file: Mutex::new(tokio::fs::File::from_std(file)),
             fsync: spec.fsync,
+            payload: PayloadColumns::all(),
         })
+    }
+
+    /// Writes only the `payload` columns of each row.
+    pub fn with_payload(mut self, payload: PayloadColumns) -> Self {
+        self.payload = payload;
+        self
     }
 }
 
@@ -43,7 +51,7 @@ impl Sink for FileSink {
     ) -> BoxFuture<'a, Result<super::Rejected, SinkError>> {
         async move {
             let receipt = ack.receipt();
-            let bytes = render(&input)?;
+            let bytes = render(&input, &self.payload)?;
             let mut file = self.file.lock().await;
             file.write_all(&bytes).await?;
             file.flush().await?;

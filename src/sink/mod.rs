@@ -12,18 +12,20 @@ pub mod kafka;
 mod kafka_delivery;
 mod kafka_produce;
 pub mod nats;
+mod projection;
 pub mod stdout;
 
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, StringArray};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Schema};
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use futures::future::BoxFuture;
 
 pub use dead_letter::{DeadLetterRecord, ModelContext};
 pub use encode::RowEncoder;
+pub use projection::PayloadColumns;
 
 use crate::ack::Ack;
 use crate::batch::Position;
@@ -150,23 +152,33 @@ pub trait Sink: Send + Sync {
 pub const DEAD_LETTER_OUTPUT: &str = "dead_letter";
 
 /// Builds a sink from its spec. Kafka and NATS sinks without their own servers use the
-/// source's connection. `output` names the output ([`DEAD_LETTER_OUTPUT`] for the dead-letter sink) and
-/// `columns` is the schema of the rows it receives (for Avro's writer schema). NATS sinks
-/// connect and Avro sinks register their schema here, so this is async.
+/// source's connection. `output` names the output ([`DEAD_LETTER_OUTPUT`] for the dead-letter sink),
+/// `columns` is the schema of the rows it receives and `payload` the columns of them it
+/// writes (which give Avro's writer schema). NATS sinks connect and Avro sinks register their
+/// schema here, so this is async.
 pub async fn build(
     spec: &SinkSpec,
     source: &SourceSpec,
     pipeline: &str,
     output: &str,
-    columns: &Schema,
+    columns: &SchemaRef,
+    payload: &PayloadColumns,
 ) -> Result<Arc<dyn Sink>, SinkError> {
     let source_kafka = match source {
         SourceSpec::Kafka(k) => Some(k),
         SourceSpec::Nats(_) => None,
     };
+    let payload_schema = payload
+        .schema(columns)
+        .map_err(|e| SinkError::Encode(e.to_string()))?;
+    let encoder = async |format, topic: &str| {
+        RowEncoder::build(format, &payload_schema, output, topic)
+            .await
+            .map(|e| e.with_payload(payload.clone()))
+    };
     Ok(match spec {
         SinkSpec::Kafka(k) => {
-            let encoder = RowEncoder::build(&k.format, columns, output, &k.topic).await?;
+            let encoder = encoder(&k.format, &k.topic).await?;
             // A pipeline's outputs share a producer when configured alike; its dead-letter sink
             // keeps its own, so dead letters still flow while an output's topic is stuck and
             // its messages fill the shared queue.
@@ -183,8 +195,8 @@ pub async fn build(
                 encoder,
             )?)
         }
-        SinkSpec::Stdout(_) => Arc::new(stdout::StdoutSink::new()),
-        SinkSpec::File(f) => Arc::new(file::FileSink::new(f)?),
+        SinkSpec::Stdout(_) => Arc::new(stdout::StdoutSink::new().with_payload(payload.clone())),
+        SinkSpec::File(f) => Arc::new(file::FileSink::new(f)?.with_payload(payload.clone())),
         SinkSpec::Nats(n) => {
             let source_nats = match source {
                 SourceSpec::Nats(n) => Some(n.connection()),
@@ -193,7 +205,7 @@ pub async fn build(
             let topic = crate::nats::SubjectTemplate::parse(&n.subject)
                 .map(|t| t.literal_prefix())
                 .unwrap_or_default();
-            let encoder = RowEncoder::build(&n.format, columns, output, &topic).await?;
+            let encoder = encoder(&n.format, &topic).await?;
             Arc::new(nats::NatsSink::connect(n, source_nats.as_ref(), pipeline, encoder).await?)
         }
     })
@@ -214,10 +226,14 @@ pub(crate) fn column_as_strings(
         .ok_or_else(|| SinkError::Encode(format!("column `{column}` is not castable to string")))
 }
 
-/// Appends each encoded row followed by a newline.
-pub(crate) fn json_lines(batch: &RecordBatch) -> Result<Vec<u8>, SinkError> {
-    let rows =
-        crate::codec::json::encode_rows(batch).map_err(|e| SinkError::Encode(e.to_string()))?;
+/// Appends the payload of each row, as JSON, followed by a newline.
+pub(crate) fn json_lines(
+    batch: &RecordBatch,
+    payload: &PayloadColumns,
+) -> Result<Vec<u8>, SinkError> {
+    let encode_err = |e: datafusion::arrow::error::ArrowError| SinkError::Encode(e.to_string());
+    let batch = payload.apply(batch).map_err(encode_err)?;
+    let rows = crate::codec::json::encode_rows(&batch).map_err(encode_err)?;
     let mut out = Vec::with_capacity(rows.len() * 64);
     for i in 0..rows.len() {
         out.extend_from_slice(rows.row(i));

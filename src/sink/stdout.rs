@@ -6,12 +6,13 @@ use futures::future::BoxFuture;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Mutex;
 
-use super::{Sink, SinkError, SinkInput, json_lines};
+use super::{PayloadColumns, Sink, SinkError, SinkInput, json_lines};
 use crate::ack::Ack;
 
 /// Writes rows as JSON lines to standard output.
 pub struct StdoutSink {
     out: Mutex<tokio::io::Stdout>,
+    payload: PayloadColumns,
 }
 
 impl StdoutSink {
@@ -19,7 +20,14 @@ impl StdoutSink {
     pub fn new() -> Self {
         StdoutSink {
             out: Mutex::new(tokio::io::stdout()),
+            payload: PayloadColumns::all(),
         }
+    }
+
+    /// Writes only the `payload` columns of each row.
+    pub fn with_payload(mut self, payload: PayloadColumns) -> Self {
+        self.payload = payload;
+        self
     }
 }
 
@@ -29,10 +37,10 @@ impl Default for StdoutSink {
     }
 }
 
-/// Renders sink input as newline-terminated JSON lines.
-pub(crate) fn render(input: &SinkInput) -> Result<Vec<u8>, SinkError> {
+/// Renders sink input as newline-terminated JSON lines (the `payload` columns of rows).
+pub(crate) fn render(input: &SinkInput, payload: &PayloadColumns) -> Result<Vec<u8>, SinkError> {
     match input {
-        SinkInput::Rows { batch, .. } => json_lines(batch),
+        SinkInput::Rows { batch, .. } => json_lines(batch, payload),
         SinkInput::DeadLetters(records) => {
             Ok(records.iter().flat_map(|r| r.to_json_line()).collect())
         }
@@ -47,7 +55,7 @@ impl Sink for StdoutSink {
     ) -> BoxFuture<'a, Result<super::Rejected, SinkError>> {
         async move {
             let receipt = ack.receipt();
-            let bytes = render(&input)?;
+            let bytes = render(&input, &self.payload)?;
             let mut out = self.out.lock().await;
             out.write_all(&bytes).await?;
             out.flush().await?;

@@ -284,9 +284,21 @@ impl Walker<'_> {
     }
 
     fn output(&mut self, path: &str, spec: &mut OutputSpec) {
-        let OutputSpec { name, filter, sink } = spec;
+        let OutputSpec {
+            name,
+            filter,
+            columns,
+            exclude_columns,
+            sink,
+        } = spec;
         self.string(&format!("{path}.name"), name);
         self.opt_string(&format!("{path}.where"), filter);
+        for (i, column) in columns.iter_mut().flatten().enumerate() {
+            self.string(&format!("{path}.columns[{i}]"), column);
+        }
+        for (i, column) in exclude_columns.iter_mut().enumerate() {
+            self.string(&format!("{path}.exclude_columns[{i}]"), column);
+        }
         self.sink(&format!("{path}.sink"), sink);
     }
 

@@ -413,6 +413,16 @@ pub struct OutputSpec {
     /// is not true are not sent to this output. Omit to send every row.
     #[serde(default, rename = "where", skip_serializing_if = "Option::is_none")]
     pub filter: Option<String>,
+    /// The columns each message's payload carries, in this order (for example
+    /// `[transaction_id, fraud_score]`). Omit to send every column. The sink's key, headers and
+    /// subject may still use columns left out. Not together with `exclude_columns`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub columns: Option<Vec<String>>,
+    /// Columns left out of each message's payload, for example the model's feature columns;
+    /// every other column is sent, in SQL order. The sink's key, headers and subject may still
+    /// use them. Not together with `columns`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude_columns: Vec<String>,
     /// Where matching rows go.
     pub sink: SinkSpec,
 }

@@ -528,12 +528,50 @@ impl Checker<'_> {
                      every row",
                 );
             }
+            self.payload_columns(&path, output);
             self.sink(
                 &format!("{path}.sink"),
                 &output.sink,
                 source_is_kafka,
                 source_topics,
             );
+        }
+    }
+
+    /// `columns` and `exclude_columns`: one or the other, with distinct non-empty names.
+    /// Whether the names exist is checked against the output rows when the pipeline compiles.
+    fn payload_columns(&mut self, path: &str, output: &super::OutputSpec) {
+        if let Some(columns) = &output.columns {
+            if !output.exclude_columns.is_empty() {
+                self.error(
+                    format!("{path}.exclude_columns"),
+                    "is set together with `columns`: list the columns to send, or the ones \
+                     to leave out, not both",
+                );
+            }
+            if columns.is_empty() {
+                self.error(
+                    format!("{path}.columns"),
+                    "is empty: list at least one column, or remove `columns` to send every \
+                     column",
+                );
+            }
+        }
+        for (field, list) in [
+            ("columns", output.columns.as_deref().unwrap_or_default()),
+            ("exclude_columns", output.exclude_columns.as_slice()),
+        ] {
+            let mut seen = HashMap::new();
+            for (i, column) in list.iter().enumerate() {
+                let at = format!("{path}.{field}[{i}]");
+                self.not_empty(&at, column, "a column name");
+                if let Some(first) = seen.insert(column.as_str(), i) {
+                    self.error(
+                        at,
+                        format!("duplicate column {column:?} (also at {field}[{first}])"),
+                    );
+                }
+            }
         }
     }
 
@@ -964,6 +1002,37 @@ outputs:
         assert_eq!(
             single(&spec),
             "outputs: is empty: expected at least one output"
+        );
+    }
+
+    #[test]
+    fn payload_columns() {
+        let names = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let mut spec = spec();
+        spec.outputs[0].columns = Some(names(&["id", "amount"]));
+        assert!(errors(&spec).is_empty());
+        spec.outputs[0].exclude_columns = names(&["amount"]);
+        assert_eq!(
+            single(&spec),
+            "outputs[0].exclude_columns: is set together with `columns`: list the columns to \
+             send, or the ones to leave out, not both"
+        );
+        let mut spec = self::spec();
+        spec.outputs[0].columns = Some(Vec::new());
+        assert_eq!(
+            single(&spec),
+            "outputs[0].columns: is empty: list at least one column, or remove `columns` to \
+             send every column"
+        );
+        let mut spec = self::spec();
+        spec.outputs[1].exclude_columns = names(&["amount", " ", "amount"]);
+        assert_eq!(
+            errors(&spec),
+            [
+                "outputs[1].exclude_columns[1]: is empty: expected a column name",
+                "outputs[1].exclude_columns[2]: duplicate column \"amount\" (also at \
+                 exclude_columns[0])"
+            ]
         );
     }
 

@@ -94,12 +94,25 @@ fn validate_reports_every_problem_and_exits_nonzero() {
     assert!(ok.status.success());
 }
 
-#[test]
-fn validate_names_unknown_sql_columns() {
+/// `streamgate validate --offline` of a pipeline file holding `yaml`: exit code and stdout.
+fn validate_offline(yaml: &str) -> (Option<i32>, String) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("p.yaml");
-    std::fs::write(
-        &file,
+    std::fs::write(&file, yaml).unwrap();
+    let out = Command::new(streamgate_bin())
+        .args(["validate", "--offline"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn validate_names_unknown_sql_columns() {
+    let (code, stdout) = validate_offline(
         r#"
 name: p
 source: { type: kafka, bootstrap_servers: "b:9092", topics: [t], group_id: g }
@@ -107,19 +120,39 @@ format: { type: json, columns: [{ name: amount, type: float64 }] }
 sql: SELECT amount, amout * 2 AS double FROM input
 outputs: [{ name: o, sink: { type: stdout } }]
 "#,
-    )
-    .unwrap();
-    let out = Command::new(streamgate_bin())
-        .args(["validate", "--offline"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1));
+    );
+    assert_eq!(code, Some(1));
     assert!(
         stdout.contains("sql:") && stdout.contains("amout"),
         "{stdout}"
     );
+}
+
+#[test]
+fn validate_names_unknown_payload_columns() {
+    let (code, stdout) = validate_offline(
+        r#"
+name: p
+source: { type: kafka, bootstrap_servers: "b:9092", topics: [t], group_id: g }
+format: { type: json, columns: [{ name: amount, type: float64 }, { name: id, type: string }] }
+sql: SELECT id, amount, amount * 2 AS double FROM input
+outputs:
+  - { name: o, exclude_columns: [double, amout], sink: { type: stdout } }
+  - { name: k, columns: [amount, idd], sink: { type: stdout } }
+"#,
+    );
+    assert_eq!(code, Some(1), "{stdout}");
+    for expected in [
+        "outputs[0].exclude_columns[1]: column `amout` is not in the output rows (columns: id, \
+         amount, double)",
+        "outputs[1].columns[1]: column `idd` is not in the output rows (columns: id, amount, \
+         double)",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in:\n{stdout}"
+        );
+    }
 }
 
 #[test]

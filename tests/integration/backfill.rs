@@ -506,3 +506,42 @@ async fn rows_with_missing_values_are_dead_lettered_and_a_resume_still_reports_t
     assert_eq!(resumed.dead_lettered, 2);
     assert!(!resumed.succeeded());
 }
+
+/// An output's `exclude_columns` shapes its Parquet files too; other outputs keep every column.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_files_hold_only_the_payload_columns() {
+    let text = std::fs::read_to_string(scoring_pipeline())
+        .unwrap()
+        .replace(
+            "  - name: scored\n",
+            "  - name: scored\n    exclude_columns: [f0, f1, f2, f3, f4, f5]\n",
+        );
+    let loaded = streamgate::spec::load_str(&text, &scoring_pipeline(), &|_| None).unwrap();
+    let compiled = streamgate::plan::compile(loaded).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (data, out) = (dir.path().join("data"), dir.path().join("out"));
+    streamgate::backfill::generate::generate(&data, 1, 2_000, 700, 42).unwrap();
+    let pattern = data.join("*.parquet");
+    let summary = backfill::run(
+        compiled,
+        options(&[&pattern], &out),
+        &Metrics::new(),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    assert!(summary.succeeded(), "{summary}");
+    let columns = |output: &str| -> Vec<String> {
+        let batches = read_dataset(&out.join(output));
+        let schema = batches.first().expect("rows").schema();
+        schema.fields().iter().map(|f| f.name().clone()).collect()
+    };
+    let scored = columns("scored");
+    assert!(scored.contains(&"fraud_score".to_string()), "{scored:?}");
+    assert!(
+        !scored.iter().any(|c| c.starts_with('f') && c.len() == 2),
+        "{scored:?}"
+    );
+    assert!(columns("alerts").contains(&"f0".to_string()));
+    assert_eq!(scores(&out.join("scored")).len(), 2_000);
+}

@@ -176,3 +176,85 @@ async fn a_stop_ends_even_when_the_broker_is_gone() {
         "the pipeline did not stop without its broker"
     );
 }
+
+/// `exclude_columns` and `columns` shape each output's payload while the key and headers still
+/// read columns left out of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outputs_send_only_their_payload_columns() {
+    let broker = EmbeddedBroker::start(&[("tx-in", 2), ("slim-out", 2)]).unwrap();
+    let bootstrap = broker.bootstrap_servers().to_string();
+    let (records, _) = transactions(300, 0.0);
+    let b = bootstrap.clone();
+    let produced = records.clone();
+    tokio::task::spawn_blocking(move || produce(&b, "tx-in", 2, &produced))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ids = dir.path().join("ids.jsonl");
+    let yaml = format!(
+        r#"
+name: payloads
+source:
+  type: kafka
+  bootstrap_servers: {bootstrap}
+  topics: [tx-in]
+  group_id: payloads-group
+format:
+  type: json
+  schema: ../schemas/transaction.avsc
+sql: SELECT transaction_id, card_id, amount, country FROM input
+outputs:
+  - name: slim
+    exclude_columns: [card_id, country]
+    sink: {{ type: kafka, topic: slim-out, key: card_id, headers: {{ country: country }} }}
+  - name: ids
+    columns: [amount, transaction_id]
+    sink: {{ type: file, path: "{ids}" }}
+"#,
+        ids = ids.display()
+    );
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/payloads.yaml");
+    let loaded = streamgate::spec::load_str(&yaml, &file, &|_| None).unwrap();
+    let compiled = streamgate::plan::compile(loaded).await.unwrap();
+    let metrics = Metrics::new();
+    let (stop, task) = spawn_pipeline(compiled, &metrics);
+    wait_committed(&bootstrap, "payloads-group", "tx-in", 2).await;
+    stop.cancel();
+    task.await.unwrap().unwrap();
+
+    let inputs: HashMap<String, serde_json::Value> = records
+        .iter()
+        .map(|(_, payload)| {
+            let v: serde_json::Value = serde_json::from_slice(payload).unwrap();
+            (v["transaction_id"].as_str().unwrap().to_string(), v)
+        })
+        .collect();
+    let b = bootstrap.clone();
+    let slim = tokio::task::spawn_blocking(move || read_all(&b, "slim-out", 2))
+        .await
+        .unwrap();
+    assert_eq!(slim.len(), records.len());
+    for m in &slim {
+        let row: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(&m.payload).unwrap();
+        let keys: Vec<&str> = row.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["amount", "transaction_id"], "payload columns");
+        let input = &inputs[row["transaction_id"].as_str().unwrap()];
+        assert_eq!(row["amount"].as_f64(), input["amount"].as_f64());
+        assert_eq!(
+            m.key.as_deref(),
+            input["card_id"].as_str().map(str::as_bytes)
+        );
+        assert_eq!(m.headers["country"], input["country"].as_str().unwrap());
+    }
+
+    // The file output: exactly `columns`, in the listed order.
+    let text = std::fs::read_to_string(&ids).unwrap();
+    assert_eq!(text.lines().count(), records.len());
+    for line in text.lines() {
+        assert!(line.starts_with("{\"amount\":"), "{line}");
+        let row: serde_json::Map<String, serde_json::Value> = serde_json::from_str(line).unwrap();
+        assert_eq!(row.len(), 2, "{line}");
+        assert!(inputs.contains_key(row["transaction_id"].as_str().unwrap()));
+    }
+}
