@@ -1,8 +1,10 @@
 //! JSON codec: payloads → Arrow with per-record isolation of bad input, and Arrow → one JSON
 //! object per row.
 //!
-//! Decoding uses arrow-json's streaming decoder over the whole micro-batch (the fast path). When
-//! that fails, the bad records are isolated without giving up on the good ones:
+//! Flat records (strings, booleans, numbers, timestamps) take a one-pass fast path
+//! ([`super::json_flat`]) as far as it goes. The rest uses arrow-json's streaming decoder over
+//! the remaining micro-batch. When that fails, the bad records are isolated without giving up
+//! on the good ones:
 //!
 //! - syntax errors, truncated objects and payloads holding more than one value are caught while
 //!   the record's own bytes are fed (the decoder is checked after each record), so the culprit
@@ -22,6 +24,7 @@ use datafusion::arrow::json::writer::LineDelimited;
 use datafusion::arrow::json::{ReaderBuilder, WriterBuilder};
 
 use super::RecordFailure;
+use super::json_flat::FlatDecoder;
 use super::metadata::{input_table_schema, metadata_arrays};
 use crate::batch::RawRecord;
 
@@ -51,6 +54,8 @@ const MAX_MESSAGE: usize = 300;
 pub struct JsonDecoder {
     record_schema: SchemaRef,
     table_schema: SchemaRef,
+    /// The fast path, when every column is of a flat type.
+    flat: Option<FlatDecoder>,
 }
 
 /// The result of decoding a batch of records.
@@ -85,8 +90,18 @@ impl JsonDecoder {
     pub fn new(record_schema: SchemaRef) -> Self {
         let table_schema = input_table_schema(&record_schema);
         JsonDecoder {
+            flat: FlatDecoder::new(&record_schema),
             record_schema,
             table_schema,
+        }
+    }
+
+    /// A decoder that always uses arrow-json (the reference the fast path is tested against).
+    #[cfg(test)]
+    pub(super) fn without_fast_path(record_schema: SchemaRef) -> Self {
+        JsonDecoder {
+            flat: None,
+            ..Self::new(record_schema)
         }
     }
 
@@ -124,7 +139,18 @@ impl JsonDecoder {
 
         let mut parts = Vec::new();
         let mut rows = Vec::with_capacity(candidates.len());
-        self.process(records, &candidates, &mut parts, &mut rows, &mut failures);
+        // The fast path takes what it can; arrow-json decodes the rest (and isolates bad
+        // records) from the first record the fast path leaves.
+        let mut rest = candidates.as_slice();
+        if let Some(flat) = &self.flat {
+            let (batch, taken) = flat.decode_prefix(records, rest);
+            if let Some(batch) = batch {
+                parts.push(batch);
+                rows.extend_from_slice(&rest[..taken]);
+                rest = &rest[taken..];
+            }
+        }
+        self.process(records, rest, &mut parts, &mut rows, &mut failures);
         failures.sort_by_key(|f| f.index);
 
         let record_batch = match parts.len() {

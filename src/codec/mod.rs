@@ -8,6 +8,7 @@
 pub mod avro;
 pub mod avro_encode;
 pub mod json;
+mod json_flat;
 pub mod metadata;
 pub mod registry_client;
 pub mod schema;
