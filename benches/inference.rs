@@ -295,8 +295,10 @@ inference:
 outputs:
   - name: alerts
     where: fraud_score > {THRESHOLD}
+    exclude_columns: [f0, f1, f2, f3, f4, f5]
     sink: {{ type: kafka, topic: sg-alerts, key: card_id, properties: {{ linger.ms: "{linger}" }} }}
   - name: scored
+    exclude_columns: [f0, f1, f2, f3, f4, f5]
     sink: {{ type: kafka, topic: sg-scored, key: card_id, properties: {{ linger.ms: "{linger}" }} }}
 dead_letter: {{ type: kafka, topic: sg-dlq, properties: {{ linger.ms: "{linger}" }} }}
 "#,
@@ -435,6 +437,34 @@ fn run_streamgate(bootstrap: &str, model_url: &str, n: u64) -> PipelineRun {
         cpu_seconds: cpu,
         note: format!("scored {scored}, alerts {alerts}, dead letters {dlq}"),
     }
+}
+
+/// The field names of the first message found in `topic` (sorted), to check that two
+/// implementations publish the same content.
+fn message_fields(bootstrap: &str, topic: &str, partitions: i32) -> Vec<String> {
+    use rdkafka::Message as _;
+    use rdkafka::consumer::{BaseConsumer, Consumer as _};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "bench-fields")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning)
+            .expect("partition");
+    }
+    consumer.assign(&tpl).expect("assign");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            let row: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_slice(m.payload().unwrap_or_default()).expect("JSON message");
+            return row.keys().cloned().collect();
+        }
+    }
+    panic!("no message in {topic}");
 }
 
 fn ensure_quix() -> Result<PathBuf, String> {
@@ -696,6 +726,12 @@ fn main() {
                 let model0 = mock.cpu_seconds();
                 runs.push(run_quix(&python, &bootstrap, &mock.url, fraud_records));
                 quix_model_cpu = mock.cpu_seconds() - model0;
+                let fields = |topic| message_fields(&bootstrap, topic, FRAUD_PARTITIONS);
+                assert_eq!(
+                    fields("sg-scored"),
+                    fields("quix-scored"),
+                    "Streamgate and Quix Streams must publish the same fields"
+                );
             }
             Err(e) => quix_error = Some(e),
         }
@@ -785,7 +821,7 @@ fn main() {
         "\n## Method\n\n\
          - Stage: the compiled pipeline's inference stage (micro-batcher → version client → balancer → OIP v2 over reqwest) fed 1000-row batches, two in flight like the default two workers, against `streamgate mock-model` in its own process; gateway CPU is this process's user+system time from /proc/self/stat (the mock's is read from its own /proc entry), so neither includes the other.\n\
          - Added latency: alternating sequential calls of one row, a bare reqwest POST of the same OIP v2 body and `InferenceStage::apply` (max_delay 0), after 200 warm-up calls each.\n\
-         - Fraud pipeline: both read the same preloaded topic (64 partitions) with their own consumer group and write their own output topics on the same in-process embedded broker, one after the other, against the same mock model process. Streamgate is `streamgate run` (its own process; source batches of up to {default_rows} rows, the `batch.max_rows` default, and model requests of up to 1000 rows) timed from spawn until the group committed every offset; Quix Streams is `benches/quix/fraud_pipeline.py` (quixstreams 3.28.1, batches of up to 1000 rows per model call, see benches/quix/README.md) timed from spawn until it exits after `--expect` records. CPU is each process's user+system time from /proc/<pid>/stat (sampled every 20-50 ms up to the end). Both include process start and the consumer group join. The floor is this benchmark binary run again as its own process (`BENCH_PASSTHROUGH_CHILD`): one librdkafka `BaseConsumer` assigned all 64 partitions, their fetch queues forwarded to one queue read in batches of up to 4096 (`rd_kafka_consume_batch_queue`, as Streamgate's source does), and one `ThreadedProducer` with the sink's linger.ms 5, idempotence and no compression (and a local queue of up to 1M messages), producing each payload and key unchanged, by topic handle, to the same partition of another topic, timed from spawn until its producer flushed; it reports its own CPU from /proc/self/stat. It produces one message per record where the pipelines produce 1.12 (alerts) and decodes nothing, so it is a lower bound for any pipeline on this broker and client library.\n\
+         - Fraud pipeline: both read the same preloaded topic (64 partitions) with their own consumer group and write their own output topics on the same in-process embedded broker, one after the other, against the same mock model process. Both publish the same messages: the seven transaction fields the SQL selects plus `fraud_score` (Streamgate's outputs leave the six feature columns out with `exclude_columns`; the bench checks that the scored messages of both have the same fields). Streamgate is `streamgate run` (its own process; source batches of up to {default_rows} rows, the `batch.max_rows` default, and model requests of up to 1000 rows) timed from spawn until the group committed every offset; Quix Streams is `benches/quix/fraud_pipeline.py` (quixstreams 3.28.1, batches of up to 1000 rows per model call, see benches/quix/README.md) timed from spawn until it exits after `--expect` records. CPU is each process's user+system time from /proc/<pid>/stat (sampled every 20-50 ms up to the end). Both include process start and the consumer group join. The floor is this benchmark binary run again as its own process (`BENCH_PASSTHROUGH_CHILD`): one librdkafka `BaseConsumer` assigned all 64 partitions, their fetch queues forwarded to one queue read in batches of up to 4096 (`rd_kafka_consume_batch_queue`, as Streamgate's source does), and one `ThreadedProducer` with the sink's linger.ms 5, idempotence and no compression (and a local queue of up to 1M messages), producing each payload and key unchanged, by topic handle, to the same partition of another topic, timed from spawn until its producer flushed; it reports its own CPU from /proc/self/stat. It produces one message per record where the pipelines produce 1.12 (alerts) and decodes nothing, so it is a lower bound for any pipeline on this broker and client library.\n\
          - ONNX: `OnnxBackend::run` on the same batch repeatedly, single thread."
     );
     let out = manifest_dir().join("benches/RESULTS-inference.md");

@@ -36,6 +36,10 @@ REQUIRED = {
     "card_present": bool,
     "event_time": str,
 }
+# What both outputs publish, as Streamgate does: the columns pipelines/fraud-scoring.yaml's SQL
+# selects (the benchmark's Streamgate outputs leave out its feature columns) plus fraud_score.
+OUTPUT_FIELDS = ("transaction_id", "card_id", "merchant_id", "amount", "country", "channel",
+                 "event_time")
 RISKY_CATEGORIES = frozenset(("jewelry", "electronics", "gaming"))
 RISKY_COUNTRIES = frozenset(("NG", "BR"))
 
@@ -181,10 +185,11 @@ def main(argv=None):
         scores = model.score(pending_rows)
         out = []
         for tx, s in zip(pending, scores):
-            tx["fraud_score"] = s
+            row = {k: tx[k] for k in OUTPUT_FIELDS}
+            row["fraud_score"] = s
             if s > threshold:
                 stats["alerts"] += 1
-            out.append(tx)
+            out.append(row)
         stats["scored"] += len(out)
         pending.clear()
         pending_rows.clear()
