@@ -49,3 +49,20 @@ pub mod source;
 pub mod spec;
 pub mod telemetry;
 pub mod transform;
+
+#[cfg(test)]
+mod tests {
+    /// Unit tests read fixtures from the checkout they were compiled in; a binary reused by
+    /// another clone through a shared build cache would read that clone's files (see
+    /// `tests/run.sh`, which keeps one cache per clone).
+    #[test]
+    fn the_test_binary_was_built_from_this_checkout() {
+        let running =
+            std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR");
+        assert_eq!(
+            env!("CARGO_MANIFEST_DIR"),
+            running,
+            "this test binary was built in another checkout; give each clone its own CARGO_TARGET_DIR"
+        );
+    }
+}

@@ -7,8 +7,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Cache build output outside the clone so CI and fresh clones rebuild incrementally.
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/streamgate-target}"
+# Cache build output outside the clone so CI and fresh clones rebuild incrementally, one cache
+# per clone path: test binaries bake in their checkout's path (`env!("CARGO_MANIFEST_DIR")`) and
+# cargo does not rebuild when the same sources sit at another path, so clones sharing one cache
+# would run their tests against each other's files.
+if [ -z "${CARGO_TARGET_DIR:-}" ]; then
+  CARGO_TARGET_DIR="$HOME/.cache/streamgate-targets/$(pwd -P | cksum | cut -d' ' -f1)"
+fi
+export CARGO_TARGET_DIR
 mkdir -p "$CARGO_TARGET_DIR"
 # Every change of a test target leaves a ~600 MB test binary behind; drop those not rebuilt
 # for two days so the shared cache does not fill the disk.

@@ -24,3 +24,17 @@ mod process;
 mod rebalance;
 mod spec_golden;
 mod sql_golden;
+
+/// Tests read fixtures from the checkout they were compiled in (`env!("CARGO_MANIFEST_DIR")`),
+/// and cargo does not rebuild when the same sources move to another path: a build cache shared
+/// by two clones would run these tests against the other clone's files. `tests/run.sh` keeps
+/// one cache per clone; this fails loudly if a stale binary from elsewhere is ever run.
+#[test]
+fn the_test_binary_was_built_from_this_checkout() {
+    let running = std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR");
+    assert_eq!(
+        env!("CARGO_MANIFEST_DIR"),
+        running,
+        "this test binary was built in another checkout; give each clone its own CARGO_TARGET_DIR"
+    );
+}
