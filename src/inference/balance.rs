@@ -375,6 +375,65 @@ mod tests {
         assert_eq!(r.times_ejected(), 1);
     }
 
+    /// How long the replica stays ejected from now.
+    fn ejected_for(r: &Replica) -> Duration {
+        let until = r.health().ejected_until.expect("ejected");
+        until.saturating_duration_since(Instant::now())
+    }
+
+    /// Moves the end of the current ejection to now, as if its time had passed.
+    fn expire_ejection(r: &Replica) {
+        r.health().ejected_until = Some(Instant::now());
+    }
+
+    #[tokio::test]
+    async fn ejection_time_grows_with_each_ejection_up_to_the_cap_and_health_forgives_it() {
+        let spec = EjectionSpec {
+            consecutive_failures: 3,
+            base_time: Duration::from_secs(60),
+            max_time: Duration::from_secs(150),
+        };
+        let r = replica("a");
+        let balancer = Balancer::new(vec![r.clone()], BalanceStrategy::RoundRobin);
+        for _ in 0..3 {
+            r.acquire().await.finish(Outcome::Failure, &spec);
+        }
+        let first = ejected_for(&r);
+        assert!(first > Duration::from_secs(59) && first <= Duration::from_secs(60));
+        // When the time is up one probe goes out; its failure ejects again at once, for longer.
+        expire_ejection(&r);
+        assert!(Arc::ptr_eq(&balancer.pick(None).unwrap(), &r), "probe");
+        r.acquire().await.finish(Outcome::Failure, &spec);
+        assert_eq!(r.times_ejected(), 2);
+        let second = ejected_for(&r);
+        assert!(second > Duration::from_secs(119) && second <= Duration::from_secs(120));
+        expire_ejection(&r);
+        r.acquire().await.finish(Outcome::Failure, &spec);
+        assert_eq!(r.times_ejected(), 3);
+        let third = ejected_for(&r);
+        assert!(
+            third > Duration::from_secs(149) && third <= Duration::from_secs(150),
+            "capped at max_time: {third:?}"
+        );
+        // A probe that answers puts the replica back in rotation; after `max_time` of health
+        // its history is forgiven and the next ejection is short again.
+        expire_ejection(&r);
+        r.acquire().await.finish(Outcome::Success, &spec);
+        assert!(!r.is_ejected(Instant::now()));
+        assert_eq!(
+            r.times_ejected(),
+            3,
+            "history kept until healthy for max_time"
+        );
+        r.health().healthy_since = Some(Instant::now() - spec.max_time);
+        r.acquire().await.finish(Outcome::Success, &spec);
+        assert_eq!(r.times_ejected(), 0);
+        for _ in 0..3 {
+            r.acquire().await.finish(Outcome::Failure, &spec);
+        }
+        assert!(ejected_for(&r) <= Duration::from_secs(60));
+    }
+
     #[tokio::test]
     async fn p2c_prefers_the_faster_replica() {
         let fast = replica("fast");

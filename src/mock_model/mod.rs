@@ -50,9 +50,19 @@ pub struct MockState {
     calls: AtomicU64,
     rows: AtomicU64,
     errors: AtomicU64,
+    in_flight: AtomicU64,
+    peak_in_flight: AtomicU64,
 }
 
 impl MockState {
+    /// Counts a request as in flight until the returned guard drops (answered, failed or
+    /// abandoned by the client), keeping the peak.
+    pub(crate) fn enter(self: &Arc<Self>) -> InFlightGuard {
+        let now = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        self.peak_in_flight.fetch_max(now, Ordering::Relaxed);
+        InFlightGuard(self.clone())
+    }
+
     pub(crate) fn count(&self, rows: usize) {
         self.calls.fetch_add(1, Ordering::Relaxed);
         self.rows.fetch_add(rows as u64, Ordering::Relaxed);
@@ -61,6 +71,15 @@ impl MockState {
     pub(crate) fn count_error(&self) {
         self.calls.fetch_add(1, Ordering::Relaxed);
         self.errors.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// One request in flight at a mock replica; see [`MockState::enter`].
+pub(crate) struct InFlightGuard(Arc<MockState>);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -87,6 +106,8 @@ impl MockModel {
             calls: AtomicU64::new(0),
             rows: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+            peak_in_flight: AtomicU64::new(0),
         });
         let mut model = MockModel {
             addr,
@@ -140,6 +161,11 @@ impl MockModel {
     /// Requests answered with an injected error status.
     pub fn errors(&self) -> u64 {
         self.state.errors.load(Ordering::Relaxed)
+    }
+
+    /// Most requests this replica has had in flight at once (to check client-side limits).
+    pub fn peak_in_flight(&self) -> u64 {
+        self.state.peak_in_flight.load(Ordering::Relaxed)
     }
 
     /// Stops listening: connections are refused until [`MockModel::resume`] (the model is

@@ -32,7 +32,21 @@ pub(super) fn router(state: Arc<MockState>) -> Router {
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/models/{name_predict}", post(tf_predict))
         .route("/score", post(custom))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            track_in_flight,
+        ))
         .with_state(state)
+}
+
+/// Counts every request while it is being served, for [`super::MockModel::peak_in_flight`].
+async fn track_in_flight(
+    State(state): State<Arc<MockState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let _in_flight = state.enter();
+    next.run(request).await
 }
 
 /// Applies the fault dice; `Err` is the response to send instead of answering.

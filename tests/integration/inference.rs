@@ -167,6 +167,95 @@ async fn scores_join_back_to_their_rows_with_lineage() {
     );
     assert_eq!(mocks[0].rows(), 500);
     assert_eq!(mocks[0].calls(), 8, "500 rows in requests of at most 64");
+    // Every call is in the per-replica metrics.
+    let m = &metrics.models;
+    let url = mocks[0].url();
+    let replica = ["m", "v1", url.as_str()];
+    let outcome_ok = ["m", "v1", url.as_str(), "ok"];
+    assert_eq!(m.calls.with_label_values(&outcome_ok).get(), 8);
+    assert_eq!(m.rows.with_label_values(&replica).get(), 500);
+    assert_eq!(m.latency.with_label_values(&replica).get_sample_count(), 8);
+    assert_eq!(m.in_flight.with_label_values(&replica).get(), 0);
+    let batch_rows = m.batch_rows.with_label_values(&["m", "v1"]);
+    assert_eq!(batch_rows.get_sample_count(), 8);
+    assert_eq!(batch_rows.get_sample_sum(), 500.0);
+    assert_eq!(m.retries.with_label_values(&["m", "v1"]).get(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_that_is_down_falls_back_and_lineage_names_the_fallback() {
+    let mut primary = MockModel::start(MockModelConfig::default()).await.unwrap();
+    let fallback = MockModel::start(MockModelConfig::default()).await.unwrap();
+    let primary_url = primary.url();
+    primary.pause().await; // connections refused
+    let models = format!(
+        "  m:\n    versions:\n      - name: v1\n        endpoint: {{ protocol: oip_v2, replicas: [\"{primary_url}\"] }}\n      - name: v2\n        weight: 0\n        endpoint: {{ protocol: oip_v2, replicas: [\"{}\"] }}\n    fallback: {{ version: v2 }}\n    batching: {{ max_batch_rows: 64, max_delay: 1ms }}\n    retry: {{ backoff: 1ms }}\n",
+        fallback.url()
+    );
+    let metrics = Metrics::new();
+    let (compiled, stage) = stage(&pipeline(&models, ""), &metrics).await;
+    // Without the fallback the stage would hold these rows until v1 comes back.
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        stage.apply(rows(&compiled, 0, 500, 7, &HashSet::new()).await),
+    )
+    .await
+    .expect("rows held instead of going to the fallback");
+    assert!(out.failures.is_empty(), "{:?}", out.failures);
+    let ids = column(&out, "id").as_primitive::<Int64Type>();
+    let scores = column(&out, "s").as_primitive::<Float64Type>();
+    let versions = column(&out, "score_version").as_string::<i32>();
+    let replicas = column(&out, "score_replica").as_string::<i32>();
+    for r in 0..500 {
+        assert_eq!(scores.value(r), ids.value(r) as f64, "row {r}");
+        assert_eq!(versions.value(r), "v2", "row {r}");
+        assert_eq!(replicas.value(r), fallback.url(), "row {r}");
+    }
+    assert_eq!(fallback.rows(), 500);
+    let fallbacks = metrics
+        .models
+        .fallbacks
+        .with_label_values(&["m", "v1"])
+        .get();
+    assert_eq!(fallbacks, fallback.calls(), "every request fell back once");
+    assert!(
+        metrics
+            .models
+            .errors
+            .with_label_values(&["m", "v1", "connect"])
+            .get()
+            >= 1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_never_has_more_requests_than_its_in_flight_limit() {
+    let mocks = replicas(1).await;
+    mocks[0].set_faults(Faults {
+        latency: Latency::Fixed(Duration::from_millis(20)),
+        ..Faults::default()
+    });
+    let models = oip_models(
+        &[mocks[0].url()],
+        "    batching: { max_batch_rows: 10, max_delay: 0ms }\n    max_in_flight_per_replica: 2\n",
+    );
+    let metrics = Metrics::new();
+    let (compiled, stage) = stage(&pipeline(&models, ""), &metrics).await;
+    // Eight batches at a time, one request each: six wait for a slot.
+    let outs = drive(&compiled, &stage, 40, 10, 8).await;
+    assert!(outs.iter().all(|o| o.failures.is_empty()));
+    assert_eq!(mocks[0].rows(), 400);
+    assert_eq!(
+        mocks[0].peak_in_flight(),
+        2,
+        "the limit is reached and never passed"
+    );
+    let in_flight = metrics
+        .models
+        .in_flight
+        .with_label_values(&["m", "v1", &mocks[0].url()])
+        .get();
+    assert_eq!(in_flight, 0, "every slot is released");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
