@@ -21,6 +21,9 @@ use crate::telemetry::ModelMetrics;
 /// Shortest attempt worth sending; with less time left before the deadline the call gives up.
 const MIN_ATTEMPT: Duration = Duration::from_millis(1);
 
+/// Message of the `Deadline` error of an attempt that was never sent for lack of time.
+const NO_TIME_LEFT: &str = "no time left for another attempt";
+
 /// Call policy of a model, shared by its versions.
 #[derive(Debug, Clone)]
 pub struct CallPolicy {
@@ -148,6 +151,9 @@ impl VersionClient {
         let started_ns = self.now_ns().max(1);
         let mut attempt = 0u32;
         let mut last_replica = None;
+        // The failure a retry was sent for: what the caller gets when the retry finds no time
+        // left (a 503's message says more than "no time left").
+        let mut retried: Option<InferError> = None;
         loop {
             attempt += 1;
             let result = self
@@ -157,6 +163,12 @@ impl VersionClient {
                 Ok(answer) => return Ok(answer),
                 Err((e, replica)) => (e, replica),
             };
+            if error.kind == ErrorKind::Deadline
+                && error.message == NO_TIME_LEFT
+                && let Some(previous) = retried.take()
+            {
+                return Err(previous);
+            }
             last_replica = replica;
             self.metrics
                 .errors
@@ -178,12 +190,13 @@ impl VersionClient {
                 error.kind,
                 ErrorKind::Unavailable | ErrorKind::Timeout | ErrorKind::Deadline
             ) && self.last_answer_ns.load(Ordering::Relaxed) < started_ns;
+            let error = InferError {
+                attempts: attempt,
+                model_down,
+                ..error
+            };
             if !retry {
-                return Err(InferError {
-                    attempts: attempt,
-                    model_down,
-                    ..error
-                });
+                return Err(error);
             }
             if !self.budget.withdraw() {
                 self.metrics
@@ -191,12 +204,11 @@ impl VersionClient {
                     .with_label_values(&labels)
                     .inc();
                 return Err(InferError {
-                    attempts: attempt,
                     message: format!("{} (retry budget spent)", error.message),
-                    model_down,
                     ..error
                 });
             }
+            retried = Some(error);
             self.metrics.retries.with_label_values(&labels).inc();
             tokio::time::sleep(wait).await;
         }
@@ -236,7 +248,7 @@ impl VersionClient {
         let left = deadline.saturating_duration_since(Instant::now());
         if left < MIN_ATTEMPT {
             return Err((
-                InferError::new(ErrorKind::Deadline, "no time left for another attempt"),
+                InferError::new(ErrorKind::Deadline, NO_TIME_LEFT),
                 Some(replica),
             ));
         }

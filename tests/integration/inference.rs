@@ -736,3 +736,75 @@ async fn process_ten_rows(
     let pipeline = metrics.pipeline("rows");
     streamgate::runtime::rows::process_rows(&compiled, &stage, input, &pipeline).await
 }
+
+/// Calls model `m` of `yaml` once, directly (no stage, so an outage is returned rather than
+/// held), with rows `0..n`; returns the result and how long the call took.
+async fn call_model_once(
+    yaml: &str,
+    n: i64,
+) -> (
+    Result<streamgate::inference::model::Answer, streamgate::inference::error::InferError>,
+    Duration,
+) {
+    let metrics = Metrics::new();
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/test.yaml");
+    let loaded = streamgate::spec::load_str(yaml, &file, &|_| None).unwrap();
+    let compiled = streamgate::plan::compile(loaded).await.unwrap();
+    let registry = ModelRegistry::build(
+        &compiled.pipeline.spec.models,
+        &compiled.models,
+        &metrics.models,
+    );
+    let step = &compiled.steps[0];
+    let batch = rows(&compiled, 0, n, 1, &HashSet::new()).await;
+    let inputs = batch.project(&step.input_indices).unwrap();
+    let model = registry.get("m").unwrap();
+    let started = std::time::Instant::now();
+    let result = model.call(0, &inputs, &step.contract).await;
+    (result, started.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deadline_bounds_a_call_and_its_retries() {
+    use streamgate::inference::error::ErrorKind;
+    // A replica that never answers: two attempts time out after 200 ms each, and the third
+    // gets only what is left of the 500 ms deadline, although ten attempts are allowed.
+    let hung = replicas(1).await;
+    hung[0].set_faults(Faults {
+        hang_probability: 1.0,
+        ..Faults::default()
+    });
+    let models = oip_models(
+        &[hung[0].url()],
+        "    timeout: 200ms\n    deadline: 500ms\n    retry: { max_attempts: 10, backoff: 1ms, max_backoff: 1ms }\n",
+    );
+    let (result, took) = call_model_once(&pipeline(&models, ""), 3).await;
+    let error = result.expect_err("no answer");
+    assert_eq!(error.kind, ErrorKind::Deadline, "{error}");
+    assert_eq!(error.attempts, 3, "{error}");
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+
+    // A replica that always answers 503: retries stop at the deadline, long before
+    // max_attempts.
+    let failing = replicas(1).await;
+    failing[0].set_faults(Faults {
+        status_mix: vec![(503, 1.0)],
+        ..Faults::default()
+    });
+    let models = oip_models(
+        &[failing[0].url()],
+        "    timeout: 100ms\n    deadline: 400ms\n    retry: { max_attempts: 1000, backoff: 20ms, max_backoff: 20ms, min_retries_per_second: 100000 }\n    ejection: { consecutive_failures: 100000 }\n",
+    );
+    let (result, took) = call_model_once(&pipeline(&models, ""), 3).await;
+    let error = result.expect_err("every attempt fails");
+    // A retry that finds no time left reports the failure it was retrying, not "no time left".
+    assert_eq!(error.kind, ErrorKind::Unavailable, "{error}");
+    assert!(error.message.contains("503"), "{error}");
+    assert!(
+        error.attempts > 1 && error.attempts < 1000,
+        "{} attempts",
+        error.attempts
+    );
+    assert_eq!(failing[0].calls(), error.attempts as u64);
+    assert!(took < Duration::from_secs(30), "took {took:?}");
+}

@@ -263,3 +263,65 @@ async fn a_model_outage_pauses_consumption_and_loses_nothing() {
             .get()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_rows_are_dead_lettered_by_the_model_stage_and_scored_rows_carry_lineage_headers()
+{
+    const RECORDS: u64 = 5_000;
+    let (_broker, bootstrap) = broker_with_transactions(RECORDS).await;
+    let mock = MockModel::start(MockModelConfig::default()).await.unwrap();
+    // The model answers 400 to any request holding a negative amount: a poison row.
+    mock.set_faults(Faults {
+        poison_status: Some(400),
+        ..Faults::default()
+    });
+    let base = pipeline_yaml(&bootstrap, &mock.url(), "");
+    let replace = |yaml: String, from: &str, to: &str| {
+        assert!(yaml.contains(from), "{from}");
+        yaml.replace(from, to)
+    };
+    let yaml = replace(
+        base,
+        "SELECT transaction_id, card_id, amount FROM input",
+        "SELECT transaction_id, card_id, CASE WHEN CAST(substr(transaction_id, 4) AS BIGINT) % 100 = 7 THEN -amount ELSE amount END AS amount FROM input",
+    );
+    let yaml = replace(
+        yaml,
+        "outputs: [{ column: score, from: score }]",
+        "outputs: [{ column: score, from: score }]\n    lineage: true",
+    );
+    let yaml = replace(
+        yaml,
+        "key: card_id }",
+        "key: card_id, headers: { model-version: fraud_version, model-replica: fraud_replica, model-latency-ms: fraud_latency_ms } }",
+    );
+    let metrics = Metrics::new();
+    let (stop, task) = start(&yaml, &metrics).await;
+    wait_done(&bootstrap, &task).await;
+    stop.cancel();
+    task.await.unwrap().unwrap();
+
+    let (out, dlq) = read_outputs(&bootstrap).await;
+    let poison: HashSet<usize> = (0..RECORDS as usize).filter(|i| i % 100 == 7).collect();
+    let dead: HashSet<usize> = ids(&dlq).into_iter().collect();
+    assert_eq!(dead, poison, "exactly the rejected rows are dead-lettered");
+    assert_eq!(dlq.len(), poison.len(), "each once");
+    for m in &dlq {
+        let h = &m.headers;
+        assert_eq!(h["streamgate.stage"], "model");
+        assert_eq!(h["streamgate.error.class"], "rejected", "{h:?}");
+        assert_eq!(h["streamgate.model"], "fraud");
+        assert_eq!(h["streamgate.model.version"], "v1");
+        assert!(h["streamgate.error.message"].contains("400"), "{h:?}");
+    }
+    let delivered: HashSet<usize> = ids(&out).into_iter().collect();
+    assert_eq!(out.len(), RECORDS as usize - poison.len());
+    assert!(delivered.is_disjoint(&poison));
+    for m in &out {
+        let h = &m.headers;
+        assert_eq!(h["model-version"], "v1");
+        assert_eq!(h["model-replica"], mock.url());
+        let latency: f64 = h["model-latency-ms"].parse().unwrap();
+        assert!(latency >= 0.0, "{h:?}");
+    }
+}
