@@ -46,8 +46,11 @@ outputs:
     )
 }
 
-/// Compiles a pipeline and starts its inference stage.
-pub async fn stage(yaml: &str, metrics: &Metrics) -> (Arc<CompiledPipeline>, InferenceStage) {
+/// Compiles a pipeline and builds its model registry.
+async fn compile_with_models(
+    yaml: &str,
+    metrics: &Metrics,
+) -> (Arc<CompiledPipeline>, Arc<ModelRegistry>) {
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/test.yaml");
     let loaded = streamgate::spec::load_str(yaml, &file, &|_| None).unwrap();
     let compiled = streamgate::plan::compile(loaded).await.unwrap();
@@ -56,6 +59,12 @@ pub async fn stage(yaml: &str, metrics: &Metrics) -> (Arc<CompiledPipeline>, Inf
         &compiled.models,
         &metrics.models,
     );
+    (compiled, registry)
+}
+
+/// Compiles a pipeline and starts its inference stage.
+pub async fn stage(yaml: &str, metrics: &Metrics) -> (Arc<CompiledPipeline>, InferenceStage) {
+    let (compiled, registry) = compile_with_models(yaml, metrics).await;
     let stage =
         InferenceStage::start(&compiled.steps, &registry, compiled.output_schema()).unwrap();
     (compiled, stage)
@@ -746,15 +755,7 @@ async fn call_model_once(
     Result<streamgate::inference::model::Answer, streamgate::inference::error::InferError>,
     Duration,
 ) {
-    let metrics = Metrics::new();
-    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/test.yaml");
-    let loaded = streamgate::spec::load_str(yaml, &file, &|_| None).unwrap();
-    let compiled = streamgate::plan::compile(loaded).await.unwrap();
-    let registry = ModelRegistry::build(
-        &compiled.pipeline.spec.models,
-        &compiled.models,
-        &metrics.models,
-    );
+    let (compiled, registry) = compile_with_models(yaml, &Metrics::new()).await;
     let step = &compiled.steps[0];
     let batch = rows(&compiled, 0, n, 1, &HashSet::new()).await;
     let inputs = batch.project(&step.input_indices).unwrap();
