@@ -516,6 +516,17 @@ async fn a_served_model_that_does_not_fit_fails_the_contract_check_naming_both_s
         m.contains("reads `score` but the model's outputs are: probabilities"),
         "{m}"
     );
+    // Starting the pipeline is refused with the same message, before anything is consumed.
+    let (_stop, task) = crate::common::spawn_pipeline(compiled.clone(), &metrics);
+    match task.await.unwrap() {
+        Err(streamgate::runtime::RuntimeError::Model { message, .. }) => {
+            assert!(
+                message.contains("the model expects shape [-1, 6]"),
+                "{message}"
+            );
+        }
+        other => panic!("the pipeline started against a model that does not fit: {other:?}"),
+    }
 
     let mut down = MockModel::start(MockModelConfig::default()).await.unwrap();
     let url = down.url();
@@ -808,4 +819,32 @@ async fn the_deadline_bounds_a_call_and_its_retries() {
     );
     assert_eq!(failing[0].calls(), error.attempts as u64);
     assert!(took < Duration::from_secs(30), "took {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_steps_of_one_batch_call_their_models_at_the_same_time() {
+    // Two models served by one replica that takes 100 ms per request: one batch of rows
+    // makes one request per step, and the replica sees both at once.
+    let mock = MockModel::start(MockModelConfig::default()).await.unwrap();
+    mock.set_faults(Faults {
+        latency: Latency::Fixed(Duration::from_millis(100)),
+        ..Faults::default()
+    });
+    let url = mock.url();
+    let models = format!(
+        "{}  m2:\n    versions:\n      - name: v1\n        endpoint: {{ protocol: oip_v2, replicas: [\"{url}\"] }}\n",
+        oip_models(std::slice::from_ref(&url), "")
+    );
+    let second_step = "  - name: second\n    model: m2\n    inputs: [x]\n    outputs: [{ column: s2, from: score, type: float64 }]\n";
+    let metrics = Metrics::new();
+    let (compiled, stage) = stage(&pipeline(&models, second_step), &metrics).await;
+    let out = stage
+        .apply(rows(&compiled, 0, 10, 1, &HashSet::new()).await)
+        .await;
+    assert!(out.failures.is_empty(), "{:?}", out.failures);
+    let first = column(&out, "s").as_primitive::<Float64Type>();
+    let second = column(&out, "s2").as_primitive::<Float64Type>();
+    assert_eq!(first.values(), second.values(), "both joined back by row");
+    assert_eq!(mock.calls(), 2);
+    assert_eq!(mock.peak_in_flight(), 2, "the two steps ran concurrently");
 }
