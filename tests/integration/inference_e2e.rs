@@ -185,6 +185,8 @@ async fn thirty_percent_503s_lose_nothing_and_retries_stay_in_budget() {
         delivered.len(),
         dead.len()
     );
+    // The budget is a sliding 10 s window kept in buckets: as a bucket rotates out, the
+    // credit it held can be spent again, so a long run may end a little above 20%.
     assert!(
         ratio <= 1.2 + 0.02,
         "retries exceeded the 20% budget: {ratio:.3}"
