@@ -13,6 +13,11 @@ cd "$(dirname "$0")/.."
 # would run their tests against each other's files.
 if [ -z "${CARGO_TARGET_DIR:-}" ]; then
   CARGO_TARGET_DIR="$HOME/.cache/streamgate-targets/$(pwd -P | cksum | cut -d' ' -f1)"
+  mkdir -p "$CARGO_TARGET_DIR"
+  touch "$CARGO_TARGET_DIR/.last-used"
+  # Caches of clones not tested for two days go (a CI clone may be used once).
+  find "$HOME/.cache/streamgate-targets" -mindepth 2 -maxdepth 2 -name .last-used -mtime +2 \
+    -printf '%h\n' | xargs -r rm -rf
 fi
 export CARGO_TARGET_DIR
 mkdir -p "$CARGO_TARGET_DIR"
