@@ -432,6 +432,7 @@ pub fn encode_rows(batch: &RecordBatch) -> Result<EncodedRows, ArrowError> {
     {
         let mut writer = WriterBuilder::new()
             .with_explicit_nulls(true)
+            .with_encoder_factory(std::sync::Arc::new(super::json_timestamp::UtcTimestamps))
             .build::<_, LineDelimited>(&mut buf);
         writer.write(batch)?;
         writer.finish()?;

@@ -9,6 +9,7 @@ pub mod avro;
 pub mod avro_encode;
 pub mod json;
 mod json_flat;
+mod json_timestamp;
 pub mod metadata;
 pub mod registry_client;
 pub mod schema;
