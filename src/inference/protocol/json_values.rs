@@ -41,11 +41,15 @@ pub fn write_cell(out: &mut String, array: &dyn Array, row: usize) -> Result<(),
         DataType::UInt64 => write_int(out, array.as_primitive::<t::UInt64Type>().value(row)),
         DataType::Float32 => {
             let v = array.as_primitive::<t::Float32Type>().value(row);
-            write_float(out, v, v.is_finite())?
+            if !write_whole_float(out, f64::from(v), F32_EXACT_INTEGERS) {
+                write_float(out, v, v.is_finite())?
+            }
         }
         DataType::Float64 => {
             let v = array.as_primitive::<t::Float64Type>().value(row);
-            write_float(out, v, v.is_finite())?
+            if !write_whole_float(out, v, F64_EXACT_INTEGERS) {
+                write_float(out, v, v.is_finite())?
+            }
         }
         DataType::Utf8 => write_str(out, array.as_string::<i32>().value(row)),
         DataType::LargeUtf8 => write_str(out, array.as_string::<i64>().value(row)),
@@ -61,6 +65,23 @@ pub fn write_cell(out: &mut String, array: &dyn Array, row: usize) -> Result<(),
 
 fn write_int(out: &mut String, v: impl itoa::Integer) {
     out.push_str(itoa::Buffer::new().format(v));
+}
+
+/// Below these magnitudes every integer is a float of the width, so a whole value's shortest
+/// round-trip decimal is the integer itself.
+const F32_EXACT_INTEGERS: f64 = 16_777_216.0; // 2^24
+const F64_EXACT_INTEGERS: f64 = 9_007_199_254_740_992.0; // 2^53
+
+/// Writes a whole float below `limit` as an integer, the text [`write_float`] would write,
+/// without the float formatter: flags and counts (`0`, `1`) are common model features.
+/// Returns false, writing nothing, for any other value (`-0` included).
+fn write_whole_float(out: &mut String, v: f64, limit: f64) -> bool {
+    let whole = v.abs() < limit && v.trunc() == v && !(v == 0.0 && v.is_sign_negative());
+    if whole {
+        // Exact: |v| < 2^53 fits an i64 and has no fraction.
+        write_int(out, v as i64);
+    }
+    whole
 }
 
 /// Writes the shortest decimal that reads back as the same value of the float's own width, so
@@ -345,5 +366,78 @@ mod tests {
         assert!(err.contains("row 0: expected a number"), "{err}");
         let list = to_array(&[&json!([1.0, 2.0])], OutputType::Float32List).unwrap();
         assert_eq!(list.as_list::<i32>().value(0).len(), 2);
+    }
+
+    /// What the float formatter writes, for comparison with the whole-number fast path.
+    fn formatted(v: impl ryu::Float + std::fmt::Display + Copy, finite: bool) -> String {
+        let mut out = String::new();
+        write_float(&mut out, v, finite).unwrap();
+        out
+    }
+
+    #[test]
+    fn whole_floats_take_the_integer_path_only_inside_the_exact_range() {
+        let mut out = String::new();
+        for (v, whole) in [
+            (0.0, true),
+            (1.0, true),
+            (-3.0, true),
+            (16_777_215.0, true),
+            (16_777_216.0, false),
+            (-0.0, false),
+            (0.5, false),
+        ] {
+            out.clear();
+            assert_eq!(
+                write_whole_float(&mut out, v, F32_EXACT_INTEGERS),
+                whole,
+                "{v}"
+            );
+            if whole {
+                assert_eq!(out, formatted(v as f32, true));
+            } else {
+                assert!(out.is_empty());
+            }
+        }
+        assert!(write_whole_float(
+            &mut out,
+            F64_EXACT_INTEGERS - 1.0,
+            F64_EXACT_INTEGERS
+        ));
+        assert!(!write_whole_float(&mut out, f64::NAN, F64_EXACT_INTEGERS));
+        assert!(!write_whole_float(
+            &mut out,
+            f64::INFINITY,
+            F64_EXACT_INTEGERS
+        ));
+    }
+
+    proptest::proptest! {
+        /// The integer fast path writes byte for byte what the float formatter writes.
+        #[test]
+        fn whole_floats_are_written_as_the_formatter_would(
+            n32 in -16_777_215i32..=16_777_215,
+            n64 in -9_007_199_254_740_991i64..=9_007_199_254_740_991,
+            fraction in 0.0f64..1.0,
+        ) {
+            for (v, whole) in [(n32 as f32, true), (n32 as f32 + fraction as f32, false)] {
+                let mut out = String::new();
+                let took = write_whole_float(&mut out, f64::from(v), F32_EXACT_INTEGERS);
+                proptest::prop_assert!(!whole || took);
+                if took {
+                    proptest::prop_assert_eq!(&out, &formatted(v, true));
+                }
+            }
+            for v in [n64 as f64, n64 as f64 + fraction] {
+                let mut out = String::new();
+                if write_whole_float(&mut out, v, F64_EXACT_INTEGERS) {
+                    proptest::prop_assert_eq!(&out, &formatted(v, true));
+                }
+            }
+            let cells = datafusion::arrow::array::Float32Array::from(vec![n32 as f32]);
+            let mut out = String::new();
+            write_cell(&mut out, &cells, 0).unwrap();
+            proptest::prop_assert_eq!(out, n32.to_string());
+        }
     }
 }
