@@ -7,7 +7,7 @@
 //! chrono's `SecondsFormat::AutoSi` chooses it. Other zones, and arrays holding a value outside
 //! years 0..=9999, keep arrow-json's encoder.
 
-use chrono::{DateTime, Datelike, Timelike};
+use chrono::{Datelike, NaiveDate};
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::{
     DataType, FieldRef, TimeUnit, TimestampMicrosecondType, TimestampMillisecondType,
@@ -56,7 +56,11 @@ impl EncoderFactory for UtcTimestamps {
         if !in_range {
             return Ok(None);
         }
-        let encoder = UtcTimestampEncoder { values, per_second };
+        let encoder = UtcTimestampEncoder {
+            values,
+            per_second,
+            day: None,
+        };
         Ok(Some(NullableEncoder::new(
             Box::new(encoder),
             array.nulls().cloned(),
@@ -76,6 +80,36 @@ fn units_per_second(unit: TimeUnit) -> i64 {
 struct UtcTimestampEncoder<'a> {
     values: &'a [i64],
     per_second: i64,
+    /// The last day written (days since the epoch) and its `YYYY-MM-DD`: a batch's timestamps
+    /// mostly share a day, so the calendar arithmetic runs once per day, not once per value.
+    day: Option<(i64, [u8; 10])>,
+}
+
+const SECONDS_PER_DAY: i64 = 86_400;
+/// Days from 0001-01-01 (chrono's day 1 of the common era) to 1970-01-01.
+const EPOCH_DAYS_FROM_CE: i64 = 719_163;
+
+impl UtcTimestampEncoder<'_> {
+    /// `YYYY-MM-DD` of `day` days since the epoch; None outside chrono's range (never for the
+    /// years checked when the encoder was made).
+    fn date(&mut self, day: i64) -> Option<[u8; 10]> {
+        if let Some((cached, text)) = self.day
+            && cached == day
+        {
+            return Some(text);
+        }
+        let date =
+            NaiveDate::from_num_days_from_ce_opt(i32::try_from(day + EPOCH_DAYS_FROM_CE).ok()?)?;
+        let mut text = Vec::with_capacity(10);
+        digits(&mut text, date.year() as u32, 4);
+        text.push(b'-');
+        digits(&mut text, date.month(), 2);
+        text.push(b'-');
+        digits(&mut text, date.day(), 2);
+        let text: [u8; 10] = text.try_into().ok()?;
+        self.day = Some((day, text));
+        Some(text)
+    }
 }
 
 impl Encoder for UtcTimestampEncoder<'_> {
@@ -84,23 +118,20 @@ impl Encoder for UtcTimestampEncoder<'_> {
         let seconds = v.div_euclid(self.per_second);
         // 0..per_second units, scaled to nanoseconds.
         let nanos = (v.rem_euclid(self.per_second) * (1_000_000_000 / self.per_second)) as u32;
-        // In range: checked when the encoder was made.
-        let Some(t) = DateTime::from_timestamp(seconds, nanos) else {
+        let Some(date) = self.date(seconds.div_euclid(SECONDS_PER_DAY)) else {
             out.extend_from_slice(b"null");
             return;
         };
+        // Unix time has no leap seconds: every day is 86 400 of them.
+        let second_of_day = seconds.rem_euclid(SECONDS_PER_DAY) as u32;
         out.push(b'"');
-        digits(out, t.year() as u32, 4);
-        out.push(b'-');
-        digits(out, t.month(), 2);
-        out.push(b'-');
-        digits(out, t.day(), 2);
+        out.extend_from_slice(&date);
         out.push(b'T');
-        digits(out, t.hour(), 2);
+        digits(out, second_of_day / 3600, 2);
         out.push(b':');
-        digits(out, t.minute(), 2);
+        digits(out, second_of_day / 60 % 60, 2);
         out.push(b':');
-        digits(out, t.second(), 2);
+        digits(out, second_of_day % 60, 2);
         // chrono's AutoSi: as few of 3, 6 or 9 digits as hold every non-zero one.
         if nanos != 0 {
             out.push(b'.');
@@ -255,6 +286,25 @@ mod tests {
                 .map(|(v, f)| v.and_then(|s| s.checked_mul(per)?.checked_add(f % per)))
                 .collect();
             let column = array(unit, UTC_ZONES[zone], values);
+            prop_assert_eq!(write(&column, true), write(&column, false));
+        }
+
+        /// Values a few hours apart, as a stream's are: most share the previous value's day
+        /// (the cached date), some cross midnight, before and after the epoch.
+        #[test]
+        fn matches_arrow_json_across_nearby_days(
+            start in -200_000i64..200_000,
+            steps in proptest::collection::vec(0i64..30_000, 1..60),
+        ) {
+            let mut second = start * SECONDS_PER_DAY / 7;
+            let values: Vec<Option<i64>> = steps
+                .iter()
+                .map(|step| {
+                    second += step;
+                    Some(second * 1_000 + step % 1_000)
+                })
+                .collect();
+            let column = array(TimeUnit::Millisecond, "UTC", values);
             prop_assert_eq!(write(&column, true), write(&column, false));
         }
     }
