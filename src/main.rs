@@ -21,7 +21,8 @@ mod commands;
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-/// jemalloc options compiled into the binary (`MALLOC_CONF` in the environment still wins).
+/// jemalloc options compiled into the binary. `MALLOC_CONF` in the environment wins on Linux,
+/// where jemalloc replaces `malloc`; elsewhere the variable is `_RJEM_MALLOC_CONF`.
 ///
 /// `oversize_threshold:0`: by default jemalloc serves requests of 8 MiB and more from a
 /// dedicated arena that hands their pages back to the system as soon as they are freed, so a

@@ -171,3 +171,30 @@ fn help_teaches_with_examples() {
         assert!(text.contains(needle), "--help lacks {needle:?}");
     }
 }
+
+/// The README's promise that `MALLOC_CONF` overrides the compiled-in jemalloc options: jemalloc
+/// reads that variable only when it replaces `malloc` (Linux); a prefixed build reads
+/// `_RJEM_MALLOC_CONF` and silently ignored it.
+#[cfg(target_os = "linux")]
+#[test]
+fn malloc_conf_in_the_environment_overrides_the_compiled_in_options() {
+    let run = |conf: &str| {
+        let out = Command::new(streamgate_bin())
+            .arg("--version")
+            .env("MALLOC_CONF", conf)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let compiled_in = run("stats_print:true");
+    assert!(
+        compiled_in.contains("opt.oversize_threshold: 0\n"),
+        "{compiled_in}"
+    );
+    let overridden = run("stats_print:true,oversize_threshold:1048576");
+    assert!(
+        overridden.contains("opt.oversize_threshold: 1048576\n"),
+        "{overridden}"
+    );
+}
