@@ -166,7 +166,9 @@ async fn run() {
     let mut json_bytes = 0usize;
     for batch in &columns {
         let rows = streamgate::codec::json::encode_rows(batch).expect("json");
-        json_bytes += (0..rows.len()).map(|i| rows.row(i).len()).sum::<usize>();
+        json_bytes += (0..rows.len())
+            .map(|i| rows.row(i).map_or(0, <[u8]>::len))
+            .sum::<usize>();
     }
     let json_encode = n as f64 / started.elapsed().as_secs_f64();
     let arrow_json_encode = encode_arrow_json(&columns);

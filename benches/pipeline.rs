@@ -8,7 +8,9 @@
 //! 2. the same records through `streamgate::runtime::run_pipeline` (JSON decode with
 //!    schemas/transaction.avsc → SQL projection and filter → Kafka sink), timed until the
 //!    consumer group has committed the end of every partition;
-//! 3. end-to-end latency at a fixed rate with `batch.max_age: 5ms`.
+//! 3. end-to-end latency at a fixed rate with `batch.max_age: 5ms`;
+//! 4. bad input: the same pipeline over the same records with 1% hostile ones, alternating
+//!    with clean runs (`BENCH_BAD_RUNS` of each, default 3), reported as the ratio of medians.
 //!
 //! Prints a table and writes benches/RESULTS.md. `BENCH_RECORDS` (default 1,000,000),
 //! `BENCH_LATENCY_RATE` (records/s, default 5,000) and `BENCH_LATENCY_SECS` (default 10) override
@@ -40,6 +42,23 @@ use support::*;
 const BIG_PARTITIONS: i32 = 128;
 /// Partitions of the latency topics (few records, so retention is no concern).
 const LAT_PARTITIONS: i32 = 16;
+
+/// Share of hostile records in the bad-input variant.
+const BAD_SHARE: f64 = 0.01;
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted.get(sorted.len() / 2).copied().unwrap_or(0.0)
+}
+
+fn list(values: &[f64]) -> String {
+    values
+        .iter()
+        .map(|v| format!("{v:.0}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 const PROJECTION: &str = "SELECT transaction_id, card_id, amount, amount * 100 AS amount_cents, \
      upper(country) AS country, \
@@ -150,15 +169,22 @@ dead_letter: {{ type: kafka, topic: bench-dlq }}
         .unwrap_or_else(|e| panic!("bench pipeline compile: {e:?}\n{yaml}"))
 }
 
-/// Streamgate throughput: from starting the pipeline until the group committed the end of
-/// every input partition. Also returns when the output topic first held every record.
+/// Streamgate throughput over `input` (`n` records, of which `expected_out` reach the output)
+/// with consumer group `group`: from starting the pipeline until the group committed the end
+/// of every input partition. Also returns when the output topic first held every record.
 /// Whole-run throughput, when the output topic first and last grew (seconds from start).
-async fn streamgate_throughput(bootstrap: &str, n: u64) -> (Throughput, f64, f64) {
+async fn streamgate_throughput(
+    bootstrap: &str,
+    input: &'static str,
+    group: &'static str,
+    n: u64,
+    expected_out: u64,
+) -> (Throughput, f64, f64) {
     let config = PipelineConfig {
         name: "bench",
-        input: "sg-in",
+        input,
         output: "sg-out",
-        group: "bench-streamgate",
+        group,
         max_rows: 1000,
         max_age: "20ms",
         sql: format!("{PROJECTION} FROM input WHERE amount > 0"),
@@ -168,6 +194,13 @@ async fn streamgate_throughput(bootstrap: &str, n: u64) -> (Throughput, f64, f64
     let metrics = Metrics::new();
     let shutdown = CancellationToken::new();
 
+    // The output topic is shared by the runs: count what this run adds.
+    let b = bootstrap.to_string();
+    let base = tokio::task::spawn_blocking(move || {
+        Watcher::new(&b, "bench-check").len("sg-out", BIG_PARTITIONS)
+    })
+    .await
+    .expect("check");
     let cpu0 = cpu_seconds();
     let start = Instant::now();
     let task = tokio::spawn({
@@ -176,20 +209,20 @@ async fn streamgate_throughput(bootstrap: &str, n: u64) -> (Throughput, f64, f64
     });
     let b = bootstrap.to_string();
     let (seconds, output_seconds, first_output_seconds) = tokio::task::spawn_blocking(move || {
-        let watcher = Watcher::new(&b, "bench-streamgate");
+        let watcher = Watcher::new(&b, group);
         let mut output_seconds = None;
         let mut first_output_seconds = None;
         let deadline = Instant::now() + Duration::from_secs(900);
         loop {
             assert!(Instant::now() < deadline, "streamgate run timed out");
-            let out = watcher.len("sg-out", BIG_PARTITIONS);
+            let out = watcher.len("sg-out", BIG_PARTITIONS) - base;
             if first_output_seconds.is_none() && out > 0 {
                 first_output_seconds = Some(start.elapsed().as_secs_f64());
             }
-            if output_seconds.is_none() && out >= n as i64 {
+            if output_seconds.is_none() && out >= expected_out as i64 {
                 output_seconds = Some(start.elapsed().as_secs_f64());
             }
-            if watcher.fully_committed("sg-in", BIG_PARTITIONS) {
+            if watcher.fully_committed(input, BIG_PARTITIONS) {
                 let s = start.elapsed().as_secs_f64();
                 let o = output_seconds.unwrap_or(s);
                 return (s, o, first_output_seconds.unwrap_or(0.0));
@@ -205,13 +238,13 @@ async fn streamgate_throughput(bootstrap: &str, n: u64) -> (Throughput, f64, f64
 
     let b = bootstrap.to_string();
     let out = tokio::task::spawn_blocking(move || {
-        Watcher::new(&b, "bench-check").len("sg-out", BIG_PARTITIONS)
+        Watcher::new(&b, "bench-check").len("sg-out", BIG_PARTITIONS) - base
     })
     .await
     .expect("check");
     assert_eq!(
-        out, n as i64,
-        "streamgate output holds {out} records, expected {n}"
+        out, expected_out as i64,
+        "streamgate output holds {out} new records, expected {expected_out}"
     );
     (
         Throughput {
@@ -420,12 +453,14 @@ fn main() {
     let n = env_u64("BENCH_RECORDS", 1_000_000);
     let rate = env_u64("BENCH_LATENCY_RATE", 5_000);
     let secs = env_u64("BENCH_LATENCY_SECS", 10);
+    let bad_runs_wanted = env_u64("BENCH_BAD_RUNS", 3).max(1);
 
     let broker = EmbeddedBroker::start(&[
         ("pt-in", BIG_PARTITIONS),
         ("pt-out", BIG_PARTITIONS),
         ("floor-out", BIG_PARTITIONS),
         ("sg-in", BIG_PARTITIONS),
+        ("sg-bad-in", BIG_PARTITIONS),
         ("sg-out", BIG_PARTITIONS),
         ("bench-dlq", 4),
         ("lat-in", LAT_PARTITIONS),
@@ -443,7 +478,24 @@ fn main() {
     eprintln!("preloading pt-in and sg-in ({mean_bytes:.0} B/record)");
     preload(&bootstrap, "pt-in", BIG_PARTITIONS, &payloads);
     preload(&bootstrap, "sg-in", BIG_PARTITIONS, &payloads);
+    // The same records with 1% hostile ones in place (the demo generator's four kinds:
+    // truncated, a wrong type, a missing field, not an object), spread evenly.
+    let mut rng = SmallRng::seed_from_u64(42);
+    let bad_payloads: Vec<Vec<u8>> = (0..n)
+        .map(|i| {
+            if generator::is_malformed(i, BAD_SHARE) {
+                generator::malformed(&mut rng, i)
+            } else {
+                generator::transaction(&mut rng, i)
+            }
+        })
+        .collect();
+    let bad = (0..n)
+        .filter(|&i| generator::is_malformed(i, BAD_SHARE))
+        .count() as u64;
+    preload(&bootstrap, "sg-bad-in", BIG_PARTITIONS, &bad_payloads);
     drop(payloads);
+    drop(bad_payloads);
 
     eprintln!("1/3 passthroughs");
     let pt = passthrough(&bootstrap, "pt-in", "pt-out", n, false);
@@ -456,13 +508,43 @@ fn main() {
         .build()
         .expect("tokio runtime");
     eprintln!("2/3 streamgate throughput");
-    let (sg, sg_output_seconds, sg_first_output) =
-        runtime.block_on(streamgate_throughput(&bootstrap, n));
+    let (sg, sg_output_seconds, sg_first_output) = runtime.block_on(streamgate_throughput(
+        &bootstrap,
+        "sg-in",
+        "bench-streamgate",
+        n,
+        n,
+    ));
     // Steady state: from the first output record to the last, i.e. without the consumer
     // group's join (the passthrough assigns partitions directly and has none) and commit lag.
     let sg_steady = n as f64 / (sg_output_seconds - sg_first_output).max(1e-3);
     let steady_ratio = sg_steady / pt.per_second();
     eprintln!("    {:.0} records/s", sg.per_second());
+    // Bad input: clean and 1%-bad runs alternate, each with a group of its own, so both see
+    // the same machine state; the first clean run is the one above.
+    let mut clean_runs = vec![sg.per_second()];
+    let mut bad_runs = Vec::new();
+    for run in 0..bad_runs_wanted {
+        eprintln!("    1% bad input, run {}", run + 1);
+        let group: &'static str = Box::leak(format!("bench-bad-{run}").into_boxed_str());
+        let (t, _, _) = runtime.block_on(streamgate_throughput(
+            &bootstrap,
+            "sg-bad-in",
+            group,
+            n,
+            n - bad,
+        ));
+        eprintln!("        {:.0} records/s", t.per_second());
+        bad_runs.push(t.per_second());
+        if run + 1 < bad_runs_wanted {
+            eprintln!("    clean input, run {}", run + 2);
+            let group: &'static str = Box::leak(format!("bench-clean-{run}").into_boxed_str());
+            let (t, _, _) =
+                runtime.block_on(streamgate_throughput(&bootstrap, "sg-in", group, n, n));
+            eprintln!("        {:.0} records/s", t.per_second());
+            clean_runs.push(t.per_second());
+        }
+    }
     eprintln!("3/3 streamgate latency at {rate} records/s for {secs} s");
     let lat = runtime.block_on(streamgate_latency(&bootstrap, rate, secs));
     drop(runtime);
@@ -532,6 +614,19 @@ fn main() {
         "- End-to-end latency at {} records/s (batch max_age 5ms): p50 **{:.1} ms**, p99 \
          **{:.1} ms**, max {:.1} ms ({} of {} measured records received)",
         lat.rate, lat.p50_ms, lat.p99_ms, lat.max_ms, lat.received, lat.sent
+    )
+    .unwrap();
+    let (clean_median, bad_median) = (median(&clean_runs), median(&bad_runs));
+    writeln!(
+        table,
+        "- 1% bad input (the generator's malformed records, dead-lettered): median **{:.0}** \
+         records/s against **{:.0}** clean in alternating runs, ratio **{:.2}** (target ≥ 0.95); \
+         runs bad {} / clean {}",
+        bad_median,
+        clean_median,
+        bad_median / clean_median,
+        list(&bad_runs),
+        list(&clean_runs)
     )
     .unwrap();
     println!("\n{table}");

@@ -117,6 +117,9 @@ enum Destination {
         dead_letter: Option<Arc<dyn Sink>>,
         /// `on_error: drop`: failed rows are counted, not sent.
         drop_failures: bool,
+        /// `on_undeliverable_dead_letter: fail`: a dead letter the sink refuses for good fails
+        /// its unit (retried by `--resume`) instead of being logged and skipped.
+        undeliverable_fails: bool,
         /// Pipeline name for dead-letter headers.
         pipeline: Arc<str>,
     },
@@ -223,6 +226,8 @@ pub async fn run(
         };
         Destination::Sinks {
             drop_failures: policy == crate::spec::OnError::Drop,
+            undeliverable_fails: spec.on_undeliverable_dead_letter
+                == crate::spec::UndeliverableDeadLetter::Fail,
             pipeline: Arc::from(name.as_str()),
             outputs,
             dead_letter,
@@ -470,7 +475,7 @@ async fn handle_batch(
                 class: f.class,
                 message: f.message,
                 model: f.model,
-                record: encoded.row(row).to_vec(),
+                record: read::original_bytes(&encoded, row),
             });
         }
     }
@@ -505,6 +510,7 @@ enum UnitSink {
         outputs: Vec<Arc<dyn Sink>>,
         dead_letter: Option<Arc<dyn Sink>>,
         dead_letter_drop: bool,
+        undeliverable_fails: bool,
         pipeline: Arc<str>,
         ack: Ack,
         resolved: oneshot::Receiver<AckStatus>,
@@ -541,11 +547,13 @@ impl UnitSink {
                 outputs,
                 dead_letter,
                 drop_failures,
+                undeliverable_fails,
                 pipeline,
             } => {
                 let (tx, rx) = oneshot::channel();
                 UnitSink::Sinks {
                     dead_letter_drop: *drop_failures,
+                    undeliverable_fails: *undeliverable_fails,
                     pipeline: pipeline.clone(),
                     rows: vec![0; outputs.len()],
                     names,
@@ -579,7 +587,7 @@ impl UnitSink {
                     .map_err(|e| e.to_string())
                     .and_then(|rejected| match rejected.first() {
                         // The unit fails (and is retried by `--resume`) rather than losing rows.
-                        Some((_, why)) => Err(format!(
+                        Some((_, _, why)) => Err(format!(
                             "{} rows could not be encoded for output {output}: {why}",
                             rejected.len()
                         )),
@@ -595,6 +603,7 @@ impl UnitSink {
             UnitSink::Sinks {
                 dead_letter,
                 dead_letter_drop,
+                undeliverable_fails,
                 pipeline,
                 ack,
                 ..
@@ -630,10 +639,20 @@ impl UnitSink {
                         model: r.model,
                     })
                     .collect();
-                sink.send(SinkInput::DeadLetters(letters), ack)
+                let undeliverable = sink
+                    .send(SinkInput::DeadLetters(letters), ack)
                     .await
-                    .map(drop)
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| e.to_string())?;
+                for (_, _, why) in &undeliverable {
+                    tracing::error!(%file, error = %why, "the dead-letter sink refused a row even in bounded form");
+                }
+                match undeliverable.first() {
+                    Some((_, _, why)) if *undeliverable_fails => Err(format!(
+                        "{} dead letters were refused by the dead-letter sink: {why}",
+                        undeliverable.len()
+                    )),
+                    _ => Ok(()),
+                }
             }
         }
     }

@@ -192,7 +192,7 @@ fn to_input(
     let mut kept = Vec::new();
     for (r, reason) in bad_reason.into_iter().enumerate() {
         match reason {
-            Some(reason) => bad.push((offsets[r], reason, raw.row(r).to_vec())),
+            Some(reason) => bad.push((offsets[r], reason, original_bytes(&raw, r))),
             None => kept.push(offsets[r]),
         }
     }
@@ -246,6 +246,15 @@ fn placeholder(data_type: &DataType, n: usize) -> ArrayRef {
             }
         }
         _ => cast(&zeros, data_type).unwrap_or_else(|_| new_null_array(data_type, n)),
+    }
+}
+
+/// The JSON form of row `row` of the original columns, kept as a dead row's record; a row that
+/// cannot be written as JSON keeps why instead, so the dead row still says what it was.
+pub fn original_bytes(encoded: &crate::codec::json::EncodedRows, row: usize) -> Vec<u8> {
+    match encoded.row(row) {
+        Ok(bytes) => bytes.to_vec(),
+        Err(why) => format!("(not representable as JSON: {why})").into_bytes(),
     }
 }
 

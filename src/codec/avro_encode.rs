@@ -149,9 +149,13 @@ impl AvroEncoder {
             .map(normalize)
             .collect::<Result<_, _>>()?;
         let fields = batch.schema().fields().clone();
+        let lost = lost_in_normalizing(&fields, batch.columns(), &columns);
         let mut out = Vec::with_capacity(batch.num_rows());
         for row in 0..batch.num_rows() {
-            out.push(self.encode_row(&fields, &columns, row));
+            out.push(match lost.get(&row) {
+                Some(why) => Err(why.clone()),
+                None => self.encode_row(&fields, &columns, row),
+            });
         }
         Ok(out)
     }
@@ -198,6 +202,33 @@ fn normalize(array: &ArrayRef) -> Result<ArrayRef, String> {
         _ => return Ok(array.clone()),
     };
     cast(array, &target).map_err(|e| e.to_string())
+}
+
+/// Rows where normalizing turned a value into a null (a timestamp in seconds beyond what
+/// milliseconds can hold): that row's failure, never a silently different value.
+fn lost_in_normalizing(
+    fields: &Fields,
+    originals: &[ArrayRef],
+    normalized: &[ArrayRef],
+) -> std::collections::BTreeMap<usize, String> {
+    let mut lost = std::collections::BTreeMap::new();
+    for ((field, original), normalized) in fields.iter().zip(originals).zip(normalized) {
+        if normalized.null_count() == original.null_count() {
+            continue;
+        }
+        for row in 0..original.len() {
+            if original.is_valid(row) && normalized.is_null(row) {
+                lost.entry(row).or_insert_with(|| {
+                    format!(
+                        "column `{}`: the value cannot be represented as Avro {}",
+                        field.name(),
+                        normalized.data_type()
+                    )
+                });
+            }
+        }
+    }
+    lost
 }
 
 fn record_value(fields: &Fields, columns: &[ArrayRef], row: usize) -> Result<Value, String> {
@@ -389,5 +420,29 @@ mod tests {
         let schema = Schema::new(vec![Field::new("d", DataType::Decimal128(10, 2), false)]);
         let err = writer_schema(&schema, "R", "").unwrap_err();
         assert!(err.contains("column `d`"), "{err}");
+    }
+
+    #[test]
+    fn a_timestamp_in_seconds_beyond_milliseconds_is_the_rows_failure() {
+        use datafusion::arrow::array::TimestampSecondArray;
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "t",
+            DataType::Timestamp(TimeUnit::Second, Some("UTC".into())),
+            false,
+        )]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(
+                TimestampSecondArray::from(vec![1_700_000_000, i64::MAX / 10]).with_timezone("UTC"),
+            )],
+        )
+        .unwrap();
+        let derived = writer_schema(&schema, "R", "").unwrap();
+        let encoder = AvroEncoder::new(&derived, Framing::Plain).unwrap();
+        let rows = encoder.encode_each(&batch).unwrap();
+        assert!(rows[0].is_ok());
+        // Before: the cast to milliseconds overflowed to null and a garbage value was written.
+        let why = rows[1].as_ref().unwrap_err();
+        assert!(why.contains("column `t`"), "{why}");
     }
 }

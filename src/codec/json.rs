@@ -137,26 +137,25 @@ impl JsonDecoder {
             }
         }
 
-        let mut parts = Vec::new();
-        let mut rows = Vec::with_capacity(candidates.len());
-        // The fast path takes what it can; arrow-json decodes the rest (and isolates bad
-        // records) from the first record the fast path leaves.
-        let mut rest = candidates.as_slice();
-        if let Some(flat) = &self.flat {
-            let (batch, taken) = flat.decode_prefix(records, rest);
-            if let Some(batch) = batch {
-                parts.push(batch);
-                rows.extend_from_slice(&rest[..taken]);
-                rest = &rest[taken..];
+        // The fast path decodes every record it can in one pass; arrow-json decodes the ones
+        // it sets aside (and isolates the bad ones). With 1% bad input the good 99% never
+        // leave the fast path, so bad input costs about what it weighs.
+        let (fast, fast_rows, rest) = match &self.flat {
+            Some(flat) => {
+                let decoded = flat.decode_subset(records, &candidates);
+                (decoded.batch, decoded.taken, decoded.left)
             }
-        }
-        self.process(records, rest, &mut parts, &mut rows, &mut failures);
+            None => (None, Vec::new(), candidates),
+        };
+        let mut parts = Vec::new();
+        let mut slow_rows = Vec::with_capacity(rest.len());
+        self.process(records, &rest, &mut parts, &mut slow_rows, &mut failures);
         failures.sort_by_key(|f| f.index);
 
-        let record_batch = match parts.len() {
-            0 => Ok(RecordBatch::new_empty(self.record_schema.clone())),
-            1 => Ok(parts.swap_remove(0)),
-            _ => concat_batches(&self.record_schema, &parts),
+        let (record_batch, rows) = match fast {
+            None => (self.concat(&parts), slow_rows),
+            Some(fast) if parts.is_empty() => (Ok(fast), fast_rows),
+            Some(fast) => merge_in_order(fast, fast_rows, &parts, slow_rows),
         };
         let batch = record_batch.and_then(|b| {
             let mut columns = b.columns().to_vec();
@@ -184,6 +183,15 @@ impl JsonDecoder {
                     failures,
                 }
             }
+        }
+    }
+
+    /// The parts as one batch of the record schema.
+    fn concat(&self, parts: &[RecordBatch]) -> Result<RecordBatch, ArrowError> {
+        match parts {
+            [] => Ok(RecordBatch::new_empty(self.record_schema.clone())),
+            [one] => Ok(one.clone()),
+            _ => concat_batches(&self.record_schema, parts),
         }
     }
 
@@ -294,6 +302,55 @@ impl JsonDecoder {
     }
 }
 
+/// Interleaves the fast path's rows and arrow-json's rows back into record order (both are
+/// ascending): one copy of the rows, done only when both paths decoded some.
+fn merge_in_order(
+    fast: RecordBatch,
+    fast_rows: Vec<u32>,
+    slow: &[RecordBatch],
+    slow_rows: Vec<u32>,
+) -> (Result<RecordBatch, ArrowError>, Vec<u32>) {
+    let mut sources: Vec<&RecordBatch> = Vec::with_capacity(slow.len() + 1);
+    sources.push(&fast);
+    sources.extend(slow);
+    // (source batch, row in it) of each slow row, in order.
+    let slow_at: Vec<(usize, usize)> = slow
+        .iter()
+        .enumerate()
+        .flat_map(|(part, b)| (0..b.num_rows()).map(move |row| (part + 1, row)))
+        .collect();
+    let mut order = Vec::with_capacity(fast_rows.len() + slow_rows.len());
+    let mut rows = Vec::with_capacity(order.capacity());
+    let (mut f, mut s) = (0, 0);
+    while f < fast_rows.len() || s < slow_rows.len() {
+        let take_fast = match (fast_rows.get(f), slow_rows.get(s)) {
+            (Some(a), Some(b)) => a < b,
+            (Some(_), None) => true,
+            _ => false,
+        };
+        if take_fast {
+            order.push((0, f));
+            rows.push(fast_rows[f]);
+            f += 1;
+        } else {
+            // `slow_at` has one entry per slow row (checked below before it is used).
+            order.push(slow_at.get(s).copied().unwrap_or((0, 0)));
+            rows.push(slow_rows[s]);
+            s += 1;
+        }
+    }
+    if slow_at.len() != slow_rows.len() {
+        // Not expected: `process` keeps rows and indices in step. Every row then fails
+        // (see `decode`), none is lost.
+        let e = ArrowError::JsonError("decoded rows do not match their records".into());
+        return (Err(e), rows);
+    }
+    (
+        datafusion::arrow::compute::interleave_record_batch(&sources, &order),
+        rows,
+    )
+}
+
 /// Cheap checks before decoding: the payload must start (after whitespace) with `{`.
 fn precheck(payload: &[u8]) -> Result<(), (&'static str, String)> {
     match payload.iter().find(|b| !b.is_ascii_whitespace()) {
@@ -380,54 +437,69 @@ fn trim(message: &str) -> String {
     crate::codec::truncate_message(message, MAX_MESSAGE)
 }
 
-/// Rows of a batch encoded as JSON objects, one per row, in one buffer.
+/// Rows of a batch encoded as JSON objects, one per row, in one buffer, and the rows that
+/// could not be encoded.
 #[derive(Debug, Clone, Default)]
 pub struct EncodedRows {
     buf: Vec<u8>,
-    /// End (exclusive, before the newline) of each row in `buf`.
+    /// End (exclusive, before the newline) of each encoded row in `buf`.
     ends: Vec<usize>,
+    /// Rows of the batch that could not be encoded, ascending, with why.
+    failed: Vec<(usize, String)>,
 }
 
 impl EncodedRows {
-    /// Number of rows.
+    /// Number of rows, encoded or not.
     pub fn len(&self) -> usize {
-        self.ends.len()
+        self.ends.len() + self.failed.len()
     }
 
     /// Whether there are no rows.
     pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
+        self.len() == 0
     }
 
-    /// The JSON object of row `i` (without a trailing newline); empty if `i` is out of range.
-    pub fn row(&self, i: usize) -> &[u8] {
-        self.get(i).unwrap_or_default()
-    }
-
-    /// The JSON object of row `i`, if there is such a row.
-    pub fn get(&self, i: usize) -> Option<&[u8]> {
-        let end = *self.ends.get(i)?;
-        let start = match i {
-            0 => 0,
-            _ => self.ends.get(i - 1)? + 1,
+    /// The JSON object of row `i` (without a trailing newline), or why it could not be
+    /// encoded.
+    pub fn row(&self, i: usize) -> Result<&[u8], &str> {
+        let line = match self.failed.binary_search_by_key(&i, |(row, _)| *row) {
+            Ok(at) => return Err(&self.failed[at].1),
+            // `at` failed rows come before row `i`.
+            Err(at) => i - at,
         };
-        self.buf.get(start..end)
+        let end = *self.ends.get(line).ok_or("row out of range")?;
+        let start = match line {
+            0 => 0,
+            _ => self.ends[line - 1] + 1,
+        };
+        self.buf.get(start..end).ok_or("row out of range")
     }
 
-    /// The rows in order.
-    pub fn iter(&self) -> impl Iterator<Item = &[u8]> + '_ {
-        (0..self.len()).map(|i| self.row(i))
-    }
-
-    /// All rows as JSON lines (each followed by `\n`).
-    pub fn as_lines(&self) -> &[u8] {
-        &self.buf
+    /// Rows that could not be encoded, ascending, with why.
+    pub fn failed(&self) -> &[(usize, String)] {
+        &self.failed
     }
 }
 
 /// Encodes every row of `batch` as one JSON object. Nulls are written explicitly, timestamps
-/// as RFC 3339 strings, maps as objects.
+/// as RFC 3339 strings, maps as objects. A row holding a value that cannot be written as JSON
+/// (a timestamp beyond what a date can spell) is that row's failure, never text in the output:
+/// [`EncodedRows::row`] tells why.
 pub fn encode_rows(batch: &RecordBatch) -> Result<EncodedRows, ArrowError> {
+    let failed = super::json_check::unencodable_rows(batch);
+    let writable = if failed.is_empty() {
+        std::borrow::Cow::Borrowed(batch)
+    } else {
+        let mut keep = vec![true; batch.num_rows()];
+        for (row, _) in &failed {
+            keep[*row] = false;
+        }
+        let keep = datafusion::arrow::array::BooleanArray::from(keep);
+        std::borrow::Cow::Owned(datafusion::arrow::compute::filter_record_batch(
+            batch, &keep,
+        )?)
+    };
+    let batch = writable.as_ref();
     let mut buf = Vec::with_capacity(batch.get_array_memory_size().min(1 << 24) + 64);
     {
         let mut writer = WriterBuilder::new()
@@ -446,7 +518,7 @@ pub fn encode_rows(batch: &RecordBatch) -> Result<EncodedRows, ArrowError> {
             batch.num_rows()
         )));
     }
-    Ok(EncodedRows { buf, ends })
+    Ok(EncodedRows { buf, ends, failed })
 }
 
 #[cfg(test)]
@@ -662,21 +734,21 @@ mod tests {
         assert!(out.failures.is_empty(), "{:?}", out.failures);
         let rows = encode_rows(&out.batch).expect("encode");
         assert_eq!(rows.len(), 2);
-        let first: serde_json::Value = serde_json::from_slice(rows.row(0)).expect("json");
+        let first: serde_json::Value =
+            serde_json::from_slice(rows.row(0).expect("row 0")).expect("json");
         assert_eq!(first["id"], "a\nb \"q\"");
         assert_eq!(first["ts"], "2026-03-01T12:00:00.123Z");
         assert_eq!(first["n"], serde_json::Value::Null);
         assert_eq!(first["_headers"]["src"], "test");
-        let second: serde_json::Value = serde_json::from_slice(rows.row(1)).expect("json");
+        let second: serde_json::Value =
+            serde_json::from_slice(rows.row(1).expect("row 1")).expect("json");
         assert_eq!(second["ts"], "2023-11-14T22:13:20Z");
-        assert!(rows.get(2).is_none());
-        assert!(rows.row(5).is_empty());
+        assert!(rows.row(2).is_err());
+        assert!(rows.row(5).is_err());
 
         // Decoding the encoded record columns gives the same columns back.
-        let again: Vec<RawRecord> = rows
-            .iter()
-            .enumerate()
-            .map(|(i, r)| rec(i, std::str::from_utf8(r).expect("utf8")))
+        let again: Vec<RawRecord> = (0..rows.len())
+            .map(|i| rec(i, std::str::from_utf8(rows.row(i).unwrap()).expect("utf8")))
             .collect();
         let back = d.decode(&again);
         assert!(back.failures.is_empty(), "{:?}", back.failures);

@@ -77,6 +77,17 @@ pub(super) struct FlatDecoder {
     nullable: Vec<bool>,
 }
 
+/// What [`FlatDecoder::decode_subset`] made of a set of records.
+#[derive(Debug)]
+pub(super) struct FlatDecoded {
+    /// The decoded rows, if any: one per entry of `taken`.
+    pub batch: Option<RecordBatch>,
+    /// Record indices of `batch`'s rows, ascending.
+    pub taken: Vec<u32>,
+    /// Record indices left for arrow-json, ascending.
+    pub left: Vec<u32>,
+}
+
 impl FlatDecoder {
     /// A fast path for `schema`, or `None` if one of its columns is not a flat type it reads.
     pub(super) fn new(schema: &SchemaRef) -> Option<Self> {
@@ -113,36 +124,41 @@ impl FlatDecoder {
         })
     }
 
-    /// Decodes the records at `idx` in order up to the first one outside the fast path's
-    /// subset. Returns the decoded rows (`None` if there are none) and how many records they
-    /// are.
-    pub(super) fn decode_prefix(
-        &self,
-        records: &[RawRecord],
-        idx: &[u32],
-    ) -> (Option<RecordBatch>, usize) {
+    /// Decodes, in order, every record at `idx` inside the fast path's subset and sets the
+    /// others aside for arrow-json (which decodes them or isolates them as failures). A bad or
+    /// unusual record costs only itself: the records after it stay on the fast path.
+    pub(super) fn decode_subset(&self, records: &[RawRecord], idx: &[u32]) -> FlatDecoded {
         let mut columns: Vec<ColumnBuilder> = self
             .kinds
             .iter()
             .map(|k| ColumnBuilder::new(k, idx.len()))
             .collect();
         let mut cells = vec![Cell::Missing; self.kinds.len()];
-        let mut taken = 0;
+        let mut taken = Vec::with_capacity(idx.len());
+        let mut left = Vec::new();
         for &i in idx {
             let Some(record) = records.get(i as usize) else {
-                break;
+                left.push(i);
+                continue;
             };
             cells.fill(Cell::Missing);
+            // A record is read whole into `cells` before anything is appended, so one that
+            // stops half-way leaves the builders untouched.
             if self.read_record(&record.payload, &mut cells).is_err() {
-                break;
+                left.push(i);
+                continue;
             }
             for (column, cell) in columns.iter_mut().zip(&cells) {
                 column.append(*cell);
             }
-            taken += 1;
+            taken.push(i);
         }
-        if taken == 0 {
-            return (None, 0);
+        if taken.is_empty() {
+            return FlatDecoded {
+                batch: None,
+                taken,
+                left,
+            };
         }
         let arrays: Vec<ArrayRef> = columns
             .into_iter()
@@ -150,9 +166,17 @@ impl FlatDecoder {
             .map(|(c, k)| c.finish(k))
             .collect();
         match RecordBatch::try_new(self.schema.clone(), arrays) {
-            Ok(batch) => (Some(batch), taken),
-            // Not expected (the builders follow the schema); arrow-json takes the batch.
-            Err(_) => (None, 0),
+            Ok(batch) => FlatDecoded {
+                batch: Some(batch),
+                taken,
+                left,
+            },
+            // Not expected (the builders follow the schema); arrow-json takes every record.
+            Err(_) => FlatDecoded {
+                batch: None,
+                taken: Vec::new(),
+                left: idx.to_vec(),
+            },
         }
     }
 
@@ -650,9 +674,10 @@ mod tests {
         let recs = records(&payloads);
         let idx: Vec<u32> = (0..100).collect();
         let flat = FlatDecoder::new(&schema()).expect("flat schema");
-        let (batch, taken) = flat.decode_prefix(&recs, &idx);
-        assert_eq!(taken, 100);
-        assert_eq!(batch.expect("rows").num_rows(), 100);
+        let decoded = flat.decode_subset(&recs, &idx);
+        assert_eq!(decoded.taken, idx);
+        assert!(decoded.left.is_empty());
+        assert_eq!(decoded.batch.expect("rows").num_rows(), 100);
         assert_same(
             &JsonDecoder::new(schema()).decode(&recs),
             &JsonDecoder::without_fast_path(schema()).decode(&recs),
@@ -660,16 +685,17 @@ mod tests {
     }
 
     #[test]
-    fn the_fast_path_stops_at_the_first_record_it_leaves_to_arrow_json() {
+    fn the_fast_path_sets_aside_only_the_records_it_leaves_to_arrow_json() {
         let mut payloads: Vec<String> = (0..10).map(typical).collect();
         payloads[4] = typical(4).replace("tx-4", r#"tx-\"4"#); // an escape
         payloads[7] = r#"{"id":"x"}"#.to_string(); // n64 missing: a failure
         let recs = records(&payloads);
         let idx: Vec<u32> = (0..10).collect();
-        let (_, taken) = FlatDecoder::new(&schema())
+        let decoded = FlatDecoder::new(&schema())
             .unwrap()
-            .decode_prefix(&recs, &idx);
-        assert_eq!(taken, 4);
+            .decode_subset(&recs, &idx);
+        assert_eq!(decoded.taken, [0, 1, 2, 3, 5, 6, 8, 9]);
+        assert_eq!(decoded.left, [4, 7]);
         let fast = JsonDecoder::new(schema()).decode(&recs);
         assert_eq!(fast.rows, [0, 1, 2, 3, 4, 5, 6, 8, 9]);
         assert_eq!(fast.failures[0].index, 7);

@@ -35,27 +35,13 @@ impl EncoderFactory for UtcTimestamps {
         array: &'a dyn Array,
         _options: &'a EncoderOptions,
     ) -> Result<Option<NullableEncoder<'a>>, ArrowError> {
-        let DataType::Timestamp(unit, Some(zone)) = array.data_type() else {
+        let Some((unit, values)) = utc_values(array) else {
             return Ok(None);
         };
-        if !UTC_ZONES.contains(&zone.as_ref()) {
+        if !in_range(unit, values) {
             return Ok(None);
         }
-        let values: &[i64] = match unit {
-            TimeUnit::Second => array.as_primitive::<TimestampSecondType>().values(),
-            TimeUnit::Millisecond => array.as_primitive::<TimestampMillisecondType>().values(),
-            TimeUnit::Microsecond => array.as_primitive::<TimestampMicrosecondType>().values(),
-            TimeUnit::Nanosecond => array.as_primitive::<TimestampNanosecondType>().values(),
-        };
-        let per_second = units_per_second(*unit);
-        // Null slots hold arbitrary values; checking them too only costs a rare fallback.
-        let in_range = values.iter().all(|&v| {
-            let seconds = v.div_euclid(per_second);
-            (FIRST_SECOND..=LAST_SECOND).contains(&seconds)
-        });
-        if !in_range {
-            return Ok(None);
-        }
+        let per_second = units_per_second(unit);
         let encoder = UtcTimestampEncoder {
             values,
             per_second,
@@ -66,6 +52,39 @@ impl EncoderFactory for UtcTimestamps {
             array.nulls().cloned(),
         )))
     }
+}
+
+/// The unit and values of a timestamp array in a UTC zone.
+fn utc_values(array: &dyn Array) -> Option<(TimeUnit, &[i64])> {
+    let DataType::Timestamp(unit, Some(zone)) = array.data_type() else {
+        return None;
+    };
+    if !UTC_ZONES.contains(&zone.as_ref()) {
+        return None;
+    }
+    let values: &[i64] = match unit {
+        TimeUnit::Second => array.as_primitive::<TimestampSecondType>().values(),
+        TimeUnit::Millisecond => array.as_primitive::<TimestampMillisecondType>().values(),
+        TimeUnit::Microsecond => array.as_primitive::<TimestampMicrosecondType>().values(),
+        TimeUnit::Nanosecond => array.as_primitive::<TimestampNanosecondType>().values(),
+    };
+    Some((*unit, values))
+}
+
+/// Whether every value lies in years 0..=9999. Null slots hold arbitrary values; checking them
+/// too only costs a rare fallback.
+fn in_range(unit: TimeUnit, values: &[i64]) -> bool {
+    let per_second = units_per_second(unit);
+    values.iter().all(|&v| {
+        let seconds = v.div_euclid(per_second);
+        (FIRST_SECOND..=LAST_SECOND).contains(&seconds)
+    })
+}
+
+/// Whether `array` is a UTC timestamp array this module writes itself (so every value can be
+/// written as JSON).
+pub(super) fn utc_in_range(array: &dyn Array) -> bool {
+    utc_values(array).is_some_and(|(unit, values)| in_range(unit, values))
 }
 
 fn units_per_second(unit: TimeUnit) -> i64 {

@@ -8,6 +8,7 @@
 pub mod avro;
 pub mod avro_encode;
 pub mod json;
+mod json_check;
 mod json_flat;
 mod json_timestamp;
 pub mod metadata;

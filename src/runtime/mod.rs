@@ -146,6 +146,7 @@ pub async fn run_pipeline(
         outputs,
         dead_letter,
         policy: spec.error_policy(),
+        undeliverable: spec.on_undeliverable_dead_letter,
         metrics: pipeline_metrics.clone(),
         name: name.clone(),
     });

@@ -11,7 +11,7 @@ use crate::batch::{Position, RawRecord, SourceBatch};
 use crate::inference::InferenceStage;
 use crate::plan::CompiledPipeline;
 use crate::sink::{DeadLetterRecord, RowOrigins, Sink, SinkInput};
-use crate::spec::OnError;
+use crate::spec::{OnError, UndeliverableDeadLetter};
 use crate::telemetry::PipelineMetrics;
 
 /// One output at run time.
@@ -33,6 +33,7 @@ pub struct PipelineWorker {
     pub(crate) outputs: Vec<OutputRuntime>,
     pub(crate) dead_letter: Option<Arc<dyn Sink>>,
     pub(crate) policy: OnError,
+    pub(crate) undeliverable: UndeliverableDeadLetter,
     pub(crate) metrics: PipelineMetrics,
     pub(crate) name: Arc<str>,
 }
@@ -117,7 +118,7 @@ impl PipelineWorker {
                     // Rows the sink could not encode: their records are dead-lettered (a
                     // record already published to another output is then published again
                     // when the dead letter is replayed).
-                    for (row, message) in rejected {
+                    for (row, class, message) in rejected {
                         let record = routed
                             .input_rows
                             .get(row)
@@ -125,7 +126,7 @@ impl PipelineWorker {
                         if let Some(&record) = record {
                             failures.entry(record as usize).or_insert(Failure {
                                 stage: "encode",
-                                class: "encode",
+                                class,
                                 message: format!("output {}: {message}", output.name),
                                 model: None,
                             });
@@ -177,8 +178,37 @@ impl PipelineWorker {
                         })
                     })
                     .collect();
+                let contexts: Vec<(Position, &'static str, &'static str)> = letters
+                    .iter()
+                    .map(|l| (l.record.position.clone(), l.stage, l.class))
+                    .collect();
                 match sink.send(SinkInput::DeadLetters(letters), ack).await {
-                    Ok(_) => ack.note_dead_lettered(indices),
+                    Ok(undeliverable) => {
+                        for (letter, _, why) in &undeliverable {
+                            let Some((position, stage, class)) = contexts.get(*letter) else {
+                                continue;
+                            };
+                            self.metrics.dead_letter_undeliverable(stage, class);
+                            tracing::error!(
+                                pipeline = %self.name,
+                                topic = %position.topic,
+                                partition = position.partition,
+                                offset = position.offset,
+                                stage = *stage,
+                                class = *class,
+                                error = %why,
+                                policy = ?self.undeliverable,
+                                "the dead-letter sink refused this record even in bounded form"
+                            );
+                        }
+                        if !undeliverable.is_empty()
+                            && self.undeliverable == UndeliverableDeadLetter::Fail
+                        {
+                            ack.record(AckStatus::Rejected);
+                        } else {
+                            ack.note_dead_lettered(indices);
+                        }
+                    }
                     Err(e) => {
                         tracing::error!(pipeline = %self.name, error = %e, "dead-letter sink failed; the batch will be redelivered");
                         ack.record(AckStatus::Errored);

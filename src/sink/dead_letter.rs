@@ -40,7 +40,130 @@ pub struct ModelContext {
     pub attempts: u32,
 }
 
+/// Bytes a message costs beyond its key, payload and header bytes: Kafka's record and batch
+/// framing (about 70 bytes for one record in a batch), NATS's `HPUB` line and `NATS/1.0`
+/// preamble. Generous, so an estimate that fits really fits.
+const MESSAGE_OVERHEAD: usize = 512;
+
+/// Bytes one header costs beyond its name and value: Kafka's two length varints (NATS's
+/// `: ` and CRLF).
+const HEADER_OVERHEAD: usize = 8;
+
+/// Longest key a bounded dead letter keeps: a key identifies the record; a key bigger than
+/// this is the poison itself.
+const BOUNDED_KEY_LEN: usize = 1024;
+
+/// Longest original header a bounded dead letter keeps (trace context, content type and the
+/// like are far smaller).
+const BOUNDED_HEADER_LEN: usize = 4096;
+
+/// A dead letter as it is sent: the original record, or a bounded form of it that fits the
+/// sink's message limit.
+#[derive(Debug)]
+pub struct Letter<'a> {
+    /// The key (possibly truncated).
+    pub key: Option<&'a [u8]>,
+    /// The payload (possibly a prefix).
+    pub payload: &'a [u8],
+    /// The original headers kept, in order.
+    pub original_headers: Vec<&'a (String, Option<Vec<u8>>)>,
+    /// Context headers, then, for a bounded form, what was cut.
+    pub context: Vec<(String, String)>,
+}
+
+impl Letter<'_> {
+    /// Whether parts of the original were left out.
+    pub fn is_truncated(&self) -> bool {
+        self.context
+            .iter()
+            .any(|(name, _)| name.as_str() == TRUNCATED_HEADER)
+    }
+}
+
+/// Header naming what a bounded dead letter left out (`payload`, `key`, `headers`).
+pub const TRUNCATED_HEADER: &str = "streamgate.truncated";
+
 impl DeadLetterRecord {
+    /// The dead letter as it should be sent to a sink whose messages hold at most
+    /// `max_message_bytes` (key, payload, headers and framing). The whole record when it fits;
+    /// otherwise a bounded form: the context headers, `streamgate.truncated` naming what was
+    /// cut, the original sizes (`streamgate.original.{payload,key,headers}.bytes`), the key
+    /// up to 1 KiB, the original headers that are small and fit, and as much of the payload
+    /// as fits. With a limit too small for even the context, the context alone.
+    pub fn fit(&self, max_message_bytes: usize) -> Letter<'_> {
+        let record = &self.record;
+        let mut context = self.context_headers();
+        let key_len = record.key.as_ref().map_or(0, Vec::len);
+        let original_headers_len: usize = record.headers.iter().map(header_size).sum();
+        let whole = MESSAGE_OVERHEAD
+            + key_len
+            + record.payload.len()
+            + original_headers_len
+            + context.iter().map(context_size).sum::<usize>();
+        if whole <= max_message_bytes {
+            return Letter {
+                key: record.key.as_deref(),
+                payload: &record.payload,
+                original_headers: record.headers.iter().collect(),
+                context,
+            };
+        }
+        context.extend([
+            (
+                format!("{HEADER_PREFIX}original.payload.bytes"),
+                record.payload.len().to_string(),
+            ),
+            (
+                format!("{HEADER_PREFIX}original.key.bytes"),
+                key_len.to_string(),
+            ),
+            (
+                format!("{HEADER_PREFIX}original.headers.bytes"),
+                original_headers_len.to_string(),
+            ),
+            // Filled in below, once it is known what was cut (its longest value is reserved).
+            (
+                TRUNCATED_HEADER.to_string(),
+                "payload,key,headers".to_string(),
+            ),
+        ]);
+        let mut room = max_message_bytes
+            .saturating_sub(MESSAGE_OVERHEAD + context.iter().map(context_size).sum::<usize>());
+        let mut cut = Vec::new();
+        let key = record.key.as_deref().map(|key| {
+            let keep = key.len().min(BOUNDED_KEY_LEN).min(room);
+            room -= keep;
+            if keep < key.len() {
+                cut.push("key");
+            }
+            &key[..keep]
+        });
+        let mut original_headers = Vec::new();
+        for header in &record.headers {
+            let size = header_size(header);
+            if size <= BOUNDED_HEADER_LEN && size <= room {
+                room -= size;
+                original_headers.push(header);
+            }
+        }
+        if original_headers.len() < record.headers.len() {
+            cut.push("headers");
+        }
+        let keep = record.payload.len().min(room);
+        if keep < record.payload.len() {
+            cut.push("payload");
+        }
+        if let Some(last) = context.last_mut() {
+            last.1 = cut.join(",");
+        }
+        Letter {
+            key,
+            payload: &record.payload[..keep],
+            original_headers,
+            context,
+        }
+    }
+
     /// Context headers, in a stable order.
     pub fn context_headers(&self) -> Vec<(String, String)> {
         let p = &self.record.position;
@@ -135,6 +258,16 @@ impl DeadLetterRecord {
     }
 }
 
+/// What an original header costs in a message.
+fn header_size((name, value): &(String, Option<Vec<u8>>)) -> usize {
+    name.len() + value.as_ref().map_or(0, Vec::len) + HEADER_OVERHEAD
+}
+
+/// What a context header costs in a message.
+fn context_size((name, value): &(String, String)) -> usize {
+    name.len() + value.len() + HEADER_OVERHEAD
+}
+
 fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
@@ -210,5 +343,104 @@ mod tests {
         assert_eq!(line["payload"], "{bad");
         assert_eq!(base64(b"Ma"), "TWE=");
         assert_eq!(base64(b"M"), "TQ==");
+    }
+
+    /// What a letter costs by the same accounting as `fit`.
+    fn size(letter: &Letter<'_>) -> usize {
+        MESSAGE_OVERHEAD
+            + letter.key.map_or(0, <[u8]>::len)
+            + letter.payload.len()
+            + letter
+                .original_headers
+                .iter()
+                .map(|h| header_size(h))
+                .sum::<usize>()
+            + letter.context.iter().map(context_size).sum::<usize>()
+    }
+
+    fn header<'a>(letter: &'a Letter<'_>, name: &str) -> Option<&'a str> {
+        letter
+            .context
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn a_record_that_fits_is_sent_whole() {
+        let mut r = record(b"{bad json");
+        r.record.headers = vec![("trace".into(), Some(b"abc".to_vec()))];
+        let letter = r.fit(1_000_000);
+        assert!(!letter.is_truncated());
+        assert_eq!(letter.payload, b"{bad json");
+        assert_eq!(letter.key, Some(&b"k1"[..]));
+        assert_eq!(letter.original_headers.len(), 1);
+    }
+
+    #[test]
+    fn a_poison_header_is_left_out_and_the_rest_kept() {
+        let mut r = record(b"{bad json");
+        r.record.headers = vec![
+            ("trace".into(), Some(b"abc".to_vec())),
+            ("poison".into(), Some(vec![b'x'; 1 << 20])),
+        ];
+        let letter = r.fit(1_000_000);
+        assert!(letter.is_truncated());
+        assert!(size(&letter) <= 1_000_000);
+        assert_eq!(letter.payload, b"{bad json");
+        assert_eq!(letter.key, Some(&b"k1"[..]));
+        let kept: Vec<&str> = letter
+            .original_headers
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect();
+        assert_eq!(kept, ["trace"]);
+        assert_eq!(header(&letter, TRUNCATED_HEADER), Some("headers"));
+        assert_eq!(
+            header(&letter, "streamgate.original.headers.bytes"),
+            Some(
+                ((1 << 20) + 6 + 5 + 3 + 2 * HEADER_OVERHEAD)
+                    .to_string()
+                    .as_str()
+            )
+        );
+        assert_eq!(header(&letter, "streamgate.source.offset"), Some("42"));
+    }
+
+    #[test]
+    fn a_huge_key_and_payload_are_cut_to_fit() {
+        let mut r = record(&vec![b'p'; 3 << 20]);
+        r.record.key = Some(vec![b'k'; 1 << 20]);
+        for limit in [1_000_000, 64 * 1024, 2048] {
+            let letter = r.fit(limit);
+            assert!(size(&letter) <= limit, "{limit}: {}", size(&letter));
+            assert!(letter.key.is_some_and(|k| k.len() <= BOUNDED_KEY_LEN));
+            assert!(letter.payload.len() < 3 << 20);
+            assert_eq!(header(&letter, TRUNCATED_HEADER), Some("key,payload"));
+            assert_eq!(
+                header(&letter, "streamgate.original.payload.bytes"),
+                Some((3usize << 20).to_string().as_str())
+            );
+            assert_eq!(
+                header(&letter, "streamgate.original.key.bytes"),
+                Some((1usize << 20).to_string().as_str())
+            );
+        }
+        // As much of the payload as fits: the bigger the limit, the more is kept.
+        let roomy = r.fit(1_000_000);
+        assert_eq!(roomy.key.map(<[u8]>::len), Some(BOUNDED_KEY_LEN));
+        assert!(roomy.payload.len() > 990_000);
+    }
+
+    #[test]
+    fn a_limit_below_the_context_keeps_the_context_alone() {
+        let mut r = record(b"{bad json");
+        r.record.key = Some(vec![b'k'; 10]);
+        let letter = r.fit(0);
+        assert!(letter.payload.is_empty());
+        assert_eq!(letter.key, Some(&b""[..]));
+        assert!(letter.original_headers.is_empty());
+        assert_eq!(header(&letter, "streamgate.stage"), Some("decode"));
+        assert_eq!(header(&letter, TRUNCATED_HEADER), Some("key,payload"));
     }
 }

@@ -50,7 +50,7 @@ impl EncodedRows {
     /// The payload of row `i`, or why it could not be encoded.
     pub fn row(&self, i: usize) -> Result<&[u8], &str> {
         match self {
-            EncodedRows::Json(r) => Ok(r.row(i)),
+            EncodedRows::Json(r) => r.row(i),
             EncodedRows::Avro(r) => match r.get(i) {
                 Some(Ok(bytes)) => Ok(bytes),
                 Some(Err(e)) => Err(e),

@@ -51,7 +51,7 @@ impl Sink for FileSink {
     ) -> BoxFuture<'a, Result<super::Rejected, SinkError>> {
         async move {
             let receipt = ack.receipt();
-            let bytes = render(&input, &self.payload)?;
+            let (bytes, rejected) = render(&input, &self.payload)?;
             let mut file = self.file.lock().await;
             file.write_all(&bytes).await?;
             file.flush().await?;
@@ -59,7 +59,7 @@ impl Sink for FileSink {
                 file.sync_data().await?;
             }
             receipt.delivered();
-            Ok(Vec::new())
+            Ok(rejected)
         }
         .boxed()
     }

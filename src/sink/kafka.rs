@@ -120,7 +120,12 @@ pub struct KafkaSink {
     key: Option<String>,
     headers: Vec<(String, String)>,
     encoder: RowEncoder,
+    /// The producer's `message.max.bytes`: librdkafka refuses a bigger message at once.
+    max_message_bytes: usize,
 }
+
+/// librdkafka's default `message.max.bytes`.
+const DEFAULT_MAX_MESSAGE_BYTES: usize = 1_000_000;
 
 impl KafkaSink {
     /// Creates the sink. Without `bootstrap_servers` the source's connection is used. Sinks
@@ -172,7 +177,12 @@ impl KafkaSink {
                 message,
             }
         })?;
+        let max_message_bytes = config
+            .get("message.max.bytes")
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(DEFAULT_MAX_MESSAGE_BYTES);
         Ok(KafkaSink {
+            max_message_bytes,
             topic,
             producer,
             key: spec.key.clone(),
@@ -185,14 +195,15 @@ impl KafkaSink {
         })
     }
 
-    /// Enqueues one message, waiting while librdkafka's queue is full.
-    async fn produce(
+    /// Enqueues one message, waiting while librdkafka's queue is full. A refusal comes back
+    /// with librdkafka's code and the receipt (which resolves as errored if dropped).
+    async fn try_produce(
         &self,
         key: Option<&[u8]>,
         payload: &[u8],
         mut headers: Option<NativeHeaders>,
         mut receipt: PendingReceipt,
-    ) -> Result<(), SinkError> {
+    ) -> Result<(), (RDKafkaErrorCode, PendingReceipt)> {
         loop {
             match self.topic.produce(key, payload, &mut headers, receipt) {
                 Ok(()) => return Ok(()),
@@ -200,13 +211,7 @@ impl KafkaSink {
                     receipt = back;
                     tokio::time::sleep(QUEUE_FULL_BACKOFF).await;
                 }
-                Err((code, back)) => {
-                    // Not accepted: the receipt resolves as errored when dropped.
-                    drop(back);
-                    return Err(SinkError::Kafka(
-                        KafkaError::MessageProduction(code).to_string(),
-                    ));
-                }
+                Err(refused) => return Err(refused),
             }
         }
     }
@@ -231,7 +236,7 @@ impl KafkaSink {
             let payload = match rows.row(i) {
                 Ok(p) => p,
                 Err(e) => {
-                    rejected.push((i, e.to_string()));
+                    rejected.push((i, super::UNREPRESENTABLE, e.to_string()));
                     continue;
                 }
             };
@@ -245,34 +250,85 @@ impl KafkaSink {
                 }
                 headers
             });
-            self.produce(key, payload, headers, ack.receipt()).await?;
+            match self.try_produce(key, payload, headers, ack.receipt()).await {
+                Ok(()) => {}
+                // A row too large for any message is that row's failure (dead-lettered in a
+                // bounded form), not a reason to stall the partition.
+                Err((code @ RDKafkaErrorCode::MessageSizeTooLarge, receipt)) => {
+                    receipt.delivered();
+                    let why = KafkaError::MessageProduction(code).to_string();
+                    rejected.push((i, super::TOO_LARGE, why));
+                }
+                Err((code, _refused_receipt_resolves_as_errored)) => {
+                    return Err(SinkError::Kafka(
+                        KafkaError::MessageProduction(code).to_string(),
+                    ));
+                }
+            }
         }
         Ok(rejected)
     }
 
+    /// Produces dead letters, each bounded to the producer's message limit (see
+    /// [`super::DeadLetterRecord::fit`]). One refused as too large even so is sent again as its
+    /// context alone; one refused even then is returned as undeliverable, for the pipeline's
+    /// `on_undeliverable_dead_letter` policy. Any other refusal fails the send (retried).
     async fn send_dead_letters(
         &self,
         records: Vec<super::DeadLetterRecord>,
         ack: &Ack,
-    ) -> Result<(), SinkError> {
-        for dl in records {
-            let context = dl.context_headers();
-            let mut headers = NativeHeaders::with_capacity(dl.record.headers.len() + context.len());
-            for (k, v) in &dl.record.headers {
-                headers.add(k, v.as_deref());
+    ) -> Result<super::Rejected, SinkError> {
+        let mut undeliverable = Vec::new();
+        for (i, dl) in records.iter().enumerate() {
+            let mut receipt = Some(ack.receipt());
+            let mut refusal = None;
+            // The bounded form, then (if librdkafka's size estimate differs from ours) the
+            // context alone.
+            for limit in [self.max_message_bytes, 0] {
+                let Some(pending) = receipt.take() else {
+                    break;
+                };
+                match self.try_produce_letter(&dl.fit(limit), pending).await {
+                    Ok(()) => {
+                        refusal = None;
+                        break;
+                    }
+                    Err((code @ RDKafkaErrorCode::MessageSizeTooLarge, back)) => {
+                        receipt = Some(back);
+                        refusal = Some(code);
+                    }
+                    Err((code, _back_resolves_as_errored)) => {
+                        return Err(SinkError::Kafka(
+                            KafkaError::MessageProduction(code).to_string(),
+                        ));
+                    }
+                }
             }
-            for (k, v) in &context {
-                headers.add(k, Some(v.as_bytes()));
+            if let (Some(code), Some(receipt)) = (refusal, receipt) {
+                // Nothing is in flight for it: the pipeline's policy decides what it means.
+                receipt.delivered();
+                let why = KafkaError::MessageProduction(code).to_string();
+                undeliverable.push((i, super::TOO_LARGE, why));
             }
-            self.produce(
-                dl.record.key.as_deref(),
-                &dl.record.payload,
-                Some(headers),
-                ack.receipt(),
-            )
-            .await?;
         }
-        Ok(())
+        Ok(undeliverable)
+    }
+
+    async fn try_produce_letter(
+        &self,
+        letter: &super::dead_letter::Letter<'_>,
+        receipt: PendingReceipt,
+    ) -> Result<(), (RDKafkaErrorCode, PendingReceipt)> {
+        let mut headers =
+            NativeHeaders::with_capacity(letter.original_headers.len() + letter.context.len());
+        for (k, v) in &letter.original_headers {
+            headers.add(k, v.as_deref());
+        }
+        for (k, v) in &letter.context {
+            headers.add(k, Some(v.as_bytes()));
+        }
+        self.try_produce(letter.key, letter.payload, Some(headers), receipt)
+            .await
     }
 }
 
@@ -285,10 +341,7 @@ impl Sink for KafkaSink {
         async move {
             match input {
                 SinkInput::Rows { batch, .. } => self.send_rows(batch, ack).await,
-                SinkInput::DeadLetters(records) => self
-                    .send_dead_letters(records, ack)
-                    .await
-                    .map(|()| Vec::new()),
+                SinkInput::DeadLetters(records) => self.send_dead_letters(records, ack).await,
             }
         }
         .boxed()

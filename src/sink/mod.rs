@@ -124,9 +124,17 @@ pub enum SinkError {
     Nats(String),
 }
 
-/// Rows a sink could not encode: (row index in the input batch, why). Permanent: the caller
-/// dead-letters their records (stage `encode`); the other rows were taken.
-pub type Rejected = Vec<(usize, String)>;
+/// Rows a sink could not take: (row index in the input batch, error class, why). Permanent:
+/// the caller dead-letters their records (stage `encode`); the other rows were taken. For
+/// dead-letter input, the letters the sink refused for good even in bounded form.
+pub type Rejected = Vec<(usize, &'static str, String)>;
+
+/// Error class of a row holding a value its output format cannot represent (a timestamp past
+/// what a date can spell, a value outside an Avro schema).
+pub const UNREPRESENTABLE: &str = "unrepresentable_value";
+
+/// Error class of a row or dead letter larger than the sink's message limit.
+pub const TOO_LARGE: &str = "message_too_large";
 
 /// A destination for rows and dead-letter records.
 pub trait Sink: Send + Sync {
@@ -226,18 +234,26 @@ pub(crate) fn column_as_strings(
         .ok_or_else(|| SinkError::Encode(format!("column `{column}` is not castable to string")))
 }
 
-/// Appends the payload of each row, as JSON, followed by a newline.
+/// The payload of each row as JSON, each followed by a newline, and the rows that could not be
+/// encoded (the caller rejects them: stage `encode`).
 pub(crate) fn json_lines(
     batch: &RecordBatch,
     payload: &PayloadColumns,
-) -> Result<Vec<u8>, SinkError> {
+) -> Result<(Vec<u8>, Rejected), SinkError> {
     let encode_err = |e: datafusion::arrow::error::ArrowError| SinkError::Encode(e.to_string());
     let batch = payload.apply(batch).map_err(encode_err)?;
     let rows = crate::codec::json::encode_rows(&batch).map_err(encode_err)?;
     let mut out = Vec::with_capacity(rows.len() * 64);
     for i in 0..rows.len() {
-        out.extend_from_slice(rows.row(i));
-        out.push(b'\n');
+        if let Ok(row) = rows.row(i) {
+            out.extend_from_slice(row);
+            out.push(b'\n');
+        }
     }
-    Ok(out)
+    let rejected = rows
+        .failed()
+        .iter()
+        .map(|(row, why)| (*row, UNREPRESENTABLE, why.clone()))
+        .collect();
+    Ok((out, rejected))
 }

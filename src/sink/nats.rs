@@ -95,7 +95,7 @@ impl NatsSink {
         payload: Bytes,
         message_id: Option<&str>,
         acks: &mut Vec<jetstream::context::PublishAckFuture>,
-    ) -> Result<(), SinkError> {
+    ) -> Result<(), Refused> {
         match &self.jetstream {
             Some(js) => {
                 let mut publish = jetstream::message::PublishMessage::build()
@@ -104,17 +104,22 @@ impl NatsSink {
                 if let Some(id) = message_id.filter(|id| !id.is_empty()) {
                     publish = publish.message_id(id);
                 }
-                let ack = js
-                    .send_publish(subject, publish)
-                    .await
-                    .map_err(|e| SinkError::Nats(e.to_string()))?;
+                let ack = js.send_publish(subject, publish).await.map_err(|e| {
+                    let too_large =
+                        e.kind() == jetstream::context::PublishErrorKind::MaxPayloadExceeded;
+                    Refused::new(too_large, &e)
+                })?;
                 acks.push(ack);
             }
             None => self
                 .client
                 .publish_with_headers(subject, headers, payload)
                 .await
-                .map_err(|e| SinkError::Nats(e.to_string()))?,
+                .map_err(|e| {
+                    let too_large =
+                        e.kind() == async_nats::client::PublishErrorKind::MaxPayloadExceeded;
+                    Refused::new(too_large, &e)
+                })?,
         }
         Ok(())
     }
@@ -178,7 +183,7 @@ impl NatsSink {
             let payload = match rows.row(i) {
                 Ok(p) => Bytes::copy_from_slice(p),
                 Err(e) => {
-                    rejected.push((i, e.to_string()));
+                    rejected.push((i, super::UNREPRESENTABLE, e.to_string()));
                     continue;
                 }
             };
@@ -192,52 +197,113 @@ impl NatsSink {
                     headers.insert((*name).clone(), header_value(values.value(i)));
                 }
             }
-            self.publish(
-                subject,
-                headers,
-                payload,
-                ids.get(i).map(String::as_str),
-                &mut acks,
-            )
-            .await?;
+            match self
+                .publish(
+                    subject,
+                    headers,
+                    payload,
+                    ids.get(i).map(String::as_str),
+                    &mut acks,
+                )
+                .await
+            {
+                Ok(()) => {}
+                // A row too large for any message is that row's failure (dead-lettered in a
+                // bounded form), not a reason to stall the stream.
+                Err(Refused {
+                    too_large: true,
+                    message,
+                }) => rejected.push((i, super::TOO_LARGE, message)),
+                Err(refused) => return Err(refused.into()),
+            }
         }
         self.confirm(receipt, acks);
         Ok(rejected)
     }
 
+    /// Publishes dead letters, each bounded to the server's `max_payload` (see
+    /// [`DeadLetterRecord::fit`]). One refused as too large even so is sent again as its
+    /// context alone; one refused even then is returned as undeliverable, for the pipeline's
+    /// `on_undeliverable_dead_letter` policy. Any other refusal fails the send (retried).
     async fn send_dead_letters(
         &self,
         records: Vec<DeadLetterRecord>,
         ack: &Ack,
-    ) -> Result<(), SinkError> {
+    ) -> Result<super::Rejected, SinkError> {
         let receipt = ack.receipt();
         let mut acks = Vec::new();
+        let mut undeliverable = Vec::new();
         let subject = self.subject.render(|_| None);
-        for dl in records {
-            let mut headers = HeaderMap::new();
-            for (name, value) in &dl.record.headers {
-                // Headers from another system (Kafka) may not be valid NATS header names.
-                if let Ok(name) = name.parse::<HeaderName>() {
-                    let value = value
-                        .as_deref()
-                        .map(String::from_utf8_lossy)
-                        .unwrap_or_default();
-                    headers.append(name, header_value(&value));
-                }
-            }
-            for (name, value) in dl.context_headers() {
-                if let Ok(name) = name.parse::<HeaderName>() {
-                    headers.insert(name, header_value(&value));
-                }
-            }
+        for (i, dl) in records.iter().enumerate() {
             let p = &dl.record.position;
             let id = format!("dead-letter/{}/{}/{}", p.topic, p.partition, p.offset);
-            let payload = Bytes::from(dl.record.payload);
-            self.publish(subject.clone(), headers, payload, Some(&id), &mut acks)
-                .await?;
+            let mut refusal = None;
+            for limit in [self.client.max_payload(), 0] {
+                let letter = dl.fit(limit);
+                let headers = letter_headers(&letter);
+                let payload = Bytes::copy_from_slice(letter.payload);
+                match self
+                    .publish(subject.clone(), headers, payload, Some(&id), &mut acks)
+                    .await
+                {
+                    Ok(()) => {
+                        refusal = None;
+                        break;
+                    }
+                    Err(refused) if refused.too_large => refusal = Some(refused.message),
+                    Err(refused) => return Err(refused.into()),
+                }
+            }
+            if let Some(message) = refusal {
+                undeliverable.push((i, super::TOO_LARGE, message));
+            }
         }
         self.confirm(receipt, acks);
-        Ok(())
+        Ok(undeliverable)
+    }
+}
+
+/// The NATS headers of a dead letter: the original headers kept (those whose names NATS
+/// accepts), then the context.
+fn letter_headers(letter: &super::dead_letter::Letter<'_>) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for (name, value) in &letter.original_headers {
+        // Headers from another system (Kafka) may not be valid NATS header names.
+        if let Ok(name) = name.parse::<HeaderName>() {
+            let value = value
+                .as_deref()
+                .map(String::from_utf8_lossy)
+                .unwrap_or_default();
+            headers.append(name, header_value(&value));
+        }
+    }
+    for (name, value) in &letter.context {
+        if let Ok(name) = name.parse::<HeaderName>() {
+            headers.insert(name, header_value(value));
+        }
+    }
+    headers
+}
+
+/// A publish the client or server refused.
+struct Refused {
+    /// The message exceeds the server's `max_payload`.
+    too_large: bool,
+    message: String,
+}
+
+impl Refused {
+    fn new(too_large: bool, error: &dyn std::fmt::Display) -> Self {
+        Refused {
+            too_large,
+            message: error.to_string(),
+        }
+    }
+}
+
+impl From<Refused> for SinkError {
+    fn from(refused: Refused) -> Self {
+        SinkError::Nats(refused.message)
     }
 }
 
@@ -259,10 +325,7 @@ impl Sink for NatsSink {
         async move {
             match input {
                 SinkInput::Rows { batch, origins } => self.send_rows(batch, origins, ack).await,
-                SinkInput::DeadLetters(records) => self
-                    .send_dead_letters(records, ack)
-                    .await
-                    .map(|()| Vec::new()),
+                SinkInput::DeadLetters(records) => self.send_dead_letters(records, ack).await,
             }
         }
         .boxed()

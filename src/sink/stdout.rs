@@ -37,13 +37,18 @@ impl Default for StdoutSink {
     }
 }
 
-/// Renders sink input as newline-terminated JSON lines (the `payload` columns of rows).
-pub(crate) fn render(input: &SinkInput, payload: &PayloadColumns) -> Result<Vec<u8>, SinkError> {
+/// Renders sink input as newline-terminated JSON lines (the `payload` columns of rows), and
+/// the rows that could not be encoded.
+pub(crate) fn render(
+    input: &SinkInput,
+    payload: &PayloadColumns,
+) -> Result<(Vec<u8>, super::Rejected), SinkError> {
     match input {
         SinkInput::Rows { batch, .. } => json_lines(batch, payload),
-        SinkInput::DeadLetters(records) => {
-            Ok(records.iter().flat_map(|r| r.to_json_line()).collect())
-        }
+        SinkInput::DeadLetters(records) => Ok((
+            records.iter().flat_map(|r| r.to_json_line()).collect(),
+            Vec::new(),
+        )),
     }
 }
 
@@ -55,12 +60,12 @@ impl Sink for StdoutSink {
     ) -> BoxFuture<'a, Result<super::Rejected, SinkError>> {
         async move {
             let receipt = ack.receipt();
-            let bytes = render(&input, &self.payload)?;
+            let (bytes, rejected) = render(&input, &self.payload)?;
             let mut out = self.out.lock().await;
             out.write_all(&bytes).await?;
             out.flush().await?;
             receipt.delivered();
-            Ok(Vec::new())
+            Ok(rejected)
         }
         .boxed()
     }

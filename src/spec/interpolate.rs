@@ -93,6 +93,7 @@ impl Walker<'_> {
             outputs,
             dead_letter,
             on_error: _,
+            on_undeliverable_dead_letter: _,
             processing: _,
         } = spec;
         self.string("name", name);

@@ -58,6 +58,15 @@ pub struct PipelineSpec {
     /// count it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_error: Option<OnError>,
+    /// What to do with a dead letter the dead-letter sink refuses for good even in its bounded
+    /// form (only a sink whose message limit cannot hold the context headers does): `drop`
+    /// (default: log it with its source position, count it in
+    /// `streamgate_dead_letters_undeliverable_total` and carry on, so the partition never
+    /// stalls) or `fail` (stop without committing it). A dead letter larger than the sink's
+    /// limit is first cut to fit (see the dead-letter docs); transient failures are retried,
+    /// never dropped.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub on_undeliverable_dead_letter: UndeliverableDeadLetter,
     /// Concurrency and buffering.
     #[serde(default)]
     pub processing: ProcessingSpec,
@@ -77,6 +86,21 @@ pub enum OnError {
     Fail,
     /// Skip the record; it is counted in `streamgate_records_dropped_total`.
     Drop,
+}
+
+/// Policy for a dead letter the dead-letter sink refuses for good.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum UndeliverableDeadLetter {
+    /// Log it, count it in `streamgate_dead_letters_undeliverable_total`, and carry on.
+    #[default]
+    Drop,
+    /// Stop the pipeline without committing it (it is redelivered on restart).
+    Fail,
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
 }
 
 /// A record source.

@@ -19,6 +19,8 @@ pub struct Metrics {
     pub records_dead_lettered: IntCounterVec,
     /// Records skipped by `on_error: drop`, by stage and error class.
     pub records_dropped: IntCounterVec,
+    /// Dead letters the dead-letter sink refused for good (`on_undeliverable_dead_letter`).
+    pub dead_letters_undeliverable: IntCounterVec,
     /// Processing time of a batch per stage.
     pub batch_duration: HistogramVec,
     /// Time from receiving a batch's first record to its final acknowledgement.
@@ -110,6 +112,11 @@ impl Metrics {
             records_dropped: counter(
                 "streamgate_records_dropped_total",
                 "Failed records skipped because on_error is drop.",
+                &["pipeline", "stage", "class"],
+            ),
+            dead_letters_undeliverable: counter(
+                "streamgate_dead_letters_undeliverable_total",
+                "Dead letters the dead-letter sink refused for good, even in bounded form.",
                 &["pipeline", "stage", "class"],
             ),
             batch_duration: histogram(
@@ -244,6 +251,14 @@ impl PipelineMetrics {
             &self.all.records_dropped
         };
         family.with_label_values(&[&self.name, stage, class]).inc();
+    }
+
+    /// Counts a dead letter the dead-letter sink refused for good.
+    pub fn dead_letter_undeliverable(&self, stage: &str, class: &str) {
+        self.all
+            .dead_letters_undeliverable
+            .with_label_values(&[&self.name, stage, class])
+            .inc();
     }
 
     /// `streamgate_nats_acks_total{pipeline, kind}`.

@@ -11,6 +11,8 @@ mod gateway;
 mod gateway_overload;
 mod gateway_pipelines;
 mod gateway_translate;
+mod hardening_dead_letter;
+mod hostile;
 mod inference;
 mod inference_e2e;
 mod kafka_e2e;

@@ -158,8 +158,15 @@ async fn run_case(path: &Path) -> Result<String, String> {
         })
         .collect();
     let _ = writeln!(rendered, "# rows from input: {}", sources.join(" "));
-    for json in encoded.iter() {
-        let _ = writeln!(rendered, "{}", String::from_utf8_lossy(json));
+    for i in 0..encoded.len() {
+        match encoded.row(i) {
+            Ok(json) => {
+                let _ = writeln!(rendered, "{}", String::from_utf8_lossy(json));
+            }
+            Err(why) => {
+                let _ = writeln!(rendered, "# row {i} not encodable: {why}");
+            }
+        }
     }
     for f in failures {
         let _ = writeln!(rendered, "# failed row {}: {}", f.index, f.class);

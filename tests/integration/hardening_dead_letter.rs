@@ -1,0 +1,209 @@
+//! A poison pill never stalls a partition: a malformed record carrying a ~1 MiB header or key
+//! makes a dead letter bigger than the dead-letter sink's message limit. It is written in a
+//! bounded form (context headers, what was cut and how large it was, as much of the original
+//! as fits) and the partition moves on (issue 25, item 1).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use rdkafka::ClientConfig;
+use rdkafka::message::OwnedHeaders;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use streamgate::demo::EmbeddedBroker;
+use streamgate::telemetry::Metrics;
+
+use crate::common::{read_all, spawn_pipeline, transactions, wait_committed};
+use crate::nats_server::NatsServer;
+
+/// One MiB: more than librdkafka's default `message.max.bytes` (1,000,000) and NATS's default
+/// `max_payload` (1 MiB) once the context headers are added.
+const POISON: usize = 1 << 20;
+
+/// Records of the input: good transactions, and at offsets 3 and 7 malformed ones carrying a
+/// 1 MiB header and a 1 MiB key.
+struct Input {
+    records: Vec<(Vec<u8>, Vec<u8>, Option<(String, Vec<u8>)>)>,
+    poison: [usize; 2],
+}
+
+fn input() -> Input {
+    let (good, _) = transactions(10, 0.0);
+    let mut records: Vec<_> = good.into_iter().map(|(k, v)| (k, v, None)).collect();
+    records[3] = (
+        b"3".to_vec(),
+        b"{not json".to_vec(),
+        Some(("poison".into(), vec![b'h'; POISON])),
+    );
+    records[7] = (vec![b'k'; POISON], b"{not json either".to_vec(), None);
+    Input {
+        records,
+        poison: [3, 7],
+    }
+}
+
+/// Produces to partition 0 with a limit big enough for the poison pills.
+fn produce(bootstrap: &str, topic: &str, input: &Input) {
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("message.max.bytes", "4000000")
+        .create()
+        .expect("producer");
+    for (key, payload, header) in &input.records {
+        let mut headers = OwnedHeaders::new().insert(rdkafka::message::Header {
+            key: "trace",
+            value: Some("t-1"),
+        });
+        if let Some((name, value)) = header {
+            headers = headers.insert(rdkafka::message::Header {
+                key: name,
+                value: Some(value),
+            });
+        }
+        let record = BaseRecord::to(topic)
+            .key(key.as_slice())
+            .payload(payload.as_slice())
+            .headers(headers)
+            .partition(0);
+        producer.send(record).map_err(|(e, _)| e).expect("send");
+    }
+    producer.flush(Duration::from_secs(30)).expect("flush");
+}
+
+fn yaml(bootstrap: &str, name: &str, dead_letter: &str) -> String {
+    format!(
+        r#"
+name: {name}
+source:
+  type: kafka
+  bootstrap_servers: {bootstrap}
+  topics: [{name}-in]
+  group_id: {name}-group
+  batch: {{ max_rows: 100, max_age: 5ms }}
+  properties: {{ fetch.message.max.bytes: "4000000" }}
+format: {{ type: json, schema: ../schemas/transaction.avsc }}
+sql: SELECT transaction_id FROM input
+outputs:
+  - name: out
+    sink: {{ type: kafka, topic: {name}-out }}
+dead_letter: {dead_letter}
+"#
+    )
+}
+
+async fn compile(yaml: &str) -> Arc<streamgate::plan::CompiledPipeline> {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/poison.yaml");
+    let loaded = streamgate::spec::load_str(yaml, &file, &|_| None).unwrap();
+    streamgate::plan::compile(loaded).await.unwrap()
+}
+
+/// Checks one bounded dead letter's headers: context, what was cut, original sizes.
+fn assert_bounded(headers: &HashMap<String, String>, offset: usize, cut: &str) {
+    assert_eq!(headers["streamgate.stage"], "decode", "{offset}");
+    assert_eq!(headers["streamgate.source.offset"], offset.to_string());
+    assert_eq!(headers["streamgate.truncated"], cut, "{offset}");
+    assert!(headers.contains_key("streamgate.original.payload.bytes"));
+    // The small original header is kept; the poison header is not.
+    assert_eq!(headers.get("trace").map(String::as_str), Some("t-1"));
+    assert!(!headers.contains_key("poison"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_dead_letters_too_large_for_the_producer_are_bounded_and_the_partition_moves_on() {
+    let name = "poison";
+    let topics = [("poison-in", 1), ("poison-out", 1), ("poison-dlq", 1)];
+    let broker = EmbeddedBroker::start(&topics).unwrap();
+    let bootstrap = broker.bootstrap_servers().to_string();
+    let input = input();
+    produce(&bootstrap, "poison-in", &input);
+
+    let compiled = compile(&yaml(
+        &bootstrap,
+        name,
+        &format!("{{ type: kafka, topic: {name}-dlq }}"),
+    ))
+    .await;
+    let metrics = Metrics::new();
+    let (stop, task) = spawn_pipeline(compiled, &metrics);
+    // Before the fix the dead-letter send failed with MessageSizeTooLarge and nothing past
+    // offset 3 was ever committed.
+    wait_committed(&bootstrap, "poison-group", "poison-in", 1).await;
+    stop.cancel();
+    task.await.unwrap().unwrap();
+
+    let b = bootstrap.clone();
+    let (out, dlq) = tokio::task::spawn_blocking(move || {
+        (read_all(&b, "poison-out", 1), read_all(&b, "poison-dlq", 1))
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.len(), input.records.len() - input.poison.len());
+    assert_eq!(dlq.len(), 2);
+    let header_pill = &dlq[0];
+    assert_bounded(&header_pill.headers, input.poison[0], "headers");
+    assert_eq!(header_pill.payload, b"{not json", "the payload fits whole");
+    assert_eq!(
+        header_pill.headers["streamgate.original.headers.bytes"],
+        (5 + 3 + 6 + POISON + 2 * 8).to_string()
+    );
+    let key_pill = &dlq[1];
+    assert_bounded(&key_pill.headers, input.poison[1], "key");
+    assert_eq!(key_pill.key.as_ref().map(Vec::len), Some(1024));
+    assert_eq!(
+        key_pill.headers["streamgate.original.key.bytes"],
+        POISON.to_string()
+    );
+    assert_eq!(key_pill.payload, b"{not json either");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_dead_letters_too_large_for_max_payload_are_bounded_and_the_partition_moves_on() {
+    let name = "npoison";
+    let server = NatsServer::start();
+    let client = server.client().await;
+    let mut dlq = client.subscribe(format!("{name}.dlq")).await.unwrap();
+    client.flush().await.unwrap();
+    let topics = [("npoison-in", 1), ("npoison-out", 1)];
+    let broker = EmbeddedBroker::start(&topics).unwrap();
+    let bootstrap = broker.bootstrap_servers().to_string();
+    let input = input();
+    produce(&bootstrap, "npoison-in", &input);
+
+    let compiled = compile(&yaml(
+        &bootstrap,
+        name,
+        &format!(
+            "{{ type: nats, servers: \"{}\", subject: {name}.dlq }}",
+            server.url
+        ),
+    ))
+    .await;
+    let (stop, task) = spawn_pipeline(compiled, &Metrics::new());
+    wait_committed(&bootstrap, "npoison-group", "npoison-in", 1).await;
+    stop.cancel();
+    task.await.unwrap().unwrap();
+
+    let mut letters = Vec::new();
+    for _ in 0..2 {
+        let message = tokio::time::timeout(Duration::from_secs(30), dlq.next())
+            .await
+            .expect("a dead letter within 30 s")
+            .expect("subscription open");
+        assert!(message.payload.len() + 4096 < client.server_info().max_payload as usize);
+        let headers: HashMap<String, String> = message
+            .headers
+            .iter()
+            .flat_map(|h| h.iter())
+            .map(|(k, v)| (k.to_string(), v[0].to_string()))
+            .collect();
+        letters.push(headers);
+    }
+    assert_bounded(&letters[0], input.poison[0], "headers");
+    // The key is not part of a NATS message: only its size is recorded.
+    assert_eq!(
+        letters[1]["streamgate.original.key.bytes"],
+        POISON.to_string()
+    );
+}
