@@ -2,22 +2,41 @@
 //! reaches the gateway's network position, so it is checked against the gateway file's
 //! `replica_allow_list` (networks and host names). Link-local and cloud metadata addresses are
 //! refused unless an entry names them explicitly: a broad entry such as `0.0.0.0/0` does not
-//! open them.
+//! open them, whatever the spelling. An IPv6 address that carries an IPv4 address (IPv4-mapped,
+//! IPv4-compatible, NAT64, 6to4, Teredo) is checked as both: the IPv6 address and every IPv4 it
+//! embeds must be allowed. (Decimal, octal and hex IPv4 spellings such as `http://2852039166/`
+//! are turned into dotted addresses by the URL parser before any check.)
+//!
+//! The list is also enforced when the model client connects (see
+//! [`crate::inference::protocol::guarded_resolver`]): every address any name resolves to is
+//! checked against the link-local and metadata rule, and a name admitted through the API by
+//! its addresses must keep resolving inside the list, so a name cannot be rebound to the
+//! metadata service after its check.
 
-use std::net::IpAddr;
+use std::collections::HashSet;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::{Arc, RwLock, Weak};
 
 use ipnet::IpNet;
 
+use crate::inference::protocol::guarded_resolver::{self, AddressPolicy};
+
 /// The parsed allow-list.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct AllowList {
     networks: Vec<IpNet>,
     /// Exact host names, or `*.suffix` patterns (stored as `.suffix`).
     hosts: Vec<String>,
+    /// Host names the API admitted by their addresses (not by a name entry): at connect time
+    /// every address they resolve to must still be in `networks`.
+    admitted: RwLock<HashSet<String>>,
 }
 
 /// Addresses of cloud instance metadata services (beyond link-local 169.254.0.0/16).
-const METADATA: &[&str] = &["fd00:ec2::254", "100.100.100.200"];
+const METADATA: &[IpAddr] = &[
+    IpAddr::V6(Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)),
+    IpAddr::V4(Ipv4Addr::new(100, 100, 100, 200)),
+];
 
 impl AllowList {
     /// Parses entries: a network (`10.0.0.0/8`, `fd00::/8`), an address (`127.0.0.1`), a host
@@ -48,6 +67,17 @@ impl AllowList {
         Ok(list)
     }
 
+    /// Shares the list and, when it has entries, has the model HTTP client enforce it at
+    /// connect time for as long as the returned list lives.
+    pub fn enforced_at_connect(self) -> Arc<AllowList> {
+        let list = Arc::new(self);
+        if !list.is_empty() {
+            let policy: Weak<AllowList> = Arc::downgrade(&list);
+            guarded_resolver::enforce(policy);
+        }
+        list
+    }
+
     /// Whether nothing is allowed (admin replica changes are then refused).
     pub fn is_empty(&self) -> bool {
         self.networks.is_empty() && self.hosts.is_empty()
@@ -66,6 +96,8 @@ impl AllowList {
         let Some(host) = parsed.host_str() else {
             return Err(format!("{url:?} has no host"));
         };
+        // The URL parser has already written every IPv4 spelling (`2852039166`, `0xa9fea9fe`,
+        // `0251.0376.0251.0376`, `169.254.43518`) as a dotted address, and IPv6 in brackets.
         let host = match host
             .trim_start_matches('[')
             .trim_end_matches(']')
@@ -85,13 +117,37 @@ impl AllowList {
         };
         let named = matches!(&host, Host::Name(n) if self.host_allowed(n));
         for ip in &addresses {
-            if is_sensitive(ip) && !self.explicitly_allows(ip) {
+            self.check_address(*ip, !named)
+                .map_err(|why| format!("{url:?} {why}"))?;
+        }
+        if let Host::Name(name) = host
+            && !named
+        {
+            self.admitted
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(name);
+        }
+        Ok(())
+    }
+
+    /// Checks one address in all its forms (itself and every IPv4 address it embeds): none
+    /// may be link-local or metadata unless an entry names that range, and with
+    /// `within_networks` every form must be inside an entry.
+    fn check_address(&self, ip: IpAddr, within_networks: bool) -> Result<(), String> {
+        for form in forms(ip) {
+            let shown = if form == ip {
+                format!("{ip}")
+            } else {
+                format!("{ip}, which embeds {form}")
+            };
+            if is_sensitive(form) && !self.explicitly_allows(form) {
                 return Err(format!(
-                    "{url:?} reaches {ip}, a link-local or metadata address; allow it by name in replica_allow_list to use it"
+                    "reaches {shown}, a link-local or metadata address; allow it by name in replica_allow_list to use it"
                 ));
             }
-            if !named && !self.networks.iter().any(|n| n.contains(ip)) {
-                return Err(format!("{url:?} ({ip}) is not in replica_allow_list"));
+            if within_networks && !self.networks.iter().any(|n| n.contains(&form)) {
+                return Err(format!("({shown}) is not in replica_allow_list"));
             }
         }
         Ok(())
@@ -109,10 +165,25 @@ impl AllowList {
 
     /// An entry inside the sensitive ranges themselves (`169.254.169.254/32`), not a broader
     /// one that happens to contain them.
-    fn explicitly_allows(&self, ip: &IpAddr) -> bool {
+    fn explicitly_allows(&self, ip: IpAddr) -> bool {
         self.networks
             .iter()
-            .any(|n| n.contains(ip) && is_sensitive(&n.network()) && is_sensitive(&n.broadcast()))
+            .any(|n| n.contains(&ip) && is_sensitive(n.network()) && is_sensitive(n.broadcast()))
+    }
+}
+
+/// At connect time: every address a name resolves to passes the link-local and metadata rule;
+/// a name the API admitted by its addresses must also stay inside the networks. (Names from
+/// the gateway and pipeline files are not bound to the list, which is about the API.)
+impl AddressPolicy for AllowList {
+    fn permits(&self, host: &str, ip: IpAddr) -> Result<(), String> {
+        let admitted = self
+            .admitted
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&host.to_ascii_lowercase());
+        self.check_address(ip, admitted)
+            .map_err(|why| format!("{host} {why}"))
     }
 }
 
@@ -132,20 +203,62 @@ fn is_host_name(s: &str) -> bool {
 }
 
 /// Link-local (which holds the usual metadata address 169.254.169.254) and other metadata
-/// service addresses, also as IPv4-mapped IPv6.
-fn is_sensitive(ip: &IpAddr) -> bool {
-    let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(*ip),
-        v4 => *v4,
-    };
+/// service addresses, as written: an IPv6 address embedding one is caught through [`forms`].
+fn is_sensitive(ip: IpAddr) -> bool {
     let link_local = match ip {
         IpAddr::V4(v4) => v4.is_link_local(),
         IpAddr::V6(v6) => v6.is_unicast_link_local(),
     };
-    link_local
-        || METADATA
-            .iter()
-            .any(|m| m.parse::<IpAddr>().is_ok_and(|m| m == ip))
+    link_local || METADATA.contains(&ip)
+}
+
+/// The address itself, then every IPv4 address it embeds.
+fn forms(ip: IpAddr) -> Vec<IpAddr> {
+    let mut forms = vec![ip];
+    if let IpAddr::V6(v6) = ip {
+        for v4 in embedded_ipv4(v6) {
+            if !forms.contains(&IpAddr::V4(v4)) {
+                forms.push(IpAddr::V4(v4));
+            }
+        }
+    }
+    forms
+}
+
+/// The IPv4 addresses an IPv6 address carries, by the well-known translation and tunnelling
+/// prefixes. Where the layout depends on the operator (the NAT64 local-use prefix), every
+/// layout RFC 6052 allows for it.
+fn embedded_ipv4(v6: Ipv6Addr) -> Vec<Ipv4Addr> {
+    let o = v6.octets();
+    let s = v6.segments();
+    let v4 = |a: u8, b: u8, c: u8, d: u8| Ipv4Addr::new(a, b, c, d);
+    let last = v4(o[12], o[13], o[14], o[15]);
+    match s {
+        // IPv4-mapped ::ffff:0:0/96 and IPv4-translated (SIIT) ::ffff:0:0:0/96.
+        [0, 0, 0, 0, 0, 0xffff, _, _] | [0, 0, 0, 0, 0xffff, 0, _, _] => vec![last],
+        // IPv4-compatible ::/96 (deprecated, still routed by some stacks); not :: or ::1.
+        [0, 0, 0, 0, 0, 0, 0, 0 | 1] => vec![],
+        [0, 0, 0, 0, 0, 0, _, _] => vec![last],
+        // NAT64 well-known prefix 64:ff9b::/96 (RFC 6052).
+        [0x64, 0xff9b, 0, 0, 0, 0, _, _] => vec![last],
+        // NAT64 local-use prefix 64:ff9b:1::/48 (RFC 8215): the operator picks /48 to /96,
+        // with the IPv4 bits laid out around the reserved octet 8 (RFC 6052 section 2.2).
+        [0x64, 0xff9b, 1, ..] => vec![
+            v4(o[6], o[7], o[9], o[10]),
+            v4(o[7], o[9], o[10], o[11]),
+            v4(o[9], o[10], o[11], o[12]),
+            last,
+        ],
+        // 6to4 2002::/16: the IPv4 address follows the prefix.
+        [0x2002, ..] => vec![v4(o[2], o[3], o[4], o[5])],
+        // Teredo 2001::/32: the server's IPv4 address, and the client's (the one traffic
+        // reaches) in the last 32 bits with every bit inverted.
+        [0x2001, 0, ..] => vec![
+            v4(o[4], o[5], o[6], o[7]),
+            v4(!o[12], !o[13], !o[14], !o[15]),
+        ],
+        _ => vec![],
+    }
 }
 
 #[cfg(test)]
@@ -186,5 +299,163 @@ mod tests {
         assert!(AllowList::parse(&["10.0.0.0/33".into()]).is_err());
         assert!(AllowList::parse(&["bad host!".into()]).is_err());
         assert!(list(&[]).is_empty());
+    }
+
+    /// Every spelling of the metadata address and of other link-local ones, through a list as
+    /// wide as lists get: the URL parser turns exotic IPv4 into dotted addresses, and IPv6
+    /// forms are checked by the IPv4 address they carry.
+    #[tokio::test]
+    async fn every_spelling_of_a_sensitive_address_is_refused() {
+        let wide = list(&["0.0.0.0/0", "::/0"]);
+        for url in [
+            // IPv4 spellings the URL parser normalises.
+            "http://2852039166/",
+            "http://0251.0376.0251.0376/",
+            "http://0xa9fea9fe/",
+            "http://0xA9.0xFE.0xA9.0xFE/",
+            "http://169.254.43518/",
+            "http://169.16689662/",
+            "http://0251.254.169.254/",
+            "http://169.254.169.254./",
+            "http://%31%36%39.254.169.254/",
+            "http://\u{FF11}\u{FF16}\u{FF19}.254.169.254/",
+            "http://0x64.0x64.0x64.0xc8/",
+            // IPv4-mapped, IPv4-compatible and IPv4-translated IPv6.
+            "http://[::ffff:a9fe:a9fe]/",
+            "http://[::a9fe:a9fe]/",
+            "http://[::169.254.169.254]:8080/",
+            "http://[::ffff:0:a9fe:a9fe]/",
+            // NAT64: well-known prefix, and the local-use prefix in each layout.
+            "http://[64:ff9b::a9fe:a9fe]/",
+            "http://[64:ff9b::169.254.169.254]/",
+            "http://[64:ff9b::6464:64c8]/",
+            "http://[64:ff9b:1::a9fe:a9fe]/",
+            "http://[64:ff9b:1:a9fe:a9:fe00::]/",
+            "http://[64:ff9b:1:a9:fe:a9fe::]/",
+            "http://[64:ff9b:1:0:a9:fea9:fe00:0]/",
+            // 6to4, and Teredo (client 169.254.169.254 inverted; or a link-local server).
+            "http://[2002:a9fe:a9fe::1]/",
+            "http://[2001:0:4136:e378:8000:63bf:5601:5601]/",
+            "http://[2001:0:a9fe:a9fe::1]/",
+        ] {
+            let err = wide.check(url).await.unwrap_err();
+            assert!(err.contains("link-local or metadata"), "{url}: {err}");
+        }
+    }
+
+    /// What the URL parser does with IPv4 spellings (the check relies on it): the host it
+    /// hands over is the dotted address.
+    #[test]
+    fn the_url_parser_writes_ipv4_dotted() {
+        for spelling in [
+            "2852039166",
+            "0251.0376.0251.0376",
+            "0xa9fea9fe",
+            "169.254.43518",
+            "169.254.169.254.",
+        ] {
+            let url = reqwest::Url::parse(&format!("http://{spelling}/")).unwrap();
+            assert_eq!(url.host_str(), Some("169.254.169.254"), "{spelling}");
+        }
+        let url = reqwest::Url::parse("http://[::ffff:169.254.169.254]/").unwrap();
+        assert_eq!(url.host_str(), Some("[::ffff:a9fe:a9fe]"));
+    }
+
+    #[tokio::test]
+    async fn ordinary_and_explicitly_allowed_addresses_stay_allowed() {
+        let wide = list(&["0.0.0.0/0", "::/0"]);
+        for url in [
+            "http://[2606:4700:4700::1111]:8000/",
+            "http://[fd12:3456::7]/",
+            "http://[::1]:8000/",
+            "http://[::ffff:10.1.2.3]/",
+            "http://[64:ff9b::a00:1]/",
+            "http://[2002:c000:201::1]/",
+            "http://167772161/",
+        ] {
+            assert!(wide.check(url).await.is_ok(), "{url}");
+        }
+        // An entry inside the sensitive range opens that range, in any spelling of it
+        // (an IPv6 one still needs its IPv6 address allowed).
+        let explicit = list(&["169.254.169.254/32", "::/0"]);
+        for url in [
+            "http://169.254.169.254/",
+            "http://2852039166/",
+            "http://[64:ff9b::a9fe:a9fe]/",
+            "http://[::ffff:169.254.169.254]/",
+        ] {
+            assert!(explicit.check(url).await.is_ok(), "{url}");
+        }
+        let err = explicit.check("http://169.254.1.1/").await.unwrap_err();
+        assert!(err.contains("link-local or metadata"), "{err}");
+    }
+
+    /// The IPv4 address inside an IPv6 one must be in the list too: `::/0` does not open
+    /// IPv4 networks the list leaves out.
+    #[tokio::test]
+    async fn an_embedded_ipv4_address_is_checked_against_the_ipv4_entries() {
+        let v6_only = list(&["::/0", "10.0.0.0/8"]);
+        assert!(v6_only.check("http://[64:ff9b::a00:5]/").await.is_ok());
+        for url in [
+            "http://[64:ff9b::c0a8:105]/",
+            "http://[::ffff:192.168.1.5]/",
+            "http://[2002:c0a8:105::1]/",
+        ] {
+            let err = v6_only.check(url).await.unwrap_err();
+            assert!(
+                err.contains("which embeds 192.168.1.5) is not in replica_allow_list"),
+                "{url}: {err}"
+            );
+        }
+        // And the IPv6 address itself: an IPv4 entry does not open IPv6 space.
+        let v4_only = list(&["0.0.0.0/0"]);
+        assert!(v4_only.check("http://[64:ff9b::a00:5]/").await.is_err());
+    }
+
+    /// At connect time: no name may resolve to a sensitive address (in any form), and a name
+    /// admitted by its addresses must keep resolving inside the list; names the API never
+    /// admitted (the files' own endpoints) are held to the first rule only.
+    #[tokio::test]
+    async fn resolved_addresses_are_checked_at_connect_time() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let wide = list(&["0.0.0.0/0", "::/0"]);
+        for address in [
+            "169.254.169.254",
+            "64:ff9b::a9fe:a9fe",
+            "::a9fe:a9fe",
+            "fe80::1",
+        ] {
+            let err = wide.permits("models.test", ip(address)).unwrap_err();
+            assert!(err.contains("link-local or metadata"), "{address}: {err}");
+        }
+        assert!(wide.permits("models.test", ip("10.0.0.5")).is_ok());
+
+        let narrow = list(&["127.0.0.0/8", "::1/128", "*.models.internal"]);
+        assert!(narrow.permits("localhost", ip("10.0.0.5")).is_ok());
+        narrow.check("http://localhost:8000/").await.unwrap();
+        assert!(narrow.permits("localhost", ip("127.0.0.1")).is_ok());
+        let err = narrow.permits("LocalHost", ip("10.0.0.5")).unwrap_err();
+        assert!(err.contains("not in replica_allow_list"), "{err}");
+        // Admitted by name: its addresses are free, but never sensitive.
+        assert!(narrow.permits("a.models.internal", ip("10.0.0.5")).is_ok());
+        assert!(
+            narrow
+                .permits("a.models.internal", ip("169.254.169.254"))
+                .is_err()
+        );
+    }
+
+    /// The client built by the transport consults a list while the gateway holding it lives.
+    #[tokio::test]
+    async fn an_enforced_list_reaches_the_resolver() {
+        use crate::inference::protocol::guarded_resolver::GuardedResolver;
+        let fake: guarded_resolver::Lookup = Arc::new(|_: &str| {
+            Box::pin(async { Ok(vec!["64:ff9b::a9fe:a9fe".parse::<IpAddr>().unwrap()]) })
+        });
+        let resolver = GuardedResolver::enforced().with_lookup(fake);
+        let _enforced = list(&["0.0.0.0/0", "::/0"]).enforced_at_connect();
+        // Nothing connects here: only the resolver runs.
+        let err = resolver.resolve_checked("rebound.test").await.unwrap_err();
+        assert!(err.to_string().contains("link-local or metadata"), "{err}");
     }
 }

@@ -241,8 +241,8 @@ pub struct Gateway {
     pipelines: Option<Arc<pipelines::Pipelines>>,
     /// How OIP v2 calls reach versions of other tensor protocols.
     translations: translate::Translations,
-    /// Where the admin API may point replicas.
-    replica_allow_list: allow::AllowList,
+    /// Where the admin API may point replicas (also enforced when the model client connects).
+    replica_allow_list: Arc<allow::AllowList>,
     /// Threads serving connections.
     workers: std::num::NonZeroUsize,
 }
@@ -287,7 +287,8 @@ impl Gateway {
             client_timeout: spec.client_timeout,
             pipelines: None,
             translations,
-            replica_allow_list: allow::AllowList::parse(&spec.replica_allow_list)?,
+            replica_allow_list: allow::AllowList::parse(&spec.replica_allow_list)?
+                .enforced_at_connect(),
             workers: spec.workers.unwrap_or_else(|| {
                 std::thread::available_parallelism().unwrap_or(std::num::NonZeroUsize::MIN)
             }),

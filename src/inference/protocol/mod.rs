@@ -3,6 +3,7 @@
 //! anything else is a contract error.
 
 pub mod custom_json;
+pub mod guarded_resolver;
 pub mod json_values;
 pub mod oip;
 pub mod openai;

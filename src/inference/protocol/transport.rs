@@ -46,6 +46,9 @@ fn new_client() -> reqwest::Client {
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(2))
         .pool_max_idle_per_host(256)
+        // Resolved addresses are checked against the gateway's replica allow-list at every
+        // connection, so a name cannot re-resolve to the metadata service (DNS rebinding).
+        .dns_resolver(super::guarded_resolver::GuardedResolver::enforced())
         .build()
         .expect("HTTP client with static settings")
 }
