@@ -3,7 +3,9 @@
 //! 429/502/503/504 answers are retried on another replica with jittered backoff within the
 //! model's attempt count and deadline. Redirects are never followed (the shared client has
 //! them off). The answer's body is streamed back as it arrives (server-sent events pass
-//! through).
+//! through). An error answer's body is relayed with every secret the version sends scrubbed
+//! from it (a backend may echo its API key in it); success bodies stream through untouched
+//! (see [`crate::inference::scrub`] for why).
 
 use std::time::Duration;
 
@@ -13,7 +15,12 @@ use tokio::time::Instant;
 use crate::inference::balance::Outcome;
 use crate::inference::model::{CallPolicy, VersionClient};
 use crate::inference::retry::backoff;
+use crate::inference::scrub::SecretScrubber;
 use crate::spec::Secret;
+
+/// Largest error body relayed (1 MiB). Error bodies are diagnostics of a few KB; one this big
+/// is cut (its cut end scrubbed of any partial secret) rather than held in memory whole.
+const MAX_ERROR_BODY: usize = 1 << 20;
 
 /// Why forwarding failed (after retries).
 #[derive(Debug)]
@@ -42,6 +49,7 @@ pub async fn forward(
 ) -> Result<reqwest::Response, ProxyError> {
     let deadline = Instant::now() + policy.deadline;
     let client = crate::inference::protocol::transport::client();
+    let scrubber = version.backend.secret_scrubber();
     let mut last = None;
     let mut attempt = 0u32;
     loop {
@@ -85,7 +93,7 @@ pub async fn forward(
                 if !matches!(status, 429 | 502 | 503 | 504) {
                     let latency = slot.finish(Outcome::Success, &policy.ejection);
                     version.record_forward(&replica.address, outcome_of(status), latency);
-                    return Ok(response);
+                    return Ok(scrub_answer(response, scrubber, policy.timeout).await);
                 }
                 let outcome = if status == 429 {
                     Outcome::Neutral
@@ -106,7 +114,7 @@ pub async fn forward(
                 };
                 if attempt >= policy.retry.max_attempts {
                     // Pass the model's own answer on (its body explains it).
-                    return Ok(response);
+                    return Ok(scrub_answer(response, scrubber, policy.timeout).await);
                 }
                 (error, retry_after)
             }
@@ -116,7 +124,7 @@ pub async fn forward(
                 (
                     ProxyError {
                         status: 502,
-                        message: format!("model unreachable: {}", e.without_url()),
+                        message: scrub(scrubber, format!("model unreachable: {}", e.without_url())),
                     },
                     None,
                 )
@@ -143,6 +151,86 @@ pub async fn forward(
     }
 }
 
+/// `message` scrubbed of the version's secrets.
+fn scrub(scrubber: Option<&SecretScrubber>, message: String) -> String {
+    match scrubber {
+        Some(s) => s.scrub_str(&message).into_owned(),
+        None => message,
+    }
+}
+
+/// The answer to relay: a success as it is (streamed), an error with its body read (up to
+/// [`MAX_ERROR_BODY`], for at most `read_timeout`) and scrubbed of the version's secrets.
+async fn scrub_answer(
+    response: reqwest::Response,
+    scrubber: Option<&SecretScrubber>,
+    read_timeout: Duration,
+) -> reqwest::Response {
+    let Some(scrubber) = scrubber.filter(|_| !response.status().is_success()) else {
+        return response;
+    };
+    let status = response.status();
+    let mut headers = response.headers().clone();
+    let mut response = response;
+    let mut body = Vec::new();
+    let mut cut = false;
+    let read = async {
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    let room = MAX_ERROR_BODY - body.len();
+                    if chunk.len() > room {
+                        body.extend_from_slice(&chunk[..room]);
+                        cut = true;
+                        break;
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    cut = true;
+                    break;
+                }
+            }
+        }
+    };
+    if tokio::time::timeout(read_timeout, read).await.is_err() {
+        cut = true;
+    }
+    // A binary OIP answer is a JSON header of the given length, then raw tensors: each part
+    // is scrubbed on its own and the header's new length is announced.
+    let json_length = headers
+        .get(super::oip_codec::HEADER_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|n| *n <= body.len());
+    let scrub_part = |part: &[u8], at_end: bool| {
+        if cut && at_end {
+            scrubber.scrub_cut_bytes(part)
+        } else {
+            scrubber.scrub_bytes(part).into_owned()
+        }
+    };
+    let scrubbed = match json_length {
+        Some(n) => {
+            let mut json = scrub_part(&body[..n], false);
+            let length = json.len();
+            json.extend_from_slice(&scrub_part(&body[n..], true));
+            if let Ok(value) = reqwest::header::HeaderValue::from_str(&length.to_string()) {
+                headers.insert(super::oip_codec::HEADER_LENGTH, value);
+            }
+            json
+        }
+        None => scrub_part(&body, true),
+    };
+    headers.remove(reqwest::header::CONTENT_LENGTH);
+    headers.remove(reqwest::header::TRANSFER_ENCODING);
+    let mut out = axum::http::Response::new(Bytes::from(scrubbed));
+    *out.status_mut() = status;
+    *out.headers_mut() = headers;
+    reqwest::Response::from(out)
+}
+
 /// The `outcome` label of a model's answer, in the error kinds of pipeline calls.
 fn outcome_of(status: u16) -> &'static str {
     match status {
@@ -151,5 +239,67 @@ fn outcome_of(status: u16) -> &'static str {
         502..=504 => "unavailable",
         500..=599 => "server_error",
         _ => "rejected",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "sk-proxy-test-0123456789";
+
+    fn answer(status: u16, headers: &[(&'static str, String)], body: String) -> reqwest::Response {
+        let mut out = axum::http::Response::new(Bytes::from(body));
+        *out.status_mut() = axum::http::StatusCode::from_u16(status).unwrap();
+        for (name, value) in headers {
+            out.headers_mut().insert(
+                *name,
+                reqwest::header::HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        reqwest::Response::from(out)
+    }
+
+    #[tokio::test]
+    async fn error_answers_are_scrubbed_and_successes_pass_untouched() {
+        let scrubber = SecretScrubber::new([KEY]);
+        let wait = Duration::from_secs(1);
+        let echo = format!("{{\"error\":\"bad key {KEY}\"}}");
+        let ok = scrub_answer(answer(200, &[], echo.clone()), Some(&scrubber), wait).await;
+        assert_eq!(ok.text().await.unwrap(), echo);
+        let err = scrub_answer(answer(401, &[], echo.clone()), Some(&scrubber), wait).await;
+        assert_eq!(err.status().as_u16(), 401);
+        assert_eq!(
+            err.text().await.unwrap(),
+            "{\"error\":\"bad key [REDACTED]\"}"
+        );
+        // Without secrets the answer is not even read.
+        let plain = scrub_answer(answer(500, &[], echo.clone()), None, wait).await;
+        assert_eq!(plain.text().await.unwrap(), echo);
+    }
+
+    #[tokio::test]
+    async fn a_binary_error_answer_announces_its_new_header_length() {
+        let scrubber = SecretScrubber::new([KEY]);
+        let json = format!("{{\"error\":\"{KEY}\"}}");
+        let body = format!("{json}\u{1}\u{2}{KEY}");
+        let length = (
+            super::super::oip_codec::HEADER_LENGTH,
+            json.len().to_string(),
+        );
+        let out = scrub_answer(
+            answer(400, &[length], body),
+            Some(&scrubber),
+            Duration::from_secs(1),
+        )
+        .await;
+        let announced: usize = out.headers()[super::super::oip_codec::HEADER_LENGTH]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let text = out.text().await.unwrap();
+        assert_eq!(&text[..announced], "{\"error\":\"[REDACTED]\"}");
+        assert_eq!(&text[announced..], "\u{1}\u{2}[REDACTED]");
     }
 }

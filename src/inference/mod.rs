@@ -18,6 +18,7 @@ pub mod onnx;
 pub mod protocol;
 pub mod registry;
 pub mod retry;
+pub mod scrub;
 pub mod stage;
 pub mod step;
 

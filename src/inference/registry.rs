@@ -14,6 +14,7 @@ use super::protocol::custom_json::CustomJsonBackend;
 use super::protocol::oip::OipBackend;
 use super::protocol::openai::{ChatBackend, EmbeddingsBackend};
 use super::protocol::tf_serving::TfServingBackend;
+use super::scrub::{SecretScrubber, scrubbed};
 use crate::spec::{EndpointSpec, ModelSpec};
 use crate::telemetry::ModelMetrics;
 
@@ -46,8 +47,10 @@ pub fn prepare(
         let versions = prepared.entry(name.clone()).or_default();
         for (i, version) in model.versions.iter().enumerate() {
             let endpoint = &version.endpoint;
+            // Errors of a version that sends secrets are scrubbed of them (a backend may
+            // echo its API key in an error body); other versions are not wrapped.
             let http = |backend: Arc<dyn Backend>, replicas: &[String]| PreparedVersion {
-                backend,
+                backend: scrubbed(backend, SecretScrubber::for_endpoint(endpoint)),
                 replicas: replicas.to_vec(),
                 onnx: None,
             };

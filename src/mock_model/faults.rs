@@ -23,6 +23,10 @@ pub struct Faults {
     /// Answer this status (400: the model rejects it; 500: it crashes on it) to any request
     /// holding a row whose first input value is negative: a poison row.
     pub poison_status: Option<u16>,
+    /// Answer this status to every request (metadata reads included) with a body quoting the
+    /// request's headers, credentials included: a backend that repeats the key it was given
+    /// in its error message.
+    pub echo_headers_status: Option<u16>,
 }
 
 /// Answer delay distribution.

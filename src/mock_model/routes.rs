@@ -34,6 +34,10 @@ pub(super) fn router(state: Arc<MockState>) -> Router {
         .route("/score", post(custom))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
+            echo_headers,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
             track_in_flight,
         ))
         .with_state(state)
@@ -47,6 +51,40 @@ async fn track_in_flight(
 ) -> Response {
     let _in_flight = state.enter();
     next.run(request).await
+}
+
+/// The `echo_headers_status` fault: refuses every request, quoting its headers in the body
+/// (in the JSON error text and as an object), as a backend that repeats credentials does.
+async fn echo_headers(
+    State(state): State<Arc<MockState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let echo = state
+        .faults
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .echo_headers_status;
+    let Some(code) = echo else {
+        return next.run(request).await;
+    };
+    state.count_error();
+    let mut quoted = Vec::new();
+    let mut received = serde_json::Map::new();
+    for (name, value) in request.headers() {
+        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        quoted.push(format!("{name}: {value}"));
+        received.insert(name.to_string(), Value::String(value));
+    }
+    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::UNAUTHORIZED);
+    (
+        status,
+        axum::Json(json!({
+            "error": format!("credentials refused ({})", quoted.join("; ")),
+            "received_headers": received,
+        })),
+    )
+        .into_response()
 }
 
 /// Applies the fault dice; `Err` is the response to send instead of answering.

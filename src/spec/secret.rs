@@ -5,6 +5,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A secret value. `Debug`, `Display` and `Serialize` print `***`; only [`Secret::expose`]
 /// returns the value, and only code that hands it to a client library should call it.
+/// What a model backend says back is another way out: the inference layer scrubs every
+/// secret a model version sends from the errors of its calls and from the error answers the
+/// gateway relays (values shorter than 4 bytes excepted).
 #[derive(Clone, PartialEq, Eq, Default)]
 pub struct Secret(String);
 

@@ -165,6 +165,13 @@ pub trait Backend: Send + Sync {
     ) -> BoxFuture<'a, Result<(), ContractProblem>> {
         Box::pin(async { Ok(()) })
     }
+
+    /// The secrets this client sends to its replicas, when its errors are scrubbed of them
+    /// ([`crate::inference::scrub::ScrubbedBackend`]): the gateway scrubs the error answers it
+    /// relays from the same replicas with it.
+    fn secret_scrubber(&self) -> Option<&crate::inference::scrub::SecretScrubber> {
+        None
+    }
 }
 
 /// Why a served model's contract could not be confirmed.
