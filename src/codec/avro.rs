@@ -5,8 +5,13 @@
 //! same Arrow columns.
 //!
 //! Bad input is precise and per record: `avro_short_header`, `avro_bad_magic`,
-//! `avro_unknown_schema`, `avro_truncated`, `avro_incompatible_schema`, `avro_invalid`. A
-//! registry that cannot be reached is not bad input: [`AvroDecoder::prepare`] waits for it.
+//! `avro_unknown_schema`, `avro_truncated`, `avro_incompatible_schema`, `avro_too_deep`,
+//! `avro_invalid`. A registry that cannot be reached is not bad input:
+//! [`AvroDecoder::prepare`] waits for it.
+//!
+//! Every datum is first checked against its writer schema in linear time
+//! ([`super::avro_scan`]): apache-avro trusts declared lengths and nests without limit, so a
+//! hostile datum could otherwise make it reserve gigabytes or overflow the stack.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -17,6 +22,7 @@ use futures::StreamExt;
 use apache_avro::Schema as AvroSchema;
 
 use super::RecordFailure;
+use super::avro_scan::{DatumShape, Refusal};
 use super::json::{Decoded, JsonDecoder};
 use crate::batch::RawRecord;
 use crate::spec::{AvroWire, SchemaRegistrySpec, Secret};
@@ -33,9 +39,13 @@ pub const TRUNCATED: &str = "avro_truncated";
 pub const INCOMPATIBLE_SCHEMA: &str = "avro_incompatible_schema";
 /// Failure class: anything else wrong with the datum (bad varint, bytes left over, ...).
 pub const INVALID: &str = "avro_invalid";
+/// Failure class: the datum nests records, arrays and maps deeper than
+/// [`super::avro_scan::MAX_DEPTH`] levels.
+pub const TOO_DEEP: &str = "avro_too_deep";
 
-/// Most bytes one Avro datum may make the decoder allocate (a Kafka message is at most a few
-/// MiB).
+/// Most bytes one declared length may make apache-avro allocate (a Kafka message is at most
+/// a few MiB). A second line of defence: the pre-check already refuses any length larger
+/// than the datum's remaining bytes.
 const MAX_DATUM_ALLOCATION: usize = 16 << 20;
 
 /// Registry lookups in flight at once.
@@ -55,7 +65,7 @@ const MAX_REGISTRY_BACKOFF: Duration = Duration::from_secs(5);
 /// Decodes Avro records into the pipeline's input table.
 pub struct AvroDecoder {
     json: JsonDecoder,
-    reader: Arc<AvroSchema>,
+    reader: Arc<Writer>,
     wire: AvroWire,
     registry: Option<SchemaRegistry>,
 }
@@ -75,7 +85,7 @@ impl AvroDecoder {
         apache_avro::util::max_allocation_bytes(MAX_DATUM_ALLOCATION);
         AvroDecoder {
             json,
-            reader: Arc::new(reader_schema),
+            reader: Arc::new(Writer::new(reader_schema)),
             wire,
             registry: registry.map(SchemaRegistry::new),
         }
@@ -149,7 +159,7 @@ impl AvroDecoder {
 
     /// One datum as JSON bytes (the JSON decoder then types it).
     fn to_json(&self, payload: &[u8]) -> Result<Vec<u8>, (&'static str, String)> {
-        let (writer, mut datum): (Arc<AvroSchema>, &[u8]) = match self.wire {
+        let (writer, mut datum): (Arc<Writer>, &[u8]) = match self.wire {
             AvroWire::Plain => (self.reader.clone(), payload),
             AvroWire::Confluent => {
                 if payload.len() < 5 {
@@ -181,16 +191,28 @@ impl AvroDecoder {
                 (writer, &payload[5..])
             }
         };
-        let value = apache_avro::from_avro_datum(&writer, &mut datum, None).map_err(|e| {
-            let message = e.to_string();
-            let class =
-                if message.contains("fill whole buffer") || message.contains("UnexpectedEof") {
-                    TRUNCATED
-                } else {
-                    INVALID
-                };
-            (class, super::truncate_message(&message, 300))
+        writer.shape.check(datum).map_err(|refusal| match refusal {
+            Refusal::Truncated(m) => (TRUNCATED, m),
+            Refusal::Invalid(m) => (INVALID, super::truncate_message(&m, 300)),
+            Refusal::TooDeep => (
+                TOO_DEEP,
+                format!(
+                    "the datum nests records, arrays and maps deeper than {} levels",
+                    super::avro_scan::MAX_DEPTH
+                ),
+            ),
         })?;
+        let value =
+            apache_avro::from_avro_datum(&writer.schema, &mut datum, None).map_err(|e| {
+                let message = e.to_string();
+                let class =
+                    if message.contains("fill whole buffer") || message.contains("UnexpectedEof") {
+                        TRUNCATED
+                    } else {
+                        INVALID
+                    };
+                (class, super::truncate_message(&message, 300))
+            })?;
         if !datum.is_empty() {
             return Err((
                 INVALID,
@@ -200,7 +222,7 @@ impl AvroDecoder {
         let value = if Arc::ptr_eq(&writer, &self.reader) {
             value
         } else {
-            value.resolve(&self.reader).map_err(|e| {
+            value.resolve(&self.reader.schema).map_err(|e| {
                 (
                     INCOMPATIBLE_SCHEMA,
                     super::truncate_message(
@@ -216,6 +238,21 @@ impl AvroDecoder {
     }
 }
 
+/// A writer schema and its compiled shape for the pre-check.
+struct Writer {
+    schema: AvroSchema,
+    shape: DatumShape,
+}
+
+impl Writer {
+    fn new(schema: AvroSchema) -> Self {
+        Writer {
+            shape: DatumShape::new(&schema),
+            schema,
+        }
+    }
+}
+
 /// The schema id of a Confluent-framed payload.
 fn schema_id(payload: &[u8]) -> Option<u32> {
     (payload.len() >= 5 && payload[0] == 0)
@@ -228,7 +265,7 @@ struct SchemaRegistry {
     username: Option<String>,
     password: Option<Secret>,
     /// Schema id → parsed schema (writer schemas never change for an id).
-    cache: RwLock<HashMap<u32, Arc<AvroSchema>>>,
+    cache: RwLock<HashMap<u32, Arc<Writer>>>,
     /// Ids the registry did not know, and when it said so (bounded, forgotten after a TTL).
     unknown: RwLock<HashMap<u32, std::time::Instant>>,
 }
@@ -260,7 +297,7 @@ impl SchemaRegistry {
             .is_some_and(|at| at.elapsed() < UNKNOWN_TTL)
     }
 
-    fn get(&self, id: u32) -> Option<Arc<AvroSchema>> {
+    fn get(&self, id: u32) -> Option<Arc<Writer>> {
         self.cache
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -324,7 +361,7 @@ impl SchemaRegistry {
                 self.cache
                     .write()
                     .unwrap_or_else(|e| e.into_inner())
-                    .insert(id, Arc::new(schema));
+                    .insert(id, Arc::new(Writer::new(schema)));
             }
             Err(e) => {
                 tracing::error!(schema_id = id, error = %e, "registry schema is not valid Avro");

@@ -36,6 +36,10 @@ pub const NOT_AN_OBJECT: &str = "not_an_object";
 pub const MISSING_FIELD: &str = "missing_field";
 /// Failure class: a field has the wrong JSON type (a string where a number is declared).
 pub const TYPE_MISMATCH: &str = "type_mismatch";
+/// Failure class: the record nests arrays and objects deeper than
+/// [`super::nesting::MAX_JSON_DEPTH`] (arrow-json formats a mistyped value recursively for its
+/// error message: a record nested 100,000 deep would overflow the stack).
+pub const TOO_DEEP: &str = "too_deep";
 /// Failure class: a field has the right JSON type but an unusable value (`"abc"` as a number,
 /// an unparseable timestamp, an out-of-range integer).
 pub const INVALID_VALUE: &str = "invalid_value";
@@ -351,10 +355,19 @@ fn merge_in_order(
     )
 }
 
-/// Cheap checks before decoding: the payload must start (after whitespace) with `{`.
+/// Cheap checks before decoding: the payload must start (after whitespace) with `{` and nest
+/// no deeper than [`super::nesting::MAX_JSON_DEPTH`].
 fn precheck(payload: &[u8]) -> Result<(), (&'static str, String)> {
     match payload.iter().find(|b| !b.is_ascii_whitespace()) {
-        Some(b'{') => Ok(()),
+        Some(b'{') => {
+            let max = super::nesting::MAX_JSON_DEPTH;
+            super::nesting::check_json_depth(payload, max).map_err(|at| {
+                (
+                    TOO_DEEP,
+                    format!("nests arrays and objects deeper than {max} levels (at byte {at})"),
+                )
+            })
+        }
         None => Err((MALFORMED_JSON, "empty payload".into())),
         Some(b) => {
             let found = match b {

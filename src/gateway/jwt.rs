@@ -12,6 +12,11 @@ use serde_json::Value;
 use super::auth::{KeyLimits, Principal, Refusal, Scope};
 use crate::spec::{JwtAlgorithm, JwtSpec};
 
+/// Longest token looked at. Identity providers issue tokens of one to a few KiB, and proxies
+/// commonly refuse headers over 8 KiB; anything longer is refused before its header and
+/// claims are decoded, so a caller cannot make every request parse a large JSON document.
+pub const MAX_TOKEN_BYTES: usize = 16 << 10;
+
 /// Verifies tokens against the configured keys.
 pub struct JwtVerifier {
     algorithms: Vec<Algorithm>,
@@ -91,6 +96,13 @@ impl JwtVerifier {
 
     /// The caller of a verified token.
     pub fn verify(&self, token: &str) -> Result<Principal, Refusal> {
+        if token.len() > MAX_TOKEN_BYTES {
+            tracing::debug!(
+                bytes = token.len(),
+                "bearer token longer than {MAX_TOKEN_BYTES} bytes refused"
+            );
+            return Err(Refusal::Unauthenticated);
+        }
         let header = jsonwebtoken::decode_header(token).map_err(|_| Refusal::Unauthenticated)?;
         if !self.algorithms.contains(&header.alg) {
             return Err(Refusal::Unauthenticated);
@@ -141,5 +153,71 @@ impl JwtVerifier {
             }
             _ => Err(Refusal::Unauthenticated),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{EncodingKey, Header, encode};
+
+    const SECRET: &str = "hs-secret-for-tests";
+
+    fn verifier() -> JwtVerifier {
+        let spec = JwtSpec {
+            algorithms: vec![JwtAlgorithm::Hs256],
+            issuer: "https://idp.example".into(),
+            audience: "streamgate".into(),
+            hs256_secret: Some(crate::spec::Secret::new(SECRET.to_string())),
+            public_key_file: None,
+            jwks_file: None,
+            scopes_claim: "scope".into(),
+            leeway_seconds: 0,
+        };
+        JwtVerifier::new(&spec, Path::new(".")).expect("verifier")
+    }
+
+    fn token(padding: usize) -> String {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs();
+        let claims = serde_json::json!({
+            "sub": "svc", "iss": "https://idp.example", "aud": "streamgate",
+            "exp": now + 600, "scope": "infer:*", "padding": "x".repeat(padding),
+        });
+        encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .expect("signs")
+    }
+
+    #[test]
+    fn a_validly_signed_token_over_the_size_limit_is_refused() {
+        let v = verifier();
+        let small = token(1000);
+        assert!(v.verify(&small).is_ok());
+        let large = token(MAX_TOKEN_BYTES);
+        assert!(large.len() > MAX_TOKEN_BYTES);
+        assert!(matches!(v.verify(&large), Err(Refusal::Unauthenticated)));
+    }
+
+    #[test]
+    fn deeply_nested_claims_are_refused_without_overflowing_the_stack() {
+        use base64::Engine;
+        let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        let v = verifier();
+        // Within the size limit: serde_json's depth limit (128) refuses the nesting.
+        let deep = format!("{}{}", "[".repeat(2000), "]".repeat(2000));
+        let header = b64(format!(r#"{{"alg":"HS256","typ":"JWT","x":{deep}}}"#).as_bytes());
+        let claims = b64(format!(r#"{{"sub":"svc","x":{deep}}}"#).as_bytes());
+        let signing_input = format!("{header}.{claims}");
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, SECRET.as_bytes());
+        let signature = b64(ring::hmac::sign(&key, signing_input.as_bytes()).as_ref());
+        let token = format!("{signing_input}.{signature}");
+        assert!(token.len() <= MAX_TOKEN_BYTES);
+        assert!(matches!(v.verify(&token), Err(Refusal::Unauthenticated)));
     }
 }

@@ -888,8 +888,9 @@ async fn openai(
     principal: Option<Principal>,
     body: Bytes,
 ) -> Response {
-    let Some(request) = openai_body::OpenAiBody::parse(&body) else {
-        return error(StatusCode::BAD_REQUEST, "the body is not a JSON object");
+    let request = match openai_body::OpenAiBody::parse(&body) {
+        Ok(request) => request,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &e),
     };
     let Some(model) = request.model() else {
         return error(StatusCode::BAD_REQUEST, "`model` is missing");

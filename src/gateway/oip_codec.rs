@@ -25,6 +25,19 @@ pub const HEADER_LENGTH: &str = "inference-header-content-length";
 /// this keeps a small body from declaring a huge shape).
 const MAX_ELEMENTS: usize = 1 << 24;
 
+/// Deepest nesting of arrays and objects a JSON request body may have (an OIP v2 request
+/// nests about three levels plus its tensors' rank). serde_json alone would stop at 128 levels
+/// with a less clear message, and the raw-JSON paths (OpenAI bodies) do not stop at all.
+pub use crate::codec::nesting::MAX_JSON_DEPTH;
+
+/// Refuses a request body nesting arrays and objects deeper than `max`, naming the byte where
+/// it goes too deep (linear in the body, see [`crate::codec::nesting`]).
+pub fn check_json_depth(body: &[u8], max: usize) -> Result<(), String> {
+    crate::codec::nesting::check_json_depth(body, max).map_err(|at| {
+        format!("the JSON body nests arrays and objects deeper than {max} levels (at byte {at})")
+    })
+}
+
 /// A decoded inference request: its inputs as the columns of one batch.
 #[derive(Debug)]
 pub struct InferRequest {
@@ -81,6 +94,7 @@ pub fn decode_request(body: &[u8], header_length: Option<usize>) -> Result<Infer
         }
         None => (body, &[][..]),
     };
+    check_json_depth(json_part, MAX_JSON_DEPTH)?;
     let raw: RawRequest = serde_json::from_slice(json_part)
         .map_err(|e| format!("not an OIP v2 inference request: {e}"))?;
     if raw.inputs.is_empty() {
@@ -606,6 +620,30 @@ mod tests {
         let (body, len) = binary_request(header, &[0; 6]);
         let err = decode_request(&body, Some(len)).unwrap_err();
         assert!(err.contains("not claimed"), "{err}");
+    }
+
+    #[test]
+    fn deeply_nested_bodies_are_refused_before_parsing() {
+        let deep = |levels: usize| {
+            format!(
+                r#"{{"inputs": [{{"name": "a", "shape": [1], "datatype": "FP32", "data": {}1{}}}]}}"#,
+                "[".repeat(levels),
+                "]".repeat(levels)
+            )
+        };
+        // The request itself nests 3 levels: 61 more are fine, 62 are not.
+        assert!(decode_request(deep(MAX_JSON_DEPTH - 3).as_bytes(), None).is_ok());
+        for levels in [MAX_JSON_DEPTH - 2, 10_000, 1_000_000] {
+            let err = decode_request(deep(levels).as_bytes(), None).unwrap_err();
+            assert!(
+                err.contains("nests arrays and objects deeper than 64 levels (at byte 129)"),
+                "{err}"
+            );
+        }
+        // Brackets inside strings, escaped quotes included, are not nesting.
+        let quoted = format!(r#"{{"a": "\"{}", "b": [1]}}"#, "[".repeat(1000));
+        assert_eq!(check_json_depth(quoted.as_bytes(), 2), Ok(()));
+        assert!(check_json_depth(b"[[[", 2).is_err());
     }
 
     #[test]

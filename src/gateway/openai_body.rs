@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
+use super::oip_codec::{MAX_JSON_DEPTH, check_json_depth};
+
 /// A parsed request body.
 pub struct OpenAiBody<'a> {
     fields: Fields<'a>,
@@ -21,13 +23,20 @@ enum Fields<'a> {
 }
 
 impl<'a> OpenAiBody<'a> {
-    /// Parses `body`; `None` when it is not a JSON object.
-    pub fn parse(body: &'a [u8]) -> Option<Self> {
+    /// Parses `body`; the error (the caller's, 400) says why it is not a JSON object, or that
+    /// it nests deeper than [`MAX_JSON_DEPTH`]: the fields are copied as raw JSON text, which
+    /// serde_json skips without a depth limit, so the limit is checked here before a backend
+    /// is sent a body nested a million levels deep.
+    pub fn parse(body: &'a [u8]) -> Result<Self, String> {
+        check_json_depth(body, MAX_JSON_DEPTH)?;
         let fields = match serde_json::from_slice::<BTreeMap<&str, &RawValue>>(body) {
             Ok(map) => Fields::Raw(map),
-            Err(_) => Fields::Parsed(serde_json::from_slice(body).ok()?),
+            Err(_) => Fields::Parsed(
+                serde_json::from_slice(body)
+                    .map_err(|e| format!("the body is not a JSON object: {e}"))?,
+            ),
         };
-        Some(OpenAiBody { fields })
+        Ok(OpenAiBody { fields })
     }
 
     /// The `model` field, when it is a string.
@@ -133,7 +142,31 @@ mod tests {
     #[test]
     fn anything_but_an_object_is_refused() {
         for body in ["", "[]", "\"model\"", "{", r#"{"model":"x",}"#, "nul"] {
-            assert!(OpenAiBody::parse(body.as_bytes()).is_none(), "{body}");
+            let err = OpenAiBody::parse(body.as_bytes()).err().expect(body);
+            assert!(err.starts_with("the body is not a JSON object"), "{err}");
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_even_where_serde_json_would_skip_it() {
+        let deep = |levels: usize| {
+            format!(
+                r#"{{"model": "chat", "messages": {}{}}}"#,
+                "[".repeat(levels),
+                "]".repeat(levels)
+            )
+        };
+        // serde_json copies a raw value of any depth (it skips it iteratively).
+        let text = deep(100_000);
+        let unbounded: BTreeMap<&str, &RawValue> =
+            serde_json::from_str(&text).expect("serde_json skips raw values");
+        assert_eq!(unbounded.len(), 2);
+        assert!(OpenAiBody::parse(deep(MAX_JSON_DEPTH - 1).as_bytes()).is_ok());
+        for levels in [MAX_JSON_DEPTH, 100_000] {
+            let err = OpenAiBody::parse(deep(levels).as_bytes())
+                .err()
+                .expect("refused");
+            assert!(err.contains("deeper than 64 levels"), "{err}");
         }
     }
 

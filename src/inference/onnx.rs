@@ -268,6 +268,7 @@ impl OnnxBackend {
                 })
                 .collect::<Result<_, _>>()?,
         };
+        self.fits(&tensors, contract)?;
         let results = self.plan.run(tensors).map_err(runtime)?;
         let mut columns = Vec::with_capacity(contract.outputs.len());
         for binding in &contract.outputs {
@@ -290,10 +291,67 @@ impl OnnxBackend {
         Ok(CallOutput::columns(columns))
     }
 
+    /// Refuses input tensors whose shape the model does not declare (a request with the
+    /// wrong number of columns, or a fixed batch size it does not have). tract would refuse
+    /// them too, but as an internal error; this is the caller's mistake, so it is
+    /// [`ErrorKind::Rejected`] (HTTP 400 at the gateway, dead-lettered rows in a pipeline)
+    /// with both shapes named.
+    fn fits(&self, tensors: &[TValue], contract: &Contract) -> Result<(), InferError> {
+        for (info, tensor) in self.inputs.iter().zip(tensors) {
+            let actual = tensor.shape();
+            let fits =
+                actual.len() == info.shape.len()
+                    && info.shape.iter().zip(actual).all(|(declared, got)| {
+                        declared.is_none_or(|d| i64::try_from(*got) == Ok(d))
+                    });
+            if fits {
+                continue;
+            }
+            let sent = match &self.layout {
+                TensorLayout::Matrix { .. } => format!(
+                    "{} columns: {}",
+                    contract.inputs.len(),
+                    contract.inputs.join(", ")
+                ),
+                TensorLayout::Columns => format!("column `{}`", info.name),
+            };
+            let message = format!(
+                "model input `{}` expects shape {} but was given shape {actual:?} ({sent})",
+                info.name,
+                shape_text(&info.shape),
+            );
+            // Thousands of column names would make an unbounded message.
+            return Err(InferError::new(
+                ErrorKind::Rejected,
+                crate::codec::truncate_message(&message, MAX_MESSAGE),
+            ));
+        }
+        Ok(())
+    }
+
     /// The model file.
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// Longest shape-mismatch message: both shapes and the first column names, bounded for HTTP
+/// answers and dead-letter headers.
+const MAX_MESSAGE: usize = 400;
+
+/// A declared shape as people write it: `[N, 6]`, symbolic dimensions as `N` (the batch) or
+/// `?`.
+fn shape_text(shape: &[Option<i64>]) -> String {
+    let dims: Vec<String> = shape
+        .iter()
+        .enumerate()
+        .map(|(i, d)| match d {
+            Some(d) => d.to_string(),
+            None if i == 0 => "N".to_string(),
+            None => "?".to_string(),
+        })
+        .collect();
+    format!("[{}]", dims.join(", "))
 }
 
 fn datatype_of(dt: DatumType) -> Result<TensorDatatype, String> {

@@ -7,6 +7,9 @@
 //! 2. interpolate `${VAR}` / `${VAR:-default}` into string values ([`interpolate`]);
 //! 3. validate semantics, collecting every problem with its path ([`validate`]).
 //!
+//! Before step 1, [`limits::check`] bounds the file's size, nesting depth and alias expansion
+//! so that parsing costs time linear in its size.
+//!
 //! Compiling the SQL against the record schema (so that wrong column names fail here too) is
 //! done by [`crate::plan`], which `streamgate validate` also runs.
 
@@ -15,6 +18,7 @@ pub mod gateway;
 pub mod interpolate;
 mod interpolate_models;
 pub mod json_schema;
+pub mod limits;
 pub mod models;
 pub mod nats;
 pub mod secret;
@@ -115,13 +119,26 @@ impl<T> Loaded<T> {
 }
 
 fn read_spec_file(file: &Path) -> Result<String, SpecErrors> {
-    std::fs::read_to_string(file).map_err(|e| {
-        SpecErrors(vec![SpecError::at(
-            file,
-            "",
-            format!("cannot read file: {e}"),
-        )])
-    })
+    read_bounded(file, "file").map_err(|e| SpecErrors(vec![e]))
+}
+
+/// Reads a spec file (`what` names it in errors), refusing one over
+/// [`limits::MAX_SPEC_BYTES`] without reading more than that (the path may name a device or a
+/// huge file).
+fn read_bounded(file: &Path, what: &str) -> Result<String, SpecError> {
+    use std::io::Read;
+    let cannot = |e: std::io::Error| SpecError::at(file, "", format!("cannot read {what}: {e}"));
+    let mut text = String::new();
+    std::fs::File::open(file)
+        .map_err(cannot)?
+        .take(limits::MAX_SPEC_BYTES as u64 + 1)
+        .read_to_string(&mut text)
+        .map_err(cannot)?;
+    if text.len() > limits::MAX_SPEC_BYTES {
+        let bytes = std::fs::metadata(file).map_or(text.len() as u64, |m| m.len());
+        return Err(limits::too_large(file, bytes));
+    }
+    Ok(text)
 }
 
 /// Deserializes YAML text into `T`, reporting the first problem with its path and line.
@@ -129,6 +146,7 @@ fn deserialize_yaml<T: serde::de::DeserializeOwned>(
     text: &str,
     file: &Path,
 ) -> Result<T, SpecError> {
+    limits::check(text, file)?;
     let de = serde_yaml_ng::Deserializer::from_str(text);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
@@ -205,15 +223,9 @@ fn merge_registry(
     registry_file: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Vec<SpecError> {
-    let text = match std::fs::read_to_string(registry_file) {
+    let text = match read_bounded(registry_file, "model registry") {
         Ok(t) => t,
-        Err(e) => {
-            return vec![SpecError::at(
-                registry_file,
-                "",
-                format!("cannot read model registry: {e}"),
-            )];
-        }
+        Err(e) => return vec![e],
     };
     let mut registry: ModelRegistrySpec = match deserialize_yaml(&text, registry_file) {
         Ok(r) => r,
@@ -252,6 +264,7 @@ fn merge_registry(
 /// Step 1: YAML text into typed spec. The document's shape cannot be trusted after the first
 /// structural error, so this reports exactly one, with line, column and path.
 pub fn parse(text: &str, file: &Path) -> Result<PipelineSpec, SpecError> {
+    limits::check(text, file)?;
     let de = serde_yaml_ng::Deserializer::from_str(text);
     serde_path_to_error::deserialize(de).map_err(|err| {
         let path = err.path().to_string();

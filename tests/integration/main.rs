@@ -12,6 +12,7 @@ mod gateway_overload;
 mod gateway_pipelines;
 mod gateway_translate;
 mod hardening_dead_letter;
+mod hardening_limits;
 mod hardening_secrets;
 mod hardening_ssrf;
 mod hostile;
