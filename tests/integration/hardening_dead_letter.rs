@@ -14,6 +14,7 @@ use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use streamgate::demo::EmbeddedBroker;
 use streamgate::telemetry::Metrics;
+use tokio_util::sync::CancellationToken;
 
 use crate::common::{read_all, spawn_pipeline, transactions, wait_committed};
 use crate::nats_server::NatsServer;
@@ -205,5 +206,99 @@ async fn nats_dead_letters_too_large_for_max_payload_are_bounded_and_the_partiti
     assert_eq!(
         letters[1]["streamgate.original.key.bytes"],
         POISON.to_string()
+    );
+}
+
+/// A pipeline whose dead-letter sink is a NATS server with a `max_payload` that cannot hold
+/// even a dead letter's context headers: every dead letter is undeliverable, and
+/// `on_undeliverable_dead_letter` decides. Record 2 of 6 is malformed.
+struct Undeliverable {
+    bootstrap: String,
+    metrics: Metrics,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<PipelineResult>,
+    _broker: EmbeddedBroker,
+    _server: NatsServer,
+}
+
+async fn undeliverable(name: &str, policy: &str) -> Undeliverable {
+    let server = NatsServer::start_with_config("max_payload: 200");
+    let topics = [(format!("{name}-in"), 1), (format!("{name}-out"), 1)];
+    let topics: Vec<(&str, i32)> = topics.iter().map(|(t, p)| (t.as_str(), *p)).collect();
+    let broker = EmbeddedBroker::start(&topics).unwrap();
+    let bootstrap = broker.bootstrap_servers().to_string();
+    let (mut records, _) = transactions(6, 0.0);
+    records[2].1 = b"{not json".to_vec();
+    let b = bootstrap.clone();
+    let topic = format!("{name}-in");
+    tokio::task::spawn_blocking(move || crate::common::produce(&b, &topic, 1, &records))
+        .await
+        .unwrap();
+    let dead_letter = format!(
+        "{{ type: nats, servers: \"{}\", subject: {name}.dlq }}\non_undeliverable_dead_letter: {policy}",
+        server.url
+    );
+    let metrics = Metrics::new();
+    let (stop, task) = spawn_pipeline(
+        compile(&yaml(&bootstrap, name, &dead_letter)).await,
+        &metrics,
+    );
+    Undeliverable {
+        bootstrap,
+        metrics,
+        stop,
+        task,
+        _broker: broker,
+        _server: server,
+    }
+}
+
+type PipelineResult =
+    Result<streamgate::source::kafka::SourceReport, streamgate::runtime::RuntimeError>;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undeliverable_dead_letter_is_counted_and_skipped_by_default_policy_drop() {
+    let run = undeliverable("undrop", "drop").await;
+    let bootstrap = run.bootstrap.clone();
+    wait_committed(&bootstrap, "undrop-group", "undrop-in", 1).await;
+    let undeliverable: u64 = run
+        .metrics
+        .render()
+        .lines()
+        .filter(|l| l.starts_with("streamgate_dead_letters_undeliverable_total{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(undeliverable, 1);
+    let b = bootstrap.clone();
+    let out = tokio::task::spawn_blocking(move || read_all(&b, "undrop-out", 1))
+        .await
+        .unwrap();
+    assert_eq!(out.len(), 5);
+    run.stop.cancel();
+    run.task.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undeliverable_dead_letter_stops_the_pipeline_with_policy_fail() {
+    let run = undeliverable("unfail", "fail").await;
+    let bootstrap = run.bootstrap.clone();
+    let result = tokio::time::timeout(Duration::from_secs(120), run.task)
+        .await
+        .expect("the pipeline stops by itself")
+        .unwrap();
+    let error = result
+        .expect_err("policy fail stops the pipeline")
+        .to_string();
+    assert!(error.contains("not delivered"), "{error}");
+    let b = bootstrap.clone();
+    let committed = tokio::task::spawn_blocking(move || {
+        crate::common::committed(&b, "unfail-group", "unfail-in", 1)
+    })
+    .await
+    .unwrap();
+    let at = committed[&0].unwrap_or(0);
+    assert!(
+        at <= 2,
+        "committed offset {at} passed the undeliverable record"
     );
 }
