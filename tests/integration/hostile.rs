@@ -345,3 +345,161 @@ async fn every_hostile_record_has_exactly_its_expected_outcome() {
     );
     assert_eq!(delivered.len() + dead.len(), cases.len());
 }
+
+/// A hostile request to the gateway and the exact status it must get
+/// (`tests/data/hostile/requests.yaml`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RequestCase {
+    case: String,
+    #[serde(default = "post")]
+    method: String,
+    path: String,
+    #[serde(default)]
+    auth: Auth,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    #[serde(default)]
+    body: Option<Body>,
+    expect: u16,
+}
+
+fn post() -> String {
+    "POST".into()
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(untagged)]
+enum Auth {
+    /// `key` (the valid key), `none`, `wrong`, or an `Authorization` value sent as is.
+    Named(String),
+    /// A bearer token of `times` copies of `repeat`.
+    Long { repeat: String, times: usize },
+    #[default]
+    #[serde(skip)]
+    Key,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Body {
+    Text(String),
+    Hex {
+        hex: String,
+    },
+    Built {
+        #[serde(default)]
+        prefix: String,
+        repeat: String,
+        times: usize,
+        #[serde(default)]
+        close: String,
+        #[serde(default)]
+        suffix: String,
+    },
+}
+
+impl Body {
+    fn bytes(&self) -> Vec<u8> {
+        match self {
+            Body::Text(t) => t.clone().into_bytes(),
+            Body::Hex { hex: h } => hex(h),
+            Body::Built {
+                prefix,
+                repeat,
+                times,
+                close,
+                suffix,
+            } => format!(
+                "{prefix}{}{}{suffix}",
+                repeat.repeat(*times),
+                close.repeat(*times)
+            )
+            .into_bytes(),
+        }
+    }
+}
+
+const GATEWAY_KEY: &str = "k-hostile";
+
+const GATEWAY: &str = r#"
+listen: 127.0.0.1:0
+max_body_bytes: 1048576
+models:
+  fraud:
+    versions:
+      - name: local
+        endpoint: { protocol: onnx, repository: ., model_name: fraud, layout: { type: matrix, name: features } }
+  chat:
+    versions:
+      - name: v1
+        endpoint: { protocol: openai_chat, replicas: ["http://127.0.0.1:9"], model: m, prompt: "{text}" }
+auth:
+  api_keys:
+    - { name: all, sha256: KEY_HASH, scopes: ["infer:*"] }
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_hostile_request_gets_exactly_its_expected_status() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/hostile/requests.yaml");
+    let cases: Vec<RequestCase> =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(&path).expect("corpus"))
+            .expect("corpus parses");
+    assert!(cases.len() >= 25, "the corpus has {} cases", cases.len());
+    let yaml = GATEWAY.replace(
+        "KEY_HASH",
+        &streamgate::gateway::auth::key_hash_hex(GATEWAY_KEY),
+    );
+    // Beside the shipped model repository (models/fraud/local/model.onnx).
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/hostile-test.yaml");
+    let (url, _stop) = crate::common::serve_gateway(&yaml, &file, Metrics::new(), None).await;
+    let client = reqwest::Client::new();
+    let mut wrong = Vec::new();
+    for case in &cases {
+        let method = reqwest::Method::from_bytes(case.method.as_bytes()).expect("method");
+        let mut request = client
+            .request(method, format!("{url}{}", case.path))
+            .header("content-type", "application/json");
+        let authorization = match &case.auth {
+            Auth::Key => Some(format!("Bearer {GATEWAY_KEY}")),
+            Auth::Named(name) => match name.as_str() {
+                "key" => Some(format!("Bearer {GATEWAY_KEY}")),
+                "none" => None,
+                "wrong" => Some("Bearer not-the-key".to_string()),
+                value => Some(value.to_string()),
+            },
+            Auth::Long { repeat, times } => Some(format!("Bearer {}", repeat.repeat(*times))),
+        };
+        if let Some(value) = authorization {
+            request = request.header("authorization", value);
+        }
+        for (name, value) in &case.headers {
+            request = request.header(name, value);
+        }
+        if let Some(body) = &case.body {
+            request = request.body(body.bytes());
+        }
+        let response = request.send().await.expect("the gateway answers");
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap_or_default();
+        if status != case.expect {
+            wrong.push(format!(
+                "{}: expected {}, got {status}: {}",
+                case.case,
+                case.expect,
+                &text[..text.len().min(200)]
+            ));
+        }
+        assert!(
+            status != 500,
+            "{}: a hostile request is never an internal error: {text}",
+            case.case
+        );
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} cases wrong:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
+}
