@@ -23,10 +23,13 @@ use crate::nats_server::NatsServer;
 /// `max_payload` (1 MiB) once the context headers are added.
 const POISON: usize = 1 << 20;
 
+/// A record to produce: key, payload, and an extra header.
+type Record = (Vec<u8>, Vec<u8>, Option<(String, Vec<u8>)>);
+
 /// Records of the input: good transactions, and at offsets 3 and 7 malformed ones carrying a
 /// 1 MiB header and a 1 MiB key.
 struct Input {
-    records: Vec<(Vec<u8>, Vec<u8>, Option<(String, Vec<u8>)>)>,
+    records: Vec<Record>,
     poison: [usize; 2],
 }
 
