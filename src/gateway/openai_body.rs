@@ -18,8 +18,9 @@ pub struct OpenAiBody<'a> {
 enum Fields<'a> {
     /// The usual case: keys without escapes, values as raw JSON text.
     Raw(BTreeMap<&'a str, &'a RawValue>),
-    /// Keys with escape sequences cannot be borrowed from the body; parsed fully instead.
-    Parsed(serde_json::Map<String, Value>),
+    /// Keys with escape sequences cannot be borrowed from the body: owned keys, values still
+    /// raw JSON text (a value parsed and printed again could change: a long number's digits).
+    Owned(BTreeMap<String, Box<RawValue>>),
 }
 
 impl<'a> OpenAiBody<'a> {
@@ -31,7 +32,7 @@ impl<'a> OpenAiBody<'a> {
         check_json_depth(body, MAX_JSON_DEPTH)?;
         let fields = match serde_json::from_slice::<BTreeMap<&str, &RawValue>>(body) {
             Ok(map) => Fields::Raw(map),
-            Err(_) => Fields::Parsed(
+            Err(_) => Fields::Owned(
                 serde_json::from_slice(body)
                     .map_err(|e| format!("the body is not a JSON object: {e}"))?,
             ),
@@ -43,7 +44,7 @@ impl<'a> OpenAiBody<'a> {
     pub fn model(&self) -> Option<String> {
         match &self.fields {
             Fields::Raw(map) => serde_json::from_str(map.get("model")?.get()).ok(),
-            Fields::Parsed(map) => map.get("model")?.as_str().map(str::to_string),
+            Fields::Owned(map) => serde_json::from_str(map.get("model")?.get()).ok(),
         }
     }
 
@@ -81,10 +82,31 @@ impl<'a> OpenAiBody<'a> {
                 out.push('}');
                 out
             }
-            Fields::Parsed(map) => {
-                let mut map = map.clone();
-                map.insert("model".to_string(), Value::from(model));
-                Value::Object(map).to_string()
+            Fields::Owned(map) => {
+                let mut out = String::from("{");
+                let mut wrote_model = false;
+                for (key, value) in map {
+                    if !out.ends_with('{') {
+                        out.push(',');
+                    }
+                    out.push_str(&Value::from(key.as_str()).to_string());
+                    out.push(':');
+                    if key == "model" {
+                        out.push_str(&model_json);
+                        wrote_model = true;
+                    } else {
+                        out.push_str(value.get());
+                    }
+                }
+                if !wrote_model {
+                    if !out.ends_with('{') {
+                        out.push(',');
+                    }
+                    out.push_str("\"model\":");
+                    out.push_str(&model_json);
+                }
+                out.push('}');
+                out
             }
         }
     }
@@ -129,6 +151,27 @@ mod tests {
                 reference(body, "back\"end"),
                 "{body}"
             );
+        }
+    }
+
+    /// Found by the `openai_body` fuzz target: with an escaped key the body was parsed into
+    /// values and printed again, and a long number came out with other digits.
+    #[test]
+    fn numbers_keep_their_exact_text_when_a_key_has_escapes() {
+        let long = "12222000010001111111111111111111111111111111111111111111111111111190";
+        for body in [
+            format!(
+                r#"{{"e\u0069rd":{long},"model":"chat","t":0.1000000000000000055511151231257827}}"#
+            ),
+            format!(r#"{{"eird":{long},"model":"chat","t":0.1000000000000000055511151231257827}}"#),
+        ] {
+            let out = OpenAiBody::parse(body.as_bytes()).unwrap().with_model("m");
+            assert!(out.contains(long), "{out}");
+            assert!(
+                out.contains("0.1000000000000000055511151231257827"),
+                "{out}"
+            );
+            assert_eq!(rewritten(&body, "m")["model"], "m");
         }
     }
 
