@@ -37,6 +37,9 @@ pub mod batch;
 pub mod cli;
 pub mod codec;
 pub mod demo;
+/// Entry points for the fuzz targets in `fuzz/`; not an API.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gateway;
 pub mod inference;
 pub mod kafka;

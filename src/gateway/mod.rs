@@ -15,7 +15,7 @@ mod held_body;
 pub mod http;
 pub mod jwt;
 pub mod oip_codec;
-mod openai_body;
+pub(crate) mod openai_body;
 pub mod pipelines;
 pub mod proxy;
 pub mod tls;

@@ -7,6 +7,7 @@ mod backpressure;
 mod common;
 mod crash;
 mod examples;
+mod fuzz_regressions;
 mod gateway;
 mod gateway_overload;
 mod gateway_pipelines;
