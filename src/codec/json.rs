@@ -151,6 +151,28 @@ impl JsonDecoder {
             }
             None => (None, Vec::new(), candidates),
         };
+        // The fast path takes flat records only, so only what arrow-json gets can nest deeply
+        // (and arrow-json formats a mistyped value recursively for its error message).
+        let max = super::nesting::MAX_JSON_DEPTH;
+        let rest: Vec<u32> = rest
+            .into_iter()
+            .filter(|&i| {
+                let payload = records.get(i as usize).map_or(&[][..], |r| &r.payload);
+                match super::nesting::check_json_depth(payload, max) {
+                    Ok(()) => true,
+                    Err(at) => {
+                        failures.push(RecordFailure {
+                            index: i as usize,
+                            class: TOO_DEEP,
+                            message: format!(
+                                "nests arrays and objects deeper than {max} levels (at byte {at})"
+                            ),
+                        });
+                        false
+                    }
+                }
+            })
+            .collect();
         let mut parts = Vec::new();
         let mut slow_rows = Vec::with_capacity(rest.len());
         self.process(records, &rest, &mut parts, &mut slow_rows, &mut failures);
@@ -355,19 +377,10 @@ fn merge_in_order(
     )
 }
 
-/// Cheap checks before decoding: the payload must start (after whitespace) with `{` and nest
-/// no deeper than [`super::nesting::MAX_JSON_DEPTH`].
+/// Cheap checks before decoding: the payload must start (after whitespace) with `{`.
 fn precheck(payload: &[u8]) -> Result<(), (&'static str, String)> {
     match payload.iter().find(|b| !b.is_ascii_whitespace()) {
-        Some(b'{') => {
-            let max = super::nesting::MAX_JSON_DEPTH;
-            super::nesting::check_json_depth(payload, max).map_err(|at| {
-                (
-                    TOO_DEEP,
-                    format!("nests arrays and objects deeper than {max} levels (at byte {at})"),
-                )
-            })
-        }
+        Some(b'{') => Ok(()),
         None => Err((MALFORMED_JSON, "empty payload".into())),
         Some(b) => {
             let found = match b {
