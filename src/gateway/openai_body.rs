@@ -52,64 +52,59 @@ impl<'a> OpenAiBody<'a> {
     pub fn with_model(&self, model: &str) -> String {
         let model_json = Value::from(model).to_string();
         match &self.fields {
+            // A borrowed key had no escape sequence, so it is valid between quotes as it is.
             Fields::Raw(map) => {
-                let size: usize = map.iter().map(|(k, v)| k.len() + v.get().len() + 4).sum();
-                let mut out = String::with_capacity(size + model_json.len() + 16);
-                out.push('{');
-                let mut wrote_model = false;
-                for (key, value) in map {
-                    if !out.ends_with('{') {
-                        out.push(',');
-                    }
-                    // A borrowed key had no escape sequence, so it is valid between quotes.
-                    out.push('"');
-                    out.push_str(key);
-                    out.push_str("\":");
-                    if *key == "model" {
-                        out.push_str(&model_json);
-                        wrote_model = true;
-                    } else {
-                        out.push_str(value.get());
-                    }
-                }
-                if !wrote_model {
-                    if !out.ends_with('{') {
-                        out.push(',');
-                    }
-                    out.push_str("\"model\":");
-                    out.push_str(&model_json);
-                }
-                out.push('}');
-                out
+                write_object(map.iter().map(|(k, v)| (*k, v.get())), false, &model_json)
             }
-            Fields::Owned(map) => {
-                let mut out = String::from("{");
-                let mut wrote_model = false;
-                for (key, value) in map {
-                    if !out.ends_with('{') {
-                        out.push(',');
-                    }
-                    out.push_str(&Value::from(key.as_str()).to_string());
-                    out.push(':');
-                    if key == "model" {
-                        out.push_str(&model_json);
-                        wrote_model = true;
-                    } else {
-                        out.push_str(value.get());
-                    }
-                }
-                if !wrote_model {
-                    if !out.ends_with('{') {
-                        out.push(',');
-                    }
-                    out.push_str("\"model\":");
-                    out.push_str(&model_json);
-                }
-                out.push('}');
-                out
-            }
+            Fields::Owned(map) => write_object(
+                map.iter().map(|(k, v)| (k.as_str(), v.get())),
+                true,
+                &model_json,
+            ),
         }
     }
+}
+
+/// A JSON object of `fields` (key, raw JSON value) with `model`'s value replaced by (or, when
+/// absent, added as) `model_json`. `escape_keys`: keys are written as JSON strings; otherwise
+/// they are known to need no escaping and are written between quotes as they are.
+fn write_object<'b>(
+    fields: impl Iterator<Item = (&'b str, &'b str)> + Clone,
+    escape_keys: bool,
+    model_json: &str,
+) -> String {
+    let size: usize = fields.clone().map(|(k, v)| k.len() + v.len() + 4).sum();
+    let mut out = String::with_capacity(size + model_json.len() + 16);
+    out.push('{');
+    let mut wrote_model = false;
+    for (key, value) in fields {
+        if out.len() > 1 {
+            out.push(',');
+        }
+        if escape_keys {
+            out.push_str(&Value::from(key).to_string());
+        } else {
+            out.push('"');
+            out.push_str(key);
+            out.push('"');
+        }
+        out.push(':');
+        if key == "model" {
+            out.push_str(model_json);
+            wrote_model = true;
+        } else {
+            out.push_str(value);
+        }
+    }
+    if !wrote_model {
+        if out.len() > 1 {
+            out.push(',');
+        }
+        out.push_str("\"model\":");
+        out.push_str(model_json);
+    }
+    out.push('}');
+    out
 }
 
 #[cfg(test)]
