@@ -12,7 +12,7 @@
 
 pub mod tracker;
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Outcome of one fragment of a batch. Ordered from best to worst; a batch's status is the
@@ -57,6 +57,20 @@ pub trait AckReceiver: Send + Sync {
         let _ = dead_lettered;
         self.resolved(token, status);
     }
+
+    /// Like [`AckReceiver::resolved_with_dead_letters`], also telling whether a fragment was
+    /// refused for good as too large (a broker whose topic limit is below the producer's),
+    /// for receivers that can answer with a smaller message. The default ignores it.
+    fn resolved_in_full(
+        &self,
+        token: u64,
+        status: AckStatus,
+        dead_lettered: Vec<u32>,
+        refused_too_large: bool,
+    ) {
+        let _ = refused_too_large;
+        self.resolved_with_dead_letters(token, status, dead_lettered);
+    }
 }
 
 struct AckInner {
@@ -65,6 +79,8 @@ struct AckInner {
     receiver: Option<Arc<dyn AckReceiver>>,
     /// Records of the batch that were durably dead-lettered (usually none: no allocation).
     dead_lettered: Mutex<Vec<u32>>,
+    /// Whether a fragment was refused as too large (see [`PendingReceipt::refused_too_large`]).
+    refused_too_large: AtomicBool,
 }
 
 impl Drop for AckInner {
@@ -74,10 +90,11 @@ impl Drop for AckInner {
                 Ok(v) => std::mem::take(v),
                 Err(poisoned) => std::mem::take(poisoned.into_inner()),
             };
-            receiver.resolved_with_dead_letters(
+            receiver.resolved_in_full(
                 self.token,
                 AckStatus::from_u8(self.status.load(Ordering::Acquire)),
                 dead_lettered,
+                self.refused_too_large.load(Ordering::Acquire),
             );
         }
     }
@@ -105,6 +122,7 @@ impl Ack {
             token,
             receiver: Some(receiver),
             dead_lettered: Mutex::new(Vec::new()),
+            refused_too_large: AtomicBool::new(false),
         }))
     }
 
@@ -115,6 +133,7 @@ impl Ack {
             token: 0,
             receiver: None,
             dead_lettered: Mutex::new(Vec::new()),
+            refused_too_large: AtomicBool::new(false),
         }))
     }
 
@@ -163,6 +182,15 @@ impl PendingReceipt {
     pub fn resolve(mut self, status: AckStatus) {
         if let Some(ack) = self.ack.take() {
             ack.record(status);
+        }
+    }
+
+    /// Resolves the fragment as errored because its destination refused it for good as too
+    /// large; the ack's receiver learns that too ([`AckReceiver::resolved_in_full`]).
+    pub fn refused_too_large(mut self) {
+        if let Some(ack) = self.ack.take() {
+            ack.0.refused_too_large.store(true, Ordering::Release);
+            ack.record(AckStatus::Errored);
         }
     }
 

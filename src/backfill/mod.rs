@@ -224,6 +224,14 @@ pub async fn run(
             }
             None => None,
         };
+        if let Some(sink) = &dead_letter {
+            // A letter the broker refuses only later settles its unit by the same policy.
+            sink.on_late_undeliverable(crate::runtime::worker::undeliverable_policy(
+                Arc::from(name.as_str()),
+                metrics.pipeline(&name),
+                spec.on_undeliverable_dead_letter,
+            ));
+        }
         Destination::Sinks {
             drop_failures: policy == crate::spec::OnError::Drop,
             undeliverable_fails: spec.on_undeliverable_dead_letter

@@ -43,6 +43,12 @@ impl EmbeddedBroker {
         &self.bootstrap_servers
     }
 
+    /// Makes the next produce requests fail with `errors`, one per request in order (for tests
+    /// of how sinks handle a broker's refusals).
+    pub fn fail_next_produce_requests(&self, errors: &[rdkafka::types::RDKafkaRespErr]) {
+        self.cluster.request_errors(RDKafkaApiKey::Produce, errors);
+    }
+
     /// Creates another topic.
     pub fn create_topic(&self, name: &str, partitions: i32) -> Result<(), BrokerError> {
         self.cluster

@@ -140,13 +140,21 @@ pub async fn run_pipeline(
             pipeline: name.to_string(),
             message,
         })?;
+    let undeliverable = worker::undeliverable_policy(
+        name.clone(),
+        pipeline_metrics.clone(),
+        spec.on_undeliverable_dead_letter,
+    );
+    if let Some(sink) = &dead_letter {
+        sink.on_late_undeliverable(undeliverable.clone());
+    }
     let worker = Arc::new(PipelineWorker {
         inference,
         compiled: compiled.clone(),
         outputs,
         dead_letter,
         policy: spec.error_policy(),
-        undeliverable: spec.on_undeliverable_dead_letter,
+        undeliverable,
         metrics: pipeline_metrics.clone(),
         name: name.clone(),
     });

@@ -11,6 +11,7 @@ use crate::batch::{Position, RawRecord, SourceBatch};
 use crate::inference::InferenceStage;
 use crate::plan::CompiledPipeline;
 use crate::sink::{DeadLetterRecord, RowOrigins, Sink, SinkInput};
+use crate::sink::{UndeliverableHook, UndeliverableLetter};
 use crate::spec::{OnError, UndeliverableDeadLetter};
 use crate::telemetry::PipelineMetrics;
 
@@ -33,7 +34,8 @@ pub struct PipelineWorker {
     pub(crate) outputs: Vec<OutputRuntime>,
     pub(crate) dead_letter: Option<Arc<dyn Sink>>,
     pub(crate) policy: OnError,
-    pub(crate) undeliverable: UndeliverableDeadLetter,
+    /// The `on_undeliverable_dead_letter` policy (see [`undeliverable_policy`]).
+    pub(crate) undeliverable: UndeliverableHook,
     pub(crate) metrics: PipelineMetrics,
     pub(crate) name: Arc<str>,
 }
@@ -184,29 +186,22 @@ impl PipelineWorker {
                     .collect();
                 match sink.send(SinkInput::DeadLetters(letters), ack).await {
                     Ok(undeliverable) => {
+                        let mut status = AckStatus::Delivered;
                         for (letter, _, why) in &undeliverable {
                             let Some((position, stage, class)) = contexts.get(*letter) else {
                                 continue;
                             };
-                            self.metrics.dead_letter_undeliverable(stage, class);
-                            tracing::error!(
-                                pipeline = %self.name,
-                                topic = %position.topic,
-                                partition = position.partition,
-                                offset = position.offset,
-                                stage = *stage,
-                                class = *class,
-                                error = %why,
-                                policy = ?self.undeliverable,
-                                "the dead-letter sink refused this record even in bounded form"
-                            );
+                            status = status.max((self.undeliverable)(UndeliverableLetter {
+                                position,
+                                stage,
+                                class,
+                                why,
+                            }));
                         }
-                        if !undeliverable.is_empty()
-                            && self.undeliverable == UndeliverableDeadLetter::Fail
-                        {
-                            ack.record(AckStatus::Rejected);
-                        } else {
+                        if status == AckStatus::Delivered {
                             ack.note_dead_lettered(indices);
+                        } else {
+                            ack.record(status);
                         }
                     }
                     Err(e) => {
@@ -239,4 +234,34 @@ impl PipelineWorker {
             }
         }
     }
+}
+
+/// The pipeline's `on_undeliverable_dead_letter` policy for dead letters its sink refused for
+/// good, even in bounded form: each is logged with its position and counted in
+/// `streamgate_dead_letters_undeliverable_total`; `drop` lets its batch commit, `fail` stops
+/// the pipeline without committing. Used for refusals within `send` and for those a broker
+/// sends later.
+pub(crate) fn undeliverable_policy(
+    name: Arc<str>,
+    metrics: PipelineMetrics,
+    policy: UndeliverableDeadLetter,
+) -> UndeliverableHook {
+    Arc::new(move |letter: UndeliverableLetter<'_>| {
+        metrics.dead_letter_undeliverable(letter.stage, letter.class);
+        tracing::error!(
+            pipeline = %name,
+            topic = %letter.position.topic,
+            partition = letter.position.partition,
+            offset = letter.position.offset,
+            stage = letter.stage,
+            class = letter.class,
+            error = %letter.why,
+            ?policy,
+            "the dead-letter sink refused this record even in bounded form"
+        );
+        match policy {
+            UndeliverableDeadLetter::Drop => AckStatus::Delivered,
+            UndeliverableDeadLetter::Fail => AckStatus::Rejected,
+        }
+    })
 }

@@ -52,19 +52,30 @@ impl ProducerContext<NoCustomPartitioner> for DeliveryContext {
     fn delivery(&self, result: &DeliveryResult<'_>, receipt: Self::DeliveryOpaque) {
         match result {
             Ok(_) => settle(receipt, None),
-            Err((e, message)) => settle(receipt, Some((message.topic(), e))),
+            Err((e, message)) => {
+                let code = e.rdkafka_error_code();
+                settle(receipt, Some((message.topic(), e, code)))
+            }
         }
     }
 }
 
 /// Resolves a message's receipt from its delivery report: delivered, or errored (and logged)
-/// with the topic and librdkafka's error. Both ways of serving reports end here.
-pub(super) fn settle(receipt: PendingReceipt, failure: Option<(&str, &dyn std::fmt::Display)>) {
+/// with the topic and librdkafka's error; a refusal as too large says so (a dead letter is
+/// then sent again in its smallest form). Both ways of serving reports end here.
+pub(super) fn settle(
+    receipt: PendingReceipt,
+    failure: Option<(&str, &dyn std::fmt::Display, Option<RDKafkaErrorCode>)>,
+) {
     match failure {
         None => receipt.delivered(),
-        Some((topic, error)) => {
+        Some((topic, error, code)) => {
             tracing::error!(%topic, %error, "kafka delivery failed");
-            receipt.resolve(AckStatus::Errored);
+            if code == Some(RDKafkaErrorCode::MessageSizeTooLarge) {
+                receipt.refused_too_large();
+            } else {
+                receipt.resolve(AckStatus::Errored);
+            }
         }
     }
 }
@@ -112,11 +123,42 @@ fn producer_key(group: &str, config: &ClientConfig) -> Vec<u8> {
     digest.finish().as_ref().to_vec()
 }
 
-/// Produces rows to one topic.
-pub struct KafkaSink {
+/// Where a sink's messages go: a topic of a (shared) producer. Shared with the tasks that
+/// answer dead letters refused late (see `kafka_letters`).
+pub(super) struct Destination {
     /// Declared before the producer: a topic handle must go before its client.
     topic: TopicHandle,
     producer: SharedProducer,
+}
+
+impl Destination {
+    /// Enqueues one message, waiting while librdkafka's queue is full. A refusal comes back
+    /// with librdkafka's code and the receipt (which resolves as errored if dropped).
+    pub(super) async fn try_produce(
+        &self,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        mut headers: Option<NativeHeaders>,
+        mut receipt: PendingReceipt,
+    ) -> Result<(), (RDKafkaErrorCode, PendingReceipt)> {
+        loop {
+            match self.topic.produce(key, payload, &mut headers, receipt) {
+                Ok(()) => return Ok(()),
+                Err((RDKafkaErrorCode::QueueFull, back)) => {
+                    receipt = back;
+                    tokio::time::sleep(QUEUE_FULL_BACKOFF).await;
+                }
+                Err(refused) => return Err(refused),
+            }
+        }
+    }
+}
+
+/// Produces rows to one topic.
+pub struct KafkaSink {
+    destination: Arc<Destination>,
+    /// The pipeline's policy for dead letters the broker refuses after `send` returned.
+    late_undeliverable: std::sync::OnceLock<super::UndeliverableHook>,
     key: Option<String>,
     headers: Vec<(String, String)>,
     encoder: RowEncoder,
@@ -183,8 +225,8 @@ impl KafkaSink {
             .unwrap_or(DEFAULT_MAX_MESSAGE_BYTES);
         Ok(KafkaSink {
             max_message_bytes,
-            topic,
-            producer,
+            destination: Arc::new(Destination { topic, producer }),
+            late_undeliverable: std::sync::OnceLock::new(),
             key: spec.key.clone(),
             headers: spec
                 .headers
@@ -193,27 +235,6 @@ impl KafkaSink {
                 .collect(),
             encoder,
         })
-    }
-
-    /// Enqueues one message, waiting while librdkafka's queue is full. A refusal comes back
-    /// with librdkafka's code and the receipt (which resolves as errored if dropped).
-    async fn try_produce(
-        &self,
-        key: Option<&[u8]>,
-        payload: &[u8],
-        mut headers: Option<NativeHeaders>,
-        mut receipt: PendingReceipt,
-    ) -> Result<(), (RDKafkaErrorCode, PendingReceipt)> {
-        loop {
-            match self.topic.produce(key, payload, &mut headers, receipt) {
-                Ok(()) => return Ok(()),
-                Err((RDKafkaErrorCode::QueueFull, back)) => {
-                    receipt = back;
-                    tokio::time::sleep(QUEUE_FULL_BACKOFF).await;
-                }
-                Err(refused) => return Err(refused),
-            }
-        }
     }
 
     async fn send_rows(
@@ -250,7 +271,10 @@ impl KafkaSink {
                 }
                 headers
             });
-            match self.try_produce(key, payload, headers, ack.receipt()).await {
+            match (self.destination)
+                .try_produce(key, payload, headers, ack.receipt())
+                .await
+            {
                 Ok(()) => {}
                 // A row too large for any message is that row's failure (dead-lettered in a
                 // bounded form), not a reason to stall the partition.
@@ -268,68 +292,6 @@ impl KafkaSink {
         }
         Ok(rejected)
     }
-
-    /// Produces dead letters, each bounded to the producer's message limit (see
-    /// [`super::DeadLetterRecord::fit`]). One refused as too large even so is sent again as its
-    /// context alone; one refused even then is returned as undeliverable, for the pipeline's
-    /// `on_undeliverable_dead_letter` policy. Any other refusal fails the send (retried).
-    async fn send_dead_letters(
-        &self,
-        records: Vec<super::DeadLetterRecord>,
-        ack: &Ack,
-    ) -> Result<super::Rejected, SinkError> {
-        let mut undeliverable = Vec::new();
-        for (i, dl) in records.iter().enumerate() {
-            let mut receipt = Some(ack.receipt());
-            let mut refusal = None;
-            // The bounded form, then (if librdkafka's size estimate differs from ours) the
-            // context alone.
-            for limit in [self.max_message_bytes, 0] {
-                let Some(pending) = receipt.take() else {
-                    break;
-                };
-                match self.try_produce_letter(&dl.fit(limit), pending).await {
-                    Ok(()) => {
-                        refusal = None;
-                        break;
-                    }
-                    Err((code @ RDKafkaErrorCode::MessageSizeTooLarge, back)) => {
-                        receipt = Some(back);
-                        refusal = Some(code);
-                    }
-                    Err((code, _back_resolves_as_errored)) => {
-                        return Err(SinkError::Kafka(
-                            KafkaError::MessageProduction(code).to_string(),
-                        ));
-                    }
-                }
-            }
-            if let (Some(code), Some(receipt)) = (refusal, receipt) {
-                // Nothing is in flight for it: the pipeline's policy decides what it means.
-                receipt.delivered();
-                let why = KafkaError::MessageProduction(code).to_string();
-                undeliverable.push((i, super::TOO_LARGE, why));
-            }
-        }
-        Ok(undeliverable)
-    }
-
-    async fn try_produce_letter(
-        &self,
-        letter: &super::dead_letter::Letter<'_>,
-        receipt: PendingReceipt,
-    ) -> Result<(), (RDKafkaErrorCode, PendingReceipt)> {
-        let mut headers =
-            NativeHeaders::with_capacity(letter.original_headers.len() + letter.context.len());
-        for (k, v) in &letter.original_headers {
-            headers.add(k, v.as_deref());
-        }
-        for (k, v) in &letter.context {
-            headers.add(k, Some(v.as_bytes()));
-        }
-        self.try_produce(letter.key, letter.payload, Some(headers), receipt)
-            .await
-    }
 }
 
 impl Sink for KafkaSink {
@@ -341,15 +303,28 @@ impl Sink for KafkaSink {
         async move {
             match input {
                 SinkInput::Rows { batch, .. } => self.send_rows(batch, ack).await,
-                SinkInput::DeadLetters(records) => self.send_dead_letters(records, ack).await,
+                SinkInput::DeadLetters(records) => {
+                    super::kafka_letters::send(
+                        &self.destination,
+                        self.max_message_bytes,
+                        self.late_undeliverable.get(),
+                        records,
+                        ack,
+                    )
+                    .await
+                }
             }
         }
         .boxed()
     }
 
+    fn on_late_undeliverable(&self, hook: super::UndeliverableHook) {
+        let _ = self.late_undeliverable.set(hook);
+    }
+
     fn flush(&self, timeout: Duration) -> BoxFuture<'_, Result<(), SinkError>> {
         async move {
-            let producer = self.producer.clone();
+            let producer = self.destination.producer.clone();
             tokio::task::spawn_blocking(move || producer.producer().flush(timeout))
                 .await
                 .map_err(|e| SinkError::Kafka(e.to_string()))?
@@ -362,7 +337,11 @@ impl Sink for KafkaSink {
 impl Drop for KafkaSink {
     fn drop(&mut self) {
         // Deliver what is queued; anything left resolves as errored (and is redelivered).
-        let _ = self.producer.producer().flush(Duration::from_secs(10));
+        let _ = self
+            .destination
+            .producer
+            .producer()
+            .flush(Duration::from_secs(10));
     }
 }
 
@@ -557,18 +536,30 @@ mod tests {
     async fn sinks_configured_alike_share_one_producer() {
         let scored = sink("scored", &[], "share-a").await;
         let alerts = sink("alerts", &[], "share-a").await;
-        assert!(Arc::ptr_eq(&scored.producer, &alerts.producer));
+        assert!(Arc::ptr_eq(
+            &scored.destination.producer,
+            &alerts.destination.producer
+        ));
         // A different setting, or another pipeline (its own client.id), gets its own.
         let lingering = sink("alerts", &[("linger.ms", "50")], "share-a").await;
-        assert!(!Arc::ptr_eq(&scored.producer, &lingering.producer));
+        assert!(!Arc::ptr_eq(
+            &scored.destination.producer,
+            &lingering.destination.producer
+        ));
         let other = sink("scored", &[], "share-b").await;
-        assert!(!Arc::ptr_eq(&scored.producer, &other.producer));
+        assert!(!Arc::ptr_eq(
+            &scored.destination.producer,
+            &other.destination.producer
+        ));
         // Settings librdkafka's config_map blanks (passwords) still tell producers apart.
         let one = sink("scored", &[("sasl.password", "one")], "share-a").await;
         let two = sink("scored", &[("sasl.password", "two")], "share-a").await;
-        assert!(!Arc::ptr_eq(&one.producer, &two.producer));
+        assert!(!Arc::ptr_eq(
+            &one.destination.producer,
+            &two.destination.producer
+        ));
         // The producer lives as long as one of its sinks.
-        let weak = Arc::downgrade(&scored.producer);
+        let weak = Arc::downgrade(&scored.destination.producer);
         drop(scored);
         assert!(weak.upgrade().is_some());
         drop(alerts);

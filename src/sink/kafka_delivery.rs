@@ -166,7 +166,7 @@ unsafe fn settle_deliveries(
                     CStr::from_ptr(rd::rd_kafka_topic_name(message.rkt)).to_string_lossy()
                 };
                 let error = rdkafka::error::RDKafkaErrorCode::from(message.err);
-                settle(receipt, Some((&topic, &error)));
+                settle(receipt, Some((&topic, &error, Some(error))));
             }
         }
         messages.clear();

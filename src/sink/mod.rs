@@ -10,6 +10,7 @@ pub mod encode;
 pub mod file;
 pub mod kafka;
 mod kafka_delivery;
+mod kafka_letters;
 mod kafka_produce;
 pub mod nats;
 mod projection;
@@ -136,6 +137,26 @@ pub const UNREPRESENTABLE: &str = "unrepresentable_value";
 /// Error class of a row or dead letter larger than the sink's message limit.
 pub const TOO_LARGE: &str = "message_too_large";
 
+/// A dead letter the sink refused for good, even as its context alone.
+#[derive(Debug, Clone, Copy)]
+pub struct UndeliverableLetter<'a> {
+    /// Where the failed record came from.
+    pub position: &'a crate::batch::Position,
+    /// Stage the record failed at.
+    pub stage: &'static str,
+    /// Error class of that failure.
+    pub class: &'static str,
+    /// Why the sink refused the letter.
+    pub why: &'a str,
+}
+
+/// The pipeline's `on_undeliverable_dead_letter` policy for letters a sink learns it cannot
+/// deliver only after `send` returned (a broker whose topic limit is below the producer's):
+/// logs and counts the letter, and returns the status its batch takes (`Delivered` for
+/// `drop`, `Rejected` for `fail`).
+pub type UndeliverableHook =
+    Arc<dyn for<'a> Fn(UndeliverableLetter<'a>) -> crate::ack::AckStatus + Send + Sync>;
+
 /// A destination for rows and dead-letter records.
 pub trait Sink: Send + Sync {
     /// Takes responsibility for `input` (except the rows it returns as rejected); receipts
@@ -153,6 +174,12 @@ pub trait Sink: Send + Sync {
     /// costs a little, so only sinks that use them ask.
     fn wants_origins(&self) -> bool {
         false
+    }
+
+    /// Sets the policy for dead letters refused after `send` returned. Sinks that learn of
+    /// every refusal within `send` (returning it as [`Rejected`]) ignore it.
+    fn on_late_undeliverable(&self, hook: UndeliverableHook) {
+        let _ = hook;
     }
 }
 

@@ -305,3 +305,120 @@ async fn an_undeliverable_dead_letter_stops_the_pipeline_with_policy_fail() {
         "committed offset {at} passed the undeliverable record"
     );
 }
+
+/// A run whose dead-letter topic's broker refuses the first `refusals` produce requests as too
+/// large, after the producer accepted the letter (a topic whose `max.message.bytes` is below
+/// the producer's `message.max.bytes`). The input is one malformed record, so every produce
+/// request is a dead letter's.
+struct LateRefusal {
+    bootstrap: String,
+    metrics: Metrics,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<PipelineResult>,
+    broker: EmbeddedBroker,
+}
+
+async fn refused_late(name: &str, refusals: usize, policy: &str) -> LateRefusal {
+    let topics = [
+        (format!("{name}-in"), 1),
+        (format!("{name}-out"), 1),
+        (format!("{name}-dlq"), 1),
+    ];
+    let topics: Vec<(&str, i32)> = topics.iter().map(|(t, p)| (t.as_str(), *p)).collect();
+    let broker = EmbeddedBroker::start(&topics).unwrap();
+    let bootstrap = broker.bootstrap_servers().to_string();
+    let records = vec![(b"k".to_vec(), b"{not json".to_vec())];
+    let b = bootstrap.clone();
+    let topic = format!("{name}-in");
+    tokio::task::spawn_blocking(move || crate::common::produce(&b, &topic, 1, &records))
+        .await
+        .unwrap();
+    broker.fail_next_produce_requests(
+        &vec![rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE; refusals],
+    );
+    let dead_letter =
+        format!("{{ type: kafka, topic: {name}-dlq }}\non_undeliverable_dead_letter: {policy}");
+    let metrics = Metrics::new();
+    let (stop, task) = spawn_pipeline(
+        compile(&yaml(&bootstrap, name, &dead_letter)).await,
+        &metrics,
+    );
+    LateRefusal {
+        bootstrap,
+        metrics,
+        stop,
+        task,
+        broker,
+    }
+}
+
+fn undeliverable_count(metrics: &Metrics) -> u64 {
+    metrics
+        .render()
+        .lines()
+        .filter(|l| l.starts_with("streamgate_dead_letters_undeliverable_total{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_the_broker_refuses_as_too_large_is_sent_again_as_its_context() {
+    let run = refused_late("late", 1, "fail").await;
+    wait_committed(&run.bootstrap, "late-group", "late-in", 1).await;
+    let b = run.bootstrap.clone();
+    let letters = tokio::task::spawn_blocking(move || read_all(&b, "late-dlq", 1))
+        .await
+        .unwrap();
+    assert_eq!(letters.len(), 1, "one dead letter, its context alone");
+    let letter = &letters[0];
+    let headers = &letter.headers;
+    assert_eq!(headers["streamgate.stage"], "decode");
+    assert_eq!(headers["streamgate.source.offset"], "0");
+    assert_eq!(headers["streamgate.truncated"], "key,payload");
+    assert!(letter.payload.is_empty());
+    assert_eq!(undeliverable_count(&run.metrics), 0);
+    run.stop.cancel();
+    run.task.await.unwrap().unwrap();
+    drop(run.broker);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_refused_late_even_as_its_context_is_counted_and_skipped_with_drop() {
+    let run = refused_late("latedrop", 2, "drop").await;
+    wait_committed(&run.bootstrap, "latedrop-group", "latedrop-in", 1).await;
+    assert_eq!(undeliverable_count(&run.metrics), 1);
+    let b = run.bootstrap.clone();
+    let letters = tokio::task::spawn_blocking(move || read_all(&b, "latedrop-dlq", 1))
+        .await
+        .unwrap();
+    assert!(letters.is_empty());
+    run.stop.cancel();
+    run.task.await.unwrap().unwrap();
+    drop(run.broker);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_refused_late_even_as_its_context_stops_the_pipeline_with_fail() {
+    let run = refused_late("latefail", 2, "fail").await;
+    let result = tokio::time::timeout(Duration::from_secs(120), run.task)
+        .await
+        .expect("the pipeline stops by itself")
+        .unwrap();
+    let error = result
+        .expect_err("policy fail stops the pipeline")
+        .to_string();
+    assert!(error.contains("not delivered"), "{error}");
+    assert_eq!(undeliverable_count(&run.metrics), 1);
+    let b = run.bootstrap.clone();
+    let committed = tokio::task::spawn_blocking(move || {
+        crate::common::committed(&b, "latefail-group", "latefail-in", 1)
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        committed[&0].unwrap_or(0),
+        0,
+        "nothing committed past the record"
+    );
+    drop(run.broker);
+}
