@@ -41,6 +41,7 @@ pub mod demo;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gateway;
+pub mod http_client;
 pub mod inference;
 pub mod kafka;
 pub mod mock_model;

@@ -236,7 +236,7 @@ fn check_sink_columns(
             }
         }
         SinkSpec::Nats(n) => {
-            if let Ok(template) = crate::nats::SubjectTemplate::parse(&n.subject) {
+            if let Ok(template) = crate::spec::subject::SubjectTemplate::parse(&n.subject) {
                 for column in template.columns() {
                     check(format!("{path}.subject"), column);
                 }

@@ -316,7 +316,7 @@ impl SchemaRegistry {
     /// Fetches schema `id` into the cache. `Err` only when the registry could not answer
     /// (the caller retries); an unknown id or an unparseable schema is cached as unknown.
     async fn fetch(&self, id: u32) -> Result<(), String> {
-        let client = crate::inference::protocol::transport::client();
+        let client = crate::http_client::client();
         let mut request = client
             .get(format!("{}/schemas/ids/{id}", self.url))
             .timeout(Duration::from_secs(10));

@@ -25,7 +25,7 @@ pub async fn register(
     subject: &str,
     schema: &serde_json::Value,
 ) -> Result<u32, String> {
-    let client = crate::inference::protocol::transport::client();
+    let client = crate::http_client::client();
     let url = format!(
         "{}/subjects/{}/versions",
         registry.url.trim_end_matches('/'),

@@ -11,6 +11,8 @@ use axum::http::HeaderMap;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::spec::ApiKeySpec;
+pub use crate::spec::api_keys::Scope;
+use crate::spec::api_keys::parse_api_key;
 
 /// What a route requires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,36 +27,6 @@ pub enum Policy {
     AdminRead,
     /// `admin:write`.
     AdminWrite,
-}
-
-/// One granted permission.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Scope {
-    /// Infer on one model.
-    Infer(String),
-    /// Infer on every model.
-    InferAll,
-    /// Read the admin API.
-    AdminRead,
-    /// Change things through the admin API.
-    AdminWrite,
-}
-
-impl Scope {
-    /// Parses `infer:<model>`, `infer:*`, `admin:read`, `admin:write`.
-    pub fn parse(text: &str) -> Result<Scope, String> {
-        match text {
-            "infer:*" => Ok(Scope::InferAll),
-            "admin:read" => Ok(Scope::AdminRead),
-            "admin:write" => Ok(Scope::AdminWrite),
-            _ => match text.strip_prefix("infer:") {
-                Some(model) if !model.is_empty() => Ok(Scope::Infer(model.to_string())),
-                _ => Err(format!(
-                    "unknown scope {text:?}: expected `infer:<model>`, `infer:*`, `admin:read` or `admin:write`"
-                )),
-            },
-        }
-    }
 }
 
 /// The caller, once authenticated.
@@ -190,18 +162,8 @@ impl ApiKeys {
     pub fn new(specs: &[ApiKeySpec]) -> Result<ApiKeys, String> {
         let mut by_hash = HashMap::new();
         for spec in specs {
-            let hash = parse_hex32(&spec.sha256).ok_or_else(|| {
-                format!(
-                    "api key {:?}: `sha256` must be 64 lowercase hex digits",
-                    spec.name
-                )
-            })?;
-            let scopes = spec
-                .scopes
-                .iter()
-                .map(|s| Scope::parse(s))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| format!("api key {:?}: {e}", spec.name))?;
+            let parsed = parse_api_key(spec)?;
+            let (hash, scopes) = (parsed.sha256, parsed.scopes);
             let principal = Principal {
                 name: spec.name.as_str().into(),
                 scopes: scopes.into(),
@@ -285,21 +247,6 @@ pub fn key_hash_hex(key: &str) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
-}
-
-fn parse_hex32(text: &str) -> Option<[u8; 32]> {
-    if text.len() != 64
-        || !text
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
-    }
-    Some(out)
 }
 
 #[cfg(test)]

@@ -237,7 +237,7 @@ pub async fn build(
                 SourceSpec::Nats(n) => Some(n.connection()),
                 SourceSpec::Kafka(_) => None,
             };
-            let topic = crate::nats::SubjectTemplate::parse(&n.subject)
+            let topic = crate::spec::subject::SubjectTemplate::parse(&n.subject)
                 .map(|t| t.literal_prefix())
                 .unwrap_or_default();
             let encoder = encoder(&n.format, &topic).await?;

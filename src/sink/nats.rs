@@ -21,7 +21,7 @@ use super::{
     DeadLetterRecord, RowEncoder, RowOrigins, Sink, SinkError, SinkInput, column_as_strings,
 };
 use crate::ack::{Ack, AckStatus, PendingReceipt};
-use crate::nats::SubjectTemplate;
+use crate::spec::subject::SubjectTemplate;
 use crate::spec::{NatsConnectionSpec, NatsSinkSpec};
 
 /// Publish acks awaited at once per connection; past this, publishing waits (bounded memory).

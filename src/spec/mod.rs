@@ -13,6 +13,7 @@
 //! Compiling the SQL against the record schema (so that wrong column names fail here too) is
 //! done by [`crate::plan`], which `streamgate validate` also runs.
 
+pub mod api_keys;
 pub mod duration;
 pub mod gateway;
 pub mod interpolate;
@@ -22,6 +23,8 @@ pub mod limits;
 pub mod models;
 pub mod nats;
 pub mod secret;
+pub mod selector;
+pub mod subject;
 pub mod types;
 pub mod validate;
 pub mod validate_models;
@@ -347,7 +350,7 @@ pub fn load_gateway_str(
         ));
     }
     for (i, key) in spec.auth.api_keys.iter().enumerate() {
-        if let Err(e) = crate::gateway::auth::ApiKeys::new(std::slice::from_ref(key)) {
+        if let Err(e) = api_keys::parse_api_key(key) {
             errors.push(SpecError::at(file, format!("auth.api_keys[{i}]"), e));
         }
     }

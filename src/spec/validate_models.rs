@@ -176,7 +176,7 @@ pub fn validate_models(
 /// `oip_outputs` only where the gateway translates, with selectors of the version's protocol
 /// and distinct tensor names.
 fn oip_outputs(path: &str, version: &super::VersionSpec, err: &mut impl FnMut(String, String)) {
-    use crate::inference::protocol::{Selector, SelectorSyntax};
+    use super::selector::{Selector, SelectorSyntax};
     if version.oip_outputs.is_empty() {
         return;
     }

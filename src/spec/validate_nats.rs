@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::nats::{NatsAuth, NatsDelivery, NatsSinkSpec, NatsSourceSpec, NatsTls};
-use crate::nats::{SubjectTemplate, check_subject};
+use super::subject::{SubjectTemplate, check_subject};
 
 type Problems = Vec<(String, String)>;
 

@@ -1,6 +1,7 @@
 //! Integration tests, one binary (each tests/*.rs file would link the whole library again).
 
 mod admin_cli;
+mod architecture;
 mod avro;
 mod backfill;
 mod backpressure;

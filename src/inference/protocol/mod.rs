@@ -3,7 +3,8 @@
 //! anything else is a contract error.
 
 pub mod custom_json;
-pub mod guarded_resolver;
+/// Moved to [`crate::http_client::guarded_resolver`]; kept here for existing paths.
+pub use crate::http_client::guarded_resolver;
 pub mod json_values;
 pub mod oip;
 pub mod openai;
@@ -16,6 +17,7 @@ use futures::future::BoxFuture;
 
 use super::InferError;
 use crate::spec::OutputType;
+pub use crate::spec::selector::{Selector, SelectorSyntax};
 
 /// What a pipeline step sends and expects back, independent of the protocol.
 #[derive(Debug, Clone)]
@@ -35,84 +37,6 @@ pub struct OutputBinding {
     pub selector: Selector,
     /// Column type.
     pub data_type: OutputType,
-}
-
-/// Where an output value is in a model's answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Selector {
-    /// A named output tensor; with `index`, column `index` of an `[N, k]` tensor.
-    Tensor {
-        /// Output name.
-        name: String,
-        /// Column of a 2-D output.
-        index: Option<usize>,
-    },
-    /// A JSON pointer into a row's result (custom JSON) or a JSON answer (OpenAI chat).
-    Pointer(String),
-    /// The whole text answer (OpenAI chat).
-    Text,
-    /// The embedding vector (OpenAI embeddings).
-    Embedding,
-}
-
-/// Which selector syntax a protocol accepts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SelectorSyntax {
-    /// `name` or `name[i]`.
-    Tensor,
-    /// `text` or a JSON pointer.
-    ChatAnswer,
-    /// `embedding`.
-    Embedding,
-    /// A JSON pointer.
-    Pointer,
-}
-
-impl Selector {
-    /// Parses `from` of an inference output for a protocol.
-    pub fn parse(from: &str, syntax: SelectorSyntax) -> Result<Selector, String> {
-        match syntax {
-            SelectorSyntax::Tensor => parse_tensor_selector(from),
-            SelectorSyntax::ChatAnswer if from == "text" => Ok(Selector::Text),
-            SelectorSyntax::ChatAnswer | SelectorSyntax::Pointer if from.starts_with('/') => {
-                Ok(Selector::Pointer(from.to_string()))
-            }
-            SelectorSyntax::ChatAnswer => Err(format!(
-                "`{from}` is not `text` or a JSON pointer like `/label`"
-            )),
-            SelectorSyntax::Pointer => Err(format!(
-                "`{from}` is not a JSON pointer (it must start with `/`, like `/score`)"
-            )),
-            SelectorSyntax::Embedding if from == "embedding" => Ok(Selector::Embedding),
-            SelectorSyntax::Embedding => Err(format!(
-                "`{from}`: an embeddings model has one output, `embedding`"
-            )),
-        }
-    }
-}
-
-fn parse_tensor_selector(from: &str) -> Result<Selector, String> {
-    let bad = || format!("`{from}` is not an output name or `name[i]`");
-    match from.split_once('[') {
-        None if !from.is_empty() && !from.contains(']') => Ok(Selector::Tensor {
-            name: from.to_string(),
-            index: None,
-        }),
-        None => Err(bad()),
-        Some((name, rest)) => {
-            let index = rest
-                .strip_suffix(']')
-                .and_then(|i| i.parse::<usize>().ok())
-                .ok_or_else(bad)?;
-            if name.is_empty() {
-                return Err(bad());
-            }
-            Ok(Selector::Tensor {
-                name: name.to_string(),
-                index: Some(index),
-            })
-        }
-    }
 }
 
 /// The answer to one request.
@@ -214,38 +138,4 @@ pub fn check_shape(
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn selectors() {
-        let t = |s| Selector::parse(s, SelectorSyntax::Tensor);
-        assert_eq!(
-            t("probabilities[1]"),
-            Ok(Selector::Tensor {
-                name: "probabilities".into(),
-                index: Some(1)
-            })
-        );
-        assert_eq!(
-            t("score"),
-            Ok(Selector::Tensor {
-                name: "score".into(),
-                index: None
-            })
-        );
-        for bad in ["", "x[", "x[a]", "[1]", "x]"] {
-            assert!(t(bad).is_err(), "{bad}");
-        }
-        assert_eq!(
-            Selector::parse("text", SelectorSyntax::ChatAnswer),
-            Ok(Selector::Text)
-        );
-        assert!(Selector::parse("label", SelectorSyntax::ChatAnswer).is_err());
-        assert!(Selector::parse("/label", SelectorSyntax::Pointer).is_ok());
-        assert!(Selector::parse("vector", SelectorSyntax::Embedding).is_err());
-    }
 }

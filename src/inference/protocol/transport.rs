@@ -1,57 +1,15 @@
-//! HTTP transport shared by the network protocols: one reqwest client (connection pool) per
-//! process (and one per gateway worker thread), no redirects (a model endpoint that redirects is misconfigured, and following it
-//! could leak headers elsewhere), no proxy from the environment, and classified errors.
-
-use std::sync::OnceLock;
-use std::time::Duration;
+//! HTTP transport shared by the network protocols: URL joining, JSON posts with bounded
+//! answers, and errors classified for retries. The client itself comes from
+//! [`crate::http_client`].
 
 use bytes::Bytes;
 
+pub use crate::http_client::{client, use_own_client_on_this_thread};
 use crate::inference::error::{ErrorKind, InferError, parse_retry_after};
 use crate::spec::Secret;
 
 /// Largest answer read from a model (64 MiB): bigger is a contract error, not an OOM.
 const MAX_RESPONSE_BYTES: usize = 64 << 20;
-
-/// The HTTP client for this thread: the gateway worker's own (see
-/// [`use_own_client_on_this_thread`]) or the process's shared one. Cloning it is cheap (it
-/// is a handle on the pool).
-pub fn client() -> reqwest::Client {
-    THREAD_CLIENT
-        .with(|own| own.borrow().clone())
-        .unwrap_or_else(|| shared_client().clone())
-}
-
-/// Gives the calling thread a client and connection pool of its own. A gateway worker runs a
-/// single-threaded runtime: with its own pool, the connections to the models are driven by
-/// the same thread as the requests that use them, so no request hops between threads.
-pub fn use_own_client_on_this_thread() {
-    THREAD_CLIENT.with(|own| *own.borrow_mut() = Some(new_client()));
-}
-
-thread_local! {
-    static THREAD_CLIENT: std::cell::RefCell<Option<reqwest::Client>> =
-        const { std::cell::RefCell::new(None) };
-}
-
-fn shared_client() -> &'static reqwest::Client {
-    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
-    CLIENT.get_or_init(new_client)
-}
-
-fn new_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .tcp_nodelay(true)
-        .connect_timeout(Duration::from_secs(2))
-        .pool_max_idle_per_host(256)
-        // Resolved addresses are checked against the gateway's replica allow-list at every
-        // connection, so a name cannot re-resolve to the metadata service (DNS rebinding).
-        .dns_resolver(super::guarded_resolver::GuardedResolver::enforced())
-        .build()
-        .expect("HTTP client with static settings")
-}
 
 /// Joins a replica base URL and a path without doubling or losing the slash.
 pub fn join(base: &str, path: &str) -> String {

@@ -1,0 +1,434 @@
+//! The module graph stays acyclic and layered (issue 26).
+//!
+//! Reads every `crate::<module>` (and, in the binary's files, `streamgate::<module>`) path in
+//! `src/`, outside comments and `#[cfg(test)]` items, and checks each arrow between top-level
+//! modules against [`LEVELS`]: a module may import only modules on a lower level, and never
+//! what [`NEVER`] forbids. A new top-level module must be placed in the table.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// Every top-level module and its level, lowest first. Arrows point down only.
+const LEVELS: &[(&str, u32)] = &[
+    // Leaves: they import nothing of the crate.
+    ("ack", 0),
+    ("telemetry", 0),
+    ("mock_model", 0),
+    ("http_client", 0),
+    // The unit of work (records and their receipt) and the configuration.
+    ("batch", 1),
+    ("spec", 1),
+    // Bytes ↔ Arrow.
+    ("codec", 2),
+    // Client connections shared by a kind's source and sink.
+    ("kafka", 3),
+    ("nats", 3),
+    // Components.
+    ("source", 4),
+    ("transform", 4),
+    ("inference", 4),
+    ("sink", 4),
+    // A pipeline compiled from its spec.
+    ("plan", 5),
+    // Running pipelines.
+    ("runtime", 6),
+    // Surfaces over the runtime.
+    ("api", 7),
+    ("demo", 7),
+    ("gateway", 8),
+    ("backfill", 8),
+    // The command line and the fuzzing entry points.
+    ("cli", 9),
+    ("fuzzing", 10),
+    // The binary.
+    ("commands", 11),
+    ("alloc", 11),
+    ("main", 12),
+    // The crate root: declares the modules.
+    ("lib", 13),
+];
+
+/// Arrows that must never exist, whatever the levels say, and why.
+const NEVER: &[(&str, &str, &str)] = &[
+    (
+        "source",
+        "sink",
+        "a source hands batches to the runtime; it never writes",
+    ),
+    (
+        "sink",
+        "source",
+        "a sink settles receipts; it never reads the source",
+    ),
+    (
+        "codec",
+        "source",
+        "decoding is pure: no connector behind it",
+    ),
+    ("codec", "sink", "encoding is pure: no connector behind it"),
+    (
+        "inference",
+        "source",
+        "models see rows, not where they came from",
+    ),
+    ("inference", "sink", "models see rows, not where they go"),
+    (
+        "spec",
+        "http_client",
+        "configuration is pure: loading it does no I/O",
+    ),
+    (
+        "spec",
+        "kafka",
+        "configuration is pure: loading it does no I/O",
+    ),
+    (
+        "spec",
+        "nats",
+        "configuration is pure: loading it does no I/O",
+    ),
+    (
+        "spec",
+        "inference",
+        "configuration is pure: parsers live in spec",
+    ),
+    (
+        "spec",
+        "gateway",
+        "configuration is pure: parsers live in spec",
+    ),
+    (
+        "batch",
+        "spec",
+        "the unit of work depends on Arrow and its receipt only",
+    ),
+    ("ack", "batch", "receipts depend on nothing"),
+    (
+        "telemetry",
+        "runtime",
+        "telemetry is read by components, never the reverse",
+    ),
+];
+
+/// Files of the binary (declared by `main.rs`), which see the library as `streamgate::`.
+const BINARY_FILES: &[&str] = &["main", "commands", "alloc"];
+
+#[test]
+fn module_arrows_point_down_and_break_no_never_rule() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let levels: BTreeMap<&str, u32> = LEVELS.iter().copied().collect();
+    let mut problems = Vec::new();
+    let mut seen_modules = BTreeSet::new();
+    for file in rust_files(&src) {
+        let relative = file.strip_prefix(&src).unwrap();
+        let module = top_module(relative);
+        seen_modules.insert(module.clone());
+        let Some(&level) = levels.get(module.as_str()) else {
+            problems.push(format!(
+                "{}: module `{module}` is not in LEVELS: place it in the layering",
+                relative.display()
+            ));
+            continue;
+        };
+        let text = std::fs::read_to_string(&file).unwrap();
+        let roots: &[&str] = if BINARY_FILES.contains(&module.as_str()) {
+            &["crate", "streamgate"]
+        } else {
+            &["crate"]
+        };
+        for (line, target) in imports(&production_code(&text), roots) {
+            if target == module || target == "self" {
+                continue;
+            }
+            let Some(&target_level) = levels.get(target.as_str()) else {
+                // Items at the crate root (none today) or a module spelled differently.
+                problems.push(format!(
+                    "{}:{line}: imports `{target}`, which is not in LEVELS",
+                    relative.display()
+                ));
+                continue;
+            };
+            if let Some((_, _, why)) = NEVER
+                .iter()
+                .find(|(from, to, _)| *from == module && *to == target)
+            {
+                problems.push(format!(
+                    "{}:{line}: {module} → {target} is never allowed: {why}",
+                    relative.display()
+                ));
+            } else if target_level >= level {
+                problems.push(format!(
+                    "{}:{line}: {module} (level {level}) imports {target} (level {target_level}): \
+                     arrows point to lower levels only",
+                    relative.display()
+                ));
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "module graph:\n  {}",
+        problems.join("\n  ")
+    );
+    // The table names only modules that exist, so it stays a true map.
+    let stale: Vec<_> = LEVELS
+        .iter()
+        .map(|(m, _)| *m)
+        .filter(|m| !seen_modules.contains(*m))
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "LEVELS names modules that no longer exist: {stale:?}"
+    );
+}
+
+/// The check catches each of the five import sites that made the cycle before issue 26.
+#[test]
+fn the_former_cycle_sites_would_be_refused() {
+    let levels: BTreeMap<&str, u32> = LEVELS.iter().copied().collect();
+    for (from, to) in [
+        ("spec", "gateway"),
+        ("spec", "inference"),
+        ("spec", "nats"),
+        ("codec", "inference"),
+    ] {
+        let never = NEVER.iter().any(|(f, t, _)| *f == from && *t == to);
+        assert!(
+            never || levels[to] >= levels[from],
+            "{from} → {to} would pass"
+        );
+    }
+    // The scanner sees each form those sites used.
+    let code = "use crate::nats::{SubjectTemplate, check_subject};\n\
+                fn f() { let c = crate::inference::protocol::transport::client(); }\n\
+                use crate::{\n    gateway::auth,\n    spec::X,\n};\n\
+                // crate::sink in a comment\n\
+                #[cfg(test)]\nmod tests { use crate::source::X; fn g() { let s = \"}\"; } }\n\
+                fn h() { crate::plan::compile(); }\n";
+    let found: Vec<String> = imports(&production_code(code), &["crate"])
+        .into_iter()
+        .map(|(_, m)| m)
+        .collect();
+    assert_eq!(found, ["nats", "inference", "gateway", "spec", "plan"]);
+}
+
+fn rust_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(rust_files(&path));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            files.push(path);
+        }
+    }
+    files.sort();
+    files
+}
+
+/// `codec` for `codec/json.rs` and `codec.rs`; `lib` for `lib.rs`.
+fn top_module(relative: &Path) -> String {
+    let first = relative.components().next().unwrap().as_os_str();
+    first.to_string_lossy().trim_end_matches(".rs").to_string()
+}
+
+/// The text with comments, string and char literals blanked (line breaks kept) and every
+/// `#[cfg(test)]` item removed.
+fn production_code(text: &str) -> String {
+    let code = blank_comments_and_literals(text);
+    let mut out = String::with_capacity(code.len());
+    let mut rest = code.as_str();
+    while let Some(at) = rest.find("#[cfg(test)]") {
+        out.push_str(&rest[..at]);
+        let item = &rest[at..];
+        let end = item_end(item);
+        // Keep the line count so reported line numbers stay right.
+        out.extend(item[..end].chars().filter(|&c| c == '\n'));
+        rest = &item[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Where the item starting at `text` ends: after its first `;` outside braces, or after the
+/// brace that closes its first `{`.
+fn item_end(text: &str) -> usize {
+    let mut depth = 0usize;
+    for (i, c) in text.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' => {
+                depth = depth.saturating_sub(1);
+                if depth == 0 {
+                    return i + 1;
+                }
+            }
+            ';' if depth == 0 => return i + 1,
+            _ => {}
+        }
+    }
+    text.len()
+}
+
+/// Blanks comments and string/char literals so braces and paths inside them do not count.
+fn blank_comments_and_literals(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    let blank = |c: char| if c == '\n' { '\n' } else { ' ' };
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        let next = chars.get(i + 1).copied();
+        if c == '/' && next == Some('/') {
+            while i < chars.len() && chars[i] != '\n' {
+                out.push(' ');
+                i += 1;
+            }
+        } else if c == '/' && next == Some('*') {
+            let mut depth = 0;
+            while i < chars.len() {
+                if chars[i] == '/' && chars.get(i + 1) == Some(&'*') {
+                    depth += 1;
+                    out.push_str("  ");
+                    i += 2;
+                } else if chars[i] == '*' && chars.get(i + 1) == Some(&'/') {
+                    depth -= 1;
+                    out.push_str("  ");
+                    i += 2;
+                    if depth == 0 {
+                        break;
+                    }
+                } else {
+                    out.push(blank(chars[i]));
+                    i += 1;
+                }
+            }
+        } else if c == 'r'
+            && (next == Some('"') || next == Some('#'))
+            && !chars
+                .get(i.wrapping_sub(1))
+                .is_some_and(|p| p.is_alphanumeric() || *p == '_')
+        {
+            // Raw string: r"…", r#"…"#, …
+            let mut j = i + 1;
+            let mut hashes = 0;
+            while chars.get(j) == Some(&'#') {
+                hashes += 1;
+                j += 1;
+            }
+            if chars.get(j) != Some(&'"') {
+                out.push(c);
+                i += 1;
+                continue;
+            }
+            j += 1;
+            loop {
+                match chars.get(j) {
+                    None => break,
+                    Some('"') if (1..=hashes).all(|k| chars.get(j + k) == Some(&'#')) => {
+                        j += 1 + hashes;
+                        break;
+                    }
+                    _ => j += 1,
+                }
+            }
+            out.extend(chars[i..j.min(chars.len())].iter().map(|&c| blank(c)));
+            i = j;
+        } else if c == '"' {
+            let mut j = i + 1;
+            while j < chars.len() && chars[j] != '"' {
+                j += if chars[j] == '\\' { 2 } else { 1 };
+            }
+            let end = (j + 1).min(chars.len());
+            out.extend(chars[i..end].iter().map(|&c| blank(c)));
+            i = end;
+        } else if c == '\'' {
+            // A char literal ('x', '\n', '\u{..}'), or a lifetime ('a) left as it is.
+            let close = if next == Some('\\') {
+                (i + 2..chars.len().min(i + 12)).find(|&j| chars[j] == '\'')
+            } else {
+                (chars.get(i + 2) == Some(&'\'')).then_some(i + 2)
+            };
+            match close {
+                Some(j) => {
+                    out.extend(std::iter::repeat_n(' ', j + 1 - i));
+                    i = j + 1;
+                }
+                None => {
+                    out.push(c);
+                    i += 1;
+                }
+            }
+        } else {
+            out.push(c);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// (line, module) of every `<root>::<module>` path and every module in `<root>::{a::…, b}`
+/// (a group may span lines).
+fn imports(code: &str, roots: &[&str]) -> Vec<(usize, String)> {
+    let mut found = Vec::new();
+    for root in roots {
+        let pattern = format!("{root}::");
+        let mut from = 0;
+        while let Some(at) = code[from..].find(&pattern) {
+            let start = from + at;
+            from = start + pattern.len();
+            let before = code[..start].chars().next_back();
+            if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
+                continue;
+            }
+            let line = code[..start].matches('\n').count() + 1;
+            let rest = &code[from..];
+            if let Some(group) = rest.strip_prefix('{') {
+                found.extend(split_group(group).into_iter().map(|m| (line, m)));
+            } else {
+                let name: String = rest
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect();
+                if !name.is_empty() {
+                    found.push((line, name));
+                }
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// The first segment of each path in a `{a::x, b, c::{y, z}}` group (`group` starts after `{`).
+fn split_group(group: &str) -> Vec<String> {
+    let mut parts = Vec::new();
+    let mut depth = 0;
+    let mut current = String::new();
+    let mut at_start = true;
+    for c in group.chars() {
+        match c {
+            '{' => depth += 1,
+            '}' if depth == 0 => break,
+            '}' => depth -= 1,
+            ',' if depth == 0 => {
+                at_start = true;
+                current.clear();
+                continue;
+            }
+            _ => {}
+        }
+        if depth == 0 && at_start {
+            if c.is_alphanumeric() || c == '_' {
+                current.push(c);
+            } else if !current.is_empty() {
+                parts.push(std::mem::take(&mut current));
+                at_start = false;
+            }
+        }
+    }
+    if at_start && !current.is_empty() {
+        parts.push(current);
+    }
+    parts
+}
