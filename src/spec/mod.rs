@@ -21,6 +21,7 @@ pub mod json_schema;
 pub mod limits;
 pub mod models;
 pub mod nats;
+pub mod reference;
 pub mod secret;
 pub mod types;
 pub mod validate;
