@@ -22,6 +22,7 @@ pub mod json_schema;
 pub mod limits;
 pub mod models;
 pub mod nats;
+pub mod reference;
 pub mod secret;
 pub mod selector;
 pub mod subject;

@@ -172,9 +172,9 @@ fn help_teaches_with_examples() {
     }
 }
 
-/// The README's promise that `MALLOC_CONF` overrides the compiled-in jemalloc options: jemalloc
-/// reads that variable only when it replaces `malloc` (Linux); a prefixed build reads
-/// `_RJEM_MALLOC_CONF` and silently ignored it.
+/// The promise in docs/dependencies.md that `MALLOC_CONF` overrides the compiled-in jemalloc
+/// options: jemalloc reads that variable only when it replaces `malloc` (Linux); a prefixed
+/// build reads `_RJEM_MALLOC_CONF` and silently ignored it.
 #[cfg(target_os = "linux")]
 #[test]
 fn malloc_conf_in_the_environment_overrides_the_compiled_in_options() {

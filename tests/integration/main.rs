@@ -7,6 +7,7 @@ mod backfill;
 mod backpressure;
 mod common;
 mod crash;
+mod docs;
 mod examples;
 mod fuzz_regressions;
 mod gateway;
