@@ -2,7 +2,7 @@
 //!
 //! Every struct denies unknown fields, every component kind is a closed `type`-tagged enum, and
 //! every field is documented here: these docs become the generated JSON Schema in
-//! `schemas/pipeline.schema.json` and the field reference in the README.
+//! `schemas/pipeline.schema.json` and the field reference in `docs/pipeline-reference.md`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -59,7 +59,8 @@ pub struct PipelineSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_error: Option<OnError>,
     /// What to do with a dead letter the dead-letter sink refuses for good even in its bounded
-    /// form (only a sink whose message limit cannot hold the context headers does): `drop`
+    /// form and then as its context alone (a sink whose message limit cannot hold the context
+    /// headers; a Kafka broker refusing it later is answered with the context alone first): `drop`
     /// (default: log it with its source position, count it in
     /// `streamgate_dead_letters_undeliverable_total` and carry on, so the partition never
     /// stalls) or `fail` (stop without committing it). A dead letter larger than the sink's
