@@ -29,6 +29,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::ack::{Ack, AckReceiver, AckStatus};
+use crate::batch::{Failure, Stage};
 use crate::batch::{Position, RawRecord};
 use crate::inference::{InferenceStage, ModelRegistry};
 use crate::plan::CompiledPipeline;
@@ -461,10 +462,7 @@ async fn handle_batch(
         .into_iter()
         .map(|(row, message, record)| DeadRow {
             row,
-            stage: "decode",
-            class: "invalid_value",
-            message,
-            model: None,
+            failure: Failure::new(Stage::Decode, "invalid_value", message),
             record,
         })
         .collect();
@@ -479,10 +477,7 @@ async fn handle_batch(
         for (row, f) in processed.failures {
             dead.push(DeadRow {
                 row: offsets.get(row).copied().unwrap_or(-1),
-                stage: f.stage,
-                class: f.class,
-                message: f.message,
-                model: f.model,
+                failure: f,
                 record: read::original_bytes(&encoded, row),
             });
         }
@@ -641,10 +636,7 @@ impl UnitSink {
                             },
                         },
                         pipeline: pipeline.clone(),
-                        stage: r.stage,
-                        class: r.class,
-                        message: r.message,
-                        model: r.model,
+                        failure: r.failure,
                     })
                     .collect();
                 let undeliverable = sink

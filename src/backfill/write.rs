@@ -202,14 +202,8 @@ pub fn dead_letter_schema() -> SchemaRef {
 pub struct DeadRow {
     /// Index of the row in its file.
     pub row: i64,
-    /// Stage that failed.
-    pub stage: &'static str,
-    /// Error class.
-    pub class: &'static str,
-    /// Error message.
-    pub message: String,
-    /// Model, version and attempts, for stage `model`.
-    pub model: Option<crate::sink::ModelContext>,
+    /// Why it failed.
+    pub failure: crate::batch::Failure,
     /// The row as read, as JSON.
     pub record: Vec<u8>,
 }
@@ -227,14 +221,15 @@ pub fn dead_letter_batch(file: &str, rows: &[DeadRow]) -> Result<RecordBatch, St
     let mut attempts = UInt32Builder::with_capacity(n);
     let mut record = StringBuilder::new();
     for r in rows {
+        let f = &r.failure;
         source.append_value(file);
         row.append_value(r.row);
-        stage.append_value(r.stage);
-        class.append_value(r.class);
-        error.append_value(&r.message);
-        model.append_option(r.model.as_ref().map(|m| &*m.model));
-        version.append_option(r.model.as_ref().map(|m| &*m.version));
-        attempts.append_option(r.model.as_ref().map(|m| m.attempts));
+        stage.append_value(f.stage.as_str());
+        class.append_value(f.class);
+        error.append_value(&f.message);
+        model.append_option(f.model.as_ref().map(|m| &*m.model));
+        version.append_option(f.model.as_ref().map(|m| &*m.version));
+        attempts.append_option(f.model.as_ref().map(|m| m.attempts));
         record.append_value(String::from_utf8_lossy(&r.record));
     }
     let columns: Vec<ArrayRef> = vec![

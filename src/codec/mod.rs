@@ -17,6 +17,8 @@ pub mod nesting;
 pub mod registry_client;
 pub mod schema;
 
+pub use crate::batch::{RecordFailure, truncate_message};
+
 /// The decoder of a pipeline's record format.
 pub enum Decoder {
     /// JSON objects.
@@ -40,41 +42,5 @@ impl Decoder {
             Decoder::Json(d) => d.decode(records),
             Decoder::Avro(d) => d.decode(records),
         }
-    }
-}
-
-/// One record that could not be decoded (or processed by a later stage), by its index in the
-/// batch it came from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecordFailure {
-    /// Index of the record in the source batch (or of the row in the stage's input).
-    pub index: usize,
-    /// Bounded error class for metrics and dead-letter headers (`malformed_json`,
-    /// `type_mismatch`, `missing_field`, `sql_error`, ...).
-    pub class: &'static str,
-    /// Human-readable message.
-    pub message: String,
-}
-
-/// `message` cut to at most `max` bytes (on a character boundary), with `…` when cut. Library
-/// messages (DataFusion, arrow, Avro) can quote whole schemas or plans; dead-letter headers and
-/// logs need them bounded.
-pub fn truncate_message(message: &str, max: usize) -> String {
-    if message.len() <= max {
-        return message.to_string();
-    }
-    let mut end = max;
-    while !message.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &message[..end])
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn truncates_on_a_char_boundary() {
-        assert_eq!(super::truncate_message("short", 10), "short");
-        assert_eq!(super::truncate_message("ééé", 3), "é…");
     }
 }

@@ -2,30 +2,17 @@
 //! SQL → inference → routing over one batch of the SQL `input` table, with every input row
 //! ending up routed, filtered, or failed with its stage and reason.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::time::Instant;
 
 use datafusion::arrow::array::{Array, BooleanArray};
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::record_batch::RecordBatch;
 
+use crate::batch::{Failure, Failures, ModelContext, Stage};
 use crate::inference::InferenceStage;
 use crate::plan::CompiledPipeline;
-use crate::sink::ModelContext;
 use crate::telemetry::PipelineMetrics;
-
-/// Why an input row failed after decoding.
-#[derive(Debug, Clone)]
-pub struct RowFailure {
-    /// `sql`, `model` or `route`.
-    pub stage: &'static str,
-    /// Bounded error class.
-    pub class: &'static str,
-    /// What happened.
-    pub message: String,
-    /// The model call, for stage `model`.
-    pub model: Option<ModelContext>,
-}
 
 /// Rows routed to one output.
 #[derive(Debug)]
@@ -41,8 +28,8 @@ pub struct Routed {
 pub struct Processed {
     /// Per compiled output, in order: the rows routed to it (`None` when none).
     pub routed: Vec<Option<Routed>>,
-    /// Failed input rows, by input row index.
-    pub failures: BTreeMap<usize, RowFailure>,
+    /// Failed input rows, by input row index (stages `sql`, `model`, `route`).
+    pub failures: Failures,
     /// Input rows that were neither routed anywhere nor failed (filtered by the SQL or by every
     /// output's `where`).
     pub filtered: usize,
@@ -58,7 +45,7 @@ pub async fn process_rows(
     metrics: &PipelineMetrics,
 ) -> Processed {
     let n = input.num_rows();
-    let mut failures: BTreeMap<usize, RowFailure> = BTreeMap::new();
+    let mut failures = Failures::new();
     let mut errored = false;
 
     let started = Instant::now();
@@ -66,14 +53,7 @@ pub async fn process_rows(
     metrics
         .batch_duration("sql")
         .observe(started.elapsed().as_secs_f64());
-    for f in sql.failures {
-        failures.entry(f.index).or_insert(RowFailure {
-            stage: "sql",
-            class: f.class,
-            message: f.message,
-            model: None,
-        });
-    }
+    failures.record_all(Stage::Sql, sql.failures);
     let sql_input = |row: usize| sql.rows.get(row).map(|r| *r as usize);
 
     // Inference: rows that fail leave the batch; `scored_rows` maps the rest to SQL rows.
@@ -90,16 +70,19 @@ pub async fn process_rows(
         for f in output.failures {
             if let Some(input_row) = sql_input(f.row) {
                 failed_inputs.insert(input_row);
-                failures.entry(input_row).or_insert(RowFailure {
-                    stage: "model",
-                    class: f.error.kind.as_str(),
-                    message: format!("step {}: {}", f.step, f.error.message),
-                    model: Some(ModelContext {
-                        model: f.model,
-                        version: f.version,
-                        attempts: f.error.attempts,
-                    }),
-                });
+                failures.record(
+                    input_row,
+                    Failure {
+                        stage: Stage::Model,
+                        class: f.error.kind.as_str(),
+                        message: format!("step {}: {}", f.step, f.error.message),
+                        model: Some(ModelContext {
+                            model: f.model,
+                            version: f.version,
+                            attempts: f.error.attempts,
+                        }),
+                    },
+                );
             }
         }
         // An input row whose SQL produced several rows (UNNEST) fails whole: its other rows
@@ -146,12 +129,7 @@ pub async fn process_rows(
                     *failed = true;
                 }
                 if let Some(row) = input_row(f.index) {
-                    failures.entry(row).or_insert(RowFailure {
-                        stage: "route",
-                        class: f.class,
-                        message: f.message,
-                        model: None,
-                    });
+                    failures.record(row, Failure::new(Stage::Route, f.class, f.message));
                 }
             }
             result.mask
@@ -214,7 +192,7 @@ pub async fn process_rows(
     let filtered = reached
         .iter()
         .enumerate()
-        .filter(|(i, reached)| !**reached && !failures.contains_key(i))
+        .filter(|(i, reached)| !**reached && !failures.contains(*i))
         .count();
     Processed {
         routed,

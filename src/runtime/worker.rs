@@ -1,13 +1,12 @@
 //! Processes one source batch: decode, then SQL → inference → route ([`super::rows`]), then
 //! sinks, with per-record isolation of failures and the pipeline's error policy.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::rows::{RowFailure as Failure, process_rows};
+use super::rows::process_rows;
 use crate::ack::{Ack, AckStatus};
-use crate::batch::{Position, RawRecord, SourceBatch};
+use crate::batch::{Failure, Failures, Position, RawRecord, SourceBatch, Stage};
 use crate::inference::InferenceStage;
 use crate::plan::CompiledPipeline;
 use crate::sink::{DeadLetterRecord, RowOrigins, Sink, SinkInput};
@@ -51,8 +50,8 @@ impl PipelineWorker {
             ..
         } = batch;
         let ack = receipt.ack().clone();
-        // Record index → failure; BTreeMap keeps dead letters in source order.
-        let mut failures: BTreeMap<usize, Failure> = BTreeMap::new();
+        // By record index, in source order (so are the dead letters).
+        let mut failures = Failures::new();
 
         // Avro: fetch unknown writer schemas first (waits while the registry is down).
         self.compiled.decoder.prepare(&records).await;
@@ -61,14 +60,7 @@ impl PipelineWorker {
         self.metrics
             .batch_duration("decode")
             .observe(started.elapsed().as_secs_f64());
-        for f in decoded.failures {
-            failures.entry(f.index).or_insert(Failure {
-                stage: "decode",
-                class: f.class,
-                message: f.message,
-                model: None,
-            });
-        }
+        failures.record_all(Stage::Decode, decoded.failures);
 
         let processed = process_rows(
             &self.compiled,
@@ -80,14 +72,10 @@ impl PipelineWorker {
         if processed.errored {
             ack.record(AckStatus::Errored);
         }
+        // Rows of the decoded batch back to the records they came from.
         for (row, f) in processed.failures {
             if let Some(&record) = decoded.rows.get(row) {
-                failures.entry(record as usize).or_insert(Failure {
-                    stage: f.stage,
-                    class: f.class,
-                    message: f.message,
-                    model: f.model,
-                });
+                failures.record(record as usize, f);
             }
         }
 
@@ -126,12 +114,11 @@ impl PipelineWorker {
                             .get(row)
                             .and_then(|&input| decoded.rows.get(input as usize));
                         if let Some(&record) = record {
-                            failures.entry(record as usize).or_insert(Failure {
-                                stage: "encode",
-                                class,
-                                message: format!("output {}: {message}", output.name),
-                                model: None,
-                            });
+                            let message = format!("output {}: {message}", output.name);
+                            failures.record(
+                                record as usize,
+                                Failure::new(Stage::Encode, class, message),
+                            );
                         }
                     }
                 }
@@ -153,36 +140,28 @@ impl PipelineWorker {
         receipt.delivered();
     }
 
-    async fn handle_failures(
-        &self,
-        records: &[RawRecord],
-        failures: BTreeMap<usize, Failure>,
-        ack: &Ack,
-    ) {
+    async fn handle_failures(&self, records: &[RawRecord], failures: Failures, ack: &Ack) {
         if failures.is_empty() {
             return;
         }
         match (self.policy, &self.dead_letter) {
             (OnError::DeadLetter, Some(sink)) => {
-                let indices: Vec<usize> = failures.keys().copied().collect();
+                let indices: Vec<usize> = failures.indices().collect();
                 let letters: Vec<DeadLetterRecord> = failures
                     .into_iter()
                     .filter_map(|(index, f)| {
                         let record = records.get(index)?.clone();
-                        self.metrics.record_failure(true, f.stage, f.class);
+                        self.metrics.record_failure(true, f.stage.as_str(), f.class);
                         Some(DeadLetterRecord {
                             record,
                             pipeline: self.name.clone(),
-                            stage: f.stage,
-                            class: f.class,
-                            message: f.message,
-                            model: f.model,
+                            failure: f,
                         })
                     })
                     .collect();
-                let contexts: Vec<(Position, &'static str, &'static str)> = letters
+                let contexts: Vec<(Position, Stage, &'static str)> = letters
                     .iter()
-                    .map(|l| (l.record.position.clone(), l.stage, l.class))
+                    .map(|l| (l.record.position.clone(), l.failure.stage, l.failure.class))
                     .collect();
                 match sink.send(SinkInput::DeadLetters(letters), ack).await {
                     Ok(undeliverable) => {
@@ -193,7 +172,7 @@ impl PipelineWorker {
                             };
                             status = status.max((self.undeliverable)(UndeliverableLetter {
                                 position,
-                                stage,
+                                stage: *stage,
                                 class,
                                 why,
                             }));
@@ -212,18 +191,19 @@ impl PipelineWorker {
             }
             (OnError::Drop, _) => {
                 for f in failures.values() {
-                    self.metrics.record_failure(false, f.stage, f.class);
+                    self.metrics
+                        .record_failure(false, f.stage.as_str(), f.class);
                 }
             }
             _ => {
-                for (index, f) in &failures {
-                    if let Some(r) = records.get(*index) {
+                for (index, f) in failures.iter() {
+                    if let Some(r) = records.get(index) {
                         tracing::error!(
                             pipeline = %self.name,
                             topic = %r.position.topic,
                             partition = r.position.partition,
                             offset = r.position.offset,
-                            stage = f.stage,
+                            stage = f.stage.as_str(),
                             class = f.class,
                             error = %f.message,
                             "record failed and on_error is fail: stopping without committing it"
@@ -247,13 +227,13 @@ pub(crate) fn undeliverable_policy(
     policy: UndeliverableDeadLetter,
 ) -> UndeliverableHook {
     Arc::new(move |letter: UndeliverableLetter<'_>| {
-        metrics.dead_letter_undeliverable(letter.stage, letter.class);
+        metrics.dead_letter_undeliverable(letter.stage.as_str(), letter.class);
         tracing::error!(
             pipeline = %name,
             topic = %letter.position.topic,
             partition = letter.position.partition,
             offset = letter.position.offset,
-            stage = letter.stage,
+            stage = letter.stage.as_str(),
             class = letter.class,
             error = %letter.why,
             ?policy,

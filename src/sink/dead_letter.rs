@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::batch::RawRecord;
+pub use crate::batch::ModelContext;
+use crate::batch::{Failure, RawRecord};
 
 /// Prefix of the context headers added to dead-letter records.
 pub const HEADER_PREFIX: &str = "streamgate.";
@@ -19,25 +20,8 @@ pub struct DeadLetterRecord {
     pub record: RawRecord,
     /// Pipeline name.
     pub pipeline: Arc<str>,
-    /// Stage that failed: `decode`, `sql`, `route`, `encode`, `publish`.
-    pub stage: &'static str,
-    /// Bounded error class (`malformed_json`, `missing_field`, `sql_error`, ...).
-    pub class: &'static str,
-    /// Error message (truncated).
-    pub message: String,
-    /// The model call that failed, for stage `model`.
-    pub model: Option<ModelContext>,
-}
-
-/// Which model call failed, and after how many attempts.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ModelContext {
-    /// Model name.
-    pub model: Arc<str>,
-    /// Version called.
-    pub version: Arc<str>,
-    /// Attempts made.
-    pub attempts: u32,
+    /// Why it failed (the message is cut to 1 KiB in headers).
+    pub failure: Failure,
 }
 
 /// Bytes a message costs beyond its key, payload and header bytes: Kafka's record and batch
@@ -167,7 +151,8 @@ impl DeadLetterRecord {
     /// Context headers, in a stable order.
     pub fn context_headers(&self) -> Vec<(String, String)> {
         let p = &self.record.position;
-        let mut message = self.message.clone();
+        let f = &self.failure;
+        let mut message = f.message.clone();
         if message.len() > MAX_MESSAGE_LEN {
             let mut cut = MAX_MESSAGE_LEN;
             while !message.is_char_boundary(cut) {
@@ -180,11 +165,8 @@ impl DeadLetterRecord {
                 format!("{HEADER_PREFIX}pipeline"),
                 self.pipeline.to_string(),
             ),
-            (format!("{HEADER_PREFIX}stage"), self.stage.to_string()),
-            (
-                format!("{HEADER_PREFIX}error.class"),
-                self.class.to_string(),
-            ),
+            (format!("{HEADER_PREFIX}stage"), f.stage.to_string()),
+            (format!("{HEADER_PREFIX}error.class"), f.class.to_string()),
             (format!("{HEADER_PREFIX}error.message"), message),
             (format!("{HEADER_PREFIX}source.topic"), p.topic.to_string()),
             (
@@ -196,7 +178,7 @@ impl DeadLetterRecord {
                 p.offset.to_string(),
             ),
         ];
-        if let Some(m) = &self.model {
+        if let Some(m) = &f.model {
             headers.push((format!("{HEADER_PREFIX}model"), m.model.to_string()));
             headers.push((
                 format!("{HEADER_PREFIX}model.version"),
@@ -233,17 +215,18 @@ impl DeadLetterRecord {
             payload_base64: Option<String>,
         }
         let text = std::str::from_utf8(&self.record.payload).ok();
+        let f = &self.failure;
         let line = Line {
             pipeline: &self.pipeline,
-            stage: self.stage,
-            error_class: self.class,
-            error: &self.message,
+            stage: f.stage.as_str(),
+            error_class: f.class,
+            error: &f.message,
             topic: &self.record.position.topic,
             partition: self.record.position.partition,
             offset: self.record.position.offset,
-            model: self.model.as_ref().map(|m| &*m.model),
-            model_version: self.model.as_ref().map(|m| &*m.version),
-            attempts: self.model.as_ref().map(|m| m.attempts),
+            model: f.model.as_ref().map(|m| &*m.model),
+            model_version: f.model.as_ref().map(|m| &*m.version),
+            attempts: f.model.as_ref().map(|m| m.attempts),
             key: self
                 .record
                 .key
@@ -290,7 +273,7 @@ fn base64(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::batch::Position;
+    use crate::batch::{Position, Stage};
 
     fn record(payload: &[u8]) -> DeadLetterRecord {
         DeadLetterRecord {
@@ -306,10 +289,7 @@ mod tests {
                 },
             },
             pipeline: "p".into(),
-            stage: "decode",
-            class: "malformed_json",
-            message: "x".repeat(5000),
-            model: None,
+            failure: Failure::new(Stage::Decode, "malformed_json", "x".repeat(5000)),
         }
     }
 
@@ -320,7 +300,7 @@ mod tests {
         assert_eq!(h[6], ("streamgate.source.offset".into(), "42".into()));
         assert_eq!(h[3].1.len(), MAX_MESSAGE_LEN);
         let mut r = record(b"{");
-        r.model = Some(ModelContext {
+        r.failure.model = Some(ModelContext {
             model: "fraud".into(),
             version: "2".into(),
             attempts: 3,

@@ -115,8 +115,8 @@ async fn settle_when_delivered(
     let status = match policy {
         Some(policy) => policy(UndeliverableLetter {
             position: &record.record.position,
-            stage: record.stage,
-            class: record.class,
+            stage: record.failure.stage,
+            class: record.failure.class,
             why: &why,
         }),
         // No pipeline policy to apply (a sink used on its own): retried like any failure.

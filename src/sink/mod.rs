@@ -143,7 +143,7 @@ pub struct UndeliverableLetter<'a> {
     /// Where the failed record came from.
     pub position: &'a crate::batch::Position,
     /// Stage the record failed at.
-    pub stage: &'static str,
+    pub stage: crate::batch::Stage,
     /// Error class of that failure.
     pub class: &'static str,
     /// Why the sink refused the letter.

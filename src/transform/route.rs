@@ -12,7 +12,7 @@ use datafusion::execution::context::SessionContext;
 use datafusion::logical_expr::{Expr, ExprSchemable};
 use datafusion::physical_expr::PhysicalExpr;
 
-use crate::codec::RecordFailure;
+use crate::batch::RecordFailure;
 
 /// Failure class of rows whose filter evaluation failed.
 pub const ROUTE_ERROR: &str = "route_error";
@@ -193,7 +193,7 @@ fn unsupported(expr: &Expr) -> Option<&'static str> {
 }
 
 fn trim(message: &str) -> String {
-    crate::codec::truncate_message(message, MAX_MESSAGE)
+    crate::batch::truncate_message(message, MAX_MESSAGE)
 }
 
 #[cfg(test)]

@@ -14,5 +14,5 @@ pub(super) fn error_message(e: &DataFusionError) -> String {
 }
 
 pub(super) fn trim(message: &str) -> String {
-    crate::codec::truncate_message(message, MAX_MESSAGE)
+    crate::batch::truncate_message(message, MAX_MESSAGE)
 }

@@ -30,7 +30,7 @@ use datafusion::arrow::array::{ArrayRef, AsArray, RecordBatch, UInt32Array};
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{SchemaRef, UInt32Type};
 
-use crate::codec::RecordFailure;
+use crate::batch::RecordFailure;
 use crate::codec::metadata::is_metadata_column;
 
 use self::message::{error_message, trim};

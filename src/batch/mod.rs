@@ -1,5 +1,10 @@
 //! The unit of work: raw records read from a source, with their positions, plus the receipt that
-//! reports their fate back to the source.
+//! reports their fate back to the source; and the vocabulary every stage uses to say why a
+//! record failed ([`failure`]).
+
+pub mod failure;
+
+pub use failure::{Failure, Failures, ModelContext, RecordFailure, Stage, truncate_message};
 
 use std::sync::Arc;
 use std::time::Instant;
