@@ -6,21 +6,26 @@
 //! - OpenAI-compatible `POST /v1/chat/completions` (streamed answers pass through as
 //!   server-sent events) and `POST /v1/embeddings`, routed by the body's `model`.
 //!
-//! Every route comes from [`ROUTES`] with its access [`Policy`](auth::Policy); only liveness
-//! is public.
+//! - The admin port of `streamgate run` and `demo` ([`serve_admin`]): the same admin routes,
+//!   policies and keys, with the port's own probes (`/healthz`, `/readyz`, `/pipelines`).
+//!
+//! Every route comes from [`ROUTES`] with its access [`Policy`](auth::Policy) and the
+//! listeners that serve it. On the gateway's listener only liveness and the status page's
+//! shell are public; the admin port may open health and metrics ([`AdminAccess`]), and
+//! without keys it serves loopback only, reading but never changing.
 //!
 //! # Which file does what
 //!
 //! | file | job |
 //! |---|---|
 //! | `mod.rs` | the [`Gateway`] state, built from a gateway file |
-//! | `routes.rs` | [`ROUTES`] (method, path, policy, handler), [`router`], dispatch |
-//! | `access.rs` | authentication, authorization, per-key limits, load shedding, refusals |
+//! | `routes.rs` | [`ROUTES`] (method, path, policy, listeners, handler), the routers, dispatch |
+//! | `access.rs` | authentication, authorization, the admin port's openness, limits, refusals |
 //! | `handlers/oip.rs` | OIP v2 metadata, readiness and `infer` |
 //! | `handlers/openai.rs` | OpenAI-compatible chat completions and embeddings |
 //! | `handlers/admin.rs` | admin routes: models, weights, replicas, pipelines, audit, status page |
-//! | `handlers/mod.rs` | what handlers share: body reading, version choice, pass-through, errors |
-//! | `server.rs` | [`serve`]: listener, TLS, worker threads, pipeline sampling |
+//! | `handlers/mod.rs` | probes and metrics, and what handlers share: body, version, errors |
+//! | `server.rs` | [`serve`] (TLS, worker threads) and [`serve_admin`]; pipeline sampling |
 //! | `admin.rs` | audited admin changes and the weight history |
 //! | `auth.rs`, `jwt.rs` | API keys, scopes and JWT verification |
 //! | `allow.rs` | the replica allow-list |
@@ -54,16 +59,20 @@ use std::sync::Arc;
 use axum::http::{HeaderMap, header};
 
 use crate::inference::ModelRegistry;
-use crate::spec::{EndpointSpec, GatewaySpec, ModelSpec};
+use crate::spec::{EndpointSpec, GatewayAuthSpec, GatewaySpec, ModelSpec};
 use crate::telemetry::Metrics;
 use auth::ApiKeys;
 
-pub use routes::{Handler, ROUTES, RouteDef, method, router};
-pub use server::serve;
+pub use access::AdminAccess;
+pub use routes::{Handler, Listener, On, ROUTES, RouteDef, admin_router, method, router};
+pub use server::{serve, serve_admin, unprotected_admin_port};
 
 /// Shared state of the gateway.
 pub struct Gateway {
     keys: ApiKeys,
+    /// Whether any API key or a JWT verifier is configured (an admin port without either is
+    /// for local use only).
+    auth_configured: bool,
     registry: Arc<ModelRegistry>,
     specs: BTreeMap<String, ModelSpec>,
     metrics: Metrics,
@@ -86,6 +95,14 @@ pub struct Gateway {
 }
 
 type Shared = Arc<Gateway>;
+
+/// Time an admin port's client has to send its request headers, then its body: the gateway
+/// file's default.
+const ADMIN_CLIENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Largest request body of an admin port without a gateway: its changes are small JSON
+/// objects (pause and resume have no body at all).
+const ADMIN_MAX_BODY_BYTES: usize = 64 << 10;
 
 impl Gateway {
     /// Builds the gateway over an already loaded spec (models merged, paths resolved).
@@ -110,6 +127,7 @@ impl Gateway {
         let translations = translate::build(&spec.models, &prepared);
         Ok(Gateway {
             keys,
+            auth_configured: !spec.auth.api_keys.is_empty() || spec.auth.jwt.is_some(),
             registry,
             specs: spec.models.clone(),
             metrics,
@@ -131,6 +149,33 @@ impl Gateway {
                 std::thread::available_parallelism().unwrap_or(std::num::NonZeroUsize::MIN)
             }),
         })
+    }
+
+    /// The state behind an admin port without a gateway (`streamgate run` without `--gateway`,
+    /// `demo`): no models, the keys of `auth`, and audited changes (in memory, and in
+    /// `audit_log`, relative to `base_dir`, when given).
+    pub fn admin_port(
+        auth: &GatewayAuthSpec,
+        audit_log: Option<&str>,
+        base_dir: &std::path::Path,
+        metrics: Metrics,
+    ) -> Result<Gateway, String> {
+        let spec = GatewaySpec {
+            // Not listened on: the admin port's address comes from the command line.
+            listen: "127.0.0.1:0".to_string(),
+            model_registry: None,
+            models: BTreeMap::new(),
+            auth: auth.clone(),
+            audit_log: audit_log.map(str::to_string),
+            tls: None,
+            client_timeout: ADMIN_CLIENT_TIMEOUT,
+            max_body_bytes: ADMIN_MAX_BODY_BYTES,
+            replica_allow_list: Vec::new(),
+            // No inference route is served there.
+            max_concurrent_infer: 1,
+            workers: Some(std::num::NonZeroUsize::MIN),
+        };
+        Gateway::new(&spec, base_dir, metrics)
     }
 
     /// Serves the admin view of the pipelines of this process: status, pause and resume, and

@@ -2,10 +2,12 @@
 //! totals, throughput and lag for the admin API and the status page.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
 
 use crate::runtime::StatusBoard;
 use crate::telemetry::Metrics;
@@ -42,6 +44,8 @@ pub struct Pipelines {
     metrics: Metrics,
     /// Per pipeline: the latest sample and the one before it.
     samples: Mutex<HashMap<String, [(Instant, Totals); 2]>>,
+    /// Set once sampling runs: the gateway's listener and the admin port share one sampler.
+    sampling: AtomicBool,
 }
 
 impl Pipelines {
@@ -51,7 +55,26 @@ impl Pipelines {
             status,
             metrics,
             samples: Mutex::new(HashMap::new()),
+            sampling: AtomicBool::new(false),
         }
+    }
+
+    /// Samples every second until `stop` (throughput is the change between samples a second
+    /// apart). Only the first call starts a sampler.
+    pub fn start_sampling(self: &Arc<Self>, stop: CancellationToken) {
+        if self.sampling.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let pipelines = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tick.tick() => pipelines.sample(),
+                }
+            }
+        });
     }
 
     /// The board (pause switches, registries).

@@ -20,9 +20,25 @@ use super::{Gateway, oip_codec};
 use crate::inference::model::{Model, VersionClient};
 use crate::spec::EndpointSpec;
 
-/// Answers that read nothing from the request: liveness, readiness and metrics.
+/// Answers that read nothing from the request: liveness, readiness, metrics, pipeline states.
 pub(crate) fn fixed(handler: Handler, gateway: &Gateway) -> Response {
     match handler {
+        Handler::Healthz => "ok\n".into_response(),
+        Handler::Readyz => {
+            if gateway
+                .pipelines
+                .as_ref()
+                .is_some_and(|p| p.status().ready())
+            {
+                (StatusCode::OK, "ready\n").into_response()
+            } else {
+                (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+            }
+        }
+        Handler::PipelineStates => match &gateway.pipelines {
+            Some(p) => axum::Json(p.status().snapshot()).into_response(),
+            None => axum::Json(json!({})).into_response(),
+        },
         Handler::Metrics => (
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
             gateway.metrics.render(),
