@@ -80,19 +80,7 @@ pub(crate) async fn change(
 /// in-flight calls, ejection and call and error counts.
 fn models(gateway: &Gateway) -> Response {
     let now = std::time::Instant::now();
-    // Attempts by (model, version, replica): (answered ok, failed).
-    let mut calls: BTreeMap<(String, String, String), (u64, u64)> = BTreeMap::new();
-    for (labels, value) in gateway.metrics.values("streamgate_model_calls_total") {
-        let label = |k: &str| labels.get(k).cloned().unwrap_or_default();
-        let entry = calls
-            .entry((label("model"), label("version"), label("replica")))
-            .or_default();
-        if labels.get("outcome").is_some_and(|o| o == "ok") {
-            entry.0 += value as u64;
-        } else {
-            entry.1 += value as u64;
-        }
-    }
+    let calls = gateway.metrics.models.calls_by_replica();
     let count = |m: &str, v: &str, r: &str| {
         calls
             .get(&(m.to_string(), v.to_string(), r.to_string()))
@@ -115,14 +103,14 @@ fn models(gateway: &Gateway) -> Response {
                         .replicas()
                         .iter()
                         .map(|r| {
-                            let (ok, failed) = count(&m.name, &v.version, &r.address);
+                            let calls = count(&m.name, &v.version, &r.address);
                             json!({
                                 "address": &*r.address,
                                 "in_flight": r.in_flight(),
                                 "ejected": r.is_ejected(now),
                                 "times_ejected": r.times_ejected(),
-                                "calls": ok + failed,
-                                "errors": failed,
+                                "calls": calls.ok + calls.failed,
+                                "errors": calls.failed,
                             })
                         })
                         .collect();
