@@ -23,7 +23,10 @@ Examples:
   streamgate generate --rate 2000              synthetic transactions into a Kafka topic
   streamgate schema > pipeline.schema.json     JSON Schema of the pipeline format for editors
 
-Metrics, health and readiness are served on --admin-addr: /metrics, /healthz, /readyz, /pipelines."
+The admin port (--admin-addr) serves /metrics, /healthz, /readyz, /pipelines and the gateway's
+admin API (/admin/pipelines with pause and resume, /admin/audit, the status page at /), with the
+API keys or JWT of --admin-auth (or of the --gateway file). Without keys it listens on loopback
+only, and refuses pause and resume."
 )]
 pub struct Cli {
     /// Log format on standard error.
@@ -58,9 +61,9 @@ pub enum Command {
         /// Pipeline files.
         #[arg(required = true)]
         pipelines: Vec<PathBuf>,
-        /// Address of the admin server (metrics, health).
-        #[arg(long, default_value = "127.0.0.1:9898", env = "STREAMGATE_ADMIN_ADDR")]
-        admin_addr: SocketAddr,
+        /// The admin port: its address, keys and public routes.
+        #[command(flatten)]
+        admin: AdminPortArgs,
         /// Also serve the inference gateway of this gateway file (as `streamgate serve`), with
         /// the pipelines in its admin API (`/admin/pipelines`: status, pause, resume) and on
         /// its status page; weight changes and rollbacks apply to the pipelines' models too.
@@ -105,9 +108,9 @@ pub enum Command {
         /// Partitions of the input topic.
         #[arg(long, default_value_t = 8)]
         partitions: i32,
-        /// Address of the admin server.
-        #[arg(long, default_value = "127.0.0.1:9898", env = "STREAMGATE_ADMIN_ADDR")]
-        admin_addr: SocketAddr,
+        /// The admin port: its address, keys and public routes.
+        #[command(flatten)]
+        admin: AdminPortArgs,
     },
     /// Run an embedded Kafka-protocol broker (librdkafka's mock cluster) until interrupted.
     ///
@@ -221,6 +224,67 @@ Examples:
         #[arg(long, default_value_t = 0.0)]
         error_rate: f64,
     },
+}
+
+/// The admin port of `run` and `demo`: the gateway's admin routes, policies and keys.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AdminPortArgs {
+    /// Address of the admin port: metrics, health, pipeline states and the admin API.
+    ///
+    /// Without keys (--admin-auth, or `auth` in the --gateway file) it must be a loopback
+    /// address: anywhere else `run` refuses to start.
+    #[arg(long, default_value = "127.0.0.1:9898", env = "STREAMGATE_ADMIN_ADDR")]
+    pub admin_addr: SocketAddr,
+    /// Keys of the admin port: a YAML file with an `auth` section as in a gateway file
+    /// (`api_keys` with SHA-256 hashes and scopes, and/or `jwt`); a gateway file works, only its
+    /// `auth` and `audit_log` are read.
+    ///
+    /// `admin:read` reads the admin API, pipelines and metrics; pause and resume need
+    /// `admin:write`. With --gateway, the gateway file's `auth` is used instead.
+    #[arg(long, env = "STREAMGATE_ADMIN_AUTH", value_name = "FILE")]
+    pub admin_auth: Option<PathBuf>,
+    /// Admin routes that answer without a key when the port has keys, comma-separated:
+    /// `health` (/healthz, /readyz), `metrics` (/metrics), or `none`.
+    ///
+    /// Default: `health`, plus `metrics` when --admin-addr is a loopback address. Metrics
+    /// name pipelines, topics, models and replica addresses, so off loopback a scraper sends
+    /// an `admin:read` key unless `metrics` is listed. Without keys (loopback only) every
+    /// reading route is open and changes are refused.
+    #[arg(
+        long,
+        env = "STREAMGATE_ADMIN_PUBLIC",
+        value_enum,
+        value_delimiter = ',',
+        value_name = "ROUTES"
+    )]
+    pub admin_public: Option<Vec<AdminPublic>>,
+}
+
+/// Admin routes that can be opened to callers without a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AdminPublic {
+    /// `/healthz` and `/readyz`.
+    Health,
+    /// `/metrics`.
+    Metrics,
+    /// Nothing: every route needs a key.
+    None,
+}
+
+impl AdminPortArgs {
+    /// The admin port's public routes, as given or by default for its address.
+    pub fn access(&self) -> Result<crate::gateway::AdminAccess, String> {
+        let Some(public) = &self.admin_public else {
+            return Ok(crate::gateway::AdminAccess::default_for(self.admin_addr));
+        };
+        if public.contains(&AdminPublic::None) && public.len() > 1 {
+            return Err("--admin-public: `none` cannot be combined with other routes".into());
+        }
+        Ok(crate::gateway::AdminAccess {
+            public_health: public.contains(&AdminPublic::Health),
+            public_metrics: public.contains(&AdminPublic::Metrics),
+        })
+    }
 }
 
 fn parse_topic(s: &str) -> Result<(String, i32), String> {

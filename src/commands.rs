@@ -5,8 +5,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use streamgate::api::{self, AdminState};
-use streamgate::cli::Command;
+use std::sync::Arc;
+
+use streamgate::cli::{AdminPortArgs, Command};
+use streamgate::gateway::Gateway;
 use streamgate::runtime::{self, StatusBoard};
 use streamgate::spec::{self, SourceSpec};
 use streamgate::telemetry::Metrics;
@@ -16,10 +18,10 @@ pub async fn execute(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Run {
             pipelines,
-            admin_addr,
+            admin,
             gateway,
             gateway_listen,
-        } => run(pipelines, admin_addr, gateway, gateway_listen).await,
+        } => run(pipelines, admin, gateway, gateway_listen).await,
         Command::Validate { pipelines, offline } => validate(pipelines, offline).await,
         Command::Serve { config, listen } => serve(config, listen).await,
         Command::HashKey => {
@@ -39,7 +41,7 @@ pub async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             duration,
             malformed,
             partitions,
-            admin_addr,
+            admin,
         } => {
             let options = streamgate::demo::DemoOptions {
                 rate,
@@ -51,18 +53,10 @@ pub async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             let metrics = Metrics::new();
             let status = StatusBoard::default();
             let shutdown = shutdown_on_signal();
-            let (addr, _server) = api::serve(
-                admin_addr,
-                AdminState {
-                    metrics: metrics.clone(),
-                    status: status.clone(),
-                },
-                shutdown.clone(),
-            )
-            .await
-            .with_context(|| {
-                format!("cannot listen on {admin_addr} (choose another with --admin-addr)")
-            })?;
+            let Some(gateway) = admin_port_gateway(&admin, metrics.clone(), status.clone())? else {
+                return Ok(ExitCode::FAILURE);
+            };
+            let (addr, _server) = serve_admin_port(&admin, gateway, shutdown.clone()).await?;
             eprintln!("metrics on http://{addr}/metrics");
             streamgate::demo::run(options, metrics, status, shutdown).await?;
             Ok(ExitCode::SUCCESS)
@@ -245,7 +239,7 @@ async fn wait_signal() {
 
 async fn run(
     files: Vec<std::path::PathBuf>,
-    admin_addr: std::net::SocketAddr,
+    admin: AdminPortArgs,
     gateway: Option<std::path::PathBuf>,
     gateway_listen: Option<SocketAddr>,
 ) -> anyhow::Result<ExitCode> {
@@ -265,31 +259,39 @@ async fn run(
     }
     let metrics = Metrics::new();
     let status = StatusBoard::default();
-    let shutdown = shutdown_on_signal();
-    let (addr, server) = api::serve(
-        admin_addr,
-        AdminState {
-            metrics: metrics.clone(),
-            status: status.clone(),
-        },
-        shutdown.clone(),
-    )
-    .await
-    .with_context(|| format!("cannot listen on {admin_addr} (choose another with --admin-addr)"))?;
-    tracing::info!(%addr, "admin server listening");
-    let gateway_server = match &gateway {
-        Some(config) => match start_gateway(
-            config,
-            gateway_listen,
-            metrics.clone(),
-            Some(status.clone()),
-            shutdown.clone(),
-        )
-        .await?
-        {
-            Some(server) => Some(server),
+    // The gateway, when there is one, also answers on the admin port: one state, one set of
+    // keys, one audit log for both listeners.
+    let built = match &gateway {
+        Some(config) => {
+            anyhow::ensure!(
+                admin.admin_auth.is_none(),
+                "give --admin-auth or --gateway, not both: with --gateway the admin port takes \
+                 the keys of the gateway file's `auth`"
+            );
+            match build_gateway(
+                config,
+                gateway_listen,
+                metrics.clone(),
+                Some(status.clone()),
+            )? {
+                Some(built) => Some(built),
+                None => return Ok(ExitCode::FAILURE),
+            }
+        }
+        None => None,
+    };
+    let admin_gateway = match &built {
+        Some(built) => built.gateway.clone(),
+        None => match admin_port_gateway(&admin, metrics.clone(), status.clone())? {
+            Some(gateway) => gateway,
             None => return Ok(ExitCode::FAILURE),
         },
+    };
+    let shutdown = shutdown_on_signal();
+    let (addr, server) = serve_admin_port(&admin, admin_gateway, shutdown.clone()).await?;
+    tracing::info!(%addr, "admin server listening");
+    let gateway_server = match built {
+        Some(built) => Some(serve_gateway(built, shutdown.clone()).await?),
         None => None,
     };
 
@@ -391,23 +393,29 @@ async fn check_source(source: &SourceSpec) -> Result<(), String> {
 }
 
 async fn serve(config: std::path::PathBuf, listen: Option<SocketAddr>) -> anyhow::Result<ExitCode> {
-    let shutdown = shutdown_on_signal();
-    let Some(server) = start_gateway(&config, listen, Metrics::new(), None, shutdown).await? else {
+    let Some(built) = build_gateway(&config, listen, Metrics::new(), None)? else {
         return Ok(ExitCode::FAILURE);
     };
+    let server = serve_gateway(built, shutdown_on_signal()).await?;
     server.await.ok();
     Ok(ExitCode::SUCCESS)
 }
 
-/// Loads a gateway file and starts serving it (with the admin view of `pipelines`, when
-/// given). Prints `url=...` once listening. `None` when the file has problems (printed).
-async fn start_gateway(
+/// A gateway built from its file, and where to serve it.
+struct BuiltGateway {
+    gateway: Arc<Gateway>,
+    addr: SocketAddr,
+    tls: bool,
+}
+
+/// Loads a gateway file and builds the gateway (with the admin view of `pipelines`, when
+/// given). `None` when the file has problems (printed).
+fn build_gateway(
     config: &std::path::Path,
     listen: Option<SocketAddr>,
     metrics: Metrics,
     pipelines: Option<StatusBoard>,
-    shutdown: tokio_util::sync::CancellationToken,
-) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+) -> anyhow::Result<Option<BuiltGateway>> {
     let loaded = match spec::load_gateway(config) {
         Ok(l) => l,
         Err(errors) => {
@@ -423,20 +431,80 @@ async fn start_gateway(
             .parse()
             .context("the gateway file's `listen` is not an address")?,
     };
-    let mut gateway = streamgate::gateway::Gateway::new(&loaded.spec, loaded.base_dir(), metrics)
-        .map_err(anyhow::Error::msg)?;
+    let mut gateway =
+        Gateway::new(&loaded.spec, loaded.base_dir(), metrics).map_err(anyhow::Error::msg)?;
     if let Some(board) = pipelines {
         gateway = gateway.with_pipelines(board);
     }
-    let (bound, server) = streamgate::gateway::serve(addr, std::sync::Arc::new(gateway), shutdown)
+    Ok(Some(BuiltGateway {
+        gateway: Arc::new(gateway),
+        addr,
+        tls: loaded.spec.tls.is_some(),
+    }))
+}
+
+/// Serves a built gateway. Prints `url=...` once listening.
+async fn serve_gateway(
+    built: BuiltGateway,
+    shutdown: CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let addr = built.addr;
+    let (bound, server) = streamgate::gateway::serve(addr, built.gateway, shutdown)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
-    let scheme = if loaded.spec.tls.is_some() {
-        "https"
-    } else {
-        "http"
-    };
+    let scheme = if built.tls { "https" } else { "http" };
     println!("url={scheme}://{bound}");
     tracing::info!(%bound, "gateway listening");
-    Ok(Some(server))
+    Ok(server)
+}
+
+/// The state behind an admin port without a gateway, over `status`: the keys of
+/// `--admin-auth` (none without it). `None` when that file has problems (printed).
+fn admin_port_gateway(
+    admin: &AdminPortArgs,
+    metrics: Metrics,
+    status: StatusBoard,
+) -> anyhow::Result<Option<Arc<Gateway>>> {
+    let gateway = match &admin.admin_auth {
+        Some(file) => {
+            let loaded = match spec::load_gateway(file) {
+                Ok(l) => l,
+                Err(errors) => {
+                    eprintln!("{errors}");
+                    return Ok(None);
+                }
+            };
+            Gateway::admin_port(
+                &loaded.spec.auth,
+                loaded.spec.audit_log.as_deref(),
+                loaded.base_dir(),
+                metrics,
+            )
+        }
+        None => Gateway::admin_port(
+            &spec::GatewayAuthSpec::default(),
+            None,
+            std::path::Path::new("."),
+            metrics,
+        ),
+    }
+    .map_err(|e| anyhow::anyhow!("--admin-auth: {e}"))?;
+    Ok(Some(Arc::new(gateway.with_pipelines(status))))
+}
+
+/// Serves the admin port of `admin` over `gateway`, after checking that it is not open to
+/// other machines without keys.
+async fn serve_admin_port(
+    admin: &AdminPortArgs,
+    gateway: Arc<Gateway>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let addr = admin.admin_addr;
+    if let Some(reason) = streamgate::gateway::unprotected_admin_port(addr, &gateway) {
+        anyhow::bail!("{reason}");
+    }
+    let access = admin.access().map_err(anyhow::Error::msg)?;
+    streamgate::gateway::serve_admin(addr, gateway, access, shutdown)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (choose another with --admin-addr)"))
 }

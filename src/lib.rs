@@ -23,7 +23,7 @@
 //! - [`backfill`]: the same pipeline over Parquet files: resumable, with progress, writing
 //!   Parquet datasets or to the pipeline's sinks.
 //! - [`runtime`]: wires a pipeline together, runs its workers, shuts down in order.
-//! - [`api`]: admin HTTP server: `/metrics`, `/healthz`, `/readyz`.
+//! - [`gateway`]: the inference gateway, and the admin port of `run`: one route table.
 //! - [`telemetry`]: logging setup and metric families.
 //! - [`demo`]: the embedded broker, synthetic transactions and the one-command demo.
 //! - [`mock_model`]: a programmable mock model server (OIP v2, OpenAI, TF Serving, custom
@@ -31,7 +31,6 @@
 //! - [`cli`]: the command line.
 
 pub mod ack;
-pub mod api;
 pub mod backfill;
 pub mod batch;
 pub mod cli;

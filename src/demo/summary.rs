@@ -1,8 +1,7 @@
-//! The demo's live summary line, read from the same metric families `/metrics` serves.
+//! The demo's live summary line, read from the same metric families `/metrics` serves
+//! (through their typed reads, [`crate::telemetry::stats`]).
 
 use std::time::Instant;
-
-use prometheus::proto::MetricFamily;
 
 use crate::telemetry::Metrics;
 
@@ -12,56 +11,6 @@ pub struct Summary {
     metrics: Metrics,
     last: Option<(Instant, u64)>,
     started: Instant,
-}
-
-fn counter_sum(
-    families: &[MetricFamily],
-    name: &str,
-    pipeline: &str,
-    label: Option<(&str, &str)>,
-) -> u64 {
-    families
-        .iter()
-        .filter(|f| f.name() == name)
-        .flat_map(|f| f.get_metric())
-        .filter(|m| {
-            let has = |k: &str, v: &str| {
-                m.get_label()
-                    .iter()
-                    .any(|l| l.name() == k && l.value() == v)
-            };
-            has("pipeline", pipeline) && label.is_none_or(|(k, v)| has(k, v))
-        })
-        .map(|m| m.get_counter().get_value() as u64)
-        .sum()
-}
-
-/// Quantile estimate from a histogram's cumulative buckets (upper bound of the bucket).
-fn histogram_quantile(
-    families: &[MetricFamily],
-    name: &str,
-    pipeline: &str,
-    q: f64,
-) -> Option<f64> {
-    let metric = families
-        .iter()
-        .filter(|f| f.name() == name)
-        .flat_map(|f| f.get_metric())
-        .find(|m| {
-            m.get_label()
-                .iter()
-                .any(|l| l.name() == "pipeline" && l.value() == pipeline)
-        })?;
-    let h = metric.get_histogram();
-    let total = h.get_sample_count();
-    if total == 0 {
-        return None;
-    }
-    let target = (q * total as f64).ceil() as u64;
-    h.get_bucket()
-        .iter()
-        .find(|b| b.cumulative_count() >= target)
-        .map(|b| b.upper_bound())
 }
 
 /// One reading of the demo pipeline's counters.
@@ -88,26 +37,24 @@ impl Summary {
     }
 
     fn counts(&self) -> Counts {
-        let f = self.metrics.registry().gather();
         let p = &self.pipeline;
-        let out = |name| {
-            counter_sum(
-                &f,
-                "streamgate_records_out_total",
-                p,
-                Some(("output", name)),
-            )
+        let stats = self.metrics.pipeline_stats().remove(p).unwrap_or_default();
+        let out = |name: &str| {
+            stats
+                .records_out_by_output
+                .get(name)
+                .copied()
+                .unwrap_or_default()
         };
-        let latency = |q| histogram_quantile(&f, "streamgate_end_to_end_latency_seconds", p, q);
         Counts {
-            records_in: counter_sum(&f, "streamgate_records_in_total", p, None),
+            records_in: stats.records_in,
             alerts: out("alerts"),
             scored: out("scored"),
-            filtered: counter_sum(&f, "streamgate_records_filtered_total", p, None),
-            dead_lettered: counter_sum(&f, "streamgate_records_dead_lettered_total", p, None),
-            dropped: counter_sum(&f, "streamgate_records_dropped_total", p, None),
-            p50: latency(0.5),
-            p99: latency(0.99),
+            filtered: stats.filtered,
+            dead_lettered: stats.dead_lettered,
+            dropped: stats.dropped,
+            p50: self.metrics.end_to_end_quantile(p, 0.5),
+            p99: self.metrics.end_to_end_quantile(p, 0.99),
         }
     }
 

@@ -2,38 +2,21 @@
 //! totals, throughput and lag for the admin API and the status page.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
 
 use crate::runtime::StatusBoard;
 use crate::telemetry::Metrics;
-use crate::telemetry::metrics::MetricsSnapshot;
 
-/// Counters of one pipeline at one moment.
+/// The counters throughput is computed from, at one moment.
 #[derive(Debug, Clone, Copy, Default)]
-struct Totals {
-    records_in: f64,
-    records_out: f64,
-    filtered: f64,
-    dead_lettered: f64,
-    dropped: f64,
-    batches_failed: f64,
-}
-
-impl Totals {
-    fn read(metrics: &MetricsSnapshot, pipeline: &str) -> Totals {
-        let sum = |family| metrics.sum_where(family, "pipeline", pipeline);
-        Totals {
-            records_in: sum("streamgate_records_in_total"),
-            records_out: sum("streamgate_records_out_total"),
-            filtered: sum("streamgate_records_filtered_total"),
-            dead_lettered: sum("streamgate_records_dead_lettered_total"),
-            dropped: sum("streamgate_records_dropped_total"),
-            batches_failed: sum("streamgate_batches_failed_total"),
-        }
-    }
+struct Sample {
+    records_in: u64,
+    records_out: u64,
 }
 
 /// Pipelines' states and counters, with throughput from the last two samples.
@@ -41,7 +24,9 @@ pub struct Pipelines {
     status: StatusBoard,
     metrics: Metrics,
     /// Per pipeline: the latest sample and the one before it.
-    samples: Mutex<HashMap<String, [(Instant, Totals); 2]>>,
+    samples: Mutex<HashMap<String, [(Instant, Sample); 2]>>,
+    /// Set once sampling runs: the gateway's listener and the admin port share one sampler.
+    sampling: AtomicBool,
 }
 
 impl Pipelines {
@@ -51,7 +36,26 @@ impl Pipelines {
             status,
             metrics,
             samples: Mutex::new(HashMap::new()),
+            sampling: AtomicBool::new(false),
         }
+    }
+
+    /// Samples every second until `stop` (throughput is the change between samples a second
+    /// apart). Only the first call starts a sampler.
+    pub fn start_sampling(self: &Arc<Self>, stop: CancellationToken) {
+        if self.sampling.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let pipelines = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tick.tick() => pipelines.sample(),
+                }
+            }
+        });
     }
 
     /// The board (pause switches, registries).
@@ -63,14 +67,18 @@ impl Pipelines {
     pub fn sample(&self) {
         let now = Instant::now();
         let names: Vec<String> = self.status.snapshot().into_keys().collect();
-        let metrics = self.metrics.snapshot();
+        let stats = self.metrics.pipeline_stats();
         let mut samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
         for name in names {
-            let totals = Totals::read(&metrics, &name);
+            let totals = stats.get(&name).cloned().unwrap_or_default();
+            let sample = Sample {
+                records_in: totals.records_in,
+                records_out: totals.records_out,
+            };
             samples
                 .entry(name)
-                .and_modify(|pair| *pair = [pair[1], (now, totals)])
-                .or_insert([(now, totals); 2]);
+                .and_modify(|pair| *pair = [pair[1], (now, sample)])
+                .or_insert([(now, sample); 2]);
         }
     }
 
@@ -81,24 +89,14 @@ impl Pipelines {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let metrics = self.metrics.snapshot();
+        let mut stats = self.metrics.pipeline_stats();
         let pipelines: Vec<Value> = self
             .status
             .snapshot()
             .into_iter()
             .map(|(name, state)| {
-                let totals = Totals::read(&metrics, &name);
-                let (in_rate, out_rate) = match samples.get(&name) {
-                    Some([(t0, a), (t1, b)]) if t1 > t0 => {
-                        let seconds = (*t1 - *t0).as_secs_f64();
-                        (
-                            (b.records_in - a.records_in) / seconds,
-                            (b.records_out - a.records_out) / seconds,
-                        )
-                    }
-                    _ => (0.0, 0.0),
-                };
-                let lag = metrics.sum_where("streamgate_consumer_lag", "pipeline", &name);
+                let totals = stats.remove(&name).unwrap_or_default();
+                let (in_rate, out_rate) = rates(samples.get(&name));
                 let (state, reason) = match state {
                     crate::runtime::PipelineState::Failed(reason) => ("failed", Some(reason)),
                     other => (state_name(&other), None),
@@ -108,20 +106,35 @@ impl Pipelines {
                     "state": state,
                     "reason": reason,
                     "paused": self.status.is_paused(&name),
-                    "records_in": totals.records_in as u64,
-                    "records_out": totals.records_out as u64,
-                    "filtered": totals.filtered as u64,
-                    "dead_lettered": totals.dead_lettered as u64,
-                    "dropped": totals.dropped as u64,
-                    "batches_failed": totals.batches_failed as u64,
-                    "errors": (totals.dead_lettered + totals.dropped + totals.batches_failed) as u64,
+                    "records_in": totals.records_in,
+                    "records_out": totals.records_out,
+                    "filtered": totals.filtered,
+                    "dead_lettered": totals.dead_lettered,
+                    "dropped": totals.dropped,
+                    "batches_failed": totals.batches_failed,
+                    "errors": totals.errors(),
                     "in_per_second": round1(in_rate),
                     "out_per_second": round1(out_rate),
-                    "lag": lag as i64,
+                    "lag": totals.consumer_lag,
                 })
             })
             .collect();
         json!({ "pipelines": pipelines })
+    }
+}
+
+/// Records per second in and out between the last two samples (0 before there are two).
+fn rates(samples: Option<&[(Instant, Sample); 2]>) -> (f64, f64) {
+    match samples {
+        Some([(t0, a), (t1, b)]) if t1 > t0 => {
+            let seconds = (*t1 - *t0).as_secs_f64();
+            let rate = |before: u64, after: u64| after.saturating_sub(before) as f64 / seconds;
+            (
+                rate(a.records_in, b.records_in),
+                rate(a.records_out, b.records_out),
+            )
+        }
+        _ => (0.0, 0.0),
     }
 }
 

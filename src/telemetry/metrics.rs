@@ -5,6 +5,8 @@ use prometheus::{
     HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+use super::labels::{OUTPUT, PIPELINE};
+
 /// Every metric family Streamgate exports, registered in one registry.
 #[derive(Clone)]
 pub struct Metrics {
@@ -92,72 +94,72 @@ impl Metrics {
             records_in: counter(
                 "streamgate_records_in_total",
                 "Records read from the source.",
-                &["pipeline"],
+                &[PIPELINE],
             ),
             records_out: counter(
                 "streamgate_records_out_total",
                 "Rows delivered to an output.",
-                &["pipeline", "output"],
+                &[PIPELINE, OUTPUT],
             ),
             records_filtered: counter(
                 "streamgate_records_filtered_total",
                 "Rows filtered by the SQL or matching no output.",
-                &["pipeline"],
+                &[PIPELINE],
             ),
             records_dead_lettered: counter(
                 "streamgate_records_dead_lettered_total",
                 "Records written to the dead-letter sink.",
-                &["pipeline", "stage", "class"],
+                &[PIPELINE, "stage", "class"],
             ),
             records_dropped: counter(
                 "streamgate_records_dropped_total",
                 "Failed records skipped because on_error is drop.",
-                &["pipeline", "stage", "class"],
+                &[PIPELINE, "stage", "class"],
             ),
             dead_letters_undeliverable: counter(
                 "streamgate_dead_letters_undeliverable_total",
                 "Dead letters the dead-letter sink refused for good, even in bounded form.",
-                &["pipeline", "stage", "class"],
+                &[PIPELINE, "stage", "class"],
             ),
             batch_duration: histogram(
                 "streamgate_batch_duration_seconds",
                 "Processing time of one micro-batch in a stage.",
-                &["pipeline", "stage"],
+                &[PIPELINE, "stage"],
             ),
             end_to_end_latency: histogram(
                 "streamgate_end_to_end_latency_seconds",
                 "From receiving a batch's first record to the batch's final acknowledgement.",
-                &["pipeline"],
+                &[PIPELINE],
             ),
             consumer_lag: gauge(
                 "streamgate_consumer_lag",
                 "Records between the consumer position and the high watermark.",
-                &["pipeline", "topic", "partition"],
+                &[PIPELINE, "topic", "partition"],
             ),
             pending_batches: gauge(
                 "streamgate_pending_batches",
                 "Batches handed to the pipeline and not yet acknowledged.",
-                &["pipeline"],
+                &[PIPELINE],
             ),
             batches_failed: counter(
                 "streamgate_batches_failed_total",
                 "Batches whose acknowledgement failed; their positions are not committed.",
-                &["pipeline"],
+                &[PIPELINE],
             ),
             backpressure_pauses: counter(
                 "streamgate_backpressure_pauses_total",
                 "Times consumption paused because the pipeline queue was full.",
-                &["pipeline"],
+                &[PIPELINE],
             ),
             assigned_partitions: gauge(
                 "streamgate_assigned_partitions",
                 "Partitions currently assigned to this instance's consumer.",
-                &["pipeline"],
+                &[PIPELINE],
             ),
             nats_acks: counter(
                 "streamgate_nats_acks_total",
                 "JetStream messages settled, by kind: ack, term (dead-lettered), nak (redeliver), progress (still working), exhausted (failed on its last allowed delivery).",
-                &["pipeline", "kind"],
+                &[PIPELINE, "kind"],
             ),
             registry,
         }
@@ -173,17 +175,6 @@ impl Metrics {
         TextEncoder::new()
             .encode_to_string(&self.registry.gather())
             .unwrap_or_else(|e| format!("# encoding failed: {e}\n"))
-    }
-
-    /// Every family's current values, gathered once, for admin views (the hot path uses
-    /// handles).
-    pub fn snapshot(&self) -> MetricsSnapshot {
-        MetricsSnapshot(self.registry.gather())
-    }
-
-    /// Current values of a counter or gauge family: see [`MetricsSnapshot::values`].
-    pub fn values(&self, family: &str) -> Vec<(std::collections::BTreeMap<String, String>, f64)> {
-        self.snapshot().values(family)
     }
 
     /// Handles with the pipeline label resolved once, for per-batch updates.
@@ -272,45 +263,5 @@ impl PipelineMetrics {
             .consumer_lag
             .with_label_values(&[&self.name, topic, &partition.to_string()])
             .set(lag);
-    }
-}
-
-/// The registry's families at one moment.
-pub struct MetricsSnapshot(Vec<prometheus::proto::MetricFamily>);
-
-impl MetricsSnapshot {
-    /// Values of a counter or gauge family, one per label set (empty when the family has no
-    /// series yet).
-    pub fn values(&self, family: &str) -> Vec<(std::collections::BTreeMap<String, String>, f64)> {
-        let Some(found) = self.0.iter().find(|f| f.name() == family) else {
-            return Vec::new();
-        };
-        let counter = found.get_field_type() == prometheus::proto::MetricType::COUNTER;
-        found
-            .get_metric()
-            .iter()
-            .map(|m| {
-                let labels = m
-                    .get_label()
-                    .iter()
-                    .map(|l| (l.name().to_string(), l.value().to_string()))
-                    .collect();
-                let value = if counter {
-                    m.get_counter().get_value()
-                } else {
-                    m.get_gauge().get_value()
-                };
-                (labels, value)
-            })
-            .collect()
-    }
-
-    /// Sum of a family's series whose `label` is `value`.
-    pub fn sum_where(&self, family: &str, label: &str, value: &str) -> f64 {
-        self.values(family)
-            .iter()
-            .filter(|(labels, _)| labels.get(label).is_some_and(|v| v == value))
-            .map(|(_, v)| v)
-            .sum()
     }
 }

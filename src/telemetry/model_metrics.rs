@@ -3,6 +3,8 @@
 
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 
+use super::labels::{MODEL, OUTCOME, REPLICA, VERSION};
+
 /// Request sizes in rows, from single rows to large batches.
 const BATCH_ROWS_BUCKETS: &[f64] = &[
     1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0,
@@ -69,18 +71,18 @@ impl ModelMetrics {
                 "streamgate_model_in_flight",
                 "Requests in flight to a model replica.",
             ),
-            &["model", "version", "replica"],
+            &[MODEL, VERSION, REPLICA],
         )
         .expect("valid metric");
         registry
             .register(Box::new(in_flight.clone()))
             .expect("unique metric");
-        let mvr = &["model", "version", "replica"];
+        let mvr = &[MODEL, VERSION, REPLICA];
         ModelMetrics {
             calls: counter(
                 "streamgate_model_calls_total",
                 "Attempts sent to a model replica, by outcome (ok or error kind).",
-                &["model", "version", "replica", "outcome"],
+                &[MODEL, VERSION, REPLICA, OUTCOME],
             ),
             rows: counter(
                 "streamgate_model_rows_total",
@@ -96,17 +98,17 @@ impl ModelMetrics {
             errors: counter(
                 "streamgate_model_errors_total",
                 "Failed attempts by error kind.",
-                &["model", "version", "kind"],
+                &[MODEL, VERSION, "kind"],
             ),
             retries: counter(
                 "streamgate_model_retries_total",
                 "Retried attempts.",
-                &["model", "version"],
+                &[MODEL, VERSION],
             ),
             retries_budget_exhausted: counter(
                 "streamgate_model_retry_budget_exhausted_total",
                 "Retries not sent because the retry budget was spent.",
-                &["model", "version"],
+                &[MODEL, VERSION],
             ),
             ejections: counter(
                 "streamgate_model_ejections_total",
@@ -117,23 +119,23 @@ impl ModelMetrics {
             batch_rows: histogram(
                 "streamgate_model_batch_rows",
                 "Rows per model request.",
-                &["model", "version"],
+                &[MODEL, VERSION],
                 BATCH_ROWS_BUCKETS,
             ),
             tokens: counter(
                 "streamgate_model_tokens_total",
                 "Tokens reported by OpenAI-compatible backends.",
-                &["model", "version", "kind"],
+                &[MODEL, VERSION, "kind"],
             ),
             fallbacks: counter(
                 "streamgate_model_fallbacks_total",
                 "Calls sent to the fallback after the chosen version failed.",
-                &["model", "version"],
+                &[MODEL, VERSION],
             ),
             outage_waits: counter(
                 "streamgate_model_outage_waits_total",
                 "Times a pipeline backed off because no replica of a model was available.",
-                &["model"],
+                &[MODEL],
             ),
         }
     }

@@ -5,8 +5,8 @@
 
 use std::sync::Arc;
 
-use streamgate::gateway::ROUTES;
 use streamgate::gateway::auth::key_hash_hex;
+use streamgate::gateway::{Listener, ROUTES, RouteDef};
 use streamgate::mock_model::{MockModel, MockModelConfig};
 use streamgate::telemetry::Metrics;
 
@@ -137,6 +137,14 @@ fn body_for(path: &str) -> &'static str {
     }
 }
 
+/// The routes of the gateway's listener (the admin port's own probes are in `admin_cli`).
+fn routes() -> Vec<&'static RouteDef> {
+    ROUTES
+        .iter()
+        .filter(|r| r.served_on(&Listener::Gateway))
+        .collect()
+}
+
 async fn call(url: &str, def: &streamgate::gateway::RouteDef, key: Option<&str>) -> u16 {
     let client = reqwest::Client::new();
     let target = format!("{url}{}", concrete(def.path));
@@ -164,8 +172,8 @@ async fn call(url: &str, def: &streamgate::gateway::RouteDef, key: Option<&str>)
 async fn every_route_declares_a_policy_and_rejects_before_the_handler() {
     use streamgate::gateway::auth::Policy;
     let gw = start().await;
-    let public: Vec<&str> = ROUTES
-        .iter()
+    let public: Vec<&str> = routes()
+        .into_iter()
         .filter(|r| r.policy == Policy::Public)
         .map(|r| r.path)
         .collect();
@@ -190,7 +198,7 @@ async fn every_route_declares_a_policy_and_rejects_before_the_handler() {
             "the public page shell holds {private}"
         );
     }
-    for def in ROUTES {
+    for def in routes() {
         if def.policy == Policy::Public {
             assert_eq!(call(&gw.url, def, None).await, 200, "{}", def.path);
             continue;
@@ -230,21 +238,24 @@ async fn every_route_declares_a_policy_and_rejects_before_the_handler() {
         );
     }
     // A key scoped to one model cannot reach another through body routing.
-    let chat = ROUTES
-        .iter()
+    let chat = routes()
+        .into_iter()
         .find(|r| r.path == "/v1/chat/completions")
         .unwrap();
     assert_eq!(call(&gw.url, chat, Some(SCORER_ONLY)).await, 403);
     assert_eq!(gw.mock.calls(), 0, "a rejected request reached the model");
 
     // Reading the admin API does not allow changing it.
-    for def in ROUTES.iter().filter(|r| r.policy == Policy::AdminWrite) {
+    for def in routes()
+        .into_iter()
+        .filter(|r| r.policy == Policy::AdminWrite)
+    {
         assert_eq!(call(&gw.url, def, Some(ALL)).await, 403, "{}", def.path);
     }
     assert!(gw.audit().is_empty(), "a refused change was audited");
 
     // With the right key, requests go through.
-    for def in ROUTES {
+    for def in routes() {
         let key = match def.policy {
             Policy::AdminWrite => OPS,
             _ => ALL,
@@ -692,8 +703,8 @@ auth:
     let infer =
         r#"{"inputs": [{"name": "amount", "datatype": "FP32", "shape": [1], "data": [1.5]}]}"#;
     for (name, token, expected) in &cases {
-        for def in ROUTES
-            .iter()
+        for def in routes()
+            .into_iter()
             .filter(|r| r.policy == Policy::Infer && r.path.starts_with("/v2"))
         {
             let target = format!("{url}{}", concrete(def.path));
