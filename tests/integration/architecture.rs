@@ -33,7 +33,6 @@ const LEVELS: &[(&str, u32)] = &[
     // Running pipelines.
     ("runtime", 6),
     // Surfaces over the runtime.
-    ("api", 7),
     ("demo", 7),
     ("gateway", 8),
     ("backfill", 8),
