@@ -20,7 +20,7 @@ use rdkafka::bindings as rd;
 use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::util::IntoOpaque;
 
-use super::kafka::{DeliveryContext, settle};
+use super::{DeliveryContext, settle};
 use crate::ack::PendingReceipt;
 
 /// How long delivery reports may gather between two rounds of serving them.

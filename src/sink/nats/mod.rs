@@ -17,10 +17,10 @@ use datafusion::arrow::record_batch::RecordBatch;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
-use super::{
+use crate::ack::{Ack, AckStatus, PendingReceipt};
+use crate::sink::{
     DeadLetterRecord, RowEncoder, RowOrigins, Sink, SinkError, SinkInput, column_as_strings,
 };
-use crate::ack::{Ack, AckStatus, PendingReceipt};
 use crate::spec::subject::SubjectTemplate;
 use crate::spec::{NatsConnectionSpec, NatsSinkSpec};
 
@@ -160,7 +160,7 @@ impl NatsSink {
         batch: RecordBatch,
         origins: Option<RowOrigins>,
         ack: &Ack,
-    ) -> Result<super::Rejected, SinkError> {
+    ) -> Result<crate::sink::Rejected, SinkError> {
         let rows = self.encoder.encode(&batch)?;
         let mut rejected = Vec::new();
         let subject_columns: Vec<(&str, StringArray)> = self
@@ -183,7 +183,7 @@ impl NatsSink {
             let payload = match rows.row(i) {
                 Ok(p) => Bytes::copy_from_slice(p),
                 Err(e) => {
-                    rejected.push((i, super::UNREPRESENTABLE, e.to_string()));
+                    rejected.push((i, crate::sink::UNREPRESENTABLE, e.to_string()));
                     continue;
                 }
             };
@@ -213,7 +213,7 @@ impl NatsSink {
                 Err(Refused {
                     too_large: true,
                     message,
-                }) => rejected.push((i, super::TOO_LARGE, message)),
+                }) => rejected.push((i, crate::sink::TOO_LARGE, message)),
                 Err(refused) => return Err(refused.into()),
             }
         }
@@ -229,7 +229,7 @@ impl NatsSink {
         &self,
         records: Vec<DeadLetterRecord>,
         ack: &Ack,
-    ) -> Result<super::Rejected, SinkError> {
+    ) -> Result<crate::sink::Rejected, SinkError> {
         let receipt = ack.receipt();
         let mut acks = Vec::new();
         let mut undeliverable = Vec::new();
@@ -255,7 +255,7 @@ impl NatsSink {
                 }
             }
             if let Some(message) = refusal {
-                undeliverable.push((i, super::TOO_LARGE, message));
+                undeliverable.push((i, crate::sink::TOO_LARGE, message));
             }
         }
         self.confirm(receipt, acks);
@@ -265,7 +265,7 @@ impl NatsSink {
 
 /// The NATS headers of a dead letter: the original headers kept (those whose names NATS
 /// accepts), then the context.
-fn letter_headers(letter: &super::dead_letter::Letter<'_>) -> HeaderMap {
+fn letter_headers(letter: &crate::sink::dead_letter::Letter<'_>) -> HeaderMap {
     let mut headers = HeaderMap::new();
     for (name, value) in &letter.original_headers {
         // Headers from another system (Kafka) may not be valid NATS header names.
@@ -321,7 +321,7 @@ impl Sink for NatsSink {
         &'a self,
         input: SinkInput,
         ack: &'a Ack,
-    ) -> BoxFuture<'a, Result<super::Rejected, SinkError>> {
+    ) -> BoxFuture<'a, Result<crate::sink::Rejected, SinkError>> {
         async move {
             match input {
                 SinkInput::Rows { batch, origins } => self.send_rows(batch, origins, ack).await,

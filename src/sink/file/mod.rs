@@ -6,9 +6,9 @@ use futures::future::BoxFuture;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Mutex;
 
-use super::stdout::render;
-use super::{PayloadColumns, Sink, SinkError, SinkInput};
 use crate::ack::Ack;
+use crate::sink::stdout::render;
+use crate::sink::{PayloadColumns, Sink, SinkError, SinkInput};
 use crate::spec::FileSinkSpec;
 
 /// Appends JSON lines to a file.
@@ -48,7 +48,7 @@ impl Sink for FileSink {
         &'a self,
         input: SinkInput,
         ack: &'a Ack,
-    ) -> BoxFuture<'a, Result<super::Rejected, SinkError>> {
+    ) -> BoxFuture<'a, Result<crate::sink::Rejected, SinkError>> {
         async move {
             let receipt = ack.receipt();
             let (bytes, rejected) = render(&input, &self.payload)?;

@@ -1,6 +1,6 @@
 //! Kafka sink: one message per row (JSON), or the original bytes for dead letters, produced
 //! with an idempotent producer. Receipts ride along as the delivery opaque and resolve when
-//! the delivery report arrives (served in bursts, see `kafka_delivery`), so a row counts as
+//! the delivery report arrives (served in bursts, see `delivery`), so a row counts as
 //! delivered only once the broker acknowledged it.
 
 use std::collections::HashMap;
@@ -16,11 +16,15 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{DeliveryResult, NoCustomPartitioner, Producer, ProducerContext};
 
-use super::kafka_delivery::PacedProducer;
-use super::kafka_produce::{NativeHeaders, TopicHandle};
-use super::{RowEncoder, Sink, SinkError, SinkInput, column_as_strings};
+mod delivery;
+mod letters;
+mod produce;
+
 use crate::ack::{Ack, AckStatus, PendingReceipt};
+use crate::sink::{RowEncoder, Sink, SinkError, SinkInput, column_as_strings};
 use crate::spec::{KafkaSinkSpec, KafkaSourceSpec};
+use delivery::PacedProducer;
+use produce::{NativeHeaders, TopicHandle};
 
 /// How long to wait before retrying a send when librdkafka's local queue is full: the queue
 /// drains at broker speed, so a short pause is all that is needed; this is the backpressure
@@ -28,7 +32,7 @@ use crate::spec::{KafkaSinkSpec, KafkaSourceSpec};
 const QUEUE_FULL_BACKOFF: Duration = Duration::from_millis(2);
 
 /// Resolves receipts from the delivery reports rust-rdkafka serves itself (while flushing);
-/// the others are served by `kafka_delivery`'s thread the same way.
+/// the others are served by `delivery`'s thread the same way.
 pub struct DeliveryContext;
 
 impl ClientContext for DeliveryContext {}
@@ -63,7 +67,7 @@ impl ProducerContext<NoCustomPartitioner> for DeliveryContext {
 /// Resolves a message's receipt from its delivery report: delivered, or errored (and logged)
 /// with the topic and librdkafka's error; a refusal as too large says so (a dead letter is
 /// then sent again in its smallest form). Both ways of serving reports end here.
-pub(super) fn settle(
+fn settle(
     receipt: PendingReceipt,
     failure: Option<(&str, &dyn std::fmt::Display, Option<RDKafkaErrorCode>)>,
 ) {
@@ -124,8 +128,8 @@ fn producer_key(group: &str, config: &ClientConfig) -> Vec<u8> {
 }
 
 /// Where a sink's messages go: a topic of a (shared) producer. Shared with the tasks that
-/// answer dead letters refused late (see `kafka_letters`).
-pub(super) struct Destination {
+/// answer dead letters refused late (see `letters`).
+struct Destination {
     /// Declared before the producer: a topic handle must go before its client.
     topic: TopicHandle,
     producer: SharedProducer,
@@ -134,7 +138,7 @@ pub(super) struct Destination {
 impl Destination {
     /// Enqueues one message, waiting while librdkafka's queue is full. A refusal comes back
     /// with librdkafka's code and the receipt (which resolves as errored if dropped).
-    pub(super) async fn try_produce(
+    async fn try_produce(
         &self,
         key: Option<&[u8]>,
         payload: &[u8],
@@ -158,7 +162,7 @@ impl Destination {
 pub struct KafkaSink {
     destination: Arc<Destination>,
     /// The pipeline's policy for dead letters the broker refuses after `send` returned.
-    late_undeliverable: std::sync::OnceLock<super::UndeliverableHook>,
+    late_undeliverable: std::sync::OnceLock<crate::sink::UndeliverableHook>,
     key: Option<String>,
     headers: Vec<(String, String)>,
     encoder: RowEncoder,
@@ -241,7 +245,7 @@ impl KafkaSink {
         &self,
         batch: datafusion::arrow::record_batch::RecordBatch,
         ack: &Ack,
-    ) -> Result<super::Rejected, SinkError> {
+    ) -> Result<crate::sink::Rejected, SinkError> {
         let rows = self.encoder.encode(&batch)?;
         let mut rejected = Vec::new();
         let keys = match &self.key {
@@ -257,7 +261,7 @@ impl KafkaSink {
             let payload = match rows.row(i) {
                 Ok(p) => p,
                 Err(e) => {
-                    rejected.push((i, super::UNREPRESENTABLE, e.to_string()));
+                    rejected.push((i, crate::sink::UNREPRESENTABLE, e.to_string()));
                     continue;
                 }
             };
@@ -281,7 +285,7 @@ impl KafkaSink {
                 Err((code @ RDKafkaErrorCode::MessageSizeTooLarge, receipt)) => {
                     receipt.delivered();
                     let why = KafkaError::MessageProduction(code).to_string();
-                    rejected.push((i, super::TOO_LARGE, why));
+                    rejected.push((i, crate::sink::TOO_LARGE, why));
                 }
                 Err((code, _refused_receipt_resolves_as_errored)) => {
                     return Err(SinkError::Kafka(
@@ -299,12 +303,12 @@ impl Sink for KafkaSink {
         &'a self,
         input: SinkInput,
         ack: &'a Ack,
-    ) -> BoxFuture<'a, Result<super::Rejected, SinkError>> {
+    ) -> BoxFuture<'a, Result<crate::sink::Rejected, SinkError>> {
         async move {
             match input {
                 SinkInput::Rows { batch, .. } => self.send_rows(batch, ack).await,
                 SinkInput::DeadLetters(records) => {
-                    super::kafka_letters::send(
+                    letters::send(
                         &self.destination,
                         self.max_message_bytes,
                         self.late_undeliverable.get(),
@@ -318,7 +322,7 @@ impl Sink for KafkaSink {
         .boxed()
     }
 
-    fn on_late_undeliverable(&self, hook: super::UndeliverableHook) {
+    fn on_late_undeliverable(&self, hook: crate::sink::UndeliverableHook) {
         let _ = self.late_undeliverable.set(hook);
     }
 

@@ -6,8 +6,8 @@ use futures::future::BoxFuture;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Mutex;
 
-use super::{PayloadColumns, Sink, SinkError, SinkInput, json_lines};
 use crate::ack::Ack;
+use crate::sink::{PayloadColumns, Sink, SinkError, SinkInput, json_lines};
 
 /// Writes rows as JSON lines to standard output.
 pub struct StdoutSink {
@@ -42,7 +42,7 @@ impl Default for StdoutSink {
 pub(crate) fn render(
     input: &SinkInput,
     payload: &PayloadColumns,
-) -> Result<(Vec<u8>, super::Rejected), SinkError> {
+) -> Result<(Vec<u8>, crate::sink::Rejected), SinkError> {
     match input {
         SinkInput::Rows { batch, .. } => json_lines(batch, payload),
         SinkInput::DeadLetters(records) => Ok((
@@ -57,7 +57,7 @@ impl Sink for StdoutSink {
         &'a self,
         input: SinkInput,
         ack: &'a Ack,
-    ) -> BoxFuture<'a, Result<super::Rejected, SinkError>> {
+    ) -> BoxFuture<'a, Result<crate::sink::Rejected, SinkError>> {
         async move {
             let receipt = ack.receipt();
             let (bytes, rejected) = render(&input, &self.payload)?;

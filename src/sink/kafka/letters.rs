@@ -18,12 +18,13 @@ use std::sync::{Arc, Mutex};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use tokio::sync::oneshot;
 
-use super::UndeliverableLetter;
-use super::dead_letter::Letter;
-use super::kafka::Destination;
-use super::kafka_produce::NativeHeaders;
-use super::{DeadLetterRecord, Rejected, SinkError, TOO_LARGE, UndeliverableHook};
+use super::Destination;
+use super::produce::NativeHeaders;
 use crate::ack::{Ack, AckReceiver, AckStatus, PendingReceipt};
+use crate::sink::dead_letter::Letter;
+use crate::sink::{
+    DeadLetterRecord, Rejected, SinkError, TOO_LARGE, UndeliverableHook, UndeliverableLetter,
+};
 
 /// Produces `records` as dead letters to `destination` (see the module docs). Returns the
 /// letters refused at once even as their context alone.
