@@ -14,11 +14,13 @@
 //! done by [`crate::plan`], which `streamgate validate` also runs.
 
 pub mod api_keys;
+pub mod check;
 pub mod duration;
 pub mod gateway;
 pub mod interpolate;
 mod interpolate_models;
 pub mod json_schema;
+pub mod kafka;
 pub mod limits;
 pub mod models;
 pub mod nats;
@@ -34,7 +36,14 @@ pub mod validate_nats;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+pub use crate::sink::file::spec::FileSinkSpec;
+pub use crate::sink::kafka::spec::KafkaSinkSpec;
+pub use crate::sink::nats::spec::NatsSinkSpec;
+pub use crate::sink::stdout::spec::StdoutSinkSpec;
+pub use crate::source::kafka::spec::{KafkaSourceSpec, StartFrom};
+pub use crate::source::nats::spec::{JetStreamSourceSpec, NatsDelivery, NatsSourceSpec};
 pub use gateway::*;
+pub use kafka::{KafkaSecurity, SaslMechanism, SaslSpec, SecurityProtocol, TlsSpec};
 pub use models::*;
 pub use nats::*;
 pub use secret::Secret;

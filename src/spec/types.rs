@@ -10,9 +10,15 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::check::Problems;
 use super::models::{InferenceStepSpec, ModelSpec};
-use super::nats::{NatsSinkSpec, NatsSourceSpec};
 use super::secret::Secret;
+use crate::sink::file::spec::FileSinkSpec;
+use crate::sink::kafka::spec::KafkaSinkSpec;
+use crate::sink::nats::spec::NatsSinkSpec;
+use crate::sink::stdout::spec::StdoutSinkSpec;
+use crate::source::kafka::spec::KafkaSourceSpec;
+use crate::source::nats::spec::NatsSourceSpec;
 
 /// One pipeline: a source, a record format, optional SQL preprocessing, routed outputs and a
 /// dead-letter sink.
@@ -100,7 +106,7 @@ pub enum UndeliverableDeadLetter {
     Fail,
 }
 
-fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+pub(crate) fn is_default<T: Default + PartialEq>(value: &T) -> bool {
     *value == T::default()
 }
 
@@ -112,43 +118,6 @@ pub enum SourceSpec {
     Kafka(KafkaSourceSpec),
     /// NATS core subjects or a JetStream durable consumer.
     Nats(NatsSourceSpec),
-}
-
-/// Consume Kafka topics as a consumer group, at least once.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct KafkaSourceSpec {
-    /// Comma-separated `host:port` list of bootstrap brokers.
-    pub bootstrap_servers: String,
-    /// Topics to consume.
-    pub topics: Vec<String>,
-    /// Consumer group; committed offsets are stored under it.
-    pub group_id: String,
-    /// Where a group with no committed offset starts: `earliest` (default) or `latest`.
-    #[serde(default)]
-    pub start_from: StartFrom,
-    /// Micro-batching of records per partition.
-    #[serde(default)]
-    pub batch: BatchSpec,
-    /// TLS and SASL settings.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub security: Option<KafkaSecurity>,
-    /// Extra librdkafka consumer properties (`fetch.min.bytes: "1"`). Properties that would
-    /// break the delivery guarantee (`enable.auto.offset.store`, `enable.auto.commit`) are
-    /// rejected.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub properties: BTreeMap<String, String>,
-}
-
-/// Initial position of a consumer group without committed offsets.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum StartFrom {
-    /// The oldest retained record.
-    #[default]
-    Earliest,
-    /// Only records produced after the group first joins.
-    Latest,
 }
 
 /// Micro-batch bounds: a batch is handed on when it reaches `max_rows` or its first record is
@@ -178,91 +147,37 @@ impl Default for BatchSpec {
     }
 }
 
+impl BatchSpec {
+    /// Checks the bounds: 1 to 100,000 rows, 1 ms to 60 s.
+    pub fn validate(&self, path: &str, problems: &mut Problems) {
+        if !(1..=MAX_BATCH_ROWS).contains(&self.max_rows) {
+            problems.error(
+                format!("{path}.max_rows"),
+                format!("is {}: expected 1 to {MAX_BATCH_ROWS}", self.max_rows),
+            );
+        }
+        if !(MIN_BATCH_AGE..=MAX_BATCH_AGE).contains(&self.max_age) {
+            problems.error(
+                format!("{path}.max_age"),
+                format!(
+                    "is {}: expected between 1ms and 60s",
+                    humantime::format_duration(self.max_age)
+                ),
+            );
+        }
+    }
+}
+
+const MAX_BATCH_ROWS: usize = 100_000;
+const MIN_BATCH_AGE: Duration = Duration::from_millis(1);
+const MAX_BATCH_AGE: Duration = Duration::from_secs(60);
+
 fn default_max_rows() -> usize {
     4096
 }
 
 fn default_max_age() -> Duration {
     Duration::from_millis(20)
-}
-
-/// Kafka connection security.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct KafkaSecurity {
-    /// `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl`.
-    pub protocol: SecurityProtocol,
-    /// TLS settings (for `ssl` and `sasl_ssl`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls: Option<TlsSpec>,
-    /// SASL credentials (for `sasl_plaintext` and `sasl_ssl`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sasl: Option<SaslSpec>,
-}
-
-/// Kafka `security.protocol`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum SecurityProtocol {
-    /// No TLS, no authentication.
-    Plaintext,
-    /// TLS, optionally with a client certificate.
-    Ssl,
-    /// SASL authentication without TLS (credentials in clear: avoid outside a lab).
-    SaslPlaintext,
-    /// SASL authentication over TLS.
-    SaslSsl,
-}
-
-/// TLS files.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TlsSpec {
-    /// PEM file of CA certificates to trust (default: the system store).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ca_file: Option<String>,
-    /// PEM client certificate, for mutual TLS.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cert_file: Option<String>,
-    /// PEM private key of the client certificate.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key_file: Option<String>,
-    /// Passphrase of `key_file`, if it is encrypted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key_password: Option<Secret>,
-    /// Check that the broker certificate matches its host name (default true).
-    #[serde(default = "default_true")]
-    pub verify_hostname: bool,
-}
-
-fn default_true() -> bool {
-    true
-}
-
-/// SASL credentials.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SaslSpec {
-    /// `plain`, `scram_sha_256` or `scram_sha_512`.
-    pub mechanism: SaslMechanism,
-    /// User name.
-    pub username: String,
-    /// Password; write `${ENV_VAR}`.
-    pub password: Secret,
-}
-
-/// SASL mechanism.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum SaslMechanism {
-    /// SASL/PLAIN.
-    Plain,
-    /// SCRAM-SHA-256.
-    #[serde(rename = "scram_sha_256")]
-    ScramSha256,
-    /// SCRAM-SHA-512.
-    #[serde(rename = "scram_sha_512")]
-    ScramSha512,
 }
 
 /// How payloads are decoded.
@@ -464,51 +379,6 @@ pub enum SinkSpec {
     File(FileSinkSpec),
     /// Publish to NATS subjects or a JetStream stream.
     Nats(Box<NatsSinkSpec>),
-}
-
-/// Kafka sink: each row becomes one JSON message.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct KafkaSinkSpec {
-    /// Bootstrap brokers; defaults to the Kafka source's.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bootstrap_servers: Option<String>,
-    /// Target topic.
-    pub topic: String,
-    /// Column whose value (as a string) becomes the message key. Without it messages have no
-    /// key and are spread over partitions.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key: Option<String>,
-    /// Message headers: header name → column whose value (as a string) is the header value.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub headers: BTreeMap<String, String>,
-    /// TLS and SASL settings; default to the Kafka source's when `bootstrap_servers` is not set.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub security: Option<KafkaSecurity>,
-    /// How rows are encoded: `{type: json}` (default) or `{type: avro, ...}`.
-    #[serde(default, skip_serializing_if = "is_json")]
-    pub format: SinkFormatSpec,
-    /// Extra librdkafka producer properties (`linger.ms: "5"`). `enable.idempotence` cannot be
-    /// turned off.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub properties: BTreeMap<String, String>,
-}
-
-/// Standard output sink (JSON lines). Delivered once written and flushed.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct StdoutSinkSpec {}
-
-/// JSON-lines file sink. Delivered once written and flushed (and synced, with `fsync`).
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct FileSinkSpec {
-    /// File path, relative to the working directory; created if missing, appended to otherwise.
-    pub path: String,
-    /// `fsync` after every batch so delivered rows survive power loss, not just a crash
-    /// (default false).
-    #[serde(default)]
-    pub fsync: bool,
 }
 
 /// Concurrency and buffering of the pipeline.

@@ -3,13 +3,15 @@
 //! Pure (no I/O, no environment) and exhaustive: every problem is collected with its path, so a
 //! user fixes a file in one round. SQL column names are checked later by [`crate::plan`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
+use super::check::Problems;
+pub use super::kafka::is_legal_topic;
 use super::{
-    AvroWire, ColumnSpec, FormatSpec, KafkaSecurity, KafkaSinkSpec, KafkaSourceSpec, OnError,
-    PipelineSpec, ProcessingSpec, SecurityProtocol, SinkSpec, SourceSpec, SpecError,
+    AvroWire, ColumnSpec, FormatSpec, OnError, PipelineSpec, ProcessingSpec, SinkSpec, SourceSpec,
+    SpecError,
 };
 
 /// Metadata columns the source adds to every record; declared columns may not start with `_`.
@@ -22,60 +24,33 @@ pub const METADATA_COLUMNS: [&str; 6] = [
     "_headers",
 ];
 
-const MAX_BATCH_ROWS: usize = 100_000;
-const MIN_BATCH_AGE: Duration = Duration::from_millis(1);
-const MAX_BATCH_AGE: Duration = Duration::from_secs(60);
 const MAX_WORKERS: usize = 64;
 const MAX_QUEUED_BATCHES: usize = 1024;
 const MAX_DRAIN_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// Consumer properties streamgate sets itself, with what to write instead.
-const RESERVED_CONSUMER_PROPERTIES: &[(&str, &str)] = &[
-    (
-        "enable.auto.commit",
-        "streamgate commits offsets itself, only after records are delivered",
-    ),
-    (
-        "enable.auto.offset.store",
-        "streamgate stores offsets itself, only after records are delivered",
-    ),
-    ("group.id", "set `group_id` instead"),
-    ("bootstrap.servers", "set `bootstrap_servers` instead"),
-    ("auto.offset.reset", "set `start_from` instead"),
-    ("security.protocol", "set `security.protocol` instead"),
-    ("sasl.mechanism", "set `security.sasl.mechanism` instead"),
-    ("sasl.mechanisms", "set `security.sasl.mechanism` instead"),
-    ("sasl.username", "set `security.sasl.username` instead"),
-    ("sasl.password", "set `security.sasl.password` instead"),
-];
-
-/// Producer properties streamgate sets itself, with what to write instead.
-const RESERVED_PRODUCER_PROPERTIES: &[(&str, &str)] = &[
-    (
-        "enable.idempotence",
-        "the producer is always idempotent so retries cannot duplicate or reorder records",
-    ),
-    (
-        "acks",
-        "the idempotent producer always waits for all in-sync replicas",
-    ),
-    ("bootstrap.servers", "set `bootstrap_servers` instead"),
-    ("security.protocol", "set `security.protocol` instead"),
-    ("sasl.mechanism", "set `security.sasl.mechanism` instead"),
-    ("sasl.mechanisms", "set `security.sasl.mechanism` instead"),
-    ("sasl.username", "set `security.sasl.username` instead"),
-    ("sasl.password", "set `security.sasl.password` instead"),
-];
-
 /// Every semantic problem in `spec`, each with its path.
 pub fn validate(spec: &PipelineSpec, file: &Path) -> Vec<SpecError> {
     let mut checker = Checker {
-        file,
-        source: Some(&spec.source),
-        errors: Vec::new(),
+        source: &spec.source,
+        problems: Problems::new(),
     };
     checker.pipeline(spec);
-    checker.errors
+    checker
+        .problems
+        .into_vec()
+        .into_iter()
+        .map(|(path, message)| SpecError::at(file, path, message))
+        .collect()
+}
+
+/// What a sink's validation needs to know about the rest of the pipeline.
+#[derive(Debug, Clone, Copy)]
+pub struct SinkContext<'a> {
+    /// The pipeline's source (a sink may default to its connection, and must not write to
+    /// the topics it reads).
+    pub source: &'a SourceSpec,
+    /// Whether this is the dead-letter sink (which writes the original bytes).
+    pub dead_letter: bool,
 }
 
 /// Whether `name` is a valid pipeline or output name: 1 to 63 characters from lowercase ASCII
@@ -89,27 +64,15 @@ pub fn is_valid_name(name: &str) -> bool {
             .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
-/// Whether `topic` is a legal Kafka topic name: 1 to 249 characters from ASCII letters,
-/// digits, `.`, `_` and `-`, and not `.` or `..`.
-pub fn is_legal_topic(topic: &str) -> bool {
-    (1..=249).contains(&topic.len())
-        && topic != "."
-        && topic != ".."
-        && topic
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-}
-
 struct Checker<'a> {
-    file: &'a Path,
     /// The pipeline's source (sinks default to its connection).
-    source: Option<&'a SourceSpec>,
-    errors: Vec<SpecError>,
+    source: &'a SourceSpec,
+    problems: Problems,
 }
 
 impl Checker<'_> {
     fn error(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.errors.push(SpecError::at(self.file, path, message));
+        self.problems.error(path, message);
     }
 
     fn pipeline(&mut self, spec: &PipelineSpec) {
@@ -124,20 +87,10 @@ impl Checker<'_> {
         }
         self.name("name", &spec.name);
 
-        let source_topics: &[String] = match &spec.source {
-            SourceSpec::Kafka(kafka) => {
-                self.kafka_source("source", kafka);
-                &kafka.topics
-            }
-            SourceSpec::Nats(nats) => {
-                self.batch("source.batch", &nats.batch);
-                for (path, message) in super::validate_nats::source("source", nats) {
-                    self.error(path, message);
-                }
-                &[]
-            }
-        };
-        let source_is_kafka = matches!(spec.source, SourceSpec::Kafka(_));
+        match &spec.source {
+            SourceSpec::Kafka(kafka) => kafka.validate("source", &mut self.problems),
+            SourceSpec::Nats(nats) => nats.validate("source", &mut self.problems),
+        }
 
         self.format(&spec.format);
 
@@ -151,10 +104,10 @@ impl Checker<'_> {
             );
         }
 
-        self.outputs(spec, source_is_kafka, source_topics);
+        self.outputs(spec);
 
         if let Some(sink) = &spec.dead_letter {
-            self.sink("dead_letter", sink, source_is_kafka, source_topics);
+            self.sink("dead_letter", sink, true);
         }
         if spec.on_error == Some(OnError::DeadLetter) && spec.dead_letter.is_none() {
             self.error(
@@ -186,174 +139,7 @@ impl Checker<'_> {
     }
 
     fn not_empty(&mut self, path: &str, value: &str, expected: &str) {
-        if value.trim().is_empty() {
-            self.error(path, format!("is empty: expected {expected}"));
-        }
-    }
-
-    fn topic(&mut self, path: &str, topic: &str) {
-        if !is_legal_topic(topic) {
-            self.error(
-                path,
-                format!(
-                    "invalid topic name {topic:?}: expected 1 to 249 characters from letters, \
-                     digits, `.`, `_` and `-`"
-                ),
-            );
-        }
-    }
-
-    fn kafka_source(&mut self, path: &str, spec: &KafkaSourceSpec) {
-        self.not_empty(
-            &format!("{path}.bootstrap_servers"),
-            &spec.bootstrap_servers,
-            "a comma-separated `host:port` list of brokers",
-        );
-
-        if spec.topics.is_empty() {
-            self.error(
-                format!("{path}.topics"),
-                "is empty: expected at least one topic",
-            );
-        }
-        let mut seen = HashMap::new();
-        for (i, topic) in spec.topics.iter().enumerate() {
-            let topic_path = format!("{path}.topics[{i}]");
-            self.topic(&topic_path, topic);
-            if let Some(first) = seen.insert(topic.as_str(), i) {
-                self.error(
-                    topic_path,
-                    format!("topic {topic:?} is listed twice (also at {path}.topics[{first}])"),
-                );
-            }
-        }
-
-        self.not_empty(
-            &format!("{path}.group_id"),
-            &spec.group_id,
-            "a consumer group name",
-        );
-
-        self.batch(&format!("{path}.batch"), &spec.batch);
-
-        if let Some(security) = &spec.security {
-            self.security(&format!("{path}.security"), security);
-        }
-        self.properties(
-            &format!("{path}.properties"),
-            &spec.properties,
-            RESERVED_CONSUMER_PROPERTIES,
-        );
-    }
-
-    fn batch(&mut self, path: &str, batch: &super::BatchSpec) {
-        if !(1..=MAX_BATCH_ROWS).contains(&batch.max_rows) {
-            self.error(
-                format!("{path}.max_rows"),
-                format!("is {}: expected 1 to {MAX_BATCH_ROWS}", batch.max_rows),
-            );
-        }
-        if !(MIN_BATCH_AGE..=MAX_BATCH_AGE).contains(&batch.max_age) {
-            self.error(
-                format!("{path}.max_age"),
-                format!(
-                    "is {}: expected between 1ms and 60s",
-                    humantime::format_duration(batch.max_age)
-                ),
-            );
-        }
-    }
-
-    fn properties(
-        &mut self,
-        path: &str,
-        properties: &BTreeMap<String, String>,
-        reserved: &[(&str, &str)],
-    ) {
-        for key in properties.keys() {
-            let normalized = key.trim().to_ascii_lowercase();
-            if let Some((_, instead)) = reserved.iter().find(|(name, _)| *name == normalized) {
-                self.error(
-                    format!("{path}[{key:?}]"),
-                    format!("cannot be set: {instead}"),
-                );
-            } else if normalized.is_empty() {
-                self.error(
-                    format!("{path}[{key:?}]"),
-                    "empty property name: expected a librdkafka property like `linger.ms`",
-                );
-            }
-        }
-    }
-
-    fn security(&mut self, path: &str, security: &KafkaSecurity) {
-        let (protocol, uses_sasl, uses_tls) = match security.protocol {
-            SecurityProtocol::Plaintext => ("plaintext", false, false),
-            SecurityProtocol::Ssl => ("ssl", false, true),
-            SecurityProtocol::SaslPlaintext => ("sasl_plaintext", true, false),
-            SecurityProtocol::SaslSsl => ("sasl_ssl", true, true),
-        };
-        match (&security.sasl, uses_sasl) {
-            (None, true) => self.error(
-                format!("{path}.sasl"),
-                format!("is required with protocol `{protocol}`: add `mechanism`, `username` and `password`"),
-            ),
-            (Some(_), false) => self.error(
-                format!("{path}.sasl"),
-                format!(
-                    "is not used with protocol `{protocol}`: use protocol `sasl_ssl` (or \
-                     `sasl_plaintext`), or remove `sasl`"
-                ),
-            ),
-            (Some(sasl), true) => {
-                self.not_empty(&format!("{path}.sasl.username"), &sasl.username, "a user name");
-                if sasl.password.expose().is_empty() {
-                    self.error(
-                        format!("{path}.sasl.password"),
-                        "is empty: expected a password, written as `${ENV_VAR}`",
-                    );
-                }
-            }
-            (None, false) => {}
-        }
-        if let Some(tls) = &security.tls {
-            if !uses_tls {
-                self.error(
-                    format!("{path}.tls"),
-                    format!(
-                        "is not used with protocol `{protocol}`: use protocol `ssl` or \
-                         `sasl_ssl`, or remove `tls`"
-                    ),
-                );
-            }
-            for (field, value) in [
-                ("ca_file", &tls.ca_file),
-                ("cert_file", &tls.cert_file),
-                ("key_file", &tls.key_file),
-            ] {
-                if let Some(value) = value {
-                    self.not_empty(&format!("{path}.tls.{field}"), value, "a PEM file path");
-                }
-            }
-            match (&tls.cert_file, &tls.key_file) {
-                (Some(_), None) => self.error(
-                    format!("{path}.tls.key_file"),
-                    "is required when `cert_file` is set: give the client certificate's key",
-                ),
-                (None, Some(_)) => self.error(
-                    format!("{path}.tls.cert_file"),
-                    "is required when `key_file` is set: give the client certificate",
-                ),
-                _ => {}
-            }
-            if tls.key_password.is_some() && tls.key_file.is_none() {
-                self.error(
-                    format!("{path}.tls.key_password"),
-                    "is set without `key_file`: give the encrypted key file, or remove \
-                     `key_password`",
-                );
-            }
-        }
+        self.problems.not_empty(path, value, expected);
     }
 
     fn format(&mut self, format: &FormatSpec) {
@@ -380,7 +166,8 @@ impl Checker<'_> {
                     &avro.schema,
                     "the path of an Avro `.avsc` file",
                 );
-                self.registry(
+                check_registry(
+                    &mut self.problems,
                     "format.registry",
                     avro.wire,
                     avro.registry.as_ref(),
@@ -389,81 +176,6 @@ impl Checker<'_> {
                 );
             }
         }
-    }
-
-    fn registry(
-        &mut self,
-        path: &str,
-        wire: AvroWire,
-        registry: Option<&super::SchemaRegistrySpec>,
-        why: &str,
-        plain: &str,
-    ) {
-        match (wire, registry) {
-            (AvroWire::Confluent, None) => self.error(
-                path,
-                format!("is missing: `wire: confluent` {why}; give its `url`"),
-            ),
-            (AvroWire::Plain, Some(_)) => self.error(
-                path,
-                format!("is only used with `wire: confluent` ({plain})"),
-            ),
-            (_, Some(r)) => {
-                if let Err(m) = super::validate_models::check_url(&r.url) {
-                    self.error(format!("{path}.url"), m);
-                }
-                if r.password.is_some() != r.username.is_some() {
-                    self.error(path, "give both `username` and `password`, or neither");
-                }
-            }
-            _ => {}
-        }
-    }
-
-    fn sink_format(&mut self, path: &str, format: &super::SinkFormatSpec) {
-        let super::SinkFormatSpec::Avro(avro) = format else {
-            return;
-        };
-        if path.starts_with("dead_letter") {
-            self.error(
-                path,
-                "dead letters keep the original bytes of the failed record: remove `format`",
-            );
-            return;
-        }
-        let avro_name = |s: &str| {
-            s.split('.').all(|part| {
-                let mut chars = part.chars();
-                chars
-                    .next()
-                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-                    && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-            })
-        };
-        if let Some(name) = &avro.name
-            && (name.contains('.') || !avro_name(name))
-        {
-            self.error(
-                format!("{path}.name"),
-                format!("{name:?} is not an Avro name: letters, digits and `_`, not starting with a digit"),
-            );
-        }
-        if !avro.namespace.is_empty() && !avro_name(&avro.namespace) {
-            self.error(
-                format!("{path}.namespace"),
-                format!(
-                    "{:?} is not an Avro namespace: dot-separated Avro names",
-                    avro.namespace
-                ),
-            );
-        }
-        self.registry(
-            &format!("{path}.registry"),
-            avro.wire,
-            avro.registry.as_ref(),
-            "registers the writer schema in a Schema Registry",
-            "plain datums carry no schema id",
-        );
     }
 
     fn columns(&mut self, path: &str, columns: &[ColumnSpec]) {
@@ -501,7 +213,7 @@ impl Checker<'_> {
         }
     }
 
-    fn outputs(&mut self, spec: &PipelineSpec, source_is_kafka: bool, source_topics: &[String]) {
+    fn outputs(&mut self, spec: &PipelineSpec) {
         if spec.outputs.is_empty() {
             self.error("outputs", "is empty: expected at least one output");
         }
@@ -529,12 +241,7 @@ impl Checker<'_> {
                 );
             }
             self.payload_columns(&path, output);
-            self.sink(
-                &format!("{path}.sink"),
-                &output.sink,
-                source_is_kafka,
-                source_topics,
-            );
+            self.sink(&format!("{path}.sink"), &output.sink, false);
         }
     }
 
@@ -575,87 +282,18 @@ impl Checker<'_> {
         }
     }
 
-    fn sink(
-        &mut self,
-        path: &str,
-        sink: &SinkSpec,
-        source_is_kafka: bool,
-        source_topics: &[String],
-    ) {
+    fn sink(&mut self, path: &str, sink: &SinkSpec, dead_letter: bool) {
+        let context = SinkContext {
+            source: self.source,
+            dead_letter,
+        };
+        let problems = &mut self.problems;
         match sink {
-            SinkSpec::Kafka(kafka) => self.kafka_sink(path, kafka, source_is_kafka, source_topics),
+            SinkSpec::Kafka(kafka) => kafka.validate(path, &context, problems),
             SinkSpec::Stdout(_) => {}
-            SinkSpec::Nats(nats) => {
-                self.sink_format(&format!("{path}.format"), &nats.format);
-                let source_nats = match &self.source {
-                    Some(SourceSpec::Nats(n)) => Some(n),
-                    _ => None,
-                };
-                for (path, message) in
-                    super::validate_nats::sink(path, nats, source_nats, path == "dead_letter")
-                {
-                    self.error(path, message);
-                }
-            }
-            SinkSpec::File(file) => {
-                self.not_empty(&format!("{path}.path"), &file.path, "a file path");
-            }
+            SinkSpec::Nats(nats) => nats.validate(path, &context, problems),
+            SinkSpec::File(file) => file.validate(path, problems),
         }
-    }
-
-    fn kafka_sink(
-        &mut self,
-        path: &str,
-        spec: &KafkaSinkSpec,
-        source_is_kafka: bool,
-        source_topics: &[String],
-    ) {
-        match &spec.bootstrap_servers {
-            Some(servers) => self.not_empty(
-                &format!("{path}.bootstrap_servers"),
-                servers,
-                "a comma-separated `host:port` list of brokers",
-            ),
-            None if !source_is_kafka => self.error(
-                format!("{path}.bootstrap_servers"),
-                "is required because the source is not Kafka: give a comma-separated \
-                 `host:port` list of brokers",
-            ),
-            None => {}
-        }
-
-        self.topic(&format!("{path}.topic"), &spec.topic);
-        if spec.bootstrap_servers.is_none() && source_topics.contains(&spec.topic) {
-            self.error(
-                format!("{path}.topic"),
-                format!(
-                    "topic {:?} is also a source topic on the same cluster: rows would be \
-                     consumed again in an endless loop; write to another topic",
-                    spec.topic
-                ),
-            );
-        }
-
-        self.sink_format(&format!("{path}.format"), &spec.format);
-        if let Some(key) = &spec.key {
-            self.not_empty(&format!("{path}.key"), key, "a column name");
-        }
-        for (name, column) in &spec.headers {
-            let header_path = format!("{path}.headers[{name:?}]");
-            if name.trim().is_empty() {
-                self.error(&header_path, "empty header name: expected a header name");
-            }
-            self.not_empty(&header_path, column, "a column name");
-        }
-
-        if let Some(security) = &spec.security {
-            self.security(&format!("{path}.security"), security);
-        }
-        self.properties(
-            &format!("{path}.properties"),
-            &spec.properties,
-            RESERVED_PRODUCER_PROPERTIES,
-        );
     }
 
     fn processing(&mut self, path: &str, spec: &ProcessingSpec) {
@@ -686,11 +324,98 @@ impl Checker<'_> {
     }
 }
 
+/// Checks a Schema Registry setting against the Avro wire format: required with `confluent`,
+/// refused with `plain`; its URL must be valid and credentials complete.
+pub fn check_registry(
+    problems: &mut Problems,
+    path: &str,
+    wire: AvroWire,
+    registry: Option<&super::SchemaRegistrySpec>,
+    why: &str,
+    plain: &str,
+) {
+    match (wire, registry) {
+        (AvroWire::Confluent, None) => problems.error(
+            path,
+            format!("is missing: `wire: confluent` {why}; give its `url`"),
+        ),
+        (AvroWire::Plain, Some(_)) => problems.error(
+            path,
+            format!("is only used with `wire: confluent` ({plain})"),
+        ),
+        (_, Some(r)) => {
+            if let Err(m) = super::validate_models::check_url(&r.url) {
+                problems.error(format!("{path}.url"), m);
+            }
+            if r.password.is_some() != r.username.is_some() {
+                problems.error(path, "give both `username` and `password`, or neither");
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Checks a sink's `format`: none for a dead-letter sink; Avro names, namespace and registry.
+pub fn check_sink_format(
+    problems: &mut Problems,
+    path: &str,
+    format: &super::SinkFormatSpec,
+    context: &SinkContext<'_>,
+) {
+    let super::SinkFormatSpec::Avro(avro) = format else {
+        return;
+    };
+    if context.dead_letter {
+        problems.error(
+            path,
+            "dead letters keep the original bytes of the failed record: remove `format`",
+        );
+        return;
+    }
+    let avro_name = |s: &str| {
+        s.split('.').all(|part| {
+            let mut chars = part.chars();
+            chars
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        })
+    };
+    if let Some(name) = &avro.name
+        && (name.contains('.') || !avro_name(name))
+    {
+        problems.error(
+            format!("{path}.name"),
+            format!(
+                "{name:?} is not an Avro name: letters, digits and `_`, not starting with a digit"
+            ),
+        );
+    }
+    if !avro.namespace.is_empty() && !avro_name(&avro.namespace) {
+        problems.error(
+            format!("{path}.namespace"),
+            format!(
+                "{:?} is not an Avro namespace: dot-separated Avro names",
+                avro.namespace
+            ),
+        );
+    }
+    check_registry(
+        problems,
+        &format!("{path}.registry"),
+        avro.wire,
+        avro.registry.as_ref(),
+        "registers the writer schema in a Schema Registry",
+        "plain datums carry no schema id",
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::spec::{
-        ColumnSpec, ColumnType, FileSinkSpec, SaslMechanism, SaslSpec, Secret, TlsSpec, parse,
+        ColumnSpec, ColumnType, FileSinkSpec, KafkaSecurity, KafkaSinkSpec, KafkaSourceSpec,
+        SaslMechanism, SaslSpec, Secret, SecurityProtocol, TlsSpec, parse,
     };
 
     const VALID: &str = r#"

@@ -4,6 +4,10 @@
 //! `src/`, outside comments and `#[cfg(test)]` items, and checks each arrow between top-level
 //! modules against [`LEVELS`]: a module may import only modules on a lower level, and never
 //! what [`NEVER`] forbids. A new top-level module must be placed in the table.
+//!
+//! A component kind's configuration lives in its folder (`source/<kind>/spec.rs`,
+//! `sink/<kind>/spec.rs`) but belongs to the spec layer: those files count as `spec`, and so do
+//! paths into them (`crate::sink::kafka::spec::…`), so they too may import only what spec may.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -203,12 +207,28 @@ fn the_former_cycle_sites_would_be_refused() {
                 use crate::{\n    gateway::auth,\n    spec::X,\n};\n\
                 // crate::sink in a comment\n\
                 #[cfg(test)]\nmod tests { use crate::source::X; fn g() { let s = \"}\"; } }\n\
-                fn h() { crate::plan::compile(); }\n";
+                fn h() { crate::plan::compile(); }\n\
+                use crate::sink::kafka::spec::KafkaSinkSpec;\n\
+                use crate::sink::kafka::specimen;\n";
     let found: Vec<String> = imports(&production_code(code), &["crate"])
         .into_iter()
         .map(|(_, m)| m)
         .collect();
-    assert_eq!(found, ["nats", "inference", "gateway", "spec", "plan"]);
+    assert_eq!(
+        found,
+        [
+            "nats",
+            "inference",
+            "gateway",
+            "spec",
+            "plan",
+            "spec",
+            "sink"
+        ]
+    );
+    // A kind's spec file is in the spec layer.
+    assert_eq!(top_module(Path::new("sink/kafka/spec.rs")), "spec");
+    assert_eq!(top_module(Path::new("sink/kafka/mod.rs")), "sink");
 }
 
 fn rust_files(dir: &Path) -> Vec<PathBuf> {
@@ -225,11 +245,24 @@ fn rust_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-/// `codec` for `codec/json.rs` and `codec.rs`; `lib` for `lib.rs`.
+/// `codec` for `codec/json.rs` and `codec.rs`; `lib` for `lib.rs`; `spec` for a component
+/// kind's `source/<kind>/spec.rs` or `sink/<kind>/spec.rs`.
 fn top_module(relative: &Path) -> String {
-    let first = relative.components().next().unwrap().as_os_str();
-    first.to_string_lossy().trim_end_matches(".rs").to_string()
+    let parts: Vec<String> = relative
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    if let [component, _kind, file] = parts.as_slice()
+        && COMPONENTS.contains(&component.as_str())
+        && file == "spec.rs"
+    {
+        return "spec".to_string();
+    }
+    parts[0].trim_end_matches(".rs").to_string()
 }
+
+/// Modules whose kinds keep their configuration in `<module>/<kind>/spec.rs`.
+const COMPONENTS: &[&str] = &["source", "sink"];
 
 /// The text with comments, string and char literals blanked (line breaks kept) and every
 /// `#[cfg(test)]` item removed.
@@ -389,9 +422,17 @@ fn imports(code: &str, roots: &[&str]) -> Vec<(usize, String)> {
                     .chars()
                     .take_while(|c| c.is_alphanumeric() || *c == '_')
                     .collect();
-                if !name.is_empty() {
-                    found.push((line, name));
+                if name.is_empty() {
+                    continue;
                 }
+                // `sink::kafka::spec…` is the spec layer.
+                let segments: Vec<&str> = rest.split("::").take(3).collect();
+                let is_kind_spec = COMPONENTS.contains(&name.as_str())
+                    && segments.len() == 3
+                    && segments[2].starts_with("spec")
+                    && !segments[2]["spec".len()..]
+                        .starts_with(|c: char| c.is_alphanumeric() || c == '_');
+                found.push((line, if is_kind_spec { "spec".into() } else { name }));
             }
         }
     }

@@ -1,6 +1,8 @@
 //! JSON-lines file sink. Appends; a batch is delivered once written and flushed to the OS (and
 //! synced to disk with `fsync: true`).
 
+pub mod spec;
+
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use tokio::io::AsyncWriteExt;

@@ -19,6 +19,7 @@ use rdkafka::producer::{DeliveryResult, NoCustomPartitioner, Producer, ProducerC
 mod delivery;
 mod letters;
 mod produce;
+pub mod spec;
 
 use crate::ack::{Ack, AckStatus, PendingReceipt};
 use crate::sink::{RowEncoder, Sink, SinkError, SinkInput, column_as_strings};

@@ -6,6 +6,8 @@
 //! `Nats-Msg-Id` comes from the input identity so a redelivered input is dropped by the
 //! stream's duplicate window instead of being stored twice.
 
+pub mod spec;
+
 use std::time::Duration;
 
 use async_nats::HeaderMap;

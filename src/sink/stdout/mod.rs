@@ -1,6 +1,8 @@
 //! Standard-output sink: JSON lines. Writes are serialised so lines of concurrent batches never
 //! interleave, and a blocked pipe blocks the pipeline (backpressure), never memory.
 
+pub mod spec;
+
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use tokio::io::AsyncWriteExt;

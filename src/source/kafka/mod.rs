@@ -14,6 +14,7 @@ mod acks;
 mod context;
 mod fetch_queue;
 mod poll_loop;
+pub mod spec;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};

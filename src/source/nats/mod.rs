@@ -9,6 +9,7 @@
 //! naks each JetStream message once its batch's ack resolves.
 
 mod settle;
+pub mod spec;
 
 use std::time::Duration;
 
