@@ -1,34 +1,38 @@
 //! # Streamgate
 //!
-//! An event-streaming AI gateway: declarative YAML pipelines consume Kafka, preprocess with
-//! DataFusion SQL over Arrow micro-batches, route rows to sinks, and never lose a record.
+//! An event-streaming AI gateway: declarative YAML pipelines consume Kafka or NATS, decode
+//! records to Arrow, preprocess with DataFusion SQL, call models, route rows to sinks and
+//! never lose a record; the same pipeline backfills over Parquet; and one HTTP surface serves
+//! models (and the admin routes) behind keys, limits and metrics.
 //!
-//! ## Architecture map
+//! ## The path of a record
 //!
 //! ```text
 //!  source ──► decode ──► SQL ──► inference ──► route (where) ──► sinks ──► acks ──► commit
-//!                 └────────┴─────────┴──────────────┴──────────► dead-letter sink
+//!  (Kafka,    (codec)   (transform) (inference)  (runtime/rows)  (sink)    (ack)   (source)
+//!   NATS)         └────────┴─────────┴──────────────┴──────────► dead-letter sink
 //! ```
 //!
-//! - [`spec`]: the YAML format: serde types, interpolation, validation, JSON Schema.
-//! - [`plan`]: compiles a validated spec into schemas, SQL plan and routes (what `validate`
-//!   checks and `run` builds from).
-//! - [`batch`] / [`ack`]: the unit of work and its receipt; ordered offset tracking.
-//! - [`codec`]: bytes ↔ Arrow (JSON; record schemas from columns, Avro or JSON Schema).
-//! - [`transform`]: the SQL stage (planned once, executed per batch) and output filters.
-//! - [`inference`]: model registry, protocol clients, micro-batching, balancing, retries,
-//!   and the pipeline stage that joins model outputs back to rows.
-//! - [`source`]: Kafka consumer with per-partition batching, backpressure and ack tracking.
-//! - [`sink`]: Kafka, stdout, file, and dead-letter writing.
-//! - [`backfill`]: the same pipeline over Parquet files: resumable, with progress, writing
-//!   Parquet datasets or to the pipeline's sinks.
-//! - [`runtime`]: wires a pipeline together, runs its workers, shuts down in order.
-//! - [`gateway`]: the inference gateway, and the admin port of `run`: one route table.
-//! - [`telemetry`]: logging setup and metric families.
-//! - [`demo`]: the embedded broker, synthetic transactions and the one-command demo.
-//! - [`mock_model`]: a programmable mock model server (OIP v2, OpenAI, TF Serving, custom
-//!   JSON) with fault knobs, for tests, benchmarks and trying pipelines out.
-//! - [`cli`]: the command line.
+//! ## Modules, lowest layer first
+//!
+//! Arrows point down only; `tests/integration/architecture.rs` checks every `crate::` import
+//! against this order and a list of arrows that must never exist (with their reasons).
+//!
+//! | level | modules | own |
+//! |---|---|---|
+//! | 0 | [`ack`], [`telemetry`], [`mock_model`], [`http_client`] | receipts and ordered offset tracking; logging, metric families and typed stats; the programmable mock model server; the outbound HTTP client with its guarded resolver |
+//! | 1 | [`batch`], [`spec`] | the unit of work and the failure vocabulary (`Stage`, `Failure`); the YAML files: types, interpolation, loading, validation, JSON Schema, pure parsers. Each component kind's configuration (`source/<kind>/spec.rs`, `sink/<kind>/spec.rs`) belongs to this layer |
+//! | 2 | [`codec`] | bytes ↔ Arrow: JSON and Avro decode and encode, record schemas, metadata columns |
+//! | 3 | [`kafka`], [`nats`] | client connections shared by each system's source and sink |
+//! | 4 | [`source`], [`transform`], [`inference`], [`sink`] | the components: Kafka and NATS sources; the SQL stage and output filters; models, protocols, batching, balancing, retries; Kafka, NATS, file and stdout sinks and dead letters |
+//! | 5 | [`plan`] | a spec compiled: schemas, decoder, SQL plan, filters, inference steps |
+//! | 6 | [`runtime`] | runs a pipeline: workers, the SQL → inference → route step shared with backfill, ordered shutdown, states |
+//! | 7 | [`demo`] | the embedded broker, synthetic transactions and the one-command demo |
+//! | 8 | [`gateway`], [`backfill`] | the HTTP surface (`serve`, and the admin port of `run`); the pipeline over Parquet files |
+//! | 9 | [`cli`] | the command line's types |
+//! | 10 | `fuzzing` | entry points for the fuzz targets (not an API) |
+//!
+//! The binary (`main.rs`, `commands.rs`, `alloc.rs`) sits on top.
 
 pub mod ack;
 pub mod backfill;
