@@ -15,6 +15,9 @@
 //!
 //! One bad record among 1000 costs about two decodes of the batch; good records keep their
 //! order.
+//!
+//! Size: the code is under ~550 lines; the file passes the ~600-line mark only because of its
+//! inline tests, which stay beside the code they pin down.
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::compute::concat_batches;

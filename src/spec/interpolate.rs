@@ -12,6 +12,9 @@
 //! Substituted values must not contain control characters (newlines, tabs, ...): they could
 //! smuggle extra lines into librdkafka properties or SQL. Errors name the variable and the
 //! path but never show a value, since variables usually hold secrets.
+//!
+//! Size: the code is under ~550 lines; the file passes the ~600-line mark only because of its
+//! inline tests, which stay beside the code they pin down.
 
 use std::path::Path;
 

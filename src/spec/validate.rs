@@ -2,6 +2,9 @@
 //!
 //! Pure (no I/O, no environment) and exhaustive: every problem is collected with its path, so a
 //! user fixes a file in one round. SQL column names are checked later by [`crate::plan`].
+//!
+//! Size: the code is under ~550 lines; the file passes the ~600-line mark only because of its
+//! inline tests, which stay beside the code they pin down.
 
 use std::collections::HashMap;
 use std::path::Path;
