@@ -14,7 +14,7 @@ use streamgate::spec::{self, SourceSpec};
 use streamgate::telemetry::Metrics;
 use tokio_util::sync::CancellationToken;
 
-pub async fn execute(command: Command) -> anyhow::Result<ExitCode> {
+pub(crate) async fn execute(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Run {
             pipelines,

@@ -12,7 +12,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 /// The Python virtualenv of comparison scripts (`STREAMGATE_VENV`, default
 /// `~/.cache/streamgate-venv`, the one tests/run.sh installs).
-pub fn venv() -> std::path::PathBuf {
+pub(crate) fn venv() -> std::path::PathBuf {
     std::env::var_os("STREAMGATE_VENV")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| {
@@ -22,7 +22,7 @@ pub fn venv() -> std::path::PathBuf {
 }
 
 /// Starts `streamgate mock-model` on a free loopback port; returns the process and its URL.
-pub fn start_mock_model(output_name: &str) -> (std::process::Child, String) {
+pub(crate) fn start_mock_model(output_name: &str) -> (std::process::Child, String) {
     use std::io::BufRead;
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_streamgate"))
         .args([
@@ -45,10 +45,10 @@ pub fn start_mock_model(output_name: &str) -> (std::process::Child, String) {
 }
 
 /// Clock ticks per second of /proc/*/stat utime/stime (USER_HZ; 100 on Linux).
-pub const CLOCK_TICKS: f64 = 100.0;
+pub(crate) const CLOCK_TICKS: f64 = 100.0;
 
 /// CPU seconds (user + system) used so far by process `pid` (`self` for this one).
-pub fn process_cpu_seconds(pid: &str) -> Option<f64> {
+pub(crate) fn process_cpu_seconds(pid: &str) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after "(comm)" start at field 3; utime and stime are fields 14 and 15.
     let rest = &stat[stat.rfind(')')? + 2..];
@@ -58,7 +58,7 @@ pub fn process_cpu_seconds(pid: &str) -> Option<f64> {
     Some((utime + stime) as f64 / CLOCK_TICKS)
 }
 
-pub fn env_u64(name: &str, default: u64) -> u64 {
+pub(crate) fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
         .and_then(|v| v.replace('_', "").parse().ok())
@@ -66,11 +66,11 @@ pub fn env_u64(name: &str, default: u64) -> u64 {
 }
 
 /// CPU seconds (user + system) used so far by this whole process, broker threads included.
-pub fn cpu_seconds() -> f64 {
+pub(crate) fn cpu_seconds() -> f64 {
     process_cpu_seconds("self").expect("/proc/self/stat")
 }
 
-pub fn now_us() -> i64 {
+pub(crate) fn now_us() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .expect("clock")
@@ -79,29 +79,29 @@ pub fn now_us() -> i64 {
 
 /// One throughput measurement.
 #[derive(Debug, Clone, Copy)]
-pub struct Throughput {
+pub(crate) struct Throughput {
     pub records: u64,
     pub seconds: f64,
     pub cpu_seconds: f64,
 }
 
 impl Throughput {
-    pub fn per_second(&self) -> f64 {
+    pub(crate) fn per_second(&self) -> f64 {
         self.records as f64 / self.seconds
     }
-    pub fn cpu_per_million(&self) -> f64 {
+    pub(crate) fn cpu_per_million(&self) -> f64 {
         self.cpu_seconds / (self.records as f64 / 1e6)
     }
 }
 
 /// Reads watermarks and committed offsets through one long-lived client (it never joins a
 /// group, so it does not disturb the pipeline's consumer group).
-pub struct Watcher {
+pub(crate) struct Watcher {
     pub consumer: BaseConsumer,
 }
 
 impl Watcher {
-    pub fn new(bootstrap: &str, group: &str) -> Self {
+    pub(crate) fn new(bootstrap: &str, group: &str) -> Self {
         let consumer = ClientConfig::new()
             .set("bootstrap.servers", bootstrap)
             .set("group.id", group)
@@ -111,7 +111,7 @@ impl Watcher {
         Watcher { consumer }
     }
 
-    pub fn highs(&self, topic: &str, partitions: i32) -> HashMap<i32, i64> {
+    pub(crate) fn highs(&self, topic: &str, partitions: i32) -> HashMap<i32, i64> {
         (0..partitions)
             .map(|p| {
                 let (_, high) = self
@@ -123,12 +123,12 @@ impl Watcher {
             .collect()
     }
 
-    pub fn len(&self, topic: &str, partitions: i32) -> i64 {
+    pub(crate) fn len(&self, topic: &str, partitions: i32) -> i64 {
         self.highs(topic, partitions).values().sum()
     }
 
     /// Whether this watcher's group has committed the end of every partition of `topic`.
-    pub fn fully_committed(&self, topic: &str, partitions: i32) -> bool {
+    pub(crate) fn fully_committed(&self, topic: &str, partitions: i32) -> bool {
         let highs = self.highs(topic, partitions);
         let mut tpl = TopicPartitionList::new();
         for p in 0..partitions {
@@ -145,7 +145,10 @@ impl Watcher {
     }
 }
 
-pub fn producer(bootstrap: &str, linger_ms: &str) -> ThreadedProducer<DefaultProducerContext> {
+pub(crate) fn producer(
+    bootstrap: &str,
+    linger_ms: &str,
+) -> ThreadedProducer<DefaultProducerContext> {
     ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("linger.ms", linger_ms)
@@ -156,7 +159,7 @@ pub fn producer(bootstrap: &str, linger_ms: &str) -> ThreadedProducer<DefaultPro
         .expect("producer")
 }
 
-pub fn send(
+pub(crate) fn send(
     producer: &ThreadedProducer<DefaultProducerContext>,
     mut record: BaseRecord<'_, [u8], [u8]>,
 ) {
@@ -176,7 +179,7 @@ pub fn send(
 /// (`rd_kafka_consume_batch_queue`), and produces each payload and key unchanged, by topic
 /// handle, to the same partition of `output`, until `n` records were copied; panics after
 /// `timeout`.
-pub fn copy_records(
+pub(crate) fn copy_records(
     consumer: &BaseConsumer,
     assignment: &TopicPartitionList,
     producer: &ThreadedProducer<DefaultProducerContext>,
@@ -264,7 +267,7 @@ pub fn copy_records(
 /// The passthrough loop as rust-rdkafka's API suggests writing it: assigns `assignment`, polls
 /// one message at a time and `send`s each payload and key unchanged to the same partition of
 /// `output`, until `n` records were copied; panics after `timeout`.
-pub fn copy_records_polled(
+pub(crate) fn copy_records_polled(
     consumer: &BaseConsumer,
     assignment: &TopicPartitionList,
     producer: &ThreadedProducer<DefaultProducerContext>,
@@ -299,7 +302,7 @@ pub fn copy_records_polled(
 }
 
 /// Polls `condition` every `every` until it holds; panics after `timeout`.
-pub fn wait_until(
+pub(crate) fn wait_until(
     what: &str,
     timeout: Duration,
     every: Duration,
@@ -314,7 +317,7 @@ pub fn wait_until(
 
 /// Produces `payloads` (keyed by index, record `i` to partition `i % partitions`) and waits
 /// until the topic holds them all.
-pub fn preload(bootstrap: &str, topic: &str, partitions: i32, payloads: &[Vec<u8>]) {
+pub(crate) fn preload(bootstrap: &str, topic: &str, partitions: i32, payloads: &[Vec<u8>]) {
     let producer = producer(bootstrap, "5");
     for (i, payload) in payloads.iter().enumerate() {
         let key = i.to_string();

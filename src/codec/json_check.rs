@@ -23,7 +23,7 @@ use super::json_timestamp::utc_in_range;
 
 /// Rows of `batch` holding a value arrow-json cannot write, ascending, with why (naming the
 /// column).
-pub fn unencodable_rows(batch: &RecordBatch) -> Vec<(usize, String)> {
+pub(super) fn unencodable_rows(batch: &RecordBatch) -> Vec<(usize, String)> {
     let mut bad: BTreeMap<usize, String> = BTreeMap::new();
     for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
         if !may_fail(field.data_type()) {

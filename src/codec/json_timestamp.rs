@@ -26,7 +26,7 @@ const LAST_SECOND: i64 = 253_402_300_799;
 
 /// Encoder factory for arrow-json's writer: UTC timestamps written directly.
 #[derive(Debug, Default)]
-pub struct UtcTimestamps;
+pub(super) struct UtcTimestamps;
 
 impl EncoderFactory for UtcTimestamps {
     fn make_default_encoder<'a>(

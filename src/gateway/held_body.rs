@@ -10,14 +10,14 @@ use http_body::{Frame, SizeHint};
 use tokio::sync::OwnedSemaphorePermit;
 
 /// `inner`, holding `slots` for as long as it lives.
-pub struct HeldBody {
+pub(super) struct HeldBody {
     inner: Body,
     _slots: Vec<OwnedSemaphorePermit>,
 }
 
 impl HeldBody {
     /// Wraps `inner`.
-    pub fn new(inner: Body, slots: Vec<OwnedSemaphorePermit>) -> Self {
+    pub(super) fn new(inner: Body, slots: Vec<OwnedSemaphorePermit>) -> Self {
         HeldBody {
             inner,
             _slots: slots,

@@ -11,7 +11,7 @@ use serde_json::value::RawValue;
 use super::oip_codec::{MAX_JSON_DEPTH, check_json_depth};
 
 /// A parsed request body.
-pub struct OpenAiBody<'a> {
+pub(crate) struct OpenAiBody<'a> {
     fields: Fields<'a>,
 }
 
@@ -28,7 +28,7 @@ impl<'a> OpenAiBody<'a> {
     /// it nests deeper than [`MAX_JSON_DEPTH`]: the fields are copied as raw JSON text, which
     /// serde_json skips without a depth limit, so the limit is checked here before a backend
     /// is sent a body nested a million levels deep.
-    pub fn parse(body: &'a [u8]) -> Result<Self, String> {
+    pub(crate) fn parse(body: &'a [u8]) -> Result<Self, String> {
         check_json_depth(body, MAX_JSON_DEPTH)?;
         let fields = match serde_json::from_slice::<BTreeMap<&str, &RawValue>>(body) {
             Ok(map) => Fields::Raw(map),
@@ -41,7 +41,7 @@ impl<'a> OpenAiBody<'a> {
     }
 
     /// The `model` field, when it is a string.
-    pub fn model(&self) -> Option<String> {
+    pub(crate) fn model(&self) -> Option<String> {
         match &self.fields {
             Fields::Raw(map) => serde_json::from_str(map.get("model")?.get()).ok(),
             Fields::Owned(map) => serde_json::from_str(map.get("model")?.get()).ok(),
@@ -49,7 +49,7 @@ impl<'a> OpenAiBody<'a> {
     }
 
     /// The body as JSON with `model` set to `model`.
-    pub fn with_model(&self, model: &str) -> String {
+    pub(crate) fn with_model(&self, model: &str) -> String {
         let model_json = Value::from(model).to_string();
         match &self.fields {
             // A borrowed key had no escape sequence, so it is valid between quotes as it is.

@@ -19,7 +19,7 @@ const BACKLOG: i32 = 1024;
 
 /// `count` listening sockets on `addr` (an ephemeral port is chosen once, for all). With one
 /// worker the socket is exclusive, so a port in use is an error rather than shared.
-pub fn bind(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net::TcpListener>> {
+pub(super) fn bind(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net::TcpListener>> {
     let first = listen(addr, count > 1)?;
     let bound = first.local_addr()?;
     let mut listeners = vec![first];
@@ -46,7 +46,7 @@ fn listen(addr: SocketAddr, shared: bool) -> io::Result<std::net::TcpListener> {
 /// runtime of its own. The returned future ends when every worker has ended. `stop` is
 /// cancelled when that future is dropped unfinished (its runtime shut down), so workers never
 /// outlive whoever started them.
-pub fn start<F, Fut>(
+pub(super) fn start<F, Fut>(
     listeners: Vec<std::net::TcpListener>,
     stop: CancellationToken,
     serve: F,

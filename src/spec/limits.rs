@@ -237,11 +237,11 @@ impl Drop for Parser<'_> {
 
 #[cfg(test)]
 mod tests_support {
-    pub fn flow(depth: usize) -> String {
+    pub(super) fn flow(depth: usize) -> String {
         format!("name: x\nsql: {}{}\n", "[".repeat(depth), "]".repeat(depth))
     }
 
-    pub fn flow_map(depth: usize) -> String {
+    pub(super) fn flow_map(depth: usize) -> String {
         format!(
             "name: x\nsql: {}1{}\n",
             "{a: ".repeat(depth),
@@ -249,7 +249,7 @@ mod tests_support {
         )
     }
 
-    pub fn block_map(depth: usize) -> String {
+    pub(super) fn block_map(depth: usize) -> String {
         let mut s = String::from("name: x\nsql:\n");
         for i in 0..depth {
             s.push_str(&" ".repeat(i + 1));
@@ -258,7 +258,7 @@ mod tests_support {
         s
     }
 
-    pub fn block_seq(depth: usize) -> String {
+    pub(super) fn block_seq(depth: usize) -> String {
         format!("name: x\nsql:\n  {}x\n", "- ".repeat(depth))
     }
 }

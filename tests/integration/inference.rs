@@ -18,7 +18,7 @@ use streamgate::telemetry::Metrics;
 /// A pipeline whose rows have columns `x` (float), `k` (string key) and `id` (int), calling
 /// model `m` with input `x`; `models` is the YAML of the `models:` map, `step_extra` extra
 /// step fields.
-pub fn pipeline(models: &str, step_extra: &str) -> String {
+pub(crate) fn pipeline(models: &str, step_extra: &str) -> String {
     format!(
         r#"
 name: inference-test
@@ -63,7 +63,10 @@ async fn compile_with_models(
 }
 
 /// Compiles a pipeline and starts its inference stage.
-pub async fn stage(yaml: &str, metrics: &Metrics) -> (Arc<CompiledPipeline>, InferenceStage) {
+pub(crate) async fn stage(
+    yaml: &str,
+    metrics: &Metrics,
+) -> (Arc<CompiledPipeline>, InferenceStage) {
     let (compiled, registry) = compile_with_models(yaml, metrics).await;
     let stage =
         InferenceStage::start(&compiled.steps, &registry, compiled.output_schema()).unwrap();
@@ -72,7 +75,7 @@ pub async fn stage(yaml: &str, metrics: &Metrics) -> (Arc<CompiledPipeline>, Inf
 
 /// Rows `first..first + n` through decode and SQL: `x = id`, or `-1` for ids in `negative`;
 /// key `k{id % keys}`.
-pub async fn rows(
+pub(crate) async fn rows(
     compiled: &CompiledPipeline,
     first: i64,
     n: i64,

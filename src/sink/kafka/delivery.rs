@@ -30,7 +30,7 @@ const DELIVERY_PACE: Duration = Duration::from_millis(2);
 const IDLE_WAIT_MS: i32 = 100;
 
 /// A librdkafka producer and the thread that serves its delivery reports.
-pub struct PacedProducer {
+pub(super) struct PacedProducer {
     thread: Option<JoinHandle<()>>,
     /// Declared before the producer: a queue handle must go before its client.
     queue: Arc<MainQueue>,
@@ -40,7 +40,7 @@ pub struct PacedProducer {
 
 impl PacedProducer {
     /// Starts serving `producer`'s delivery reports.
-    pub fn start(producer: BaseProducer<DeliveryContext>) -> std::io::Result<Self> {
+    pub(super) fn start(producer: BaseProducer<DeliveryContext>) -> std::io::Result<Self> {
         let queue = Arc::new(MainQueue::of(&producer));
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
@@ -58,7 +58,7 @@ impl PacedProducer {
     }
 
     /// The producer (to create topic handles and to flush).
-    pub fn producer(&self) -> &BaseProducer<DeliveryContext> {
+    pub(super) fn producer(&self) -> &BaseProducer<DeliveryContext> {
         &self.producer
     }
 }

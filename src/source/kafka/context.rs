@@ -14,7 +14,7 @@ use super::fetch_queue::FetchQueue;
 use crate::telemetry::PipelineMetrics;
 
 /// Consumer context of the Kafka source.
-pub struct SourceContext {
+pub(super) struct SourceContext {
     pub(super) acks: Arc<AckState>,
     pub(super) metrics: PipelineMetrics,
     /// How long a revocation waits for in-flight batches of the revoked partitions.

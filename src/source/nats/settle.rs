@@ -26,7 +26,7 @@ const MAX_NAK_DELAY: Duration = Duration::from_secs(60);
 
 /// One message to settle.
 #[derive(Debug)]
-pub struct Pending {
+pub(super) struct Pending {
     /// JetStream ack subject (`None` for core NATS).
     pub reply: Option<Subject>,
     /// Deliveries so far, this one included.
@@ -34,7 +34,7 @@ pub struct Pending {
 }
 
 /// What the settler is told, in order.
-pub enum Event {
+pub(super) enum Event {
     /// A batch is about to be handed to a worker.
     Register(u64, Vec<Pending>),
     /// A batch's ack resolved.
@@ -42,7 +42,7 @@ pub enum Event {
 }
 
 /// The [`AckReceiver`] of NATS batches: forwards resolutions to the settler task.
-pub struct Resolutions(pub mpsc::UnboundedSender<Event>);
+pub(super) struct Resolutions(pub mpsc::UnboundedSender<Event>);
 
 impl AckReceiver for Resolutions {
     fn resolved(&self, token: u64, status: AckStatus) {
@@ -56,7 +56,7 @@ impl AckReceiver for Resolutions {
 
 /// Settling policy.
 #[derive(Debug, Clone)]
-pub struct SettlePolicy {
+pub(super) struct SettlePolicy {
     /// The consumer's ack wait (progress acks go out every third of it).
     pub ack_wait: Duration,
     /// First redelivery delay.
@@ -67,7 +67,7 @@ pub struct SettlePolicy {
 
 impl SettlePolicy {
     /// Redelivery delay of a message delivered `delivered` times: doubles each time.
-    pub fn nak_delay(&self, delivered: u64) -> Duration {
+    pub(super) fn nak_delay(&self, delivered: u64) -> Duration {
         let doublings = delivered.saturating_sub(1).min(16) as u32;
         self.nak_delay
             .saturating_mul(1u32 << doublings)
@@ -82,7 +82,7 @@ struct InFlight {
 
 /// Shared outcome of the settler: the first failure, if any.
 #[derive(Default, Clone)]
-pub struct Failure(Arc<Mutex<Option<String>>>);
+pub(super) struct Failure(Arc<Mutex<Option<String>>>);
 
 impl Failure {
     fn set(&self, reason: String) {
@@ -91,13 +91,13 @@ impl Failure {
     }
 
     /// The first failure recorded.
-    pub fn get(&self) -> Option<String> {
+    pub(super) fn get(&self) -> Option<String> {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 
 /// The settler task's state.
-pub struct Settler {
+pub(super) struct Settler {
     client: async_nats::Client,
     policy: SettlePolicy,
     metrics: PipelineMetrics,
@@ -109,7 +109,7 @@ pub struct Settler {
 
 impl Settler {
     /// A settler publishing acks on `client`.
-    pub fn new(
+    pub(super) fn new(
         client: async_nats::Client,
         policy: SettlePolicy,
         metrics: PipelineMetrics,
@@ -129,7 +129,7 @@ impl Settler {
     /// Settles until `events` closes (the reader stopped and every ack resolved or was
     /// abandoned) or `deadline` passes after `closing` is cancelled; unsettled batches are
     /// then nak'ed so they are redelivered at once. Returns the number of batches abandoned.
-    pub async fn run(
+    pub(super) async fn run(
         mut self,
         mut events: mpsc::UnboundedReceiver<Event>,
         closing: CancellationToken,

@@ -13,7 +13,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 /// A message read back from a topic.
 #[derive(Debug, Clone)]
-pub struct ReadMessage {
+pub(crate) struct ReadMessage {
     pub partition: i32,
     pub offset: i64,
     pub key: Option<Vec<u8>>,
@@ -23,7 +23,7 @@ pub struct ReadMessage {
 
 /// Produces `records` (key, payload) to `topic`, record `i` to partition `i % partitions`.
 /// Returns the (partition, offset) of each record, in order.
-pub fn produce(
+pub(crate) fn produce(
     bootstrap: &str,
     topic: &str,
     partitions: i32,
@@ -94,7 +94,7 @@ fn consumer(bootstrap: &str, group: Option<&str>) -> BaseConsumer {
 }
 
 /// High watermark of every partition.
-pub fn high_watermarks(bootstrap: &str, topic: &str, partitions: i32) -> HashMap<i32, i64> {
+pub(crate) fn high_watermarks(bootstrap: &str, topic: &str, partitions: i32) -> HashMap<i32, i64> {
     let c = consumer(bootstrap, None);
     (0..partitions)
         .map(|p| {
@@ -107,12 +107,12 @@ pub fn high_watermarks(bootstrap: &str, topic: &str, partitions: i32) -> HashMap
 }
 
 /// Total messages in a topic (sum of high watermarks; nothing is deleted in these tests).
-pub fn topic_len(bootstrap: &str, topic: &str, partitions: i32) -> i64 {
+pub(crate) fn topic_len(bootstrap: &str, topic: &str, partitions: i32) -> i64 {
     high_watermarks(bootstrap, topic, partitions).values().sum()
 }
 
 /// Committed offsets of `group` for every partition (`None` where nothing is committed).
-pub fn committed(
+pub(crate) fn committed(
     bootstrap: &str,
     group: &str,
     topic: &str,
@@ -140,7 +140,7 @@ pub fn committed(
 }
 
 /// Whether `group` has committed the end of every partition of `topic`.
-pub fn fully_committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> bool {
+pub(crate) fn fully_committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> bool {
     let highs = high_watermarks(bootstrap, topic, partitions);
     let committed = committed(bootstrap, group, topic, partitions);
     highs
@@ -149,7 +149,7 @@ pub fn fully_committed(bootstrap: &str, group: &str, topic: &str, partitions: i3
 }
 
 /// Reads every message currently in `topic` (up to the high watermarks at call time).
-pub fn read_all(bootstrap: &str, topic: &str, partitions: i32) -> Vec<ReadMessage> {
+pub(crate) fn read_all(bootstrap: &str, topic: &str, partitions: i32) -> Vec<ReadMessage> {
     let highs = high_watermarks(bootstrap, topic, partitions);
     let c = consumer(bootstrap, None);
     let mut tpl = TopicPartitionList::new();
@@ -200,7 +200,7 @@ pub fn read_all(bootstrap: &str, topic: &str, partitions: i32) -> Vec<ReadMessag
 }
 
 /// Polls `condition` every `every` until it holds or `timeout` passes (then panics with `what`).
-pub fn wait_until(
+pub(crate) fn wait_until(
     what: &str,
     timeout: Duration,
     every: Duration,
@@ -214,7 +214,7 @@ pub fn wait_until(
 }
 
 /// Async variant of [`wait_until`] that does not block the runtime.
-pub async fn wait_until_async(
+pub(crate) async fn wait_until_async(
     what: &str,
     timeout: Duration,
     every: Duration,
@@ -228,11 +228,11 @@ pub async fn wait_until_async(
 }
 
 /// (key, payload) pairs.
-pub type Records = Vec<(Vec<u8>, Vec<u8>)>;
+pub(crate) type Records = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// Synthetic transactions: `n` records keyed by their index, a share `malformed` bad.
 /// Returns the records and the indices of the malformed ones.
-pub fn transactions(n: u64, malformed: f64) -> (Records, Vec<usize>) {
+pub(crate) fn transactions(n: u64, malformed: f64) -> (Records, Vec<usize>) {
     use rand::SeedableRng;
     let mut rng = rand::rngs::SmallRng::seed_from_u64(42);
     let mut bad = Vec::new();
@@ -252,7 +252,7 @@ pub fn transactions(n: u64, malformed: f64) -> (Records, Vec<usize>) {
 
 /// The Python virtualenv `tests/run.sh` installs the conformance tools into
 /// (`STREAMGATE_VENV`, default `~/.cache/streamgate-venv`).
-pub fn venv() -> std::path::PathBuf {
+pub(crate) fn venv() -> std::path::PathBuf {
     std::env::var_os("STREAMGATE_VENV")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| {
@@ -262,12 +262,12 @@ pub fn venv() -> std::path::PathBuf {
 }
 
 /// Path of the streamgate binary built for these tests.
-pub fn streamgate_bin() -> &'static str {
+pub(crate) fn streamgate_bin() -> &'static str {
     env!("CARGO_BIN_EXE_streamgate")
 }
 
 /// Resident memory of a process in KiB.
-pub fn rss_kib(pid: u32) -> Option<u64> {
+pub(crate) fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
@@ -279,7 +279,7 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
 }
 
 /// Runs a compiled pipeline in the background; cancel the token to stop it gracefully.
-pub fn spawn_pipeline(
+pub(crate) fn spawn_pipeline(
     compiled: std::sync::Arc<streamgate::plan::CompiledPipeline>,
     metrics: &streamgate::telemetry::Metrics,
 ) -> (
@@ -303,7 +303,7 @@ pub fn spawn_pipeline(
 }
 
 /// Waits, without blocking the runtime, until `group` committed the end of every partition.
-pub async fn wait_committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) {
+pub(crate) async fn wait_committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) {
     let (b, g, t) = (bootstrap.to_string(), group.to_string(), topic.to_string());
     wait_until_async(
         &format!("{group} to commit all of {topic}"),
@@ -315,7 +315,7 @@ pub async fn wait_committed(bootstrap: &str, group: &str, topic: &str, partition
 }
 
 /// A record read from partition 0 of topic `in` at `offset`, for driving decoders directly.
-pub fn raw_record(payload: Vec<u8>, offset: i64) -> streamgate::batch::RawRecord {
+pub(crate) fn raw_record(payload: Vec<u8>, offset: i64) -> streamgate::batch::RawRecord {
     streamgate::batch::RawRecord {
         key: None,
         payload,
@@ -331,7 +331,7 @@ pub fn raw_record(payload: Vec<u8>, offset: i64) -> streamgate::batch::RawRecord
 
 /// Runs a Python script with the conformance virtualenv's interpreter and parses the JSON it
 /// prints; fails with the script's standard error when it fails.
-pub async fn python(script: &'static str, args: Vec<String>) -> serde_json::Value {
+pub(crate) async fn python(script: &'static str, args: Vec<String>) -> serde_json::Value {
     let output = tokio::task::spawn_blocking(move || {
         std::process::Command::new(venv().join("bin/python"))
             .arg("-c")
@@ -355,7 +355,7 @@ pub async fn python(script: &'static str, args: Vec<String>) -> serde_json::Valu
 /// Loads a gateway file's text (as if it were at `file`, for relative paths), serves it on an
 /// ephemeral loopback port, with the admin view of `pipelines` when given. Returns its URL and
 /// a guard that stops it when dropped.
-pub async fn serve_gateway(
+pub(crate) async fn serve_gateway(
     yaml: &str,
     file: &std::path::Path,
     metrics: streamgate::telemetry::Metrics,
