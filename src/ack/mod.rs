@@ -126,17 +126,6 @@ impl Ack {
         }))
     }
 
-    /// An ack that reports to nobody (tests, sources without positions such as a generator).
-    pub fn detached() -> Self {
-        Ack(Arc::new(AckInner {
-            status: AtomicU8::new(AckStatus::Delivered as u8),
-            token: 0,
-            receiver: None,
-            dead_lettered: Mutex::new(Vec::new()),
-            refused_too_large: AtomicBool::new(false),
-        }))
-    }
-
     /// Records an outcome; the ack keeps the worst one seen.
     pub fn record(&self, status: AckStatus) {
         // Delivered is the initial and best status: recording it changes nothing, and skipping

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::validate::is_valid_name;
-use super::{EndpointSpec, InferenceStepSpec, ModelSpec, SpecError};
+use super::{EndpointSpec, InferenceStepSpec, ModelSpec};
 
 /// Problems in `models` and `steps`, as `(path, message)`.
 pub fn validate_models(
@@ -322,14 +322,6 @@ pub fn check_url(url: &str) -> Result<(), String> {
         return Err("a replica base URL has no query or fragment".to_string());
     }
     Ok(())
-}
-
-/// Converts `(path, message)` pairs into spec errors of `file`.
-pub fn to_spec_errors(file: &std::path::Path, errors: Vec<(String, String)>) -> Vec<SpecError> {
-    errors
-        .into_iter()
-        .map(|(p, m)| SpecError::at(file, p, m))
-        .collect()
 }
 
 #[cfg(test)]
