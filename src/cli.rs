@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+use crate::backfill::{BackfillOptions, ProgressMode};
 use crate::telemetry::logging::LogFormat;
 
 /// Streamgate: YAML pipelines from Kafka through DataFusion SQL to Kafka, at least once.
@@ -37,7 +38,7 @@ pub struct Cli {
         default_value = "text",
         env = "STREAMGATE_LOG_FORMAT"
     )]
-    pub log_format: LogFormat,
+    pub log_format: LogFormatArg,
     /// Log level or filter (`info`, `debug`, `streamgate=debug,rdkafka=warn`); RUST_LOG wins.
     #[arg(
         long,
@@ -163,7 +164,7 @@ Examples:
         pipeline: PathBuf,
         /// What to read, where to write, and how.
         #[command(flatten)]
-        options: crate::backfill::BackfillOptions,
+        options: BackfillArgs,
     },
     /// Write synthetic card transactions (the demo's schema) as Parquet files, for backfills.
     GenerateParquet {
@@ -296,5 +297,97 @@ fn parse_topic(s: &str) -> Result<(String, i32), String> {
             .filter(|n| (1..=1000).contains(n))
             .map(|n| (name.to_string(), n))
             .ok_or_else(|| format!("partitions must be 1..=1000 in {s:?}")),
+    }
+}
+
+/// `streamgate backfill`'s flags (the library's options are [`BackfillOptions`]).
+#[derive(Debug, Clone, clap::Args)]
+pub struct BackfillArgs {
+    /// Parquet files or glob patterns (quote them), repeatable.
+    #[arg(long = "input", required = true)]
+    pub inputs: Vec<String>,
+    /// Output directory (Parquet datasets and the progress file).
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Continue a previous backfill into OUTPUT.
+    #[arg(long)]
+    pub resume: bool,
+    /// Send results to the pipeline's own sinks (Kafka, files) instead of Parquet files
+    /// (progress still lives in OUTPUT).
+    #[arg(long)]
+    pub to_sinks: bool,
+    /// Units (row-group ranges) processed at once.
+    #[arg(long, default_value_t = 2)]
+    pub files_in_parallel: usize,
+    /// Requests in flight per model version, so a backfill cannot starve real-time pipelines
+    /// sharing the model's endpoints.
+    #[arg(long, default_value_t = 8)]
+    pub model_concurrency: usize,
+    /// Rows per batch read from Parquet.
+    #[arg(long, default_value_t = 8192)]
+    pub batch_rows: usize,
+    /// Most rows per unit (whole row groups): the unit of resumption and of output files.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub unit_rows: u64,
+    /// Progress display.
+    #[arg(long, value_enum, default_value_t = ProgressArg::Auto)]
+    pub progress: ProgressArg,
+}
+
+impl From<BackfillArgs> for BackfillOptions {
+    fn from(a: BackfillArgs) -> Self {
+        BackfillOptions {
+            inputs: a.inputs,
+            output: a.output,
+            resume: a.resume,
+            to_sinks: a.to_sinks,
+            files_in_parallel: a.files_in_parallel,
+            model_concurrency: a.model_concurrency,
+            batch_rows: a.batch_rows,
+            unit_rows: a.unit_rows,
+            progress: a.progress.into(),
+        }
+    }
+}
+
+/// How backfill progress is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProgressArg {
+    /// A bar on a terminal, log lines otherwise.
+    Auto,
+    /// Always the bar (on standard error).
+    Bar,
+    /// Always log lines.
+    Log,
+    /// Nothing until the summary.
+    Off,
+}
+
+impl From<ProgressArg> for ProgressMode {
+    fn from(p: ProgressArg) -> Self {
+        match p {
+            ProgressArg::Auto => ProgressMode::Auto,
+            ProgressArg::Bar => ProgressMode::Bar,
+            ProgressArg::Log => ProgressMode::Log,
+            ProgressArg::Off => ProgressMode::Off,
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormatArg {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+impl From<LogFormatArg> for LogFormat {
+    fn from(f: LogFormatArg) -> Self {
+        match f {
+            LogFormatArg::Text => LogFormat::Text,
+            LogFormatArg::Json => LogFormat::Json,
+        }
     }
 }

@@ -14,6 +14,7 @@ use streamgate::spec::{self, SourceSpec};
 use streamgate::telemetry::Metrics;
 use tokio_util::sync::CancellationToken;
 
+/// Runs one subcommand: one function each, below.
 pub(crate) async fn execute(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Run {
@@ -24,17 +25,7 @@ pub(crate) async fn execute(command: Command) -> anyhow::Result<ExitCode> {
         } => run(pipelines, admin, gateway, gateway_listen).await,
         Command::Validate { pipelines, offline } => validate(pipelines, offline).await,
         Command::Serve { config, listen } => serve(config, listen).await,
-        Command::HashKey => {
-            let mut key = String::new();
-            std::io::stdin()
-                .read_line(&mut key)
-                .context("reading the key from standard input")?;
-            println!(
-                "{}",
-                streamgate::gateway::auth::key_hash_hex(key.trim_end_matches(['\r', '\n']))
-            );
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::HashKey => hash_key(),
         Command::Demo {
             rate,
             records,
@@ -50,73 +41,24 @@ pub(crate) async fn execute(command: Command) -> anyhow::Result<ExitCode> {
                 malformed: malformed.clamp(0.0, 1.0),
                 partitions: partitions.clamp(1, 256),
             };
-            let metrics = Metrics::new();
-            let status = StatusBoard::default();
-            let shutdown = shutdown_on_signal();
-            let Some(gateway) = admin_port_gateway(&admin, metrics.clone(), status.clone())? else {
-                return Ok(ExitCode::FAILURE);
-            };
-            let (addr, _server) = serve_admin_port(&admin, gateway, shutdown.clone()).await?;
-            eprintln!("metrics on http://{addr}/metrics");
-            streamgate::demo::run(options, metrics, status, shutdown).await?;
-            Ok(ExitCode::SUCCESS)
+            demo(options, admin).await
         }
-        Command::Broker { topics } => {
-            let refs: Vec<(&str, i32)> = topics.iter().map(|(n, p)| (n.as_str(), *p)).collect();
-            let broker = streamgate::demo::EmbeddedBroker::start(&refs)?;
-            println!("bootstrap.servers={}", broker.bootstrap_servers());
-            shutdown_on_signal().cancelled().await;
-            drop(broker);
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Broker { topics } => broker(topics).await,
         Command::Generate {
             bootstrap_servers,
             topic,
             rate,
             records,
             malformed,
-        } => {
-            let produced = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-            streamgate::demo::generate(
-                &bootstrap_servers,
-                &topic,
-                rate,
-                records,
-                malformed.clamp(0.0, 1.0),
-                produced.clone(),
-                shutdown_on_signal(),
-            )
-            .await?;
-            eprintln!(
-                "produced {} transactions to {topic}",
-                produced.load(std::sync::atomic::Ordering::Relaxed)
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Backfill { pipeline, options } => backfill(&pipeline, options).await,
+        } => generate(bootstrap_servers, topic, rate, records, malformed).await,
+        Command::Backfill { pipeline, options } => backfill(&pipeline, options.into()).await,
         Command::GenerateParquet {
             output,
             files,
             rows,
             row_group_rows,
             seed,
-        } => {
-            let started = std::time::Instant::now();
-            let written = tokio::task::spawn_blocking(move || {
-                streamgate::backfill::generate::generate(&output, files, rows, row_group_rows, seed)
-            })
-            .await?
-            .map_err(anyhow::Error::msg)?;
-            for file in &written {
-                println!("{}", file.display());
-            }
-            eprintln!(
-                "wrote {} files of {rows} transactions in {:.1}s",
-                written.len(),
-                started.elapsed().as_secs_f64()
-            );
-            Ok(ExitCode::SUCCESS)
-        }
+        } => generate_parquet(output, files, rows, row_group_rows, seed).await,
         Command::Schema => {
             print!("{}", spec::json_schema::pipeline_json_schema());
             Ok(ExitCode::SUCCESS)
@@ -128,6 +70,97 @@ pub(crate) async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             error_rate,
         } => mock_model(listen, output_name, latency, error_rate).await,
     }
+}
+
+/// `hash-key`: the SHA-256 of the key on standard input, as a gateway file stores it.
+fn hash_key() -> anyhow::Result<ExitCode> {
+    let mut key = String::new();
+    std::io::stdin()
+        .read_line(&mut key)
+        .context("reading the key from standard input")?;
+    println!(
+        "{}",
+        streamgate::gateway::auth::key_hash_hex(key.trim_end_matches(['\r', '\n']))
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `demo`: the embedded broker, generator and fraud pipeline, with the admin port.
+async fn demo(
+    options: streamgate::demo::DemoOptions,
+    admin: streamgate::cli::AdminPortArgs,
+) -> anyhow::Result<ExitCode> {
+    let metrics = Metrics::new();
+    let status = StatusBoard::default();
+    let shutdown = shutdown_on_signal();
+    let Some(gateway) = admin_port_gateway(&admin, metrics.clone(), status.clone())? else {
+        return Ok(ExitCode::FAILURE);
+    };
+    let (addr, _server) = serve_admin_port(&admin, gateway, shutdown.clone()).await?;
+    eprintln!("metrics on http://{addr}/metrics");
+    streamgate::demo::run(options, metrics, status, shutdown).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `broker`: an embedded Kafka broker until a signal.
+async fn broker(topics: Vec<(String, i32)>) -> anyhow::Result<ExitCode> {
+    let refs: Vec<(&str, i32)> = topics.iter().map(|(n, p)| (n.as_str(), *p)).collect();
+    let broker = streamgate::demo::EmbeddedBroker::start(&refs)?;
+    println!("bootstrap.servers={}", broker.bootstrap_servers());
+    shutdown_on_signal().cancelled().await;
+    drop(broker);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `generate`: synthetic transactions to a topic.
+async fn generate(
+    bootstrap_servers: String,
+    topic: String,
+    rate: u64,
+    records: Option<u64>,
+    malformed: f64,
+) -> anyhow::Result<ExitCode> {
+    let produced = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    streamgate::demo::generate(
+        &bootstrap_servers,
+        &topic,
+        rate,
+        records,
+        malformed.clamp(0.0, 1.0),
+        produced.clone(),
+        shutdown_on_signal(),
+    )
+    .await?;
+    eprintln!(
+        "produced {} transactions to {topic}",
+        produced.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `generate-parquet`: synthetic transactions as Parquet files.
+async fn generate_parquet(
+    output: std::path::PathBuf,
+    files: usize,
+    rows: u64,
+    row_group_rows: usize,
+    seed: u64,
+) -> anyhow::Result<ExitCode> {
+    let started = std::time::Instant::now();
+    let written = tokio::task::spawn_blocking(move || {
+        streamgate::backfill::generate::generate(&output, files, rows, row_group_rows, seed)
+    })
+    .await?
+    .map_err(anyhow::Error::msg)?;
+    for file in &written {
+        println!("{}", file.display());
+    }
+    eprintln!(
+        "wrote {} files of {rows} transactions in {:.1}s",
+        written.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn backfill(

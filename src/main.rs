@@ -11,7 +11,7 @@ mod commands;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    streamgate::telemetry::logging::init(cli.log_format, &cli.log_level);
+    streamgate::telemetry::logging::init(cli.log_format.into(), &cli.log_level);
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
     if matches!(cli.command, streamgate::cli::Command::Backfill { .. }) {

@@ -44,37 +44,28 @@ use write::{DEAD_LETTER_DIR, DeadRow, UnitFile};
 
 pub use report::ProgressMode;
 
-/// How to run a backfill (also the `streamgate backfill` flags).
-#[derive(Debug, Clone, clap::Args)]
+/// How to run a backfill (`streamgate backfill`'s flags are `cli::BackfillArgs`).
+#[derive(Debug, Clone)]
 pub struct BackfillOptions {
     /// Parquet files or glob patterns (quote them), repeatable.
-    #[arg(long = "input", required = true)]
     pub inputs: Vec<String>,
     /// Output directory (Parquet datasets and the progress file).
-    #[arg(long)]
     pub output: PathBuf,
     /// Continue a previous backfill into OUTPUT.
-    #[arg(long)]
     pub resume: bool,
     /// Send results to the pipeline's own sinks (Kafka, files) instead of Parquet files
     /// (progress still lives in OUTPUT).
-    #[arg(long)]
     pub to_sinks: bool,
     /// Units (row-group ranges) processed at once.
-    #[arg(long, default_value_t = 2)]
     pub files_in_parallel: usize,
     /// Requests in flight per model version, so a backfill cannot starve real-time pipelines
     /// sharing the model's endpoints.
-    #[arg(long, default_value_t = 8)]
     pub model_concurrency: usize,
     /// Rows per batch read from Parquet.
-    #[arg(long, default_value_t = 8192)]
     pub batch_rows: usize,
     /// Most rows per unit (whole row groups): the unit of resumption and of output files.
-    #[arg(long, default_value_t = 1_000_000)]
     pub unit_rows: u64,
     /// Progress display.
-    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
     pub progress: ProgressMode,
 }
 

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::input::BadFile;
 
 /// How progress is shown.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ProgressMode {
     /// A bar on a terminal, log lines otherwise.
     #[default]
