@@ -47,6 +47,29 @@ pub struct DemoOptions {
     pub partitions: i32,
 }
 
+/// Why the demo or the generator stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// The embedded broker did not start.
+    #[error(transparent)]
+    Broker(#[from] broker::BrokerError),
+    /// Producing transactions failed.
+    #[error("producing transactions: {0}")]
+    Produce(#[from] rdkafka::error::KafkaError),
+    /// Laying out the demo's files failed.
+    #[error("writing the demo's files: {0}")]
+    Files(#[from] std::io::Error),
+    /// The demo pipeline did not load or compile.
+    #[error(transparent)]
+    Spec(#[from] crate::spec::SpecErrors),
+    /// The pipeline stopped with an error.
+    #[error(transparent)]
+    Pipeline(#[from] crate::runtime::RuntimeError),
+    /// The pipeline's task ended abnormally.
+    #[error("the pipeline task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
 /// Produces synthetic transactions to `topic` at `rate` per second until `stop` or `limit`.
 pub async fn generate(
     bootstrap: &str,
@@ -56,7 +79,7 @@ pub async fn generate(
     malformed_rate: f64,
     produced: Arc<AtomicU64>,
     stop: CancellationToken,
-) -> anyhow::Result<()> {
+) -> Result<(), DemoError> {
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("linger.ms", "5")
@@ -116,7 +139,7 @@ pub async fn run(
     metrics: Metrics,
     status: StatusBoard,
     shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+) -> Result<(), DemoError> {
     let broker = EmbeddedBroker::start(&[
         ("transactions", options.partitions),
         ("fraud-alerts", options.partitions),
@@ -140,16 +163,15 @@ pub async fn run(
     let mut loaded = crate::spec::load_str(DEMO_PIPELINE, Path::new(&file), &move |name| {
         (name == "KAFKA_BOOTSTRAP_SERVERS").then(|| env_bootstrap.clone())
     })?;
-    let crate::spec::SourceSpec::Kafka(source) = &mut loaded.spec.source else {
-        anyhow::bail!("the demo pipeline consumes Kafka");
-    };
     // The embedded broker answers a fetch only when fetch.wait.max.ms (librdkafka default
     // 500 ms) expires, even if data arrived meanwhile; real brokers answer as soon as data is
     // there. A short wait keeps the demo's latency representative.
-    source
-        .properties
-        .entry("fetch.wait.max.ms".to_string())
-        .or_insert_with(|| "10".to_string());
+    if let crate::spec::SourceSpec::Kafka(source) = &mut loaded.spec.source {
+        source
+            .properties
+            .entry("fetch.wait.max.ms".to_string())
+            .or_insert_with(|| "10".to_string());
+    }
     let compiled = crate::plan::compile(loaded).await?;
 
     let stop = shutdown.child_token();
