@@ -53,7 +53,7 @@ pub async fn register(
         return Err("registry answer larger than 1 MiB".into());
     }
     if !status.is_success() {
-        let text = String::from_utf8_lossy(&bytes);
+        let text = without_credentials(&String::from_utf8_lossy(&bytes), registry);
         return Err(format!(
             "the registry refused the schema for subject {subject:?} ({status}): {}",
             crate::codec::truncate_message(&text, 300)
@@ -66,6 +66,26 @@ pub async fn register(
     serde_json::from_slice::<Answer>(&bytes)
         .map(|a| a.id)
         .map_err(|e| format!("malformed registry answer: {e}"))
+}
+
+/// `text` (a registry's error answer, which ends up in logs and `validate` output) with the
+/// configured password removed, plain and in the Basic credential it was sent as: a registry
+/// or a proxy in front of it may echo either. Values under 4 bytes are left alone (they would
+/// redact unrelated text and are guessable anyway).
+fn without_credentials(text: &str, registry: &SchemaRegistrySpec) -> String {
+    use base64::Engine;
+    let (Some(user), Some(password)) = (&registry.username, &registry.password) else {
+        return text.to_string();
+    };
+    let password = password.expose();
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    let mut out = text.to_string();
+    for secret in [basic.as_str(), password] {
+        if secret.len() >= 4 {
+            out = out.replace(secret, "[REDACTED]");
+        }
+    }
+    out
 }
 
 /// Escapes a subject for a URL path segment.
@@ -98,5 +118,21 @@ mod tests {
             "alerts-io.streamgate.Alert"
         );
         assert_eq!(percent_encode("a b/c"), "a%20b%2Fc");
+    }
+
+    #[test]
+    fn a_registry_echoing_the_credential_does_not_leak_it() {
+        let registry: SchemaRegistrySpec = serde_json::from_value(serde_json::json!({
+            "url": "http://registry:8081",
+            "username": "svc",
+            "password": "hunter2-secret",
+        }))
+        .unwrap();
+        // "svc:hunter2-secret" in Basic form.
+        let echoed = "401: bad password hunter2-secret (Authorization: Basic c3ZjOmh1bnRlcjItc2VjcmV0)";
+        let text = without_credentials(echoed, &registry);
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(!text.contains("c3ZjOmh1bnRlcjItc2VjcmV0"), "{text}");
+        assert_eq!(text.matches("[REDACTED]").count(), 2, "{text}");
     }
 }
