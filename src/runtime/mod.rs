@@ -17,10 +17,7 @@ use crate::batch::SourceBatch;
 use crate::inference::{InferenceStage, ModelRegistry};
 use crate::plan::CompiledPipeline;
 use crate::sink::{self, SinkError};
-use crate::source::kafka::{KafkaSource, KafkaSourceError};
-use crate::source::nats::NatsSource;
-use crate::source::{BatchRouter, SourceError, SourceReport};
-use crate::spec::{KafkaSourceSpec, SourceSpec};
+use crate::source::{self, BatchRouter, SourceError, SourceReport};
 use crate::telemetry::Metrics;
 pub use status::{PipelineState, StatusBoard};
 use worker::{OutputRuntime, PipelineWorker};
@@ -53,9 +50,6 @@ pub enum RuntimeError {
         source: SourceError,
     },
 }
-
-/// How long the consumer gets to close after its offsets are committed.
-const CONSUMER_CLOSE_GRACE: Duration = Duration::from_secs(10);
 
 /// Extra time workers get after the source's drain deadline before they are aborted (their
 /// unfinished batches were not committed and will be redelivered).
@@ -177,42 +171,17 @@ pub async fn run_pipeline(
         pipeline: name.to_string(),
         source,
     };
-    let result = match &spec.source {
-        SourceSpec::Kafka(kafka) => {
-            let running = start_kafka(
-                kafka,
-                &pipeline_metrics,
-                spec.processing.drain_timeout,
-                router,
-                &shutdown,
-                pause,
-            )
-            .map_err(|e| source_err(e.into()))?;
-            status.set(&name, PipelineState::Running);
-            tracing::info!(pipeline = %name, "pipeline running");
-            running.finish(&name).await.map_err(SourceError::from)
-        }
-        SourceSpec::Nats(nats) => {
-            let source = NatsSource::connect(
-                nats,
-                pipeline_metrics.clone(),
-                spec.processing.drain_timeout,
-            )
-            .await
-            .map_err(|e| source_err(e.into()))?;
-            let task = source.spawn(router, shutdown.clone(), pause);
-            status.set(&name, PipelineState::Running);
-            tracing::info!(pipeline = %name, "pipeline running");
-            match task.await {
-                Ok(result) => result.map_err(SourceError::from),
-                Err(_) => Err(SourceError::Nats(
-                    crate::source::nats::NatsSourceError::BatchFailed(
-                        "source task panicked".to_string(),
-                    ),
-                )),
-            }
-        }
-    };
+    let source = source::build(
+        &spec.source,
+        &pipeline_metrics,
+        spec.processing.drain_timeout,
+    )
+    .await
+    .map_err(source_err)?;
+    let running = source.spawn(router, shutdown.clone(), pause);
+    status.set(&name, PipelineState::Running);
+    tracing::info!(pipeline = %name, "pipeline running");
+    let result = running.await;
     status.set(&name, PipelineState::Stopping);
 
     // The source closed the queues; workers finish what they hold.
@@ -243,55 +212,5 @@ pub async fn run_pipeline(
                 source,
             })
         }
-    }
-}
-
-/// A Kafka source running on its thread.
-struct RunningKafka {
-    report: std::sync::mpsc::Receiver<Result<SourceReport, KafkaSourceError>>,
-    thread: std::thread::JoinHandle<()>,
-}
-
-fn start_kafka(
-    spec: &KafkaSourceSpec,
-    metrics: &crate::telemetry::PipelineMetrics,
-    drain_timeout: Duration,
-    router: BatchRouter,
-    shutdown: &CancellationToken,
-    pause: tokio::sync::watch::Receiver<bool>,
-) -> Result<RunningKafka, KafkaSourceError> {
-    let source = KafkaSource::new(spec, metrics.clone(), drain_timeout)?.with_pause(pause);
-    let (report, thread) =
-        source.spawn(router, shutdown.clone(), tokio::runtime::Handle::current());
-    Ok(RunningKafka { report, thread })
-}
-
-impl RunningKafka {
-    /// Waits for the source's report, then (briefly) for the consumer to close.
-    async fn finish(self, pipeline: &str) -> Result<SourceReport, KafkaSourceError> {
-        let RunningKafka { report, thread } = self;
-        let result = tokio::task::spawn_blocking(move || report.recv())
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .unwrap_or_else(|| {
-                Err(KafkaSourceError::BatchFailed(
-                    "source thread panicked".to_string(),
-                ))
-            });
-        // Offsets are committed; closing the consumer should take a moment. librdkafka can
-        // hang there while a cooperative rebalance is in flight: do not let that hang the
-        // shutdown. The thread is polled rather than joined on a blocking task, which would
-        // keep the runtime from shutting down if it never ends.
-        let close_deadline = tokio::time::Instant::now() + CONSUMER_CLOSE_GRACE;
-        while !thread.is_finished() && tokio::time::Instant::now() < close_deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        if thread.is_finished() {
-            let _ = thread.join();
-        } else {
-            tracing::warn!(pipeline = %pipeline, "the Kafka consumer did not close in time; leaving it behind (offsets are committed)");
-        }
-        result
     }
 }

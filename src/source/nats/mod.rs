@@ -16,11 +16,10 @@ use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use async_nats::jetstream::{self};
 use futures::stream::{BoxStream, StreamExt};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{BatchRouter, SourceReport};
+use super::{BatchRouter, PauseSignal, Source, SourceHandle, SourceReport};
 use crate::ack::{Ack, AckStatus};
 use crate::batch::{Position, RawRecord, SourceBatch};
 use crate::nats::NatsConnectError;
@@ -87,24 +86,11 @@ impl NatsSource {
         })
     }
 
-    /// Runs until `shutdown` (or a batch failure), then waits up to the drain timeout for
-    /// batches in flight and settles them.
-    /// While `pause` holds `true` no message is read (JetStream keeps the rest on the server;
-    /// core NATS drops what overflows the client's buffer, as it would for a slow consumer).
-    pub fn spawn(
-        self,
-        router: BatchRouter,
-        shutdown: CancellationToken,
-        pause: tokio::sync::watch::Receiver<bool>,
-    ) -> JoinHandle<Result<SourceReport, NatsSourceError>> {
-        tokio::spawn(self.run(router, shutdown, pause))
-    }
-
     async fn run(
         self,
         router: BatchRouter,
         shutdown: CancellationToken,
-        mut pause: tokio::sync::watch::Receiver<bool>,
+        mut pause: PauseSignal,
     ) -> Result<SourceReport, NatsSourceError> {
         let NatsSource {
             client,
@@ -243,6 +229,29 @@ impl NatsSource {
         Ok(SourceReport {
             committed: Vec::new(),
             abandoned_batches: abandoned,
+        })
+    }
+}
+
+impl Source for NatsSource {
+    /// Runs on a tokio task until `shutdown` (or a batch failure), then waits up to the drain
+    /// timeout for batches in flight and settles them.
+    /// While `pause` holds `true` no message is read (JetStream keeps the rest on the server;
+    /// core NATS drops what overflows the client's buffer, as it would for a slow consumer).
+    fn spawn(
+        self: Box<Self>,
+        router: BatchRouter,
+        shutdown: CancellationToken,
+        pause: PauseSignal,
+    ) -> SourceHandle {
+        let task = tokio::spawn((*self).run(router, shutdown, pause));
+        SourceHandle::new(async move {
+            match task.await {
+                Ok(result) => Ok(result?),
+                Err(_) => {
+                    Err(NatsSourceError::BatchFailed("source task panicked".to_string()).into())
+                }
+            }
         })
     }
 }
