@@ -16,9 +16,10 @@ use tokio_util::sync::CancellationToken;
 use crate::batch::SourceBatch;
 use crate::inference::{InferenceStage, ModelRegistry};
 use crate::plan::CompiledPipeline;
-use crate::sink::{self, SinkError};
+use crate::sink::{self, Sink, SinkError};
 use crate::source::{self, BatchRouter, SourceError, SourceReport};
-use crate::telemetry::Metrics;
+use crate::spec::ProcessingSpec;
+use crate::telemetry::{Metrics, PipelineMetrics};
 pub use status::{PipelineState, StatusBoard};
 use worker::{OutputRuntime, PipelineWorker};
 
@@ -55,7 +56,9 @@ pub enum RuntimeError {
 /// unfinished batches were not committed and will be redelivered).
 const WORKER_GRACE: Duration = Duration::from_secs(2);
 
-/// Runs one pipeline until `shutdown` is cancelled or it fails.
+/// Runs one pipeline until `shutdown` is cancelled or it fails: builds its sinks, checks its
+/// models, starts its workers and its source, waits for the source to stop, then lets the
+/// workers finish and flushes the sinks.
 pub async fn run_pipeline(
     compiled: Arc<CompiledPipeline>,
     metrics: &Metrics,
@@ -66,6 +69,50 @@ pub async fn run_pipeline(
     let name: Arc<str> = Arc::from(spec.name.as_str());
     let pipeline_metrics = metrics.pipeline(&name);
     status.set(&name, PipelineState::Starting);
+    let (outputs, dead_letter) = build_sinks(&compiled, &name, &pipeline_metrics).await?;
+    let all_sinks: Vec<_> = outputs
+        .iter()
+        .map(|o| o.sink.clone())
+        .chain(dead_letter.clone())
+        .collect();
+    check_models(&compiled, &name, &status).await?;
+    let registry = ModelRegistry::build(&spec.models, &compiled.models, &metrics.models);
+    status.attach_registry(&name, registry.clone());
+    let pause = status.pause_signal(&name);
+    let worker = build_worker(
+        &compiled,
+        &registry,
+        outputs,
+        dead_letter,
+        &name,
+        &pipeline_metrics,
+    )?;
+    let (workers, router) = spawn_workers(worker, &spec.processing);
+
+    let drain_timeout = spec.processing.drain_timeout;
+    let source = source::build(&spec.source, &pipeline_metrics, drain_timeout)
+        .await
+        .map_err(|source| RuntimeError::Source {
+            pipeline: name.to_string(),
+            source,
+        })?;
+    let running = source.spawn(router, shutdown.clone(), pause);
+    status.set(&name, PipelineState::Running);
+    tracing::info!(pipeline = %name, "pipeline running");
+    let result = running.await;
+    status.set(&name, PipelineState::Stopping);
+
+    drain(workers, all_sinks, &name, drain_timeout).await;
+    settle_state(result, &status, &name)
+}
+
+/// Builds the sink of every output, in order, and the dead-letter sink if there is one.
+async fn build_sinks(
+    compiled: &CompiledPipeline,
+    name: &Arc<str>,
+    metrics: &PipelineMetrics,
+) -> Result<(Vec<OutputRuntime>, Option<Arc<dyn Sink>>), RuntimeError> {
+    let spec = &compiled.pipeline.spec;
     let sink_err = |source| RuntimeError::Sink {
         pipeline: name.to_string(),
         source,
@@ -78,7 +125,7 @@ pub async fn run_pipeline(
             sink: sink::build(
                 &output.sink,
                 &spec.source,
-                &name,
+                name,
                 &output.name,
                 &compiled.output_schema(),
                 &compiled_output.payload,
@@ -86,7 +133,7 @@ pub async fn run_pipeline(
             .await
             .map_err(sink_err)?,
             name: Arc::from(output.name.as_str()),
-            delivered: pipeline_metrics.records_out(&output.name),
+            delivered: metrics.records_out(&output.name),
         });
     }
     let dead_letter = match &spec.dead_letter {
@@ -94,7 +141,7 @@ pub async fn run_pipeline(
             sink::build(
                 s,
                 &spec.source,
-                &name,
+                name,
                 sink::DEAD_LETTER_OUTPUT,
                 &compiled.output_schema(),
                 &sink::PayloadColumns::all(),
@@ -104,13 +151,16 @@ pub async fn run_pipeline(
         ),
         None => None,
     };
-    let all_sinks: Vec<_> = outputs
-        .iter()
-        .map(|o| o.sink.clone())
-        .chain(dead_letter.clone())
-        .collect();
-    // Served models: a contract mismatch stops the start; a model that cannot be reached
-    // yet only warns (calls back off until it is up).
+    Ok((outputs, dead_letter))
+}
+
+/// Checks the served models: a contract mismatch stops the start (and marks the pipeline
+/// failed); a model that cannot be reached yet only warns (calls back off until it is up).
+async fn check_models(
+    compiled: &CompiledPipeline,
+    name: &str,
+    status: &StatusBoard,
+) -> Result<(), RuntimeError> {
     let mut mismatches = Vec::new();
     for problem in compiled.check_models_online().await {
         if problem.unreachable {
@@ -119,44 +169,62 @@ pub async fn run_pipeline(
             mismatches.push(format!("{}: {}", problem.path, problem.message));
         }
     }
-    if !mismatches.is_empty() {
-        status.set(&name, PipelineState::Failed(mismatches.join("; ")));
-        return Err(RuntimeError::Model {
-            pipeline: name.to_string(),
-            message: mismatches.join("; "),
-        });
+    if mismatches.is_empty() {
+        return Ok(());
     }
-    let registry = ModelRegistry::build(&spec.models, &compiled.models, &metrics.models);
-    status.attach_registry(&name, registry.clone());
-    let pause = status.pause_signal(&name);
-    let inference = InferenceStage::start(&compiled.steps, &registry, compiled.output_schema())
+    status.set(name, PipelineState::Failed(mismatches.join("; ")));
+    Err(RuntimeError::Model {
+        pipeline: name.to_string(),
+        message: mismatches.join("; "),
+    })
+}
+
+/// Starts the inference stage and assembles what every worker shares, with the pipeline's
+/// error and undeliverable-dead-letter policies.
+fn build_worker(
+    compiled: &Arc<CompiledPipeline>,
+    registry: &ModelRegistry,
+    outputs: Vec<OutputRuntime>,
+    dead_letter: Option<Arc<dyn Sink>>,
+    name: &Arc<str>,
+    metrics: &PipelineMetrics,
+) -> Result<Arc<PipelineWorker>, RuntimeError> {
+    let spec = &compiled.pipeline.spec;
+    let inference = InferenceStage::start(&compiled.steps, registry, compiled.output_schema())
         .map_err(|message| RuntimeError::Model {
             pipeline: name.to_string(),
             message,
         })?;
     let undeliverable = worker::undeliverable_policy(
         name.clone(),
-        pipeline_metrics.clone(),
+        metrics.clone(),
         spec.on_undeliverable_dead_letter,
     );
     if let Some(sink) = &dead_letter {
         sink.on_late_undeliverable(undeliverable.clone());
     }
-    let worker = Arc::new(PipelineWorker {
+    Ok(Arc::new(PipelineWorker {
         inference,
         compiled: compiled.clone(),
         outputs,
         dead_letter,
         policy: spec.error_policy(),
         undeliverable,
-        metrics: pipeline_metrics.clone(),
+        metrics: metrics.clone(),
         name: name.clone(),
-    });
+    }))
+}
 
+/// Starts `processing.workers` workers, each behind a queue of `processing.queued_batches`,
+/// and returns them with the router over their queues.
+fn spawn_workers(
+    worker: Arc<PipelineWorker>,
+    processing: &ProcessingSpec,
+) -> (JoinSet<()>, BatchRouter) {
     let mut workers = JoinSet::new();
     let mut queues = Vec::new();
-    for _ in 0..spec.processing.workers.max(1) {
-        let (tx, mut rx) = mpsc::channel::<SourceBatch>(spec.processing.queued_batches.max(1));
+    for _ in 0..processing.workers.max(1) {
+        let (tx, mut rx) = mpsc::channel::<SourceBatch>(processing.queued_batches.max(1));
         queues.push(tx);
         let worker = worker.clone();
         workers.spawn(async move {
@@ -165,26 +233,17 @@ pub async fn run_pipeline(
             }
         });
     }
+    (workers, BatchRouter::new(queues))
+}
 
-    let router = BatchRouter::new(queues);
-    let source_err = |source: SourceError| RuntimeError::Source {
-        pipeline: name.to_string(),
-        source,
-    };
-    let source = source::build(
-        &spec.source,
-        &pipeline_metrics,
-        spec.processing.drain_timeout,
-    )
-    .await
-    .map_err(source_err)?;
-    let running = source.spawn(router, shutdown.clone(), pause);
-    status.set(&name, PipelineState::Running);
-    tracing::info!(pipeline = %name, "pipeline running");
-    let result = running.await;
-    status.set(&name, PipelineState::Stopping);
-
-    // The source closed the queues; workers finish what they hold.
+/// After the source stopped (and so closed the queues): lets the workers finish what they
+/// hold, for at most [`WORKER_GRACE`], then flushes every sink.
+async fn drain(
+    mut workers: JoinSet<()>,
+    sinks: Vec<Arc<dyn Sink>>,
+    name: &str,
+    drain_timeout: Duration,
+) {
     let grace = tokio::time::timeout(WORKER_GRACE, async {
         while workers.join_next().await.is_some() {}
     })
@@ -193,20 +252,27 @@ pub async fn run_pipeline(
         tracing::warn!(pipeline = %name, "workers still busy after the drain deadline; aborting them (their batches are redelivered)");
         workers.abort_all();
     }
-    for sink in all_sinks {
-        if let Err(e) = sink.flush(spec.processing.drain_timeout).await {
+    for sink in sinks {
+        if let Err(e) = sink.flush(drain_timeout).await {
             tracing::warn!(pipeline = %name, error = %e, "sink flush failed");
         }
     }
+}
 
+/// The pipeline's final state from the source's result: stopped, or failed with its reason.
+fn settle_state(
+    result: Result<SourceReport, SourceError>,
+    status: &StatusBoard,
+    name: &str,
+) -> Result<SourceReport, RuntimeError> {
     match result {
         Ok(report) => {
-            status.set(&name, PipelineState::Stopped);
+            status.set(name, PipelineState::Stopped);
             tracing::info!(pipeline = %name, committed_partitions = report.committed.len(), "pipeline stopped");
             Ok(report)
         }
         Err(source) => {
-            status.set(&name, PipelineState::Failed(source.to_string()));
+            status.set(name, PipelineState::Failed(source.to_string()));
             Err(RuntimeError::Source {
                 pipeline: name.to_string(),
                 source,
