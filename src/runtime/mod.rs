@@ -2,6 +2,7 @@
 //! source stops reading → queued batches are processed → sinks confirm → acks resolve →
 //! source commits → sinks flush.
 
+mod route;
 pub mod rows;
 pub mod status;
 pub mod worker;
