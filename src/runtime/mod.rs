@@ -1,6 +1,17 @@
-//! Wires a compiled pipeline to its source, workers and sinks, runs it, and stops it in order:
-//! source stops reading → queued batches are processed → sinks confirm → acks resolve →
-//! source commits → sinks flush.
+//! Runs compiled pipelines. [`run_pipeline`] reads as a pipeline's life, one named step each:
+//! build the sinks, check the served models, start the inference stage and the workers
+//! ([`worker`]), build and spawn the source, wait for its report, then drain the workers and
+//! flush the sinks. Stopping is ordered: the source stops reading → queued batches are
+//! processed → sinks confirm → acks resolve → the source commits → sinks flush.
+//!
+//! The runtime does not know the source kinds: it gets a `Box<dyn Source>` from
+//! [`crate::source::build`] and drives it through [`crate::source::Source`] (spawn with the
+//! router, the stop token and the pause switch; await the handle for the report).
+//!
+//! Per batch, a worker decodes, runs the columnar half shared with the Parquet backfill
+//! ([`rows::process_rows`]: SQL step → inference step → route step, the last in `route.rs`),
+//! sends each output its rows, and applies the error policy to what failed. [`status`] keeps
+//! each pipeline's state and pause switch for the admin API.
 
 mod route;
 pub mod rows;

@@ -1,6 +1,20 @@
 //! Sources: where records come from. Each source reads raw records, groups them into
 //! per-partition micro-batches, hands them to the pipeline's workers through a [`BatchRouter`],
 //! and commits positions only as acknowledgements allow.
+//!
+//! [`build`] is the only place that knows the kinds: it turns a [`SourceSpec`] into a
+//! `Box<dyn` [`Source`]`>`, connected and subscribed. The runtime then calls
+//! [`Source::spawn`] and awaits the [`SourceHandle`] for the [`SourceReport`]; how each kind
+//! runs stays behind its implementation:
+//!
+//! - [`kafka`]: a consumer group on a dedicated thread (poll loop, rebalance callbacks,
+//!   ordered offset tracking), whose handle waits for the committed report and then, for a
+//!   bounded time, for the consumer to close;
+//! - [`nats`]: core subscriptions or a JetStream pull consumer on a tokio task, with a settler
+//!   task that acks, terminates or naks each message as its batch resolves.
+//!
+//! Adding a kind: a `SourceSpec` variant, a module here implementing [`Source`], and a branch
+//! in [`build`].
 
 pub mod kafka;
 pub mod nats;

@@ -9,6 +9,10 @@
 //!
 //! Backpressure: when a worker queue is full, the whole assignment is paused and the thread
 //! keeps polling (rebalances, heartbeats) without accepting records until there is room.
+//!
+//! [`KafkaSource::new`] creates and subscribes the consumer; its [`crate::source::Source`]
+//! implementation (`running.rs`) starts the thread and returns the handle that waits for the
+//! report and the consumer's close.
 
 mod acks;
 mod context;

@@ -17,7 +17,7 @@ const CONSUMER_CLOSE_GRACE: Duration = Duration::from_secs(10);
 impl Source for KafkaSource {
     /// Runs the poll loop on a dedicated thread until `shutdown` (or a batch failure), then
     /// drains in-flight batches and commits. The handle resolves once offsets are committed
-    /// and the consumer closed, or after [`CONSUMER_CLOSE_GRACE`] if it does not close.
+    /// and the consumer closed, or after `CONSUMER_CLOSE_GRACE` if it does not close.
     fn spawn(
         mut self: Box<Self>,
         router: BatchRouter,

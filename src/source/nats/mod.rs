@@ -1,8 +1,8 @@
 //! NATS source: core subjects (at most once, optionally in a queue group) or a JetStream
 //! durable pull consumer (at least once).
 //!
-//! One task ([`read`]) reads messages and groups them into micro-batches (`batch.max_rows`,
-//! `batch.max_age`), registers each batch with the settler ([`settle`]) and hands it to a
+//! One task (`read.rs`) reads messages and groups them into micro-batches (`batch.max_rows`,
+//! `batch.max_age`), registers each batch with the settler (`settle.rs`) and hands it to a
 //! worker, waiting while the workers are full (backpressure: a pull consumer then stops
 //! pulling; a core subscription buffers up to its capacity and then the server drops messages
 //! for this slow consumer, which is what at-most-once means). The settler acks, terminates or
