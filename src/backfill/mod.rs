@@ -140,7 +140,8 @@ struct UnitResult {
     interrupted: bool,
 }
 
-/// Runs `compiled` over the Parquet files of `options`.
+/// Runs `compiled` over the Parquet files of `options`: plans the units, starts the models and
+/// the destination, runs the units not done yet, and sums up.
 pub async fn run(
     compiled: Arc<CompiledPipeline>,
     options: BackfillOptions,
@@ -148,111 +149,11 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<Summary, BackfillError> {
     let started = Instant::now();
-    let spec = &compiled.pipeline.spec;
-    let name = spec.name.clone();
-    let files = input::expand(&options.inputs).map_err(BackfillError::Input)?;
-    let record = compiled.record_schema.clone();
-    let unit_rows = options.unit_rows.max(1);
-    let plan = tokio::task::spawn_blocking(move || input::plan(&files, &record, unit_rows))
-        .await
-        .map_err(|e| BackfillError::Input(e.to_string()))?;
-    let spec_hash = spec_hash(&compiled);
-    let progress = Progress::open(
-        &options.output,
-        &name,
-        &spec_hash,
-        unit_rows,
-        options.resume,
-    )
-    .map_err(BackfillError::Input)?;
-    for bad in &plan.bad_files {
-        tracing::warn!(file = %bad.file, reason = %bad.reason, "skipping input file");
-        progress
-            .bad_file(bad.clone())
-            .map_err(BackfillError::Input)?;
-    }
-
-    // Same models and policies as the stream, but with a per-model concurrency cap.
-    let mut models = spec.models.clone();
-    for model in models.values_mut() {
-        model.batching.max_concurrent_requests = model
-            .batching
-            .max_concurrent_requests
-            .min(options.model_concurrency.max(1));
-    }
-    for problem in compiled.check_models_online().await {
-        if problem.unreachable {
-            tracing::warn!(step = %problem.path, "{}", problem.message);
-        } else {
-            return Err(BackfillError::Pipeline(format!(
-                "{}: {}",
-                problem.path, problem.message
-            )));
-        }
-    }
-    let registry = ModelRegistry::build(&models, &compiled.models, &metrics.models);
-    let stage = InferenceStage::start(&compiled.steps, &registry, compiled.output_schema())
-        .map_err(BackfillError::Pipeline)?;
-    let policy = spec.error_policy();
-    if options.to_sinks && spec.dead_letter.is_none() && policy != crate::spec::OnError::Drop {
-        return Err(BackfillError::Pipeline(
-            "--to-sinks needs the pipeline's `dead_letter` sink (or `on_error: drop`): rows that fail would otherwise make their unit fail on every run".to_string(),
-        ));
-    }
-    let destination = if options.to_sinks {
-        let columns = compiled.output_schema();
-        let build = async |s, output: &str, payload| {
-            sink::build(s, &spec.source, &name, output, &columns, payload)
-                .await
-                .map_err(|e| BackfillError::Pipeline(e.to_string()))
-        };
-        let mut outputs = Vec::with_capacity(spec.outputs.len());
-        for (output, compiled_output) in spec.outputs.iter().zip(&compiled.outputs) {
-            outputs.push(build(&output.sink, &output.name, &compiled_output.payload).await?);
-        }
-        let dead_letter = match &spec.dead_letter {
-            Some(s) => {
-                Some(build(s, crate::sink::DEAD_LETTER_OUTPUT, &PayloadColumns::all()).await?)
-            }
-            None => None,
-        };
-        if let Some(sink) = &dead_letter {
-            // A letter the broker refuses only later settles its unit by the same policy.
-            sink.on_late_undeliverable(crate::runtime::worker::undeliverable_policy(
-                Arc::from(name.as_str()),
-                metrics.pipeline(&name),
-                spec.on_undeliverable_dead_letter,
-            ));
-        }
-        Destination::Sinks {
-            drop_failures: policy == crate::spec::OnError::Drop,
-            undeliverable_fails: spec.on_undeliverable_dead_letter
-                == crate::spec::UndeliverableDeadLetter::Fail,
-            pipeline: Arc::from(name.as_str()),
-            outputs,
-            dead_letter,
-        }
-    } else {
-        Destination::Files {
-            dir: options.output.clone(),
-        }
-    };
-    let pending: Vec<Unit> = plan
-        .units
-        .iter()
-        .filter(|u| !progress.is_done(&u.id))
-        .cloned()
-        .collect();
-    let skipped = plan.units.len() - pending.len();
-    let counters = Arc::new(Counters::default());
-    let already: u64 = plan
-        .units
-        .iter()
-        .filter(|u| progress.is_done(&u.id))
-        .map(|u| u.rows)
-        .sum();
-    counters.rows.store(already, Ordering::Relaxed);
-    counters.units.store(skipped as u64, Ordering::Relaxed);
+    let name = compiled.pipeline.spec.name.clone();
+    let (plan, progress) = plan_units(&compiled, &options).await?;
+    let stage = start_models(&compiled, &options, metrics).await?;
+    let destination = open_destination(&compiled, &options, metrics).await?;
+    let (pending, skipped, counters) = pending_units(&plan, &progress);
 
     let context = Arc::new(Context {
         wanted: compiled.sql.used_input_columns(),
@@ -277,38 +178,10 @@ pub async fn run(
     ));
     let calls_before = total_requests(&metrics.models);
 
-    // Each unit is its own task, so units really run on all cores; no new unit starts once
-    // the backfill is interrupted.
-    let results: Vec<UnitResult> = futures::stream::iter(pending)
-        .take_until(shutdown.clone().cancelled_owned())
-        .map(|unit| {
-            let context = context.clone();
-            tokio::spawn(async move { run_unit(&context, unit).await })
-        })
-        .buffer_unordered(options.files_in_parallel.max(1))
-        .map(|joined| {
-            joined.unwrap_or_else(|e| UnitResult {
-                failed: Some(BadFile {
-                    file: "(unit task)".to_string(),
-                    reason: format!("panicked: {e}"),
-                }),
-                ..UnitResult::default()
-            })
-        })
-        .collect()
-        .await;
+    let results = run_units(&context, pending, options.files_in_parallel, &shutdown).await;
     stop_display.cancel();
     let _ = display.await;
-    if let Destination::Sinks {
-        outputs,
-        dead_letter,
-        ..
-    } = &context.destination
-    {
-        for sink in outputs.iter().chain(dead_letter) {
-            let _ = sink.flush(std::time::Duration::from_secs(30)).await;
-        }
-    }
+    flush_sinks(&context.destination).await;
 
     let mut summary = Summary {
         files: plan.files.len(),
@@ -320,7 +193,198 @@ pub async fn run(
         interrupted: shutdown.is_cancelled(),
         ..Summary::default()
     };
-    for output in &spec.outputs {
+    add_results(&mut summary, &compiled, &context.progress, results);
+    summary.elapsed = started.elapsed();
+    Ok(summary)
+}
+
+/// Expands the inputs into units of whole row groups and opens (or resumes) the progress
+/// file, where unreadable files are recorded.
+async fn plan_units(
+    compiled: &CompiledPipeline,
+    options: &BackfillOptions,
+) -> Result<(input::InputPlan, Progress), BackfillError> {
+    let files = input::expand(&options.inputs).map_err(BackfillError::Input)?;
+    let record = compiled.record_schema.clone();
+    let unit_rows = options.unit_rows.max(1);
+    let plan = tokio::task::spawn_blocking(move || input::plan(&files, &record, unit_rows))
+        .await
+        .map_err(|e| BackfillError::Input(e.to_string()))?;
+    let spec_hash = spec_hash(compiled);
+    let progress = Progress::open(
+        &options.output,
+        &compiled.pipeline.spec.name,
+        &spec_hash,
+        unit_rows,
+        options.resume,
+    )
+    .map_err(BackfillError::Input)?;
+    for bad in &plan.bad_files {
+        tracing::warn!(file = %bad.file, reason = %bad.reason, "skipping input file");
+        progress
+            .bad_file(bad.clone())
+            .map_err(BackfillError::Input)?;
+    }
+    Ok((plan, progress))
+}
+
+/// Same models and policies as the stream, but with a per-model concurrency cap. A served
+/// model that does not fit stops the backfill; one that cannot be reached yet only warns.
+async fn start_models(
+    compiled: &CompiledPipeline,
+    options: &BackfillOptions,
+    metrics: &Metrics,
+) -> Result<InferenceStage, BackfillError> {
+    let mut models = compiled.pipeline.spec.models.clone();
+    for model in models.values_mut() {
+        model.batching.max_concurrent_requests = model
+            .batching
+            .max_concurrent_requests
+            .min(options.model_concurrency.max(1));
+    }
+    for problem in compiled.check_models_online().await {
+        if problem.unreachable {
+            tracing::warn!(step = %problem.path, "{}", problem.message);
+        } else {
+            return Err(BackfillError::Pipeline(format!(
+                "{}: {}",
+                problem.path, problem.message
+            )));
+        }
+    }
+    let registry = ModelRegistry::build(&models, &compiled.models, &metrics.models);
+    InferenceStage::start(&compiled.steps, &registry, compiled.output_schema())
+        .map_err(BackfillError::Pipeline)
+}
+
+/// Where results go: Parquet files under the output directory, or (`--to-sinks`) the
+/// pipeline's own sinks, which then need a dead-letter sink unless failures are dropped.
+async fn open_destination(
+    compiled: &CompiledPipeline,
+    options: &BackfillOptions,
+    metrics: &Metrics,
+) -> Result<Destination, BackfillError> {
+    let spec = &compiled.pipeline.spec;
+    let name = &spec.name;
+    let policy = spec.error_policy();
+    if options.to_sinks && spec.dead_letter.is_none() && policy != crate::spec::OnError::Drop {
+        return Err(BackfillError::Pipeline(
+            "--to-sinks needs the pipeline's `dead_letter` sink (or `on_error: drop`): rows that fail would otherwise make their unit fail on every run".to_string(),
+        ));
+    }
+    if !options.to_sinks {
+        return Ok(Destination::Files {
+            dir: options.output.clone(),
+        });
+    }
+    let columns = compiled.output_schema();
+    let build = async |s, output: &str, payload| {
+        sink::build(s, &spec.source, name, output, &columns, payload)
+            .await
+            .map_err(|e| BackfillError::Pipeline(e.to_string()))
+    };
+    let mut outputs = Vec::with_capacity(spec.outputs.len());
+    for (output, compiled_output) in spec.outputs.iter().zip(&compiled.outputs) {
+        outputs.push(build(&output.sink, &output.name, &compiled_output.payload).await?);
+    }
+    let dead_letter = match &spec.dead_letter {
+        Some(s) => Some(build(s, crate::sink::DEAD_LETTER_OUTPUT, &PayloadColumns::all()).await?),
+        None => None,
+    };
+    if let Some(sink) = &dead_letter {
+        // A letter the broker refuses only later settles its unit by the same policy.
+        sink.on_late_undeliverable(crate::runtime::worker::undeliverable_policy(
+            Arc::from(name.as_str()),
+            metrics.pipeline(name),
+            spec.on_undeliverable_dead_letter,
+        ));
+    }
+    Ok(Destination::Sinks {
+        drop_failures: policy == crate::spec::OnError::Drop,
+        undeliverable_fails: spec.on_undeliverable_dead_letter
+            == crate::spec::UndeliverableDeadLetter::Fail,
+        pipeline: Arc::from(name.as_str()),
+        outputs,
+        dead_letter,
+    })
+}
+
+/// The units not completed by an earlier run, how many were, and counters that start with
+/// their rows and units.
+fn pending_units(
+    plan: &input::InputPlan,
+    progress: &Progress,
+) -> (Vec<Unit>, usize, Arc<Counters>) {
+    let pending: Vec<Unit> = plan
+        .units
+        .iter()
+        .filter(|u| !progress.is_done(&u.id))
+        .cloned()
+        .collect();
+    let skipped = plan.units.len() - pending.len();
+    let counters = Arc::new(Counters::default());
+    let already: u64 = plan
+        .units
+        .iter()
+        .filter(|u| progress.is_done(&u.id))
+        .map(|u| u.rows)
+        .sum();
+    counters.rows.store(already, Ordering::Relaxed);
+    counters.units.store(skipped as u64, Ordering::Relaxed);
+    (pending, skipped, counters)
+}
+
+/// Runs the units, `files_in_parallel` at once. Each unit is its own task, so units really run
+/// on all cores; no new unit starts once the backfill is interrupted.
+async fn run_units(
+    context: &Arc<Context>,
+    pending: Vec<Unit>,
+    files_in_parallel: usize,
+    shutdown: &CancellationToken,
+) -> Vec<UnitResult> {
+    futures::stream::iter(pending)
+        .take_until(shutdown.clone().cancelled_owned())
+        .map(|unit| {
+            let context = context.clone();
+            tokio::spawn(async move { run_unit(&context, unit).await })
+        })
+        .buffer_unordered(files_in_parallel.max(1))
+        .map(|joined| {
+            joined.unwrap_or_else(|e| UnitResult {
+                failed: Some(BadFile {
+                    file: "(unit task)".to_string(),
+                    reason: format!("panicked: {e}"),
+                }),
+                ..UnitResult::default()
+            })
+        })
+        .collect()
+        .await
+}
+
+/// Flushes the pipeline's sinks when they were the destination.
+async fn flush_sinks(destination: &Destination) {
+    if let Destination::Sinks {
+        outputs,
+        dead_letter,
+        ..
+    } = destination
+    {
+        for sink in outputs.iter().chain(dead_letter) {
+            let _ = sink.flush(std::time::Duration::from_secs(30)).await;
+        }
+    }
+}
+
+/// Adds the units' results to `summary`; failed units' files are recorded in the progress
+/// file.
+fn add_results(
+    summary: &mut Summary,
+    compiled: &CompiledPipeline,
+    progress: &Progress,
+    results: Vec<UnitResult>,
+) {
+    for output in &compiled.pipeline.spec.outputs {
         summary.rows_out.insert(output.name.clone(), 0);
     }
     for r in results {
@@ -334,16 +398,14 @@ pub async fn run(
         if let Some(bad) = r.failed {
             summary.units_failed += 1;
             if !summary.bad_files.contains(&bad) {
-                let _ = context.progress.bad_file(bad.clone());
+                let _ = progress.bad_file(bad.clone());
                 summary.bad_files.push(bad);
             }
         }
     }
     // Completed units of this run and earlier ones: a resumed run reports (and fails on)
     // rows an earlier run dead-lettered too.
-    summary.dead_lettered = context.progress.dead_lettered();
-    summary.elapsed = started.elapsed();
-    Ok(summary)
+    summary.dead_lettered = progress.dead_lettered();
 }
 
 fn total_requests(models: &crate::telemetry::ModelMetrics) -> u64 {

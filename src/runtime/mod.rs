@@ -1,7 +1,19 @@
-//! Wires a compiled pipeline to its source, workers and sinks, runs it, and stops it in order:
-//! source stops reading → queued batches are processed → sinks confirm → acks resolve →
-//! source commits → sinks flush.
+//! Runs compiled pipelines. [`run_pipeline`] reads as a pipeline's life, one named step each:
+//! build the sinks, check the served models, start the inference stage and the workers
+//! ([`worker`]), build and spawn the source, wait for its report, then drain the workers and
+//! flush the sinks. Stopping is ordered: the source stops reading → queued batches are
+//! processed → sinks confirm → acks resolve → the source commits → sinks flush.
+//!
+//! The runtime does not know the source kinds: it gets a `Box<dyn Source>` from
+//! [`crate::source::build`] and drives it through [`crate::source::Source`] (spawn with the
+//! router, the stop token and the pause switch; await the handle for the report).
+//!
+//! Per batch, a worker decodes, runs the columnar half shared with the Parquet backfill
+//! ([`rows::process_rows`]: SQL step → inference step → route step, the last in `route.rs`),
+//! sends each output its rows, and applies the error policy to what failed. [`status`] keeps
+//! each pipeline's state and pause switch for the admin API.
 
+mod route;
 pub mod rows;
 pub mod status;
 pub mod worker;
@@ -16,12 +28,10 @@ use tokio_util::sync::CancellationToken;
 use crate::batch::SourceBatch;
 use crate::inference::{InferenceStage, ModelRegistry};
 use crate::plan::CompiledPipeline;
-use crate::sink::{self, SinkError};
-use crate::source::kafka::{KafkaSource, KafkaSourceError};
-use crate::source::nats::NatsSource;
-use crate::source::{BatchRouter, SourceError, SourceReport};
-use crate::spec::{KafkaSourceSpec, SourceSpec};
-use crate::telemetry::Metrics;
+use crate::sink::{self, Sink, SinkError};
+use crate::source::{self, BatchRouter, SourceError, SourceReport};
+use crate::spec::ProcessingSpec;
+use crate::telemetry::{Metrics, PipelineMetrics};
 pub use status::{PipelineState, StatusBoard};
 use worker::{OutputRuntime, PipelineWorker};
 
@@ -54,14 +64,13 @@ pub enum RuntimeError {
     },
 }
 
-/// How long the consumer gets to close after its offsets are committed.
-const CONSUMER_CLOSE_GRACE: Duration = Duration::from_secs(10);
-
 /// Extra time workers get after the source's drain deadline before they are aborted (their
 /// unfinished batches were not committed and will be redelivered).
 const WORKER_GRACE: Duration = Duration::from_secs(2);
 
-/// Runs one pipeline until `shutdown` is cancelled or it fails.
+/// Runs one pipeline until `shutdown` is cancelled or it fails: builds its sinks, checks its
+/// models, starts its workers and its source, waits for the source to stop, then lets the
+/// workers finish and flushes the sinks.
 pub async fn run_pipeline(
     compiled: Arc<CompiledPipeline>,
     metrics: &Metrics,
@@ -72,6 +81,50 @@ pub async fn run_pipeline(
     let name: Arc<str> = Arc::from(spec.name.as_str());
     let pipeline_metrics = metrics.pipeline(&name);
     status.set(&name, PipelineState::Starting);
+    let (outputs, dead_letter) = build_sinks(&compiled, &name, &pipeline_metrics).await?;
+    let all_sinks: Vec<_> = outputs
+        .iter()
+        .map(|o| o.sink.clone())
+        .chain(dead_letter.clone())
+        .collect();
+    check_models(&compiled, &name, &status).await?;
+    let registry = ModelRegistry::build(&spec.models, &compiled.models, &metrics.models);
+    status.attach_registry(&name, registry.clone());
+    let pause = status.pause_signal(&name);
+    let worker = build_worker(
+        &compiled,
+        &registry,
+        outputs,
+        dead_letter,
+        &name,
+        &pipeline_metrics,
+    )?;
+    let (workers, router) = spawn_workers(worker, &spec.processing);
+
+    let drain_timeout = spec.processing.drain_timeout;
+    let source = source::build(&spec.source, &pipeline_metrics, drain_timeout)
+        .await
+        .map_err(|source| RuntimeError::Source {
+            pipeline: name.to_string(),
+            source,
+        })?;
+    let running = source.spawn(router, shutdown.clone(), pause);
+    status.set(&name, PipelineState::Running);
+    tracing::info!(pipeline = %name, "pipeline running");
+    let result = running.await;
+    status.set(&name, PipelineState::Stopping);
+
+    drain(workers, all_sinks, &name, drain_timeout).await;
+    settle_state(result, &status, &name)
+}
+
+/// Builds the sink of every output, in order, and the dead-letter sink if there is one.
+async fn build_sinks(
+    compiled: &CompiledPipeline,
+    name: &Arc<str>,
+    metrics: &PipelineMetrics,
+) -> Result<(Vec<OutputRuntime>, Option<Arc<dyn Sink>>), RuntimeError> {
+    let spec = &compiled.pipeline.spec;
     let sink_err = |source| RuntimeError::Sink {
         pipeline: name.to_string(),
         source,
@@ -84,7 +137,7 @@ pub async fn run_pipeline(
             sink: sink::build(
                 &output.sink,
                 &spec.source,
-                &name,
+                name,
                 &output.name,
                 &compiled.output_schema(),
                 &compiled_output.payload,
@@ -92,7 +145,7 @@ pub async fn run_pipeline(
             .await
             .map_err(sink_err)?,
             name: Arc::from(output.name.as_str()),
-            delivered: pipeline_metrics.records_out(&output.name),
+            delivered: metrics.records_out(&output.name),
         });
     }
     let dead_letter = match &spec.dead_letter {
@@ -100,7 +153,7 @@ pub async fn run_pipeline(
             sink::build(
                 s,
                 &spec.source,
-                &name,
+                name,
                 sink::DEAD_LETTER_OUTPUT,
                 &compiled.output_schema(),
                 &sink::PayloadColumns::all(),
@@ -110,13 +163,16 @@ pub async fn run_pipeline(
         ),
         None => None,
     };
-    let all_sinks: Vec<_> = outputs
-        .iter()
-        .map(|o| o.sink.clone())
-        .chain(dead_letter.clone())
-        .collect();
-    // Served models: a contract mismatch stops the start; a model that cannot be reached
-    // yet only warns (calls back off until it is up).
+    Ok((outputs, dead_letter))
+}
+
+/// Checks the served models: a contract mismatch stops the start (and marks the pipeline
+/// failed); a model that cannot be reached yet only warns (calls back off until it is up).
+async fn check_models(
+    compiled: &CompiledPipeline,
+    name: &str,
+    status: &StatusBoard,
+) -> Result<(), RuntimeError> {
     let mut mismatches = Vec::new();
     for problem in compiled.check_models_online().await {
         if problem.unreachable {
@@ -125,44 +181,62 @@ pub async fn run_pipeline(
             mismatches.push(format!("{}: {}", problem.path, problem.message));
         }
     }
-    if !mismatches.is_empty() {
-        status.set(&name, PipelineState::Failed(mismatches.join("; ")));
-        return Err(RuntimeError::Model {
-            pipeline: name.to_string(),
-            message: mismatches.join("; "),
-        });
+    if mismatches.is_empty() {
+        return Ok(());
     }
-    let registry = ModelRegistry::build(&spec.models, &compiled.models, &metrics.models);
-    status.attach_registry(&name, registry.clone());
-    let pause = status.pause_signal(&name);
-    let inference = InferenceStage::start(&compiled.steps, &registry, compiled.output_schema())
+    status.set(name, PipelineState::Failed(mismatches.join("; ")));
+    Err(RuntimeError::Model {
+        pipeline: name.to_string(),
+        message: mismatches.join("; "),
+    })
+}
+
+/// Starts the inference stage and assembles what every worker shares, with the pipeline's
+/// error and undeliverable-dead-letter policies.
+fn build_worker(
+    compiled: &Arc<CompiledPipeline>,
+    registry: &ModelRegistry,
+    outputs: Vec<OutputRuntime>,
+    dead_letter: Option<Arc<dyn Sink>>,
+    name: &Arc<str>,
+    metrics: &PipelineMetrics,
+) -> Result<Arc<PipelineWorker>, RuntimeError> {
+    let spec = &compiled.pipeline.spec;
+    let inference = InferenceStage::start(&compiled.steps, registry, compiled.output_schema())
         .map_err(|message| RuntimeError::Model {
             pipeline: name.to_string(),
             message,
         })?;
     let undeliverable = worker::undeliverable_policy(
         name.clone(),
-        pipeline_metrics.clone(),
+        metrics.clone(),
         spec.on_undeliverable_dead_letter,
     );
     if let Some(sink) = &dead_letter {
         sink.on_late_undeliverable(undeliverable.clone());
     }
-    let worker = Arc::new(PipelineWorker {
+    Ok(Arc::new(PipelineWorker {
         inference,
         compiled: compiled.clone(),
         outputs,
         dead_letter,
         policy: spec.error_policy(),
         undeliverable,
-        metrics: pipeline_metrics.clone(),
+        metrics: metrics.clone(),
         name: name.clone(),
-    });
+    }))
+}
 
+/// Starts `processing.workers` workers, each behind a queue of `processing.queued_batches`,
+/// and returns them with the router over their queues.
+fn spawn_workers(
+    worker: Arc<PipelineWorker>,
+    processing: &ProcessingSpec,
+) -> (JoinSet<()>, BatchRouter) {
     let mut workers = JoinSet::new();
     let mut queues = Vec::new();
-    for _ in 0..spec.processing.workers.max(1) {
-        let (tx, mut rx) = mpsc::channel::<SourceBatch>(spec.processing.queued_batches.max(1));
+    for _ in 0..processing.workers.max(1) {
+        let (tx, mut rx) = mpsc::channel::<SourceBatch>(processing.queued_batches.max(1));
         queues.push(tx);
         let worker = worker.clone();
         workers.spawn(async move {
@@ -171,51 +245,17 @@ pub async fn run_pipeline(
             }
         });
     }
+    (workers, BatchRouter::new(queues))
+}
 
-    let router = BatchRouter::new(queues);
-    let source_err = |source: SourceError| RuntimeError::Source {
-        pipeline: name.to_string(),
-        source,
-    };
-    let result = match &spec.source {
-        SourceSpec::Kafka(kafka) => {
-            let running = start_kafka(
-                kafka,
-                &pipeline_metrics,
-                spec.processing.drain_timeout,
-                router,
-                &shutdown,
-                pause,
-            )
-            .map_err(|e| source_err(e.into()))?;
-            status.set(&name, PipelineState::Running);
-            tracing::info!(pipeline = %name, "pipeline running");
-            running.finish(&name).await.map_err(SourceError::from)
-        }
-        SourceSpec::Nats(nats) => {
-            let source = NatsSource::connect(
-                nats,
-                pipeline_metrics.clone(),
-                spec.processing.drain_timeout,
-            )
-            .await
-            .map_err(|e| source_err(e.into()))?;
-            let task = source.spawn(router, shutdown.clone(), pause);
-            status.set(&name, PipelineState::Running);
-            tracing::info!(pipeline = %name, "pipeline running");
-            match task.await {
-                Ok(result) => result.map_err(SourceError::from),
-                Err(_) => Err(SourceError::Nats(
-                    crate::source::nats::NatsSourceError::BatchFailed(
-                        "source task panicked".to_string(),
-                    ),
-                )),
-            }
-        }
-    };
-    status.set(&name, PipelineState::Stopping);
-
-    // The source closed the queues; workers finish what they hold.
+/// After the source stopped (and so closed the queues): lets the workers finish what they
+/// hold, for at most [`WORKER_GRACE`], then flushes every sink.
+async fn drain(
+    mut workers: JoinSet<()>,
+    sinks: Vec<Arc<dyn Sink>>,
+    name: &str,
+    drain_timeout: Duration,
+) {
     let grace = tokio::time::timeout(WORKER_GRACE, async {
         while workers.join_next().await.is_some() {}
     })
@@ -224,74 +264,31 @@ pub async fn run_pipeline(
         tracing::warn!(pipeline = %name, "workers still busy after the drain deadline; aborting them (their batches are redelivered)");
         workers.abort_all();
     }
-    for sink in all_sinks {
-        if let Err(e) = sink.flush(spec.processing.drain_timeout).await {
+    for sink in sinks {
+        if let Err(e) = sink.flush(drain_timeout).await {
             tracing::warn!(pipeline = %name, error = %e, "sink flush failed");
         }
     }
+}
 
+/// The pipeline's final state from the source's result: stopped, or failed with its reason.
+fn settle_state(
+    result: Result<SourceReport, SourceError>,
+    status: &StatusBoard,
+    name: &str,
+) -> Result<SourceReport, RuntimeError> {
     match result {
         Ok(report) => {
-            status.set(&name, PipelineState::Stopped);
+            status.set(name, PipelineState::Stopped);
             tracing::info!(pipeline = %name, committed_partitions = report.committed.len(), "pipeline stopped");
             Ok(report)
         }
         Err(source) => {
-            status.set(&name, PipelineState::Failed(source.to_string()));
+            status.set(name, PipelineState::Failed(source.to_string()));
             Err(RuntimeError::Source {
                 pipeline: name.to_string(),
                 source,
             })
         }
-    }
-}
-
-/// A Kafka source running on its thread.
-struct RunningKafka {
-    report: std::sync::mpsc::Receiver<Result<SourceReport, KafkaSourceError>>,
-    thread: std::thread::JoinHandle<()>,
-}
-
-fn start_kafka(
-    spec: &KafkaSourceSpec,
-    metrics: &crate::telemetry::PipelineMetrics,
-    drain_timeout: Duration,
-    router: BatchRouter,
-    shutdown: &CancellationToken,
-    pause: tokio::sync::watch::Receiver<bool>,
-) -> Result<RunningKafka, KafkaSourceError> {
-    let source = KafkaSource::new(spec, metrics.clone(), drain_timeout)?.with_pause(pause);
-    let (report, thread) =
-        source.spawn(router, shutdown.clone(), tokio::runtime::Handle::current());
-    Ok(RunningKafka { report, thread })
-}
-
-impl RunningKafka {
-    /// Waits for the source's report, then (briefly) for the consumer to close.
-    async fn finish(self, pipeline: &str) -> Result<SourceReport, KafkaSourceError> {
-        let RunningKafka { report, thread } = self;
-        let result = tokio::task::spawn_blocking(move || report.recv())
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .unwrap_or_else(|| {
-                Err(KafkaSourceError::BatchFailed(
-                    "source thread panicked".to_string(),
-                ))
-            });
-        // Offsets are committed; closing the consumer should take a moment. librdkafka can
-        // hang there while a cooperative rebalance is in flight: do not let that hang the
-        // shutdown. The thread is polled rather than joined on a blocking task, which would
-        // keep the runtime from shutting down if it never ends.
-        let close_deadline = tokio::time::Instant::now() + CONSUMER_CLOSE_GRACE;
-        while !thread.is_finished() && tokio::time::Instant::now() < close_deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        if thread.is_finished() {
-            let _ = thread.join();
-        } else {
-            tracing::warn!(pipeline = %pipeline, "the Kafka consumer did not close in time; leaving it behind (offsets are committed)");
-        }
-        result
     }
 }

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::rows::process_rows;
+use datafusion::arrow::record_batch::RecordBatch;
+
+use super::rows::{Routed, process_rows};
 use crate::ack::{Ack, AckStatus};
 use crate::batch::{Failure, Failures, Position, RawRecord, SourceBatch, Stage};
 use crate::inference::InferenceStage;
@@ -53,85 +55,24 @@ impl PipelineWorker {
         // By record index, in source order (so are the dead letters).
         let mut failures = Failures::new();
 
-        // Avro: fetch unknown writer schemas first (waits while the registry is down).
-        self.compiled.decoder.prepare(&records).await;
-        let started = Instant::now();
-        let decoded = self.compiled.decoder.decode(&records);
-        self.metrics
-            .batch_duration("decode")
-            .observe(started.elapsed().as_secs_f64());
-        failures.record_all(Stage::Decode, decoded.failures);
-
-        let processed = process_rows(
-            &self.compiled,
-            &self.inference,
-            decoded.batch,
-            &self.metrics,
-        )
-        .await;
+        let (decoded, record_of_row) = self.decode(&records, &mut failures).await;
+        let processed = process_rows(&self.compiled, &self.inference, decoded, &self.metrics).await;
         if processed.errored {
             ack.record(AckStatus::Errored);
         }
         // Rows of the decoded batch back to the records they came from.
         for (row, f) in processed.failures {
-            if let Some(&record) = decoded.rows.get(row) {
+            if let Some(&record) = record_of_row.get(row) {
                 failures.record(record as usize, f);
             }
         }
-
-        let started = Instant::now();
-        let mut positions: Option<Arc<[Position]>> = None;
-        for (output, routed) in self.outputs.iter().zip(processed.routed) {
-            let Some(routed) = routed else { continue };
-            let n = routed.batch.num_rows() as u64;
-            let origins = (stable_positions && output.sink.wants_origins()).then(|| {
-                let records = positions
-                    .get_or_insert_with(|| records.iter().map(|r| r.position.clone()).collect())
-                    .clone();
-                RowOrigins {
-                    records,
-                    record_of_row: routed
-                        .input_rows
-                        .iter()
-                        .map(|&row| decoded.rows.get(row as usize).copied().unwrap_or(u32::MAX))
-                        .collect(),
-                    output: output.name.clone(),
-                }
-            });
-            let input = SinkInput::Rows {
-                batch: routed.batch,
-                origins,
-            };
-            match output.sink.send(input, &ack).await {
-                Ok(rejected) => {
-                    output.delivered.inc_by(n - rejected.len() as u64);
-                    // Rows the sink could not encode: their records are dead-lettered (a
-                    // record already published to another output is then published again
-                    // when the dead letter is replayed).
-                    for (row, class, message) in rejected {
-                        let record = routed
-                            .input_rows
-                            .get(row)
-                            .and_then(|&input| decoded.rows.get(input as usize));
-                        if let Some(&record) = record {
-                            let message = format!("output {}: {message}", output.name);
-                            failures.record(
-                                record as usize,
-                                Failure::new(Stage::Encode, class, message),
-                            );
-                        }
-                    }
-                }
-                Err(e) => {
-                    let name = &self.compiled.outputs[output.index].name;
-                    tracing::error!(pipeline = %self.name, output = %name, error = %e, "sink rejected the batch; it will be redelivered");
-                    ack.record(AckStatus::Errored);
-                }
-            }
-        }
-        self.metrics
-            .batch_duration("sink")
-            .observe(started.elapsed().as_secs_f64());
+        let rows = RowSources {
+            records: &records,
+            record_of_row: &record_of_row,
+            stable_positions,
+        };
+        self.send_outputs(&rows, processed.routed, &ack, &mut failures)
+            .await;
         self.metrics
             .records_filtered
             .inc_by(processed.filtered as u64);
@@ -140,54 +81,95 @@ impl PipelineWorker {
         receipt.delivered();
     }
 
+    /// Decodes the records into the SQL input table; records that fail are recorded (stage
+    /// `decode`). Returns the batch and, for each of its rows, its record.
+    async fn decode(
+        &self,
+        records: &[RawRecord],
+        failures: &mut Failures,
+    ) -> (RecordBatch, Vec<u32>) {
+        // Avro: fetch unknown writer schemas first (waits while the registry is down).
+        self.compiled.decoder.prepare(records).await;
+        let started = Instant::now();
+        let decoded = self.compiled.decoder.decode(records);
+        self.metrics
+            .batch_duration("decode")
+            .observe(started.elapsed().as_secs_f64());
+        failures.record_all(Stage::Decode, decoded.failures);
+        (decoded.batch, decoded.rows)
+    }
+
+    /// Hands each output its routed rows.
+    async fn send_outputs(
+        &self,
+        rows: &RowSources<'_>,
+        routed: Vec<Option<Routed>>,
+        ack: &Ack,
+        failures: &mut Failures,
+    ) {
+        let started = Instant::now();
+        let mut positions: Option<Arc<[Position]>> = None;
+        for (output, routed) in self.outputs.iter().zip(routed) {
+            let Some(routed) = routed else { continue };
+            let origins = (rows.stable_positions && output.sink.wants_origins())
+                .then(|| rows.origins(output, &routed, &mut positions));
+            self.send_output(output, routed, origins, rows, ack, failures)
+                .await;
+        }
+        self.metrics
+            .batch_duration("sink")
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    /// Sends one output's rows. Rows the sink could not encode: their records are
+    /// dead-lettered (a record already published to another output is then published again
+    /// when the dead letter is replayed). A sink that rejects the batch fails it.
+    async fn send_output(
+        &self,
+        output: &OutputRuntime,
+        routed: Routed,
+        origins: Option<RowOrigins>,
+        rows: &RowSources<'_>,
+        ack: &Ack,
+        failures: &mut Failures,
+    ) {
+        let n = routed.batch.num_rows() as u64;
+        let input = SinkInput::Rows {
+            batch: routed.batch,
+            origins,
+        };
+        match output.sink.send(input, ack).await {
+            Ok(rejected) => {
+                output.delivered.inc_by(n - rejected.len() as u64);
+                for (row, class, message) in rejected {
+                    let record = routed
+                        .input_rows
+                        .get(row)
+                        .and_then(|&input| rows.record_of_row.get(input as usize));
+                    if let Some(&record) = record {
+                        let message = format!("output {}: {message}", output.name);
+                        failures
+                            .record(record as usize, Failure::new(Stage::Encode, class, message));
+                    }
+                }
+            }
+            Err(e) => {
+                let name = &self.compiled.outputs[output.index].name;
+                tracing::error!(pipeline = %self.name, output = %name, error = %e, "sink rejected the batch; it will be redelivered");
+                ack.record(AckStatus::Errored);
+            }
+        }
+    }
+
+    /// Applies the error policy to the failed records: dead letters, drop (counted), or fail
+    /// the batch without committing it.
     async fn handle_failures(&self, records: &[RawRecord], failures: Failures, ack: &Ack) {
         if failures.is_empty() {
             return;
         }
         match (self.policy, &self.dead_letter) {
             (OnError::DeadLetter, Some(sink)) => {
-                let indices: Vec<usize> = failures.indices().collect();
-                let letters: Vec<DeadLetterRecord> = failures
-                    .into_iter()
-                    .filter_map(|(index, f)| {
-                        let record = records.get(index)?.clone();
-                        self.metrics.record_failure(true, f.stage.as_str(), f.class);
-                        Some(DeadLetterRecord {
-                            record,
-                            pipeline: self.name.clone(),
-                            failure: f,
-                        })
-                    })
-                    .collect();
-                let contexts: Vec<(Position, Stage, &'static str)> = letters
-                    .iter()
-                    .map(|l| (l.record.position.clone(), l.failure.stage, l.failure.class))
-                    .collect();
-                match sink.send(SinkInput::DeadLetters(letters), ack).await {
-                    Ok(undeliverable) => {
-                        let mut status = AckStatus::Delivered;
-                        for (letter, _, why) in &undeliverable {
-                            let Some((position, stage, class)) = contexts.get(*letter) else {
-                                continue;
-                            };
-                            status = status.max((self.undeliverable)(UndeliverableLetter {
-                                position,
-                                stage: *stage,
-                                class,
-                                why,
-                            }));
-                        }
-                        if status == AckStatus::Delivered {
-                            ack.note_dead_lettered(indices);
-                        } else {
-                            ack.record(status);
-                        }
-                    }
-                    Err(e) => {
-                        tracing::error!(pipeline = %self.name, error = %e, "dead-letter sink failed; the batch will be redelivered");
-                        ack.record(AckStatus::Errored);
-                    }
-                }
+                self.dead_letter(sink, records, failures, ack).await;
             }
             (OnError::Drop, _) => {
                 for f in failures.values() {
@@ -212,6 +194,97 @@ impl PipelineWorker {
                 }
                 ack.record(AckStatus::Rejected);
             }
+        }
+    }
+
+    /// Sends the failed records to the dead-letter sink. Letters it refuses for good go through
+    /// the undeliverable policy; if the sink fails, the batch is redelivered.
+    async fn dead_letter(
+        &self,
+        sink: &Arc<dyn Sink>,
+        records: &[RawRecord],
+        failures: Failures,
+        ack: &Ack,
+    ) {
+        let indices: Vec<usize> = failures.indices().collect();
+        let letters: Vec<DeadLetterRecord> = failures
+            .into_iter()
+            .filter_map(|(index, f)| {
+                let record = records.get(index)?.clone();
+                self.metrics.record_failure(true, f.stage.as_str(), f.class);
+                Some(DeadLetterRecord {
+                    record,
+                    pipeline: self.name.clone(),
+                    failure: f,
+                })
+            })
+            .collect();
+        let contexts: Vec<(Position, Stage, &'static str)> = letters
+            .iter()
+            .map(|l| (l.record.position.clone(), l.failure.stage, l.failure.class))
+            .collect();
+        match sink.send(SinkInput::DeadLetters(letters), ack).await {
+            Ok(undeliverable) => {
+                let mut status = AckStatus::Delivered;
+                for (letter, _, why) in &undeliverable {
+                    let Some((position, stage, class)) = contexts.get(*letter) else {
+                        continue;
+                    };
+                    status = status.max((self.undeliverable)(UndeliverableLetter {
+                        position,
+                        stage: *stage,
+                        class,
+                        why,
+                    }));
+                }
+                if status == AckStatus::Delivered {
+                    ack.note_dead_lettered(indices);
+                } else {
+                    ack.record(status);
+                }
+            }
+            Err(e) => {
+                tracing::error!(pipeline = %self.name, error = %e, "dead-letter sink failed; the batch will be redelivered");
+                ack.record(AckStatus::Errored);
+            }
+        }
+    }
+}
+
+/// Where a batch's rows came from: its records and, per decoded row, the record's index.
+struct RowSources<'a> {
+    records: &'a [RawRecord],
+    record_of_row: &'a [u32],
+    /// Whether the positions identify the records across restarts (row origins are given to
+    /// sinks only then).
+    stable_positions: bool,
+}
+
+impl RowSources<'_> {
+    /// The records each routed row came from, for sinks that want them. The positions are
+    /// collected once per batch, in `positions`, and shared by all outputs.
+    fn origins(
+        &self,
+        output: &OutputRuntime,
+        routed: &Routed,
+        positions: &mut Option<Arc<[Position]>>,
+    ) -> RowOrigins {
+        let records = positions
+            .get_or_insert_with(|| self.records.iter().map(|r| r.position.clone()).collect())
+            .clone();
+        RowOrigins {
+            records,
+            record_of_row: routed
+                .input_rows
+                .iter()
+                .map(|&row| {
+                    self.record_of_row
+                        .get(row as usize)
+                        .copied()
+                        .unwrap_or(u32::MAX)
+                })
+                .collect(),
+            output: output.name.clone(),
         }
     }
 }

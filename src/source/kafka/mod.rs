@@ -9,11 +9,16 @@
 //!
 //! Backpressure: when a worker queue is full, the whole assignment is paused and the thread
 //! keeps polling (rebalances, heartbeats) without accepting records until there is room.
+//!
+//! [`KafkaSource::new`] creates and subscribes the consumer; its [`crate::source::Source`]
+//! implementation (`running.rs`) starts the thread and returns the handle that waits for the
+//! report and the consumer's close.
 
 mod acks;
 mod context;
 mod fetch_queue;
 mod poll_loop;
+mod running;
 pub mod spec;
 
 use std::sync::atomic::AtomicBool;
@@ -22,14 +27,11 @@ use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use tokio::runtime::Handle;
-use tokio_util::sync::CancellationToken;
 
 pub use acks::{AckState, Slice, TopicPartition};
 use context::SourceContext;
 use fetch_queue::FetchQueue;
 
-use super::BatchRouter;
 pub use super::SourceReport;
 use crate::spec::{KafkaSourceSpec, StartFrom};
 use crate::telemetry::PipelineMetrics;
@@ -73,8 +75,9 @@ pub struct KafkaSource {
     max_age: Duration,
     drain_timeout: Duration,
     metrics: PipelineMetrics,
-    /// Operator pause (admin API): partitions stay paused while it holds `true`.
-    pause: Option<tokio::sync::watch::Receiver<bool>>,
+    /// Operator pause (admin API, set when the source is spawned): the assignment stays
+    /// paused (membership and partitions kept) while it holds `true`.
+    pause: Option<super::PauseSignal>,
 }
 
 impl KafkaSource {
@@ -144,46 +147,8 @@ impl KafkaSource {
         })
     }
 
-    /// Follows an operator pause switch: while it holds `true` the assignment is paused (the
-    /// group membership and its partitions are kept) and resumed when it turns `false`.
-    pub fn with_pause(mut self, pause: tokio::sync::watch::Receiver<bool>) -> Self {
-        self.pause = Some(pause);
-        self
-    }
-
     /// Whether an operator paused the pipeline.
     fn operator_paused(&self) -> bool {
         self.pause.as_ref().is_some_and(|p| *p.borrow())
-    }
-
-    /// Runs the poll loop on a dedicated thread until `shutdown` (or a batch failure), then
-    /// drains in-flight batches and commits. The result arrives on the returned channel once
-    /// offsets are committed, before the consumer is closed (closing can block inside
-    /// librdkafka during a rebalance; nothing depends on it any more by then).
-    pub fn spawn(
-        self,
-        router: BatchRouter,
-        shutdown: CancellationToken,
-        runtime: Handle,
-    ) -> (
-        std::sync::mpsc::Receiver<Result<SourceReport, KafkaSourceError>>,
-        std::thread::JoinHandle<()>,
-    ) {
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let thread = std::thread::Builder::new()
-            .name(format!("kafka-source-{}", self.metrics.name()))
-            .spawn(move || {
-                let acks = self.acks.clone();
-                let (report, poll_loop) =
-                    poll_loop::PollLoop::new(self, router, runtime).run(&shutdown);
-                let result = match acks.failure() {
-                    Some(reason) => Err(KafkaSourceError::BatchFailed(reason)),
-                    None => Ok(report),
-                };
-                let _ = tx.send(result);
-                drop(poll_loop);
-            })
-            .expect("spawning a thread only fails when the OS is out of resources");
-        (rx, thread)
     }
 }

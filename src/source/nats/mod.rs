@@ -1,13 +1,14 @@
 //! NATS source: core subjects (at most once, optionally in a queue group) or a JetStream
 //! durable pull consumer (at least once).
 //!
-//! One task reads messages and groups them into micro-batches (`batch.max_rows`,
-//! `batch.max_age`), registers each batch with the settler ([`settle`]) and hands it to a
+//! One task (`read.rs`) reads messages and groups them into micro-batches (`batch.max_rows`,
+//! `batch.max_age`), registers each batch with the settler (`settle.rs`) and hands it to a
 //! worker, waiting while the workers are full (backpressure: a pull consumer then stops
 //! pulling; a core subscription buffers up to its capacity and then the server drops messages
 //! for this slow consumer, which is what at-most-once means). The settler acks, terminates or
 //! naks each JetStream message once its batch's ack resolves.
 
+mod read;
 mod settle;
 pub mod spec;
 
@@ -17,17 +18,15 @@ use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use async_nats::jetstream::{self};
 use futures::stream::{BoxStream, StreamExt};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{BatchRouter, SourceReport};
-use crate::ack::{Ack, AckStatus};
-use crate::batch::{Position, RawRecord, SourceBatch};
+use super::{BatchRouter, PauseSignal, Source, SourceHandle, SourceReport};
+use crate::batch::{Position, RawRecord};
 use crate::nats::NatsConnectError;
 use crate::spec::{JetStreamSourceSpec, NatsSourceSpec};
 use crate::telemetry::PipelineMetrics;
-use settle::{Event, Failure, Pending, Resolutions, SettlePolicy, Settler};
+use read::Reader;
+use settle::{Failure, Pending, SettlePolicy, Settler};
 
 /// Errors starting or running the NATS source.
 #[derive(Debug, thiserror::Error)]
@@ -88,148 +87,46 @@ impl NatsSource {
         })
     }
 
-    /// Runs until `shutdown` (or a batch failure), then waits up to the drain timeout for
+    /// Reads until `shutdown` (or a batch failure), then waits up to the drain timeout for
     /// batches in flight and settles them.
-    /// While `pause` holds `true` no message is read (JetStream keeps the rest on the server;
-    /// core NATS drops what overflows the client's buffer, as it would for a slow consumer).
-    pub fn spawn(
-        self,
-        router: BatchRouter,
-        shutdown: CancellationToken,
-        pause: tokio::sync::watch::Receiver<bool>,
-    ) -> JoinHandle<Result<SourceReport, NatsSourceError>> {
-        tokio::spawn(self.run(router, shutdown, pause))
-    }
-
     async fn run(
         self,
         router: BatchRouter,
         shutdown: CancellationToken,
-        mut pause: tokio::sync::watch::Receiver<bool>,
+        pause: PauseSignal,
     ) -> Result<SourceReport, NatsSourceError> {
         let NatsSource {
             client,
-            mut messages,
+            messages,
             jetstream,
             max_rows,
             max_age,
             drain_timeout,
             metrics,
         } = self;
-        let stable_positions = jetstream.is_some();
-        let policy = match &jetstream {
-            Some(js) => SettlePolicy {
-                ack_wait: js.ack_wait,
-                nak_delay: js.nak_delay,
-                max_deliver: js.max_deliver,
-            },
-            None => SettlePolicy {
-                ack_wait: Duration::from_secs(30),
-                nak_delay: Duration::from_secs(1),
-                max_deliver: None,
-            },
-        };
         let failure = Failure::default();
         let stop = shutdown.child_token();
         let closing = CancellationToken::new();
         let (events, events_rx) = mpsc::unbounded_channel();
         let settler = Settler::new(
             client.clone(),
-            policy,
+            settle_policy(jetstream.as_ref()),
             metrics.clone(),
             failure.clone(),
             stop.clone(),
         );
         let settler = tokio::spawn(settler.run(events_rx, closing.clone(), drain_timeout));
-        let resolutions = std::sync::Arc::new(Resolutions(events.clone()));
-
-        let mut next_token = 0u64;
-        let mut next_worker = 0usize;
-        let mut records: Vec<RawRecord> = Vec::with_capacity(max_rows);
-        let mut pending: Vec<Pending> = Vec::with_capacity(max_rows);
-        let mut batch_started: Option<(Instant, std::time::Instant)> = None;
-        let mut ended = false;
-        'read: loop {
-            let due = batch_started.map(|(at, _)| at + max_age);
-            let full = records.len() >= max_rows;
-            let paused = *pause.borrow_and_update();
-            if !full && !ended {
-                tokio::select! {
-                    biased;
-                    _ = stop.cancelled() => break 'read,
-                    _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {}
-                    changed = pause.changed(), if paused => {
-                        if changed.is_err() {
-                            // The board is gone: nobody can resume; keep reading.
-                            pause = tokio::sync::watch::channel(false).1;
-                        }
-                        continue 'read;
-                    }
-                    item = messages.next(), if !paused => match item {
-                        Some(m) => {
-                            if batch_started.is_none() {
-                                batch_started = Some((Instant::now(), std::time::Instant::now()));
-                            }
-                            records.push(m.record);
-                            pending.push(m.pending);
-                            continue 'read;
-                        }
-                        None => ended = true,
-                    },
-                }
-            }
-            if records.is_empty() {
-                if ended {
-                    break 'read;
-                }
-                continue;
-            }
-            // The batch is full, old enough, or the stream ended: hand it on.
-            let token = next_token;
-            next_token += 1;
-            let received_at = batch_started
-                .take()
-                .map_or_else(std::time::Instant::now, |(_, s)| s);
-            let _ = events.send(Event::Register(token, std::mem::take(&mut pending)));
-            metrics.records_in.inc_by(records.len() as u64);
-            let ack = Ack::new(token, resolutions.clone());
-            let batch = SourceBatch {
-                records: std::mem::replace(&mut records, Vec::with_capacity(max_rows)),
-                receipt: ack.receipt(),
-                received_at,
-                stable_positions,
-            };
-            drop(ack);
-            if router.is_empty() {
-                break 'read;
-            }
-            // Any worker will do: NATS has no partitions to keep in order across batches.
-            let worker = router.worker(next_worker % router.len());
-            next_worker = next_worker.wrapping_add(1);
-            tokio::select! {
-                permit = worker.reserve() => match permit {
-                    Ok(permit) => permit.send(batch),
-                    Err(_) => break 'read,
-                },
-                // Dropping the batch resolves its ack as errored: nak'ed, redelivered.
-                _ = stop.cancelled() => break 'read,
-            }
-            if ended {
-                break 'read;
-            }
-        }
-        // Unsent records of a partial batch were never handed on: let the server redeliver.
-        let unsent = std::mem::take(&mut pending);
-        drop(records);
-        drop(messages);
-        if !unsent.is_empty() {
-            let token = next_token;
-            let _ = events.send(Event::Register(token, unsent));
-            Ack::new(token, resolutions.clone()).record(AckStatus::Errored);
-        }
-        drop(router);
-        drop(resolutions);
-        drop(events);
+        let mut reader = Reader::new(
+            messages,
+            pause,
+            max_rows,
+            max_age,
+            jetstream.is_some(),
+            metrics,
+            events,
+        );
+        reader.read(&router, &stop).await;
+        let ended = reader.finish(router);
         closing.cancel();
         let abandoned = settler.await.unwrap_or(0);
         drop(client);
@@ -244,6 +141,46 @@ impl NatsSource {
         Ok(SourceReport {
             committed: Vec::new(),
             abandoned_batches: abandoned,
+        })
+    }
+}
+
+/// How messages are settled: the JetStream consumer's settings, or (core NATS, nothing to
+/// acknowledge) fixed values.
+fn settle_policy(jetstream: Option<&JetStreamSourceSpec>) -> SettlePolicy {
+    match jetstream {
+        Some(js) => SettlePolicy {
+            ack_wait: js.ack_wait,
+            nak_delay: js.nak_delay,
+            max_deliver: js.max_deliver,
+        },
+        None => SettlePolicy {
+            ack_wait: Duration::from_secs(30),
+            nak_delay: Duration::from_secs(1),
+            max_deliver: None,
+        },
+    }
+}
+
+impl Source for NatsSource {
+    /// Runs on a tokio task until `shutdown` (or a batch failure), then waits up to the drain
+    /// timeout for batches in flight and settles them.
+    /// While `pause` holds `true` no message is read (JetStream keeps the rest on the server;
+    /// core NATS drops what overflows the client's buffer, as it would for a slow consumer).
+    fn spawn(
+        self: Box<Self>,
+        router: BatchRouter,
+        shutdown: CancellationToken,
+        pause: PauseSignal,
+    ) -> SourceHandle {
+        let task = tokio::spawn((*self).run(router, shutdown, pause));
+        SourceHandle::new(async move {
+            match task.await {
+                Ok(result) => Ok(result?),
+                Err(_) => {
+                    Err(NatsSourceError::BatchFailed("source task panicked".to_string()).into())
+                }
+            }
         })
     }
 }
