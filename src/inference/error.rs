@@ -99,7 +99,7 @@ pub struct InferError {
     /// What happened, for logs and dead-letter headers. Never holds a secret: request
     /// headers and bodies are not included, response bodies are truncated, and a backend's
     /// echo of a secret it was sent is replaced by `[REDACTED]` before the error leaves its
-    /// client ([`crate::inference::scrub::ScrubbedBackend`]).
+    /// client ([`crate::inference::protocol::scrubbed::ScrubbedBackend`]).
     pub message: String,
     /// `Retry-After` of a 429 or 503.
     pub retry_after: Option<Duration>,

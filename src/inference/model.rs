@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use rand::Rng;
 
@@ -15,7 +14,8 @@ use super::balance::{Balancer, Outcome};
 use super::error::{ErrorKind, InferError};
 use super::protocol::{Backend, Contract, check_shape};
 use super::retry::{RetryBudget, backoff};
-use crate::spec::{EjectionSpec, RetrySpec};
+use super::types::BatchingPolicy;
+pub use super::types::{Answer, CallPolicy};
 use crate::telemetry::ModelMetrics;
 
 /// Shortest attempt worth sending; with less time left before the deadline the call gives up.
@@ -23,34 +23,6 @@ const MIN_ATTEMPT: Duration = Duration::from_millis(1);
 
 /// Message of the `Deadline` error of an attempt that was never sent for lack of time.
 const NO_TIME_LEFT: &str = "no time left for another attempt";
-
-/// Call policy of a model, shared by its versions.
-#[derive(Debug, Clone)]
-pub struct CallPolicy {
-    /// Per-attempt timeout.
-    pub timeout: Duration,
-    /// Overall deadline of a call.
-    pub deadline: Duration,
-    /// Retry policy.
-    pub retry: RetrySpec,
-    /// Ejection policy.
-    pub ejection: EjectionSpec,
-}
-
-/// A successful answer with its lineage.
-#[derive(Debug, Clone)]
-pub struct Answer {
-    /// One column per contract output.
-    pub columns: Vec<ArrayRef>,
-    /// Model that answered (differs from the one called after a fallback to another model).
-    pub model: Arc<str>,
-    /// Version that answered.
-    pub version: Arc<str>,
-    /// Replica that answered.
-    pub replica: Arc<str>,
-    /// Latency of the successful attempt.
-    pub latency: Duration,
-}
 
 /// One version: backend, replicas, budget.
 pub struct VersionClient {
@@ -409,7 +381,7 @@ pub struct Model {
     /// Call policy.
     pub policy: Arc<CallPolicy>,
     /// Micro-batching of the model's requests.
-    pub batching: super::batcher::BatchingPolicy,
+    pub batching: BatchingPolicy,
     /// Metrics.
     pub metrics: ModelMetrics,
 }

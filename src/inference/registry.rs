@@ -7,14 +7,16 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::balance::{Balancer, Replica};
-use super::model::{CallPolicy, Fallback, Model, Router, VersionClient};
+use super::model::{Fallback, Model, Router, VersionClient};
 use super::onnx::{OnnxBackend, OnnxRunner};
 use super::protocol::Backend;
 use super::protocol::custom_json::CustomJsonBackend;
 use super::protocol::oip::OipBackend;
 use super::protocol::openai::{ChatBackend, EmbeddingsBackend};
+use super::protocol::scrubbed::scrubbed;
 use super::protocol::tf_serving::TfServingBackend;
-use super::scrub::{SecretScrubber, scrubbed};
+use super::scrub::SecretScrubber;
+use super::types::{BatchingPolicy, CallPolicy};
 use crate::spec::{EndpointSpec, ModelSpec};
 use crate::telemetry::ModelMetrics;
 
@@ -176,7 +178,7 @@ impl ModelRegistry {
                     router,
                     fallback,
                     policy,
-                    batching: super::stage::batching_policy(&spec.batching),
+                    batching: BatchingPolicy::from_spec(&spec.batching),
                     metrics: metrics.clone(),
                 }),
             );

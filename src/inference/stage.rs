@@ -16,12 +16,13 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use futures::future::join_all;
 
-use super::batcher::{Batcher, BatchingPolicy};
+use super::batcher::{Batcher, Segment};
 use super::error::{ErrorKind, InferError};
-use super::model::{Answer, Model};
+use super::model::Model;
 use super::registry::ModelRegistry;
 use super::retry::backoff;
 use super::step::CompiledStep;
+use super::types::Answer;
 
 /// A row that failed in a model step.
 #[derive(Debug, Clone)]
@@ -215,7 +216,7 @@ async fn run_step(s: &StepRuntime, batch: &RecordBatch) -> (Vec<ArrayRef>, Vec<M
                 async move {
                     let segments = match take_record_batch(inputs, &indices) {
                         Ok(sub) => batcher.submit(sub).await,
-                        Err(e) => vec![super::batcher::Segment {
+                        Err(e) => vec![Segment {
                             start: 0,
                             len: indices.len(),
                             result: Err(InferError::new(ErrorKind::Runtime, e.to_string())),
@@ -392,13 +393,4 @@ fn sticky_hashes(column: &ArrayRef) -> Vec<u64> {
             h ^ (h >> 33)
         })
         .collect()
-}
-
-/// Policy of a model's batchers from its spec.
-pub fn batching_policy(spec: &crate::spec::ModelBatchingSpec) -> BatchingPolicy {
-    BatchingPolicy {
-        max_rows: spec.max_batch_rows.max(1),
-        max_delay: spec.max_delay,
-        max_concurrent: spec.max_concurrent_requests.max(1),
-    }
 }

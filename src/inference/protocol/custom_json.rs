@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::json_values::{to_array, write_cell, write_str};
 use super::transport::{join, post_json};
 use super::{Backend, CallOutput, Contract, Selector, SelectorSyntax};
-use crate::inference::{ErrorKind, InferError};
+use crate::inference::error::{ErrorKind, InferError};
 use crate::spec::{CustomJsonSpec, Secret};
 
 /// Custom JSON client of one model version.

@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::json_values::{cast_for_tensor, oip_datatype, to_array, write_cell, write_str};
 use super::transport::{get, join, post_json};
 use super::{Backend, CallOutput, Contract, ContractProblem, Selector, SelectorSyntax};
-use crate::inference::InferError;
+use crate::inference::error::InferError;
 use crate::spec::{OipV2Spec, Secret, TensorLayout};
 
 /// OIP v2 client of one model version.
@@ -166,7 +166,7 @@ impl OipBackend {
 }
 
 fn bad_input(message: String) -> InferError {
-    InferError::new(crate::inference::ErrorKind::BadInput, message)
+    InferError::new(crate::inference::error::ErrorKind::BadInput, message)
 }
 
 /// Extracts the contract's outputs from named tensors (shared with the in-process runtime's
