@@ -5,6 +5,7 @@
 pub mod custom_json;
 /// Moved to [`crate::http_client::guarded_resolver`]; kept here for existing paths.
 pub use crate::http_client::guarded_resolver;
+pub mod http_json;
 pub mod json_values;
 pub mod oip;
 pub mod openai;
