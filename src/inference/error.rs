@@ -90,6 +90,9 @@ impl ErrorKind {
     }
 }
 
+/// Message of the `Deadline` error of an attempt that was never sent for lack of time.
+const NO_TIME_LEFT: &str = "no time left for another attempt";
+
 /// A failed model call.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{kind}: {message}", kind = kind.as_str())]
@@ -125,6 +128,17 @@ impl InferError {
     /// A contract violation.
     pub fn contract(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Contract, message)
+    }
+
+    /// The `Deadline` error of an attempt that was never sent for lack of time.
+    pub fn no_time_left() -> Self {
+        Self::new(ErrorKind::Deadline, NO_TIME_LEFT)
+    }
+
+    /// Whether this is [`InferError::no_time_left`]: a retry that finds no time left reports
+    /// the failure it was retrying instead.
+    pub fn is_no_time_left(&self) -> bool {
+        self.kind == ErrorKind::Deadline && self.message == NO_TIME_LEFT
     }
 
     /// Whether the rows are not at fault and should be held (back-pressure) and sent again

@@ -13,16 +13,19 @@
 pub mod balance;
 pub mod batcher;
 pub mod error;
+pub mod layers;
 pub mod model;
 pub mod online;
 pub mod onnx;
 pub mod protocol;
 pub mod registry;
 pub mod retry;
+pub mod router;
 pub mod scrub;
 pub mod stage;
 pub mod step;
 pub mod types;
+pub mod version;
 
 pub use error::{ErrorKind, InferError};
 pub use online::{OnlineProblem, check_online};
