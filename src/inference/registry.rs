@@ -1,6 +1,6 @@
 //! The model registry: builds protocol backends from the spec (loading in-process models once,
-//! at compile time) and, at run time, the version clients with their balancers, budgets and
-//! metrics.
+//! at compile time) and, at run time, the models: their routers and fallbacks, and each
+//! version's client over its replicas (whose layers [`super::layers::stack`] composes).
 
 use std::collections::BTreeMap;
 use std::path::Path;
