@@ -188,7 +188,7 @@ mod tests {
             let metrics = model_metrics();
             let (v1, v2) = (version("v1", Some(kind)), version("v2", None));
             let fallback = Fallback::Version(v2.clone());
-            let answer = call_first(&[v1.clone()], Some(&fallback), &metrics)
+            let answer = call_first(std::slice::from_ref(&v1), Some(&fallback), &metrics)
                 .await
                 .unwrap();
             assert_eq!(&*answer.version, "v2", "{kind:?}");
@@ -205,7 +205,7 @@ mod tests {
             version("v2", None),
         );
         let e = call_first(
-            &[v1.clone()],
+            std::slice::from_ref(&v1),
             Some(&Fallback::Version(v2.clone())),
             &metrics,
         )
@@ -216,7 +216,7 @@ mod tests {
         let down = version("v1", Some(ErrorKind::Unavailable));
         let itself = Fallback::Version(down.clone());
         assert!(
-            call_first(&[down.clone()], Some(&itself), &metrics)
+            call_first(std::slice::from_ref(&down), Some(&itself), &metrics)
                 .await
                 .is_err()
         );
@@ -276,7 +276,7 @@ mod tests {
         let v2 = version("v2", None);
         let started = Instant::now();
         call_first(
-            &[v1.clone()],
+            std::slice::from_ref(&v1),
             Some(&Fallback::Version(v2.clone())),
             &model_metrics(),
         )
