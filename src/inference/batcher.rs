@@ -5,7 +5,6 @@
 //! are isolated.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::compute::concat_batches;
@@ -15,8 +14,9 @@ use futures::future::{BoxFuture, join_all};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::error::{ErrorKind, InferError};
-use super::model::{Answer, Model};
+use super::model::Model;
 use super::protocol::Contract;
+use super::types::{Answer, BatchingPolicy};
 
 /// The outcome for a contiguous range of submitted rows.
 #[derive(Debug, Clone)]
@@ -32,17 +32,6 @@ pub struct Segment {
 struct Job {
     inputs: RecordBatch,
     reply: oneshot::Sender<Vec<Segment>>,
-}
-
-/// Batching settings.
-#[derive(Debug, Clone, Copy)]
-pub struct BatchingPolicy {
-    /// Most rows per request.
-    pub max_rows: usize,
-    /// Longest wait for more rows.
-    pub max_delay: Duration,
-    /// Requests in flight at once.
-    pub max_concurrent: usize,
 }
 
 /// Handle to a batching task.
@@ -249,6 +238,7 @@ mod tests {
     use super::*;
     use datafusion::arrow::array::{AsArray, Int64Array};
     use datafusion::arrow::datatypes::Int64Type;
+    use std::time::Duration;
 
     fn answer(values: Vec<i64>) -> Answer {
         Answer {

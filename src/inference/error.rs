@@ -90,6 +90,9 @@ impl ErrorKind {
     }
 }
 
+/// Message of the `Deadline` error of an attempt that was never sent for lack of time.
+const NO_TIME_LEFT: &str = "no time left for another attempt";
+
 /// A failed model call.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{kind}: {message}", kind = kind.as_str())]
@@ -99,7 +102,7 @@ pub struct InferError {
     /// What happened, for logs and dead-letter headers. Never holds a secret: request
     /// headers and bodies are not included, response bodies are truncated, and a backend's
     /// echo of a secret it was sent is replaced by `[REDACTED]` before the error leaves its
-    /// client ([`crate::inference::scrub::ScrubbedBackend`]).
+    /// client ([`crate::inference::protocol::scrubbed::ScrubbedBackend`]).
     pub message: String,
     /// `Retry-After` of a 429 or 503.
     pub retry_after: Option<Duration>,
@@ -125,6 +128,17 @@ impl InferError {
     /// A contract violation.
     pub fn contract(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Contract, message)
+    }
+
+    /// The `Deadline` error of an attempt that was never sent for lack of time.
+    pub fn no_time_left() -> Self {
+        Self::new(ErrorKind::Deadline, NO_TIME_LEFT)
+    }
+
+    /// Whether this is [`InferError::no_time_left`]: a retry that finds no time left reports
+    /// the failure it was retrying instead.
+    pub fn is_no_time_left(&self) -> bool {
+        self.kind == ErrorKind::Deadline && self.message == NO_TIME_LEFT
     }
 
     /// Whether the rows are not at fault and should be held (back-pressure) and sent again

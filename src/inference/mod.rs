@@ -3,87 +3,54 @@
 //! in-process ONNX); micro-batching; balancing; retries, deadlines and outlier ejection; and the
 //! pipeline stage that joins model outputs back to rows.
 //!
-//! Call path, outermost first (DESIGN.md §3):
-//! `stage` (per batch: route rows to versions, hold rows while a model is down) →
-//! `batcher` (merge rows into requests, split answers back, bisect 4xx) →
-//! `model::Model` (fallback) → `model::VersionClient` (deadline, budgeted retries with
-//! jittered backoff honouring Retry-After) → `balance` (p2c peak-EWMA, ejection, per-replica
-//! in-flight limit) → attempt timeout → `protocol` (HTTP or in-process).
+//! # Call path, outermost first (DESIGN.md §3)
+//!
+//! | file | owns |
+//! |---|---|
+//! | `stage.rs` | per batch: route rows to versions, hold rows while a model is down, join answers by row |
+//! | `batcher.rs` | merge rows into requests, split answers back, bisect a rejected request |
+//! | `model.rs` | a model: its router, fallback and policy; `Model::call` enters its layers |
+//! | `layers/deadline.rs` | the call's deadline |
+//! | `layers/fallback.rs` | the routed version, then the fallback once |
+//! | `version.rs` | a version: backend, replicas; `VersionClient::call` enters its layers |
+//! | `layers/retry.rs` | budgeted retries, jittered backoff or `Retry-After` (timing and budget in `retry.rs`) |
+//! | `layers/balance.rs` | replica pick, in-flight slot, outcome: health, liveness, attempt metrics |
+//! | `layers/attempt_timeout.rs` | one attempt's time, never past the deadline |
+//! | `layers/backend.rs` | the protocol client and the answer's shape |
+//! | `protocol/`, `onnx.rs` | the wire: `http_json.rs` (encode → POST → decode) for `oip`, `openai`, `tf_serving`, `custom_json`; `transport.rs` (bounded reads, error classification); `scrubbed.rs` (secrets out of errors); `onnx.rs` runs a model in process |
+//!
+//! The layers are composed in one place, `layers/stack.rs`, whose types fix their order
+//! (`layers/service.rs`: each layer is generic over the next and bound by the request it
+//! sends down). Beside the path: `balance/` (the balancer, a replica's slots and probe, its
+//! EWMA and ejection in `balance/health.rs`), `router.rs` (versions and traffic weights),
+//! `layers/liveness.rs` and `layers/metrics.rs` (what a version's layers share), `types.rs`
+//! (`Answer`, `CallPolicy`, `BatchingPolicy`), `error.rs`, `scrub.rs`.
+//!
+//! # Compile time
+//!
+//! `registry.rs` prepares a protocol client per version (ONNX loaded once) and builds the
+//! run-time models; `step.rs` compiles steps against the SQL schema; `online.rs` checks them
+//! against served models' metadata.
 
 pub mod balance;
 pub mod batcher;
 pub mod error;
+pub mod layers;
 pub mod model;
+pub mod online;
 pub mod onnx;
 pub mod protocol;
 pub mod registry;
 pub mod retry;
+pub mod router;
 pub mod scrub;
 pub mod stage;
 pub mod step;
+pub mod types;
+pub mod version;
 
 pub use error::{ErrorKind, InferError};
+pub use online::{OnlineProblem, check_online};
 pub use registry::{ModelRegistry, PreparedBackends};
 pub use stage::{InferenceStage, ModelFailure, StageOutput};
 pub use step::CompiledStep;
-
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
-
-/// A problem found by [`check_online`].
-#[derive(Debug, Clone)]
-pub struct OnlineProblem {
-    /// Spec path of the step.
-    pub path: String,
-    /// What is wrong, naming both sides.
-    pub message: String,
-    /// Whether the model could not be asked (down, or no metadata), rather than disagreeing.
-    pub unreachable: bool,
-}
-
-/// Asks every served model version (first replica) for its metadata and checks it against
-/// what each step sends and reads. `validate` reports every problem; startup fails on a
-/// mismatch and only warns when a model cannot be reached (it may come up later).
-pub async fn check_online(
-    steps: &[CompiledStep],
-    models: &std::collections::BTreeMap<String, crate::spec::ModelSpec>,
-    prepared: &PreparedBackends,
-    sql_schema: &SchemaRef,
-) -> Vec<OnlineProblem> {
-    let mut problems = Vec::new();
-    for (i, step) in steps.iter().enumerate() {
-        let input_types: Vec<DataType> = step
-            .input_indices
-            .iter()
-            .map(|j| sql_schema.field(*j).data_type().clone())
-            .collect();
-        for (model, k, version) in step::reachable_versions(&step.model, models) {
-            let Some(p) = prepared.get(model).and_then(|v| v.get(&version.name)) else {
-                continue;
-            };
-            let Some(replica) = p.replicas.first() else {
-                continue;
-            };
-            if let Err(problem) = p
-                .backend
-                .check_contract(replica, &step.contract, &input_types)
-                .await
-            {
-                let unreachable = matches!(problem, protocol::ContractProblem::Unreachable(_));
-                let what = if unreachable {
-                    "cannot check"
-                } else {
-                    "does not fit"
-                };
-                problems.push(OnlineProblem {
-                    path: format!("inference[{i}]"),
-                    message: format!(
-                        "{what} model {model}/{} (models.{model}.versions[{k}]): {problem}",
-                        version.name
-                    ),
-                    unreachable,
-                });
-            }
-        }
-    }
-    problems
-}

@@ -13,9 +13,9 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use tract_onnx::prelude::*;
 
+use super::error::{ErrorKind, InferError};
 use super::protocol::json_values::cast_for_tensor;
 use super::protocol::{Backend, CallOutput, Contract, Selector, SelectorSyntax};
-use super::{ErrorKind, InferError};
 use crate::spec::{OnnxSpec, OutputType, TensorDatatype, TensorLayout};
 
 /// A loaded, optimised ONNX model.

@@ -1,20 +1,23 @@
 //! The model registry: builds protocol backends from the spec (loading in-process models once,
-//! at compile time) and, at run time, the version clients with their balancers, budgets and
-//! metrics.
+//! at compile time) and, at run time, the models: their routers and fallbacks, and each
+//! version's client over its replicas (whose layers [`super::layers::stack`] composes).
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
 use super::balance::{Balancer, Replica};
-use super::model::{CallPolicy, Fallback, Model, Router, VersionClient};
+use super::model::{Fallback, Model, Router, VersionClient};
 use super::onnx::{OnnxBackend, OnnxRunner};
 use super::protocol::Backend;
 use super::protocol::custom_json::CustomJsonBackend;
+use super::protocol::http_json::{HttpJsonBackend, JsonProtocol};
 use super::protocol::oip::OipBackend;
 use super::protocol::openai::{ChatBackend, EmbeddingsBackend};
+use super::protocol::scrubbed::scrubbed;
 use super::protocol::tf_serving::TfServingBackend;
-use super::scrub::{SecretScrubber, scrubbed};
+use super::scrub::SecretScrubber;
+use super::types::{BatchingPolicy, CallPolicy};
 use crate::spec::{EndpointSpec, ModelSpec};
 use crate::telemetry::ModelMetrics;
 
@@ -55,17 +58,15 @@ pub fn prepare(
                 onnx: None,
             };
             let v = match endpoint {
-                EndpointSpec::OipV2(s) => http(Arc::new(OipBackend::new(s, name)), &s.replicas),
-                EndpointSpec::OpenaiChat(s) => http(Arc::new(ChatBackend::new(s)), &s.replicas),
+                EndpointSpec::OipV2(s) => http(json(OipBackend::new(s, name)), &s.replicas),
+                EndpointSpec::OpenaiChat(s) => http(json(ChatBackend::new(s)), &s.replicas),
                 EndpointSpec::OpenaiEmbeddings(s) => {
-                    http(Arc::new(EmbeddingsBackend::new(s)), &s.replicas)
+                    http(json(EmbeddingsBackend::new(s)), &s.replicas)
                 }
                 EndpointSpec::TfServing(s) => {
-                    http(Arc::new(TfServingBackend::new(s, name)), &s.replicas)
+                    http(json(TfServingBackend::new(s, name)), &s.replicas)
                 }
-                EndpointSpec::CustomJson(s) => {
-                    http(Arc::new(CustomJsonBackend::new(s)), &s.replicas)
-                }
+                EndpointSpec::CustomJson(s) => http(json(CustomJsonBackend::new(s)), &s.replicas),
                 EndpointSpec::Onnx(s) => {
                     match OnnxBackend::load(s, name, &version.name, base_dir) {
                         Ok(model) => {
@@ -94,6 +95,11 @@ pub fn prepare(
     } else {
         Err(errors)
     }
+}
+
+/// The HTTP-JSON backend speaking `protocol`.
+fn json(protocol: impl JsonProtocol + 'static) -> Arc<dyn Backend> {
+    Arc::new(HttpJsonBackend::new(protocol))
 }
 
 /// Run-time models by name.
@@ -176,7 +182,7 @@ impl ModelRegistry {
                     router,
                     fallback,
                     policy,
-                    batching: super::stage::batching_policy(&spec.batching),
+                    batching: BatchingPolicy::from_spec(&spec.batching),
                     metrics: metrics.clone(),
                 }),
             );

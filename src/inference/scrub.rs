@@ -7,8 +7,9 @@
 //! (and the forms a backend may echo them in) and replaces each occurrence with
 //! [`REDACTED`]. It is applied at two choke points only:
 //!
-//! - [`ScrubbedBackend`] wraps the protocol client of every version that sends secrets, so
-//!   every error of a call or a contract check is scrubbed before anything else sees it;
+//! - [`ScrubbedBackend`](super::protocol::scrubbed::ScrubbedBackend) wraps the protocol client
+//!   of every version that sends secrets, so every error of a call or a contract check is
+//!   scrubbed before anything else sees it;
 //! - the gateway's pass-through (`gateway::proxy`) scrubs the body of an error answer it
 //!   relays verbatim.
 //!
@@ -18,16 +19,10 @@
 //! work on the hot path. Only error text is rewritten, and only when an error happens.
 
 use std::borrow::Cow;
-use std::sync::Arc;
 
-use datafusion::arrow::datatypes::DataType;
-use datafusion::arrow::record_batch::RecordBatch;
-use futures::FutureExt;
-use futures::future::BoxFuture;
 use memchr::memmem;
 
 use super::error::InferError;
-use super::protocol::{Backend, CallOutput, Contract, ContractProblem, SelectorSyntax};
 use crate::spec::{EndpointSpec, Secret};
 
 /// What a secret is replaced with.
@@ -281,76 +276,10 @@ fn percent_encode(value: &str) -> String {
     out
 }
 
-/// A protocol client whose errors are scrubbed of the secrets it sends.
-pub struct ScrubbedBackend {
-    inner: Arc<dyn Backend>,
-    scrubber: SecretScrubber,
-}
-
-/// `backend` wrapped so its errors are scrubbed of `scrubber`'s secrets; unchanged when there
-/// are none (no cost for versions without secrets).
-pub fn scrubbed(backend: Arc<dyn Backend>, scrubber: SecretScrubber) -> Arc<dyn Backend> {
-    if scrubber.is_empty() {
-        backend
-    } else {
-        Arc::new(ScrubbedBackend {
-            inner: backend,
-            scrubber,
-        })
-    }
-}
-
-impl Backend for ScrubbedBackend {
-    fn call<'a>(
-        &'a self,
-        replica: &'a str,
-        inputs: &'a RecordBatch,
-        contract: &'a Contract,
-    ) -> BoxFuture<'a, Result<CallOutput, InferError>> {
-        self.inner
-            .call(replica, inputs, contract)
-            .map(|result| result.map_err(|e| self.scrubber.scrub_error(e)))
-            .boxed()
-    }
-
-    fn max_rows_per_request(&self) -> Option<usize> {
-        self.inner.max_rows_per_request()
-    }
-
-    fn selector_syntax(&self) -> SelectorSyntax {
-        self.inner.selector_syntax()
-    }
-
-    fn check_contract<'a>(
-        &'a self,
-        replica: &'a str,
-        contract: &'a Contract,
-        input_types: &'a [DataType],
-    ) -> BoxFuture<'a, Result<(), ContractProblem>> {
-        self.inner
-            .check_contract(replica, contract, input_types)
-            .map(|result| {
-                result.map_err(|problem| match problem {
-                    ContractProblem::Unreachable(m) => {
-                        ContractProblem::Unreachable(self.scrubber.scrub_str(&m).into_owned())
-                    }
-                    ContractProblem::Mismatch(m) => {
-                        ContractProblem::Mismatch(self.scrubber.scrub_str(&m).into_owned())
-                    }
-                })
-            })
-            .boxed()
-    }
-
-    fn secret_scrubber(&self) -> Option<&SecretScrubber> {
-        Some(&self.scrubber)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inference::ErrorKind;
+    use crate::inference::error::ErrorKind;
 
     const KEY: &str = "sk-live-0123456789abcdef";
 

@@ -16,12 +16,13 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use futures::future::join_all;
 
-use super::batcher::{Batcher, BatchingPolicy};
+use super::batcher::{Batcher, Segment};
 use super::error::{ErrorKind, InferError};
-use super::model::{Answer, Model};
+use super::model::Model;
 use super::registry::ModelRegistry;
 use super::retry::backoff;
 use super::step::CompiledStep;
+use super::types::Answer;
 
 /// A row that failed in a model step.
 #[derive(Debug, Clone)]
@@ -160,72 +161,135 @@ impl InferenceStage {
 /// the failed rows.
 async fn run_step(s: &StepRuntime, batch: &RecordBatch) -> (Vec<ArrayRef>, Vec<ModelFailure>) {
     let n = batch.num_rows();
-    let router = &s.model.router;
-    let version_name = |v: usize| router.versions[v].version.clone();
-    let mut failures = Vec::new();
-    let fail = |row: usize, version: Arc<str>, error: InferError| ModelFailure {
-        row,
-        step: s.step.name.clone(),
-        model: s.model.name.clone(),
-        version,
-        error,
-    };
     let inputs = match batch.project(&s.step.input_indices) {
         Ok(b) => b,
-        Err(e) => {
-            let error = InferError::new(ErrorKind::Runtime, e.to_string());
-            let failures = (0..n)
-                .map(|r| fail(r, version_name(0), error.clone()))
-                .collect();
-            return (null_columns(s, n), failures);
-        }
+        Err(e) => return s.fail_every_row(n, e.to_string()),
     };
+    let mut outcomes = Outcomes::new(n);
+    let mut pending = route(s, batch, &inputs, &mut outcomes.failures);
+    let mut waits = 0u32;
+    loop {
+        let results = submit(s, &inputs, &pending).await;
+        let (held, outage) = outcomes.sort(s, &pending, results);
+        let Some(error) = outage else { break };
+        waits += 1;
+        wait_out_outage(s, waits, &error).await;
+        pending = held;
+    }
+    match assemble(s, &outcomes.answers, &outcomes.located) {
+        Ok(columns) => (columns, outcomes.failures),
+        Err(e) => s.fail_every_row(n, format!("joining answers: {e}")),
+    }
+}
+
+impl StepRuntime {
+    /// A failure of `row`, routed to `version`.
+    fn failure(&self, row: usize, version: usize, error: InferError) -> ModelFailure {
+        ModelFailure {
+            row,
+            step: self.step.name.clone(),
+            model: self.model.name.clone(),
+            version: self.model.router.versions[version].version.clone(),
+            error,
+        }
+    }
+
+    /// Fails all `n` rows with a runtime error (the step could not run or join).
+    fn fail_every_row(&self, n: usize, message: String) -> (Vec<ArrayRef>, Vec<ModelFailure>) {
+        let error = InferError::new(ErrorKind::Runtime, message);
+        let failures = (0..n).map(|r| self.failure(r, 0, error.clone())).collect();
+        (null_columns(self, n), failures)
+    }
+}
+
+/// Routes the rows to versions (sticky or by weight): returns the rows pending for each
+/// version. Rows that cannot be sent fail here, without a call.
+fn route(
+    s: &StepRuntime,
+    batch: &RecordBatch,
+    inputs: &RecordBatch,
+    failures: &mut Vec<ModelFailure>,
+) -> Vec<Vec<u32>> {
+    let router = &s.model.router;
     let keys = s.step.sticky_index.map(|i| sticky_hashes(batch.column(i)));
-    // Route valid rows to versions; invalid rows fail here without a call.
     let mut pending: Vec<Vec<u32>> = vec![Vec::new(); router.versions.len()];
-    let invalid = invalid_inputs(&inputs, &s.step.contract.inputs);
+    let invalid = invalid_inputs(inputs, &s.step.contract.inputs);
     let single = router.versions.len() == 1;
-    for row in 0..n {
+    for row in 0..batch.num_rows() {
         let version = if single {
             0
         } else {
             router.choose(keys.as_ref().map(|k| k[row]))
         };
         match invalid.get(&row) {
-            Some(message) => failures.push(fail(
-                row,
-                version_name(version),
-                InferError::new(ErrorKind::BadInput, message.clone()),
-            )),
+            Some(message) => {
+                let error = InferError::new(ErrorKind::BadInput, message.clone());
+                failures.push(s.failure(row, version, error));
+            }
             None => pending[version].push(row as u32),
         }
     }
-    let mut answers: Vec<Answer> = Vec::new();
-    let mut located: Vec<Option<(usize, usize)>> = vec![None; n];
-    let mut waits = 0u32;
-    loop {
-        let calls = pending
-            .iter()
-            .enumerate()
-            .filter(|(_, rows)| !rows.is_empty())
-            .map(|(version, rows)| {
-                let indices = UInt32Array::from(rows.clone());
-                let batcher = &s.batchers[version];
-                let inputs = &inputs;
-                async move {
-                    let segments = match take_record_batch(inputs, &indices) {
-                        Ok(sub) => batcher.submit(sub).await,
-                        Err(e) => vec![super::batcher::Segment {
-                            start: 0,
-                            len: indices.len(),
-                            result: Err(InferError::new(ErrorKind::Runtime, e.to_string())),
-                        }],
-                    };
-                    (version, segments)
-                }
-            });
-        let results = join_all(calls).await;
-        let mut retry: Vec<Vec<u32>> = vec![Vec::new(); router.versions.len()];
+    pending
+}
+
+/// Submits each version's pending rows to its batcher, all at once; returns the segments
+/// of each version that had rows.
+async fn submit(
+    s: &StepRuntime,
+    inputs: &RecordBatch,
+    pending: &[Vec<u32>],
+) -> Vec<(usize, Vec<Segment>)> {
+    let calls = pending
+        .iter()
+        .enumerate()
+        .filter(|(_, rows)| !rows.is_empty())
+        .map(|(version, rows)| {
+            let indices = UInt32Array::from(rows.clone());
+            let batcher = &s.batchers[version];
+            async move {
+                let segments = match take_record_batch(inputs, &indices) {
+                    Ok(sub) => batcher.submit(sub).await,
+                    Err(e) => vec![Segment {
+                        start: 0,
+                        len: indices.len(),
+                        result: Err(InferError::new(ErrorKind::Runtime, e.to_string())),
+                    }],
+                };
+                (version, segments)
+            }
+        });
+    join_all(calls).await
+}
+
+/// What one step has for its rows so far.
+struct Outcomes {
+    /// Answers, each for some of the rows.
+    answers: Vec<Answer>,
+    /// For each row, its answer and its place in it, once answered.
+    located: Vec<Option<(usize, usize)>>,
+    /// Rows that failed for good.
+    failures: Vec<ModelFailure>,
+}
+
+impl Outcomes {
+    fn new(rows: usize) -> Self {
+        Outcomes {
+            answers: Vec::new(),
+            located: vec![None; rows],
+            failures: Vec::new(),
+        }
+    }
+
+    /// Takes in the segments of one round of calls for the `pending` rows: answers are
+    /// located, failures recorded, rows of a model outage held. Returns the held rows of each
+    /// version and the outage, if any.
+    fn sort(
+        &mut self,
+        s: &StepRuntime,
+        pending: &[Vec<u32>],
+        results: Vec<(usize, Vec<Segment>)>,
+    ) -> (Vec<Vec<u32>>, Option<InferError>) {
+        let mut held: Vec<Vec<u32>> = vec![Vec::new(); pending.len()];
         let mut outage = None;
         for (version, segments) in results {
             let rows = &pending[version];
@@ -233,52 +297,44 @@ async fn run_step(s: &StepRuntime, batch: &RecordBatch) -> (Vec<ArrayRef>, Vec<M
                 let segment_rows = &rows[segment.start..segment.start + segment.len];
                 match segment.result {
                     Ok(answer) => {
-                        let part = answers.len();
-                        answers.push(answer);
+                        let part = self.answers.len();
+                        self.answers.push(answer);
                         for (k, row) in segment_rows.iter().enumerate() {
-                            located[*row as usize] = Some((part, k));
+                            self.located[*row as usize] = Some((part, k));
                         }
                     }
                     Err(e) if e.is_outage() => {
-                        retry[version].extend_from_slice(segment_rows);
+                        held[version].extend_from_slice(segment_rows);
                         outage = Some(e);
                     }
                     Err(e) => {
                         for row in segment_rows {
-                            failures.push(fail(*row as usize, version_name(version), e.clone()));
+                            let failure = s.failure(*row as usize, version, e.clone());
+                            self.failures.push(failure);
                         }
                     }
                 }
             }
         }
-        let Some(error) = outage else { break };
-        // The model is down: hold the rows (the source pauses once the queue is full) and
-        // probe again later. Dead-lettering them would flood the dead-letter topic.
-        waits += 1;
-        s.model
-            .metrics
-            .outage_waits
-            .with_label_values(&[&*s.model.name])
-            .inc();
-        let retry_policy = &s.model.policy.retry;
-        let pause =
-            backoff(waits, retry_policy.backoff, retry_policy.max_backoff).max(MIN_OUTAGE_PAUSE);
-        if waits == 1 || waits.is_power_of_two() {
-            tracing::warn!(model = %s.model.name, step = %s.step.name, waits, error = %error, "model unavailable; holding the batch and retrying");
-        }
-        tokio::time::sleep(pause).await;
-        pending = retry;
+        (held, outage)
     }
-    match assemble(s, &answers, &located) {
-        Ok(columns) => (columns, failures),
-        Err(e) => {
-            let error = InferError::new(ErrorKind::Runtime, format!("joining answers: {e}"));
-            let failures = (0..n)
-                .map(|r| fail(r, version_name(0), error.clone()))
-                .collect();
-            (null_columns(s, n), failures)
-        }
+}
+
+/// The model is down: hold the rows (the source pauses once the queue is full) and probe
+/// again after a backoff. Dead-lettering them would flood the dead-letter topic.
+async fn wait_out_outage(s: &StepRuntime, waits: u32, error: &InferError) {
+    s.model
+        .metrics
+        .outage_waits
+        .with_label_values(&[&*s.model.name])
+        .inc();
+    let retry_policy = &s.model.policy.retry;
+    let pause =
+        backoff(waits, retry_policy.backoff, retry_policy.max_backoff).max(MIN_OUTAGE_PAUSE);
+    if waits == 1 || waits.is_power_of_two() {
+        tracing::warn!(model = %s.model.name, step = %s.step.name, waits, error = %error, "model unavailable; holding the batch and retrying");
     }
+    tokio::time::sleep(pause).await;
 }
 
 fn null_columns(s: &StepRuntime, n: usize) -> Vec<ArrayRef> {
@@ -392,13 +448,4 @@ fn sticky_hashes(column: &ArrayRef) -> Vec<u64> {
             h ^ (h >> 33)
         })
         .collect()
-}
-
-/// Policy of a model's batchers from its spec.
-pub fn batching_policy(spec: &crate::spec::ModelBatchingSpec) -> BatchingPolicy {
-    BatchingPolicy {
-        max_rows: spec.max_batch_rows.max(1),
-        max_delay: spec.max_delay,
-        max_concurrent: spec.max_concurrent_requests.max(1),
-    }
 }

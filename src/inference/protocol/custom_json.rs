@@ -2,18 +2,19 @@
 //! `[{input columns}, ...]`; the array at `results_pointer` in the answer has one element per row and
 //! each output is a JSON pointer into an element.
 
+use std::borrow::Cow;
+
 use datafusion::arrow::record_batch::RecordBatch;
-use futures::FutureExt;
-use futures::future::BoxFuture;
 use serde_json::Value;
 
+use super::http_json::JsonProtocol;
 use super::json_values::{to_array, write_cell, write_str};
-use super::transport::{join, post_json};
-use super::{Backend, CallOutput, Contract, Selector, SelectorSyntax};
-use crate::inference::{ErrorKind, InferError};
+use super::{CallOutput, Contract, Selector, SelectorSyntax};
+use crate::inference::error::{ErrorKind, InferError};
 use crate::spec::{CustomJsonSpec, Secret};
 
-/// Custom JSON client of one model version.
+/// Custom JSON protocol of one model version (sent by an
+/// [`HttpJsonBackend`](super::http_json::HttpJsonBackend)).
 pub struct CustomJsonBackend {
     path: String,
     /// The body template rendered once, split where the rows go.
@@ -111,19 +112,26 @@ impl CustomJsonBackend {
     }
 }
 
-impl Backend for CustomJsonBackend {
-    fn call<'a>(
-        &'a self,
-        replica: &'a str,
-        inputs: &'a RecordBatch,
-        contract: &'a Contract,
-    ) -> BoxFuture<'a, Result<CallOutput, InferError>> {
-        async move {
-            let body = self.encode(inputs, contract)?;
-            let answer = post_json(&join(replica, &self.path), body, &self.headers, None).await?;
-            self.decode(&answer, contract, inputs.num_rows())
-        }
-        .boxed()
+impl JsonProtocol for CustomJsonBackend {
+    fn path(&self) -> Cow<'_, str> {
+        Cow::Borrowed(&self.path)
+    }
+
+    fn encode_body(&self, inputs: &RecordBatch, contract: &Contract) -> Result<String, InferError> {
+        self.encode(inputs, contract)
+    }
+
+    fn decode_answer(
+        &self,
+        body: &[u8],
+        contract: &Contract,
+        rows: usize,
+    ) -> Result<CallOutput, InferError> {
+        self.decode(body, contract, rows)
+    }
+
+    fn headers(&self) -> &[(String, Secret)] {
+        &self.headers
     }
 
     fn selector_syntax(&self) -> SelectorSyntax {

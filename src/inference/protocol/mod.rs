@@ -5,9 +5,11 @@
 pub mod custom_json;
 /// Moved to [`crate::http_client::guarded_resolver`]; kept here for existing paths.
 pub use crate::http_client::guarded_resolver;
+pub mod http_json;
 pub mod json_values;
 pub mod oip;
 pub mod openai;
+pub mod scrubbed;
 pub mod tf_serving;
 pub mod transport;
 
@@ -15,7 +17,7 @@ use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use futures::future::BoxFuture;
 
-use super::InferError;
+use super::error::InferError;
 use crate::spec::OutputType;
 pub use crate::spec::selector::{Selector, SelectorSyntax};
 
@@ -91,7 +93,7 @@ pub trait Backend: Send + Sync {
     }
 
     /// The secrets this client sends to its replicas, when its errors are scrubbed of them
-    /// ([`crate::inference::scrub::ScrubbedBackend`]): the gateway scrubs the error answers it
+    /// ([`crate::inference::protocol::scrubbed::ScrubbedBackend`]): the gateway scrubs the error answers it
     /// relays from the same replicas with it.
     fn secret_scrubber(&self) -> Option<&crate::inference::scrub::SecretScrubber> {
         None

@@ -1,6 +1,8 @@
 //! Open Inference Protocol v2 REST (KServe v2), as served by Triton, KServe and MLServer:
 //! `POST /v2/models/{name}[/versions/{v}]/infer` and metadata `GET /v2/models/{name}`.
 
+use std::borrow::Cow;
+
 use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::record_batch::RecordBatch;
@@ -9,13 +11,15 @@ use futures::future::BoxFuture;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::http_json::JsonProtocol;
 use super::json_values::{cast_for_tensor, oip_datatype, to_array, write_cell, write_str};
-use super::transport::{get, join, post_json};
-use super::{Backend, CallOutput, Contract, ContractProblem, Selector, SelectorSyntax};
-use crate::inference::InferError;
+use super::transport::{get, join};
+use super::{CallOutput, Contract, ContractProblem, Selector, SelectorSyntax};
+use crate::inference::error::InferError;
 use crate::spec::{OipV2Spec, Secret, TensorLayout};
 
-/// OIP v2 client of one model version.
+/// OIP v2 protocol of one model version (sent by an
+/// [`HttpJsonBackend`](super::http_json::HttpJsonBackend)).
 pub struct OipBackend {
     /// `v2/models/{name}[/versions/{v}]`.
     model_path: String,
@@ -166,7 +170,7 @@ impl OipBackend {
 }
 
 fn bad_input(message: String) -> InferError {
-    InferError::new(crate::inference::ErrorKind::BadInput, message)
+    InferError::new(crate::inference::error::ErrorKind::BadInput, message)
 }
 
 /// Extracts the contract's outputs from named tensors (shared with the in-process runtime's
@@ -254,20 +258,26 @@ fn flatten(data: &[Value]) -> Vec<&Value> {
     out
 }
 
-impl Backend for OipBackend {
-    fn call<'a>(
-        &'a self,
-        replica: &'a str,
-        inputs: &'a RecordBatch,
-        contract: &'a Contract,
-    ) -> BoxFuture<'a, Result<CallOutput, InferError>> {
-        async move {
-            let body = self.encode(inputs, contract)?;
-            let url = join(replica, &format!("{}/infer", self.model_path));
-            let answer = post_json(&url, body, &self.headers, None).await?;
-            Self::decode(&answer, contract, inputs.num_rows())
-        }
-        .boxed()
+impl JsonProtocol for OipBackend {
+    fn path(&self) -> Cow<'_, str> {
+        Cow::Owned(format!("{}/infer", self.model_path))
+    }
+
+    fn encode_body(&self, inputs: &RecordBatch, contract: &Contract) -> Result<String, InferError> {
+        self.encode(inputs, contract)
+    }
+
+    fn decode_answer(
+        &self,
+        body: &[u8],
+        contract: &Contract,
+        rows: usize,
+    ) -> Result<CallOutput, InferError> {
+        Self::decode(body, contract, rows)
+    }
+
+    fn headers(&self) -> &[(String, Secret)] {
+        &self.headers
     }
 
     fn selector_syntax(&self) -> SelectorSyntax {

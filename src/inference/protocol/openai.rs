@@ -2,17 +2,17 @@
 //! LLM classification and enrichment (one request per row, a prompt rendered from columns),
 //! and embeddings (a batch of texts per request).
 
+use std::borrow::Cow;
+
 use datafusion::arrow::array::{Array, ArrayRef};
 use datafusion::arrow::record_batch::RecordBatch;
-use futures::FutureExt;
-use futures::future::BoxFuture;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::http_json::JsonProtocol;
 use super::json_values::{to_array, write_cell, write_str};
-use super::transport::{join, post_json};
-use super::{Backend, CallOutput, Contract, Selector, SelectorSyntax};
-use crate::inference::{ErrorKind, InferError};
+use super::{CallOutput, Contract, Selector, SelectorSyntax};
+use crate::inference::error::{ErrorKind, InferError};
 use crate::spec::{OpenAiChatSpec, OpenAiEmbeddingsSpec, Secret};
 
 /// A prompt template: literal text and `{column}` references.
@@ -100,7 +100,8 @@ fn as_str(column: &ArrayRef, row: usize) -> Option<String> {
     }
 }
 
-/// Chat completions client of one model version.
+/// Chat completions protocol of one model version (sent by an
+/// [`HttpJsonBackend`](super::http_json::HttpJsonBackend)).
 pub struct ChatBackend {
     spec: OpenAiChatSpec,
 }
@@ -229,26 +230,32 @@ fn strip_fences(text: &str) -> &str {
     inner.strip_suffix("```").unwrap_or(inner).trim()
 }
 
-impl Backend for ChatBackend {
-    fn call<'a>(
-        &'a self,
-        replica: &'a str,
-        inputs: &'a RecordBatch,
-        contract: &'a Contract,
-    ) -> BoxFuture<'a, Result<CallOutput, InferError>> {
-        async move {
-            if inputs.num_rows() != 1 {
-                return Err(InferError::new(
-                    ErrorKind::Runtime,
-                    "chat completions take one row per request",
-                ));
-            }
-            let body = self.encode(inputs, contract)?;
-            let url = join(replica, "chat/completions");
-            let answer = post_json(&url, body, &[], self.spec.api_key.as_ref()).await?;
-            Self::decode(&answer, contract)
+impl JsonProtocol for ChatBackend {
+    fn path(&self) -> Cow<'_, str> {
+        Cow::Borrowed("chat/completions")
+    }
+
+    fn encode_body(&self, inputs: &RecordBatch, contract: &Contract) -> Result<String, InferError> {
+        if inputs.num_rows() != 1 {
+            return Err(InferError::new(
+                ErrorKind::Runtime,
+                "chat completions take one row per request",
+            ));
         }
-        .boxed()
+        self.encode(inputs, contract)
+    }
+
+    fn decode_answer(
+        &self,
+        body: &[u8],
+        contract: &Contract,
+        _rows: usize,
+    ) -> Result<CallOutput, InferError> {
+        Self::decode(body, contract)
+    }
+
+    fn bearer(&self) -> Option<&Secret> {
+        self.spec.api_key.as_ref()
     }
 
     fn max_rows_per_request(&self) -> Option<usize> {
@@ -260,7 +267,8 @@ impl Backend for ChatBackend {
     }
 }
 
-/// Embeddings client of one model version.
+/// Embeddings protocol of one model version (sent by an
+/// [`HttpJsonBackend`](super::http_json::HttpJsonBackend)).
 pub struct EmbeddingsBackend {
     model: String,
     api_key: Option<Secret>,
@@ -340,20 +348,26 @@ impl EmbeddingsBackend {
     }
 }
 
-impl Backend for EmbeddingsBackend {
-    fn call<'a>(
-        &'a self,
-        replica: &'a str,
-        inputs: &'a RecordBatch,
-        contract: &'a Contract,
-    ) -> BoxFuture<'a, Result<CallOutput, InferError>> {
-        async move {
-            let body = self.encode(inputs)?;
-            let url = join(replica, "embeddings");
-            let answer = post_json(&url, body, &[], self.api_key.as_ref()).await?;
-            Self::decode(&answer, contract, inputs.num_rows())
-        }
-        .boxed()
+impl JsonProtocol for EmbeddingsBackend {
+    fn path(&self) -> Cow<'_, str> {
+        Cow::Borrowed("embeddings")
+    }
+
+    fn encode_body(&self, inputs: &RecordBatch, _: &Contract) -> Result<String, InferError> {
+        self.encode(inputs)
+    }
+
+    fn decode_answer(
+        &self,
+        body: &[u8],
+        contract: &Contract,
+        rows: usize,
+    ) -> Result<CallOutput, InferError> {
+        Self::decode(body, contract, rows)
+    }
+
+    fn bearer(&self) -> Option<&Secret> {
+        self.api_key.as_ref()
     }
 
     fn selector_syntax(&self) -> SelectorSyntax {

@@ -1,19 +1,20 @@
 //! TensorFlow Serving REST predict, row format: `POST /v1/models/{name}:predict` with
 //! `{"instances": [...]}`, answered by `{"predictions": [...]}` with one element per row.
 
+use std::borrow::Cow;
+
 use datafusion::arrow::record_batch::RecordBatch;
-use futures::FutureExt;
-use futures::future::BoxFuture;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::http_json::JsonProtocol;
 use super::json_values::{to_array, write_cell, write_str};
-use super::transport::{join, post_json};
-use super::{Backend, CallOutput, Contract, Selector, SelectorSyntax};
-use crate::inference::{ErrorKind, InferError};
+use super::{CallOutput, Contract, Selector, SelectorSyntax};
+use crate::inference::error::{ErrorKind, InferError};
 use crate::spec::TfServingSpec;
 
-/// TF Serving client of one model version.
+/// TF Serving protocol of one model version (sent by an
+/// [`HttpJsonBackend`](super::http_json::HttpJsonBackend)).
 pub struct TfServingBackend {
     path: String,
     signature_name: Option<String>,
@@ -139,19 +140,22 @@ fn select<'v>(
     }
 }
 
-impl Backend for TfServingBackend {
-    fn call<'a>(
-        &'a self,
-        replica: &'a str,
-        inputs: &'a RecordBatch,
-        contract: &'a Contract,
-    ) -> BoxFuture<'a, Result<CallOutput, InferError>> {
-        async move {
-            let body = self.encode(inputs, contract)?;
-            let answer = post_json(&join(replica, &self.path), body, &[], None).await?;
-            Self::decode(&answer, contract, inputs.num_rows())
-        }
-        .boxed()
+impl JsonProtocol for TfServingBackend {
+    fn path(&self) -> Cow<'_, str> {
+        Cow::Borrowed(&self.path)
+    }
+
+    fn encode_body(&self, inputs: &RecordBatch, contract: &Contract) -> Result<String, InferError> {
+        self.encode(inputs, contract)
+    }
+
+    fn decode_answer(
+        &self,
+        body: &[u8],
+        contract: &Contract,
+        rows: usize,
+    ) -> Result<CallOutput, InferError> {
+        Self::decode(body, contract, rows)
     }
 
     fn selector_syntax(&self) -> SelectorSyntax {

@@ -1,28 +1,14 @@
-//! Replica selection: power of two choices over peak-EWMA latency (default), round-robin or
-//! least-outstanding; per-replica in-flight limit; passive outlier ejection with growing
-//! ejection time.
-//!
-//! Hand-written rather than `tower::balance`: the balancer must skip ejected replicas, avoid
-//! the replica that just failed when retrying, and report per-replica metrics, and each replica
-//! is shared by concurrent calls (`&self`), which tower's `&mut self` services would need a
-//! lock or a buffer task for on every call.
+//! One replica of a model version: its in-flight slots (a hard limit per replica), the probe
+//! that tests it again when an ejection expires, and its [`Health`].
 
-use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rand::Rng;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::spec::{BalanceStrategy, EjectionSpec};
-
-/// Decay time of the peak-EWMA latency estimate (as in Finagle and linkerd).
-const EWMA_DECAY: Duration = Duration::from_secs(10);
-
-/// Latency assumed for a replica that has not answered yet: optimistic, so new replicas get
-/// traffic and a measurement quickly.
-const INITIAL_LATENCY: Duration = Duration::from_millis(1);
+use super::health::{Health, Outcome};
+use crate::spec::EjectionSpec;
 
 /// One replica of a model version.
 pub struct Replica {
@@ -39,28 +25,6 @@ pub struct Replica {
     health: Mutex<Health>,
     in_flight_gauge: prometheus::IntGauge,
     ejections: prometheus::IntCounter,
-}
-
-struct Health {
-    /// Peak-EWMA latency estimate in nanoseconds.
-    ewma_ns: f64,
-    last_update: Instant,
-    consecutive_failures: u32,
-    times_ejected: u32,
-    ejected_until: Option<Instant>,
-    /// Back from an ejection and answering since then.
-    healthy_since: Option<Instant>,
-}
-
-/// What an attempt's outcome means for a replica's health.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// Answered (even with a 4xx: the replica is healthy, the request was bad).
-    Success,
-    /// Failed in a way that says the replica is unhealthy.
-    Failure,
-    /// Neither (throttled, or the attempt was cancelled).
-    Neutral,
 }
 
 /// Proof that a request holds an in-flight slot of a replica; frees it when dropped.
@@ -108,14 +72,7 @@ impl Replica {
             probing: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             slots: Arc::new(Semaphore::new(max_in_flight.max(1))),
-            health: Mutex::new(Health {
-                ewma_ns: INITIAL_LATENCY.as_nanos() as f64,
-                last_update: Instant::now(),
-                consecutive_failures: 0,
-                times_ejected: 0,
-                ejected_until: None,
-                healthy_since: None,
-            }),
+            health: Mutex::new(Health::new()),
             in_flight_gauge,
             ejections,
         }
@@ -134,7 +91,7 @@ impl Replica {
 
     /// Whether the balancer may send to this replica at `now`: not ejected, or its ejection
     /// expired and no probe is in flight yet.
-    fn available(&self, now: Instant) -> bool {
+    pub(super) fn available(&self, now: Instant) -> bool {
         match self.health().ejected_until {
             None => true,
             Some(until) if now < until => false,
@@ -143,7 +100,7 @@ impl Replica {
     }
 
     /// Marks the probe of an expired ejection as in flight (false if another caller won).
-    fn claim_probe(&self, now: Instant) -> bool {
+    pub(super) fn claim_probe(&self, now: Instant) -> bool {
         let expired = self
             .health()
             .ejected_until
@@ -182,10 +139,8 @@ impl Replica {
     }
 
     /// Load estimate for p2c: peak-EWMA latency × (in-flight + 1).
-    fn load(&self, now: Instant) -> f64 {
-        let h = self.health();
-        let elapsed = now.saturating_duration_since(h.last_update).as_secs_f64();
-        let decayed = h.ewma_ns * (-elapsed / EWMA_DECAY.as_secs_f64()).exp();
+    pub(super) fn load(&self, now: Instant) -> f64 {
+        let decayed = self.health().latency_ns(now);
         decayed.max(1.0) * (self.in_flight() as f64 + 1.0)
     }
 
@@ -206,143 +161,27 @@ impl Replica {
         }
     }
 
-    fn record(&self, latency: Duration, outcome: Outcome, ejection: &EjectionSpec) {
+    /// Records an attempt's latency and outcome; ejects the replica when it should be.
+    pub(super) fn record(&self, latency: Duration, outcome: Outcome, ejection: &EjectionSpec) {
         let now = Instant::now();
         let mut h = self.health();
-        let rtt = latency.as_nanos() as f64;
-        // Peak EWMA: jump up to a slower sample at once, decay towards faster ones.
-        if rtt > h.ewma_ns {
-            h.ewma_ns = rtt;
-        } else {
-            let elapsed = now.saturating_duration_since(h.last_update).as_secs_f64();
-            let w = (-elapsed / EWMA_DECAY.as_secs_f64()).exp();
-            h.ewma_ns = h.ewma_ns * w + rtt * (1.0 - w);
-        }
-        h.last_update = now;
+        h.sample(latency, now);
         self.probing.store(false, Ordering::Release);
         if !self.ejectable {
             return;
         }
-        match outcome {
-            Outcome::Success => {
-                h.consecutive_failures = 0;
-                // A replica back from ejection that answers is in rotation again; after
-                // `max_time` of health its ejection history is forgiven.
-                if let Some(until) = h.ejected_until
-                    && now >= until
-                {
-                    h.ejected_until = None;
-                    h.healthy_since = Some(now);
-                }
-                if h.healthy_since
-                    .is_some_and(|since| now.saturating_duration_since(since) >= ejection.max_time)
-                {
-                    h.times_ejected = 0;
-                    h.healthy_since = None;
-                }
-            }
-            Outcome::Failure => {
-                h.consecutive_failures += 1;
-                let probing = h.ejected_until.is_some_and(|until| now >= until);
-                if h.consecutive_failures >= ejection.consecutive_failures.max(1) || probing {
-                    h.times_ejected += 1;
-                    let time = ejection
-                        .base_time
-                        .saturating_mul(h.times_ejected)
-                        .min(ejection.max_time);
-                    h.ejected_until = Some(now + time);
-                    h.healthy_since = None;
-                    h.consecutive_failures = 0;
-                    self.ejections.inc();
-                    tracing::warn!(replica = %self.address, ejected_for = ?time, "model replica ejected after consecutive failures");
-                }
-            }
-            Outcome::Neutral => {}
+        if let Some(time) = h.judge(outcome, ejection, now) {
+            self.ejections.inc();
+            tracing::warn!(replica = %self.address, ejected_for = ?time, "model replica ejected after consecutive failures");
         }
-    }
-}
-
-/// The replicas of one version and how to choose among them.
-pub struct Balancer {
-    /// Replaced as a whole (admin API); readers take a snapshot.
-    replicas: std::sync::RwLock<Arc<Vec<Arc<Replica>>>>,
-    strategy: BalanceStrategy,
-    next: AtomicUsize,
-}
-
-impl Balancer {
-    /// A balancer over `replicas`.
-    pub fn new(replicas: Vec<Arc<Replica>>, strategy: BalanceStrategy) -> Self {
-        Balancer {
-            replicas: std::sync::RwLock::new(Arc::new(replicas)),
-            strategy,
-            next: AtomicUsize::new(0),
-        }
-    }
-
-    /// All replicas (a snapshot).
-    pub fn replicas(&self) -> Arc<Vec<Arc<Replica>>> {
-        self.replicas
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// Replaces the replicas. Calls in flight finish on the replicas they picked.
-    pub fn set_replicas(&self, replicas: Vec<Arc<Replica>>) {
-        *self.replicas.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(replicas);
-    }
-
-    /// Chooses a replica that is not ejected, avoiding `avoid` (the one that just failed)
-    /// when another is available. `None` when every replica is ejected.
-    pub fn pick(&self, avoid: Option<&Arc<Replica>>) -> Option<Arc<Replica>> {
-        let now = Instant::now();
-        let replicas = self.replicas();
-        let mut candidates: Vec<&Arc<Replica>> =
-            replicas.iter().filter(|r| r.available(now)).collect();
-        if candidates.len() > 1
-            && let Some(avoid) = avoid
-        {
-            candidates.retain(|r| !Arc::ptr_eq(r, avoid));
-        }
-        let chosen = match candidates.len() {
-            0 => return None,
-            1 => candidates[0],
-            n => match self.strategy {
-                BalanceStrategy::RoundRobin => {
-                    candidates[self.next.fetch_add(1, Ordering::Relaxed) % n]
-                }
-                BalanceStrategy::LeastOutstanding => {
-                    // Ties broken by rotation so idle replicas share the load.
-                    let start = self.next.fetch_add(1, Ordering::Relaxed);
-                    (0..n)
-                        .map(|i| candidates[(start + i) % n])
-                        .min_by_key(|r| r.in_flight())
-                        .expect("n > 1")
-                }
-                BalanceStrategy::P2cEwma => {
-                    let mut rng = rand::rng();
-                    let a = rng.random_range(0..n);
-                    let mut b = rng.random_range(0..n - 1);
-                    if b >= a {
-                        b += 1;
-                    }
-                    let (ra, rb) = (candidates[a], candidates[b]);
-                    if ra.load(now) <= rb.load(now) { ra } else { rb }
-                }
-            },
-        };
-        // Two callers may both see an expired ejection; only one gets to probe.
-        if !chosen.claim_probe(now) {
-            return None;
-        }
-        Some(chosen.clone())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::inference::balance::Balancer;
+    use crate::spec::BalanceStrategy;
 
     fn replica(name: &str) -> Arc<Replica> {
         let gauge = prometheus::IntGauge::new("g", "g").unwrap();
@@ -432,41 +271,5 @@ mod tests {
             r.acquire().await.finish(Outcome::Failure, &spec);
         }
         assert!(ejected_for(&r) <= Duration::from_secs(60));
-    }
-
-    #[tokio::test]
-    async fn p2c_prefers_the_faster_replica() {
-        let fast = replica("fast");
-        let slow = replica("slow");
-        let spec = ejection();
-        for _ in 0..5 {
-            let f = fast.acquire().await;
-            f.finish(Outcome::Success, &spec);
-        }
-        slow.record(Duration::from_millis(50), Outcome::Success, &spec);
-        let balancer = Balancer::new(vec![fast.clone(), slow], BalanceStrategy::P2cEwma);
-        for _ in 0..100 {
-            assert!(Arc::ptr_eq(&balancer.pick(None).unwrap(), &fast));
-        }
-    }
-
-    #[tokio::test]
-    async fn avoid_and_least_outstanding() {
-        let a = replica("a");
-        let b = replica("b");
-        let balancer = Balancer::new(
-            vec![a.clone(), b.clone()],
-            BalanceStrategy::LeastOutstanding,
-        );
-        let _held = a.acquire().await;
-        for _ in 0..10 {
-            assert!(Arc::ptr_eq(&balancer.pick(None).unwrap(), &b));
-            assert!(Arc::ptr_eq(&balancer.pick(Some(&b)).unwrap(), &a));
-        }
-        let single = Balancer::new(vec![a.clone()], BalanceStrategy::RoundRobin);
-        assert!(
-            Arc::ptr_eq(&single.pick(Some(&a)).unwrap(), &a),
-            "the only replica is still used"
-        );
     }
 }
