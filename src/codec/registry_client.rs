@@ -129,7 +129,8 @@ mod tests {
         }))
         .unwrap();
         // "svc:hunter2-secret" in Basic form.
-        let echoed = "401: bad password hunter2-secret (Authorization: Basic c3ZjOmh1bnRlcjItc2VjcmV0)";
+        let echoed =
+            "401: bad password hunter2-secret (Authorization: Basic c3ZjOmh1bnRlcjItc2VjcmV0)";
         let text = without_credentials(echoed, &registry);
         assert!(!text.contains("hunter2"), "{text}");
         assert!(!text.contains("c3ZjOmh1bnRlcjItc2VjcmV0"), "{text}");

@@ -20,13 +20,13 @@ use crate::spec::{EjectionSpec, OutputType};
 use crate::telemetry::ModelMetrics;
 
 /// `n` rows of one column `x`.
-pub fn rows(n: i64) -> RecordBatch {
+pub(super) fn rows(n: i64) -> RecordBatch {
     let x = Arc::new(Int64Array::from_iter_values(0..n)) as ArrayRef;
     RecordBatch::try_from_iter(vec![("x", x)]).expect("one column")
 }
 
 /// Sends `x`, reads `y`.
-pub fn contract() -> Contract {
+pub(super) fn contract() -> Contract {
     Contract {
         inputs: vec!["x".into()],
         outputs: vec![OutputBinding {
@@ -38,7 +38,7 @@ pub fn contract() -> Contract {
 }
 
 /// An answer of model `m`, version `v`, from `replica`.
-pub fn answer(replica: &str) -> Answer {
+pub(super) fn answer(replica: &str) -> Answer {
     Answer {
         columns: vec![],
         model: "m".into(),
@@ -49,24 +49,24 @@ pub fn answer(replica: &str) -> Answer {
 }
 
 /// Fresh metric families (in a registry of their own).
-pub fn model_metrics() -> ModelMetrics {
+pub(super) fn model_metrics() -> ModelMetrics {
     ModelMetrics::register(&prometheus::Registry::new())
 }
 
 /// The metrics of version `v` of model `m`, in `families`.
-pub fn metrics_in(families: &ModelMetrics) -> VersionMetrics {
+pub(super) fn metrics_in(families: &ModelMetrics) -> VersionMetrics {
     VersionMetrics::new("m".into(), "v".into(), families.clone())
 }
 
 /// A replica at `address` with `max_in_flight` slots.
-pub fn replica(address: &str, max_in_flight: usize) -> Arc<Replica> {
+pub(super) fn replica(address: &str, max_in_flight: usize) -> Arc<Replica> {
     let gauge = prometheus::IntGauge::new("g", "g").expect("valid");
     let counter = prometheus::IntCounter::new("c", "c").expect("valid");
     Arc::new(Replica::new(address, max_in_flight, gauge, counter))
 }
 
 /// Ejection after three failures in a row.
-pub fn ejection() -> EjectionSpec {
+pub(super) fn ejection() -> EjectionSpec {
     EjectionSpec {
         consecutive_failures: 3,
         base_time: Duration::from_secs(60),
@@ -77,7 +77,7 @@ pub fn ejection() -> EjectionSpec {
 type Answering = dyn Fn(&str, usize) -> Result<Vec<i64>, InferError> + Send + Sync;
 
 /// A protocol client answering from a function of (replica, rows), or never.
-pub struct FakeBackend {
+pub(super) struct FakeBackend {
     answer: Box<Answering>,
     hang: bool,
     replicas: Mutex<Vec<String>>,
@@ -85,7 +85,7 @@ pub struct FakeBackend {
 
 impl FakeBackend {
     /// Answers `y` values (or an error) computed by `answer`.
-    pub fn answering(
+    pub(super) fn answering(
         answer: impl Fn(&str, usize) -> Result<Vec<i64>, InferError> + Send + Sync + 'static,
     ) -> Arc<Self> {
         Arc::new(FakeBackend {
@@ -96,7 +96,7 @@ impl FakeBackend {
     }
 
     /// Never answers.
-    pub fn hanging() -> Arc<Self> {
+    pub(super) fn hanging() -> Arc<Self> {
         Arc::new(FakeBackend {
             hang: true,
             ..Arc::into_inner(Self::answering(|_, _| Ok(vec![]))).expect("one owner")
@@ -104,7 +104,7 @@ impl FakeBackend {
     }
 
     /// The replicas called, in order.
-    pub fn replicas(&self) -> Vec<String> {
+    pub(super) fn replicas(&self) -> Vec<String> {
         self.replicas.lock().expect("not poisoned").clone()
     }
 }
