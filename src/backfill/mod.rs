@@ -15,6 +15,7 @@ pub mod input;
 pub mod progress;
 pub mod read;
 pub mod report;
+mod unit_sink;
 pub mod write;
 
 use std::collections::BTreeMap;
@@ -23,24 +24,22 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use datafusion::arrow::array::RecordBatch;
 use futures::StreamExt;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::ack::{Ack, AckReceiver, AckStatus};
 use crate::batch::{Failure, Stage};
-use crate::batch::{Position, RawRecord};
 use crate::inference::{InferenceStage, ModelRegistry};
 use crate::plan::CompiledPipeline;
 use crate::runtime::rows::process_rows;
-use crate::sink::{self, DeadLetterRecord, PayloadColumns, Sink, SinkInput};
+use crate::sink::{self, PayloadColumns, Sink};
 use crate::spec::SpecErrors;
 use crate::telemetry::{Metrics, PipelineMetrics};
 use input::{BadFile, Unit};
 use progress::Progress;
 use report::{Counters, Summary};
-use write::{DEAD_LETTER_DIR, DeadRow, UnitFile};
+use unit_sink::UnitSink;
+use write::DeadRow;
 
 pub use report::ProgressMode;
 
@@ -550,218 +549,4 @@ async fn handle_batch(
         sink.dead_letters(file, dead).await?;
     }
     Ok(())
-}
-
-/// A unit's destination: files under temporary names, or sinks holding the unit's ack.
-enum UnitSink {
-    Files {
-        names: Vec<String>,
-        outputs: Vec<UnitFile>,
-        /// The columns each output's files hold.
-        payloads: Vec<PayloadColumns>,
-        dead: Box<UnitFile>,
-    },
-    Sinks {
-        names: Vec<String>,
-        outputs: Vec<Arc<dyn Sink>>,
-        dead_letter: Option<Arc<dyn Sink>>,
-        dead_letter_drop: bool,
-        undeliverable_fails: bool,
-        pipeline: Arc<str>,
-        ack: Ack,
-        resolved: oneshot::Receiver<AckStatus>,
-        rows: Vec<u64>,
-    },
-}
-
-impl UnitSink {
-    fn open(context: &Context, unit: &Unit) -> Result<Self, String> {
-        let compiled = &context.compiled;
-        let names: Vec<String> = compiled.outputs.iter().map(|o| o.name.clone()).collect();
-        Ok(match &context.destination {
-            Destination::Files { dir } => UnitSink::Files {
-                outputs: compiled
-                    .outputs
-                    .iter()
-                    .map(|o| {
-                        let schema = o
-                            .payload
-                            .schema(&compiled.output_schema())
-                            .map_err(|e| e.to_string())?;
-                        Ok(UnitFile::new(&dir.join(&o.name), &unit.id, schema))
-                    })
-                    .collect::<Result<_, String>>()?,
-                payloads: compiled.outputs.iter().map(|o| o.payload.clone()).collect(),
-                dead: Box::new(UnitFile::new(
-                    &dir.join(DEAD_LETTER_DIR),
-                    &unit.id,
-                    write::dead_letter_schema(),
-                )),
-                names,
-            },
-            Destination::Sinks {
-                outputs,
-                dead_letter,
-                drop_failures,
-                undeliverable_fails,
-                pipeline,
-            } => {
-                let (tx, rx) = oneshot::channel();
-                UnitSink::Sinks {
-                    dead_letter_drop: *drop_failures,
-                    undeliverable_fails: *undeliverable_fails,
-                    pipeline: pipeline.clone(),
-                    rows: vec![0; outputs.len()],
-                    names,
-                    outputs: outputs.clone(),
-                    dead_letter: dead_letter.clone(),
-                    ack: Ack::new(0, Arc::new(UnitAck(std::sync::Mutex::new(Some(tx))))),
-                    resolved: rx,
-                }
-            }
-        })
-    }
-
-    async fn write(&mut self, output: usize, batch: RecordBatch) -> Result<(), String> {
-        match self {
-            UnitSink::Files {
-                outputs, payloads, ..
-            } => outputs[output].write(&payloads[output].apply(&batch).map_err(|e| e.to_string())?),
-            UnitSink::Sinks {
-                outputs, ack, rows, ..
-            } => {
-                rows[output] += batch.num_rows() as u64;
-                outputs[output]
-                    .send(
-                        SinkInput::Rows {
-                            batch,
-                            origins: None,
-                        },
-                        ack,
-                    )
-                    .await
-                    .map_err(|e| e.to_string())
-                    .and_then(|rejected| match rejected.first() {
-                        // The unit fails (and is retried by `--resume`) rather than losing rows.
-                        Some((_, _, why)) => Err(format!(
-                            "{} rows could not be encoded for output {output}: {why}",
-                            rejected.len()
-                        )),
-                        None => Ok(()),
-                    })
-            }
-        }
-    }
-
-    async fn dead_letters(&mut self, file: &str, rows: Vec<DeadRow>) -> Result<(), String> {
-        match self {
-            UnitSink::Files { dead, .. } => dead.write(&write::dead_letter_batch(file, &rows)?),
-            UnitSink::Sinks {
-                dead_letter,
-                dead_letter_drop,
-                undeliverable_fails,
-                pipeline,
-                ack,
-                ..
-            } => {
-                if *dead_letter_drop {
-                    return Ok(());
-                }
-                let Some(sink) = dead_letter else {
-                    return Err(format!(
-                        "{} rows failed and the pipeline has no dead_letter sink",
-                        rows.len()
-                    ));
-                };
-                let topic: Arc<str> = Arc::from(file);
-                let letters = rows
-                    .into_iter()
-                    .map(|r| DeadLetterRecord {
-                        record: RawRecord {
-                            key: None,
-                            payload: r.record,
-                            headers: vec![],
-                            timestamp_ms: None,
-                            position: Position {
-                                topic: topic.clone(),
-                                partition: 0,
-                                offset: r.row,
-                            },
-                        },
-                        pipeline: pipeline.clone(),
-                        failure: r.failure,
-                    })
-                    .collect();
-                let undeliverable = sink
-                    .send(SinkInput::DeadLetters(letters), ack)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                for (_, _, why) in &undeliverable {
-                    tracing::error!(%file, error = %why, "the dead-letter sink refused a row even in bounded form");
-                }
-                match undeliverable.first() {
-                    Some((_, _, why)) if *undeliverable_fails => Err(format!(
-                        "{} dead letters were refused by the dead-letter sink: {why}",
-                        undeliverable.len()
-                    )),
-                    _ => Ok(()),
-                }
-            }
-        }
-    }
-
-    /// Completes the unit: renames files into place, or waits until every message the unit
-    /// sent is confirmed.
-    async fn finish(self) -> Result<BTreeMap<String, u64>, String> {
-        match self {
-            UnitSink::Files {
-                names,
-                outputs,
-                dead,
-                ..
-            } => {
-                let mut rows = BTreeMap::new();
-                for (name, file) in names.into_iter().zip(outputs) {
-                    rows.insert(name, file.finish()?);
-                }
-                (*dead).finish()?;
-                Ok(rows)
-            }
-            UnitSink::Sinks {
-                names,
-                ack,
-                resolved,
-                rows,
-                ..
-            } => {
-                drop(ack);
-                match resolved.await {
-                    Ok(AckStatus::Delivered) => Ok(names.into_iter().zip(rows).collect()),
-                    Ok(status) => Err(format!("sinks did not confirm the unit ({status:?})")),
-                    Err(_) => Err("the unit's acknowledgement was lost".to_string()),
-                }
-            }
-        }
-    }
-
-    fn abort(self) {
-        match self {
-            UnitSink::Files { outputs, dead, .. } => {
-                outputs.into_iter().for_each(UnitFile::abort);
-                (*dead).abort();
-            }
-            UnitSink::Sinks { ack, .. } => ack.record(AckStatus::Errored),
-        }
-    }
-}
-
-/// Hands a unit's final acknowledgement status to the waiting unit.
-struct UnitAck(std::sync::Mutex<Option<oneshot::Sender<AckStatus>>>);
-
-impl AckReceiver for UnitAck {
-    fn resolved(&self, _token: u64, status: AckStatus) {
-        if let Some(tx) = self.0.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            let _ = tx.send(status);
-        }
-    }
 }
