@@ -99,18 +99,20 @@ impl Balancer {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::spec::EjectionSpec;
     use std::time::Duration;
 
-    fn replica(name: &str) -> Arc<Replica> {
+    /// A replica with four in-flight slots and throwaway metrics (also used by `replica`'s tests).
+    pub(crate) fn replica(name: &str) -> Arc<Replica> {
         let gauge = prometheus::IntGauge::new("g", "g").unwrap();
         let counter = prometheus::IntCounter::new("c", "c").unwrap();
         Arc::new(Replica::new(name, 4, gauge, counter))
     }
 
-    fn ejection() -> EjectionSpec {
+    /// Ejection after three failures, for 1 to 10 minutes.
+    pub(crate) fn ejection() -> EjectionSpec {
         EjectionSpec {
             consecutive_failures: 3,
             base_time: Duration::from_secs(60),

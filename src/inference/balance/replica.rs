@@ -183,19 +183,7 @@ mod tests {
     use crate::inference::balance::Balancer;
     use crate::spec::BalanceStrategy;
 
-    fn replica(name: &str) -> Arc<Replica> {
-        let gauge = prometheus::IntGauge::new("g", "g").unwrap();
-        let counter = prometheus::IntCounter::new("c", "c").unwrap();
-        Arc::new(Replica::new(name, 4, gauge, counter))
-    }
-
-    fn ejection() -> EjectionSpec {
-        EjectionSpec {
-            consecutive_failures: 3,
-            base_time: Duration::from_secs(60),
-            max_time: Duration::from_secs(600),
-        }
-    }
+    use crate::inference::balance::tests::{ejection, replica};
 
     #[tokio::test]
     async fn consecutive_failures_eject_and_successes_reset() {
