@@ -407,11 +407,13 @@ async fn validate(files: Vec<std::path::PathBuf>, offline: bool) -> anyhow::Resu
 /// Checks that the source's brokers answer and its topics or stream exist.
 async fn check_source(source: &SourceSpec) -> Result<(), String> {
     match source {
-        SourceSpec::Kafka(k) => streamgate::kafka::check_topics(k, Duration::from_secs(10))
-            .await
-            .map_err(|e| e.to_string()),
+        SourceSpec::Kafka(k) => {
+            streamgate::connect::kafka::check_topics(k, Duration::from_secs(10))
+                .await
+                .map_err(|e| e.to_string())
+        }
         SourceSpec::Nats(n) => {
-            let client = streamgate::nats::connect(&n.connection(), "streamgate-validate")
+            let client = streamgate::connect::nats::connect(&n.connection(), "streamgate-validate")
                 .await
                 .map_err(|e| e.to_string())?;
             if let Some(js) = &n.jetstream {

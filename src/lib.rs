@@ -23,7 +23,7 @@
 //! | 0 | [`ack`], [`telemetry`], [`mock_model`], [`http_client`] | receipts and ordered offset tracking; logging, metric families and typed stats; the programmable mock model server; the outbound HTTP client with its guarded resolver |
 //! | 1 | [`batch`], [`spec`] | the unit of work and the failure vocabulary (`Stage`, `Failure`); the YAML files: types, interpolation, loading, validation, JSON Schema, pure parsers. Each component kind's configuration (`source/<kind>/spec.rs`, `sink/<kind>/spec.rs`) belongs to this layer |
 //! | 2 | [`codec`] | bytes ↔ Arrow: JSON and Avro decode and encode, record schemas, metadata columns |
-//! | 3 | [`kafka`], [`nats`] | client connections shared by each system's source and sink |
+//! | 3 | [`connect`] | client connections shared by each system's source and sink (Kafka, NATS) |
 //! | 4 | [`source`], [`transform`], [`inference`], [`sink`] | the components: Kafka and NATS sources; the SQL stage and output filters; models, protocols, batching, balancing, retries; Kafka, NATS, file and stdout sinks and dead letters |
 //! | 5 | [`plan`] | a spec compiled: schemas, decoder, SQL plan, filters, inference steps |
 //! | 6 | [`runtime`] | runs a pipeline: workers, the SQL → inference → route step shared with backfill, ordered shutdown, states |
@@ -39,6 +39,7 @@ pub mod backfill;
 pub mod batch;
 pub mod cli;
 pub mod codec;
+pub mod connect;
 pub mod demo;
 /// Entry points for the fuzz targets in `fuzz/`; not an API.
 #[doc(hidden)]
@@ -46,9 +47,7 @@ pub mod fuzzing;
 pub mod gateway;
 pub mod http_client;
 pub mod inference;
-pub mod kafka;
 pub mod mock_model;
-pub mod nats;
 pub mod plan;
 pub mod runtime;
 pub mod sink;

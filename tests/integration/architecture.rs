@@ -25,8 +25,7 @@ const LEVELS: &[(&str, u32)] = &[
     // Bytes ↔ Arrow.
     ("codec", 2),
     // Client connections shared by a kind's source and sink.
-    ("kafka", 3),
-    ("nats", 3),
+    ("connect", 3),
     // Components.
     ("source", 4),
     ("transform", 4),
@@ -82,12 +81,7 @@ const NEVER: &[(&str, &str, &str)] = &[
     ),
     (
         "spec",
-        "kafka",
-        "configuration is pure: loading it does no I/O",
-    ),
-    (
-        "spec",
-        "nats",
+        "connect",
         "configuration is pure: loading it does no I/O",
     ),
     (
@@ -192,7 +186,7 @@ fn the_former_cycle_sites_would_be_refused() {
     for (from, to) in [
         ("spec", "gateway"),
         ("spec", "inference"),
-        ("spec", "nats"),
+        ("spec", "connect"),
         ("codec", "inference"),
     ] {
         let never = NEVER.iter().any(|(f, t, _)| *f == from && *t == to);
@@ -202,7 +196,7 @@ fn the_former_cycle_sites_would_be_refused() {
         );
     }
     // The scanner sees each form those sites used.
-    let code = "use crate::nats::{SubjectTemplate, check_subject};\n\
+    let code = "use crate::connect::nats::{SubjectTemplate, check_subject};\n\
                 fn f() { let c = crate::inference::protocol::transport::client(); }\n\
                 use crate::{\n    gateway::auth,\n    spec::X,\n};\n\
                 // crate::sink in a comment\n\
@@ -217,7 +211,7 @@ fn the_former_cycle_sites_would_be_refused() {
     assert_eq!(
         found,
         [
-            "nats",
+            "connect",
             "inference",
             "gateway",
             "spec",

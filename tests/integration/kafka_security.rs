@@ -44,7 +44,7 @@ async fn a_tls_client_never_talks_plaintext_to_a_plaintext_broker() {
             sasl: None,
         },
     );
-    streamgate::kafka::check_topics(&plain, Duration::from_secs(10))
+    streamgate::connect::kafka::check_topics(&plain, Duration::from_secs(10))
         .await
         .unwrap();
 
@@ -72,7 +72,7 @@ async fn a_tls_client_never_talks_plaintext_to_a_plaintext_broker() {
             }),
         },
     );
-    let err = streamgate::kafka::check_topics(&secured, Duration::from_secs(5))
+    let err = streamgate::connect::kafka::check_topics(&secured, Duration::from_secs(5))
         .await
         .unwrap_err();
     eprintln!("TLS against plaintext: {err}");
@@ -266,7 +266,7 @@ async fn kafka_over_tls_and_mutual_tls_reaches_the_broker() {
         sasl: None,
     };
     // Metadata (with the topic) arrives only once the broker was reached through TLS.
-    streamgate::kafka::check_topics(
+    streamgate::connect::kafka::check_topics(
         &spec(&broker.bootstrap, with_ca(false)),
         Duration::from_secs(10),
     )
@@ -274,7 +274,7 @@ async fn kafka_over_tls_and_mutual_tls_reaches_the_broker() {
     .unwrap();
     // Without the CA the broker's certificate is not trusted.
     assert!(
-        streamgate::kafka::check_topics(
+        streamgate::connect::kafka::check_topics(
             &spec(&broker.bootstrap, {
                 let mut s = with_ca(false);
                 s.tls.as_mut().unwrap().ca_file = None;
@@ -288,14 +288,14 @@ async fn kafka_over_tls_and_mutual_tls_reaches_the_broker() {
 
     // Mutual TLS: the broker requires a client certificate.
     let mtls = tls_fronted_broker(&pki.server, &pki.server_key, Some(pki.ca.as_ref()));
-    streamgate::kafka::check_topics(
+    streamgate::connect::kafka::check_topics(
         &spec(&mtls.bootstrap, with_ca(true)),
         Duration::from_secs(10),
     )
     .await
     .unwrap();
     assert!(
-        streamgate::kafka::check_topics(
+        streamgate::connect::kafka::check_topics(
             &spec(&mtls.bootstrap, with_ca(false)),
             Duration::from_secs(5)
         )

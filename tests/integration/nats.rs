@@ -785,19 +785,20 @@ async fn tls_is_required_and_never_falls_back_to_plaintext() {
     };
 
     // Without the CA the server's certificate is not trusted: refused.
-    let err = streamgate::nats::connect(&connection(&server.url, None, Some(tls(None))), "t")
-        .await
-        .unwrap_err();
+    let err =
+        streamgate::connect::nats::connect(&connection(&server.url, None, Some(tls(None))), "t")
+            .await
+            .unwrap_err();
     eprintln!("without the CA: {err}");
     // Without TLS settings the client still must not talk plaintext to a TLS server.
     assert!(
-        streamgate::nats::connect(&connection(&server.url, None, None), "t")
+        streamgate::connect::nats::connect(&connection(&server.url, None, None), "t")
             .await
             .is_err()
     );
     // With the CA: connected, and messages flow.
     let ca = ca.display().to_string();
-    let client = streamgate::nats::connect(
+    let client = streamgate::connect::nats::connect(
         &connection(&server.url, None, Some(tls(Some(ca.clone())))),
         "t",
     )
@@ -809,7 +810,7 @@ async fn tls_is_required_and_never_falls_back_to_plaintext() {
     // A plaintext server is refused when TLS is configured: no silent downgrade.
     let plain = NatsServer::start();
     assert!(
-        streamgate::nats::connect(&connection(&plain.url, None, Some(tls(Some(ca)))), "t")
+        streamgate::connect::nats::connect(&connection(&plain.url, None, Some(tls(Some(ca)))), "t")
             .await
             .is_err()
     );
@@ -824,13 +825,13 @@ async fn credentials_are_used_and_never_echoed() {
     let good = NatsAuth::Token {
         token: Secret::new(canary),
     };
-    streamgate::nats::connect(&connection(&server.url, Some(good), None), "t")
+    streamgate::connect::nats::connect(&connection(&server.url, Some(good), None), "t")
         .await
         .unwrap();
     let wrong = NatsAuth::Token {
         token: Secret::new("wrong-canary-9c1e"),
     };
-    let err = streamgate::nats::connect(&connection(&server.url, Some(wrong), None), "t")
+    let err = streamgate::connect::nats::connect(&connection(&server.url, Some(wrong), None), "t")
         .await
         .unwrap_err()
         .to_string();
@@ -843,10 +844,10 @@ async fn credentials_are_used_and_never_echoed() {
         username: "scorer".into(),
         password: Secret::new(password),
     };
-    streamgate::nats::connect(&connection(&server.url, Some(auth(canary)), None), "t")
+    streamgate::connect::nats::connect(&connection(&server.url, Some(auth(canary)), None), "t")
         .await
         .unwrap();
-    let err = streamgate::nats::connect(
+    let err = streamgate::connect::nats::connect(
         &connection(&server.url, Some(auth("bad-canary")), None),
         "t",
     )
@@ -864,21 +865,22 @@ async fn credentials_are_used_and_never_echoed() {
     let nkey = |seed: &str| NatsAuth::Nkey {
         seed: Secret::new(seed),
     };
-    streamgate::nats::connect(&connection(&server.url, Some(nkey(&seed)), None), "t")
+    streamgate::connect::nats::connect(&connection(&server.url, Some(nkey(&seed)), None), "t")
         .await
         .unwrap();
     let other = nkeys::KeyPair::new_user().seed().unwrap();
-    let err = streamgate::nats::connect(&connection(&server.url, Some(nkey(&other)), None), "t")
-        .await
-        .unwrap_err()
-        .to_string();
+    let err =
+        streamgate::connect::nats::connect(&connection(&server.url, Some(nkey(&other)), None), "t")
+            .await
+            .unwrap_err()
+            .to_string();
     assert!(!err.contains(&other[..10]), "seed echoed: {err}");
 
     // A missing .creds file is a clear error naming the file, not its content.
     let creds = NatsAuth::Credentials {
         file: "/nonexistent/user.creds".into(),
     };
-    let err = streamgate::nats::connect(&connection(&server.url, Some(creds), None), "t")
+    let err = streamgate::connect::nats::connect(&connection(&server.url, Some(creds), None), "t")
         .await
         .unwrap_err()
         .to_string();

@@ -199,7 +199,7 @@ impl KafkaSink {
             }
         };
         let client_id = format!("streamgate-{pipeline}");
-        let config = crate::kafka::client_config(
+        let config = crate::connect::kafka::client_config(
             servers,
             security,
             &[

@@ -70,7 +70,7 @@ impl NatsSink {
                     .map_err(|_| build(format!("invalid header name {name:?}")))
             })
             .collect::<Result<_, _>>()?;
-        let client = crate::nats::connect(&connection, &format!("streamgate-{pipeline}"))
+        let client = crate::connect::nats::connect(&connection, &format!("streamgate-{pipeline}"))
             .await
             .map_err(|e| build(e.to_string()))?;
         let jetstream = spec.jetstream.then(|| {

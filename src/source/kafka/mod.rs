@@ -92,7 +92,7 @@ impl KafkaSource {
             StartFrom::Earliest => "earliest",
             StartFrom::Latest => "latest",
         };
-        let config = crate::kafka::client_config(
+        let config = crate::connect::kafka::client_config(
             &spec.bootstrap_servers,
             spec.security.as_ref(),
             &[

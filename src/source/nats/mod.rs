@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{BatchRouter, PauseSignal, Source, SourceHandle, SourceReport};
 use crate::batch::{Position, RawRecord};
-use crate::nats::NatsConnectError;
+use crate::connect::nats::NatsConnectError;
 use crate::spec::{JetStreamSourceSpec, NatsSourceSpec};
 use crate::telemetry::PipelineMetrics;
 use read::Reader;
@@ -67,7 +67,7 @@ impl NatsSource {
         metrics: PipelineMetrics,
         drain_timeout: Duration,
     ) -> Result<Self, NatsSourceError> {
-        let client = crate::nats::connect(
+        let client = crate::connect::nats::connect(
             &spec.connection(),
             &format!("streamgate-{}", metrics.name()),
         )
