@@ -8,10 +8,18 @@ use datafusion::arrow::array::{Array, BooleanArray};
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::record_batch::RecordBatch;
 
-use super::rows::Routed;
 use crate::batch::{Failure, Failures, Stage};
 use crate::plan::CompiledOutput;
 use crate::telemetry::PipelineMetrics;
+
+/// Rows routed to one output.
+#[derive(Debug)]
+pub struct Routed {
+    /// The rows.
+    pub batch: RecordBatch,
+    /// For each row, the input row it came from (several rows may share one with `UNNEST`).
+    pub input_rows: Vec<u32>,
+}
 
 /// What the route step did with one scored batch.
 pub(super) struct Routing {

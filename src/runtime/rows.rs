@@ -9,21 +9,13 @@ use datafusion::arrow::array::BooleanArray;
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::record_batch::RecordBatch;
 
+pub use super::route::Routed;
 use super::route::route;
 use crate::batch::{Failure, Failures, ModelContext, Stage};
 use crate::inference::{InferenceStage, ModelFailure, StageOutput};
 use crate::plan::CompiledPipeline;
 use crate::telemetry::PipelineMetrics;
 use crate::transform::sql::SqlOutput;
-
-/// Rows routed to one output.
-#[derive(Debug)]
-pub struct Routed {
-    /// The rows.
-    pub batch: RecordBatch,
-    /// For each row, the input row it came from (several rows may share one with `UNNEST`).
-    pub input_rows: Vec<u32>,
-}
 
 /// What became of one input batch.
 #[derive(Debug)]

@@ -39,3 +39,14 @@ impl Problems {
         self.0
     }
 }
+
+/// Whether `name` is a valid pipeline or output name: 1 to 63 characters from lowercase ASCII
+/// letters, digits, `-` and `_`, starting with a letter or digit.
+pub fn is_valid_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    (1..=63).contains(&bytes.len())
+        && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
+        && bytes
+            .iter()
+            .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}

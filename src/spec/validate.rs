@@ -11,6 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::check::Problems;
+pub use super::check::is_valid_name;
 pub use super::kafka::is_legal_topic;
 use super::{
     AvroWire, ColumnSpec, FormatSpec, OnError, PipelineSpec, ProcessingSpec, SinkSpec, SourceSpec,
@@ -54,17 +55,6 @@ pub struct SinkContext<'a> {
     pub source: &'a SourceSpec,
     /// Whether this is the dead-letter sink (which writes the original bytes).
     pub dead_letter: bool,
-}
-
-/// Whether `name` is a valid pipeline or output name: 1 to 63 characters from lowercase ASCII
-/// letters, digits, `-` and `_`, starting with a letter or digit.
-pub fn is_valid_name(name: &str) -> bool {
-    let bytes = name.as_bytes();
-    (1..=63).contains(&bytes.len())
-        && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
-        && bytes
-            .iter()
-            .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
 struct Checker<'a> {

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::validate::is_valid_name;
+use super::check::is_valid_name;
 use super::{EndpointSpec, InferenceStepSpec, ModelSpec};
 
 /// Problems in `models` and `steps`, as `(path, message)`.
