@@ -9,7 +9,7 @@ use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
 
-use super::auth::{KeyLimits, Principal, Refusal, Scope};
+use super::principal::{KeyLimits, Principal, Refusal, Scope};
 use crate::spec::{JwtAlgorithm, JwtSpec};
 
 /// Longest token looked at. Identity providers issue tokens of one to a few KiB, and proxies

@@ -46,6 +46,7 @@ pub mod jwt;
 pub mod oip_codec;
 pub(crate) mod openai_body;
 pub mod pipelines;
+pub mod principal;
 pub mod proxy;
 mod routes;
 mod server;
