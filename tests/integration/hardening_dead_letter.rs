@@ -212,48 +212,76 @@ async fn nats_dead_letters_too_large_for_max_payload_are_bounded_and_the_partiti
     );
 }
 
-/// A pipeline whose dead-letter sink is a NATS server with a `max_payload` that cannot hold
-/// even a dead letter's context headers: every dead letter is undeliverable, and
-/// `on_undeliverable_dead_letter` decides. Record 2 of 6 is malformed.
-struct Undeliverable {
+/// A pipeline running over `records` (partition 0 of `{name}-in`), with the dead-letter sink
+/// `dead_letter` (YAML, with the pipeline's `on_undeliverable_dead_letter` line).
+struct Run {
     bootstrap: String,
     metrics: Metrics,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<PipelineResult>,
-    _broker: EmbeddedBroker,
-    _server: NatsServer,
+    broker: EmbeddedBroker,
+    _server: Option<NatsServer>,
 }
 
-async fn undeliverable(name: &str, policy: &str) -> Undeliverable {
-    let server = NatsServer::start_with_config("max_payload: 200");
-    let topics = [(format!("{name}-in"), 1), (format!("{name}-out"), 1)];
+/// Starts the broker with `{name}-in`, `{name}-out` and `extra_topics`, produces `records`,
+/// lets `prepare` set the broker up, then spawns the pipeline.
+async fn start(
+    name: &str,
+    extra_topics: &[String],
+    records: Vec<(Vec<u8>, Vec<u8>)>,
+    dead_letter: &str,
+    prepare: impl FnOnce(&EmbeddedBroker),
+) -> Run {
+    let mut topics = vec![(format!("{name}-in"), 1), (format!("{name}-out"), 1)];
+    topics.extend(extra_topics.iter().map(|t| (t.clone(), 1)));
     let topics: Vec<(&str, i32)> = topics.iter().map(|(t, p)| (t.as_str(), *p)).collect();
     let broker = EmbeddedBroker::start(&topics).unwrap();
     let bootstrap = broker.bootstrap_servers().to_string();
-    let (mut records, _) = transactions(6, 0.0);
-    records[2].1 = b"{not json".to_vec();
     let b = bootstrap.clone();
     let topic = format!("{name}-in");
     tokio::task::spawn_blocking(move || crate::common::produce(&b, &topic, 1, &records))
         .await
         .unwrap();
-    let dead_letter = format!(
-        "{{ type: nats, servers: \"{}\", subject: {name}.dlq }}\non_undeliverable_dead_letter: {policy}",
-        server.url
-    );
+    prepare(&broker);
     let metrics = Metrics::new();
     let (stop, task) = spawn_pipeline(
-        compile(&yaml(&bootstrap, name, &dead_letter)).await,
+        compile(&yaml(&bootstrap, name, dead_letter)).await,
         &metrics,
     );
-    Undeliverable {
+    Run {
         bootstrap,
         metrics,
         stop,
         task,
-        _broker: broker,
-        _server: server,
+        broker,
+        _server: None,
     }
+}
+
+/// `streamgate_dead_letters_undeliverable_total`, summed over its labels.
+fn undeliverable_count(metrics: &Metrics) -> u64 {
+    metrics
+        .render()
+        .lines()
+        .filter(|l| l.starts_with("streamgate_dead_letters_undeliverable_total{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum()
+}
+
+/// A pipeline whose dead-letter sink is a NATS server with a `max_payload` that cannot hold
+/// even a dead letter's context headers: every dead letter is undeliverable, and
+/// `on_undeliverable_dead_letter` decides. Record 2 of 6 is malformed.
+async fn undeliverable(name: &str, policy: &str) -> Run {
+    let server = NatsServer::start_with_config("max_payload: 200");
+    let (mut records, _) = transactions(6, 0.0);
+    records[2].1 = b"{not json".to_vec();
+    let dead_letter = format!(
+        "{{ type: nats, servers: \"{}\", subject: {name}.dlq }}\non_undeliverable_dead_letter: {policy}",
+        server.url
+    );
+    let mut run = start(name, &[], records, &dead_letter, |_| {}).await;
+    run._server = Some(server);
+    run
 }
 
 type PipelineResult =
@@ -264,14 +292,7 @@ async fn an_undeliverable_dead_letter_is_counted_and_skipped_by_default_policy_d
     let run = undeliverable("undrop", "drop").await;
     let bootstrap = run.bootstrap.clone();
     wait_committed(&bootstrap, "undrop-group", "undrop-in", 1).await;
-    let undeliverable: u64 = run
-        .metrics
-        .render()
-        .lines()
-        .filter(|l| l.starts_with("streamgate_dead_letters_undeliverable_total{"))
-        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
-        .sum();
-    assert_eq!(undeliverable, 1);
+    assert_eq!(undeliverable_count(&run.metrics), 1);
     let b = bootstrap.clone();
     let out = tokio::task::spawn_blocking(move || read_all(&b, "undrop-out", 1))
         .await
@@ -310,55 +331,25 @@ async fn an_undeliverable_dead_letter_stops_the_pipeline_with_policy_fail() {
 /// large, after the producer accepted the letter (a topic whose `max.message.bytes` is below
 /// the producer's `message.max.bytes`). The input is one malformed record, so every produce
 /// request is a dead letter's.
-struct LateRefusal {
-    bootstrap: String,
-    metrics: Metrics,
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<PipelineResult>,
-    broker: EmbeddedBroker,
-}
-
-async fn refused_late(name: &str, refusals: usize, policy: &str) -> LateRefusal {
-    let topics = [
-        (format!("{name}-in"), 1),
-        (format!("{name}-out"), 1),
-        (format!("{name}-dlq"), 1),
-    ];
-    let topics: Vec<(&str, i32)> = topics.iter().map(|(t, p)| (t.as_str(), *p)).collect();
-    let broker = EmbeddedBroker::start(&topics).unwrap();
-    let bootstrap = broker.bootstrap_servers().to_string();
+async fn refused_late(name: &str, refusals: usize, policy: &str) -> Run {
     let records = vec![(b"k".to_vec(), b"{not json".to_vec())];
-    let b = bootstrap.clone();
-    let topic = format!("{name}-in");
-    tokio::task::spawn_blocking(move || crate::common::produce(&b, &topic, 1, &records))
-        .await
-        .unwrap();
-    broker.fail_next_produce_requests(
-        &vec![rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE; refusals],
-    );
     let dead_letter =
         format!("{{ type: kafka, topic: {name}-dlq }}\non_undeliverable_dead_letter: {policy}");
-    let metrics = Metrics::new();
-    let (stop, task) = spawn_pipeline(
-        compile(&yaml(&bootstrap, name, &dead_letter)).await,
-        &metrics,
-    );
-    LateRefusal {
-        bootstrap,
-        metrics,
-        stop,
-        task,
-        broker,
-    }
-}
-
-fn undeliverable_count(metrics: &Metrics) -> u64 {
-    metrics
-        .render()
-        .lines()
-        .filter(|l| l.starts_with("streamgate_dead_letters_undeliverable_total{"))
-        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
-        .sum()
+    start(
+        name,
+        &[format!("{name}-dlq")],
+        records,
+        &dead_letter,
+        |broker| {
+            broker.fail_next_produce_requests(
+                &vec![
+                    rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE;
+                    refusals
+                ],
+            )
+        },
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
