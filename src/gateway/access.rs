@@ -14,32 +14,9 @@ use axum::response::Response;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::auth::{self, Policy, Principal, Refusal};
-use super::handlers::error;
-use super::routes::{Handler, Listener, RouteDef};
+use super::response::{error, refusal};
+use super::route_table::{Handler, Listener, RouteDef};
 use super::{Gateway, Shared, held_body};
-
-/// Which routes of the admin port answer callers without a key, once it has keys.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AdminAccess {
-    /// `/healthz` and `/readyz`: probes (a kubelet, a load balancer) rarely send credentials,
-    /// and the answers tell nothing but "up" and "every pipeline running".
-    pub public_health: bool,
-    /// `/metrics`: its labels name pipelines, topics, models and replica addresses, so it is
-    /// open by default only where nobody but local processes can reach it.
-    pub public_metrics: bool,
-}
-
-impl AdminAccess {
-    /// The default for an admin port on `addr`: health public; metrics public on a loopback
-    /// address only (elsewhere a scraper sends an `admin:read` key, as Prometheus can with
-    /// `authorization.credentials_file`).
-    pub fn default_for(addr: std::net::SocketAddr) -> Self {
-        AdminAccess {
-            public_health: true,
-            public_metrics: addr.ip().is_loopback(),
-        }
-    }
-}
 
 /// What a listener requires of a route's callers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -212,24 +189,10 @@ fn model_in_path(path: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-/// 401 (with `WWW-Authenticate`) or 403.
-pub(crate) fn refusal(r: Refusal) -> Response {
-    match r {
-        Refusal::Unauthenticated => {
-            let mut response = error(StatusCode::UNAUTHORIZED, "missing or invalid API key");
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("static"));
-            response
-        }
-        Refusal::Forbidden => error(StatusCode::FORBIDDEN, "the API key lacks the scope"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gateway::routes::ROUTES;
+    use crate::gateway::route_table::{AdminAccess, ROUTES};
 
     fn route(path: &str, method: &str) -> &'static RouteDef {
         ROUTES

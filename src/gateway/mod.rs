@@ -19,12 +19,14 @@
 //! | file | job |
 //! |---|---|
 //! | `mod.rs` | the [`Gateway`] state, built from a gateway file |
-//! | `routes.rs` | [`ROUTES`] (method, path, policy, listeners, handler), the routers, dispatch |
-//! | `access.rs` | authentication, authorization, the admin port's openness, limits, refusals |
+//! | `route_table.rs` | [`ROUTES`] (method, path, policy, listeners, handler): data only |
+//! | `routes.rs` | the routers built from the table, and dispatch to the handlers |
+//! | `access.rs` | authentication, authorization, the admin port's openness, limits |
+//! | `response.rs` | error answers: JSON error bodies, 404, the 401/403 of a refusal |
 //! | `handlers/oip.rs` | OIP v2 metadata, readiness and `infer` |
 //! | `handlers/openai.rs` | OpenAI-compatible chat completions and embeddings |
 //! | `handlers/admin.rs` | admin routes: models, weights, replicas, pipelines, audit, status page |
-//! | `handlers/mod.rs` | probes and metrics, and what handlers share: body, version, errors |
+//! | `handlers/mod.rs` | probes and metrics, and what handlers share: body, version, proxy errors |
 //! | `server.rs` | [`serve`] (TLS, worker threads) and [`serve_admin`]; pipeline sampling |
 //! | `admin.rs` | audited admin changes and the weight history |
 //! | `auth.rs`, `jwt.rs` | API keys, scopes and JWT verification |
@@ -48,6 +50,8 @@ pub(crate) mod openai_body;
 pub mod pipelines;
 pub mod principal;
 pub mod proxy;
+mod response;
+mod route_table;
 mod routes;
 mod server;
 pub mod tls;
@@ -64,8 +68,8 @@ use crate::spec::{EndpointSpec, GatewayAuthSpec, GatewaySpec, ModelSpec};
 use crate::telemetry::Metrics;
 use auth::ApiKeys;
 
-pub use access::AdminAccess;
-pub use routes::{Handler, Listener, On, ROUTES, RouteDef, admin_router, method, router};
+pub use route_table::{AdminAccess, Handler, Listener, On, ROUTES, RouteDef, method};
+pub use routes::{admin_router, router};
 pub use server::{serve, serve_admin, unprotected_admin_port};
 
 /// Shared state of the gateway.

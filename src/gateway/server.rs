@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use super::access::AdminAccess;
+use super::route_table::AdminAccess;
 use super::routes::{admin_router, router};
 use super::{Gateway, http, tls, workers};
 

@@ -466,3 +466,237 @@ fn split_group(group: &str) -> Vec<String> {
     }
     parts
 }
+
+/// Within each folder, the files (and sub-folders) import each other without a cycle, so each
+/// can be read, tested and replaced on its own (the crate's top-level modules are checked by
+/// levels above). A folder's `mod.rs` stands apart: it declares
+/// and re-exports its children and holds the state they share (the gateway's `Gateway`).
+#[test]
+fn sibling_files_import_each_other_without_a_cycle() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    // Per folder (module path), the arrows between its children.
+    let mut arrows: BTreeMap<Vec<String>, BTreeSet<(String, String)>> = BTreeMap::new();
+    let files = rust_files(&src);
+    let children = child_modules(&src, &files);
+    for file in &files {
+        let own = module_path(file.strip_prefix(&src).unwrap());
+        let code = production_code(&std::fs::read_to_string(file).unwrap());
+        for target in referenced_paths(&code, &own) {
+            // The deepest folder both paths lie in, and the child of it each one is in.
+            let common = own.iter().zip(&target).take_while(|(a, b)| a == b).count();
+            let (Some(from), Some(to)) = (own.get(common), target.get(common)) else {
+                continue; // a module naming itself or its own mod.rs items
+            };
+            let folder = own[..common].to_vec();
+            // Top-level modules are [`LEVELS`]' job (with a kind's spec file in the spec layer).
+            if !folder.is_empty() && children.get(&folder).is_some_and(|c| c.contains(to)) {
+                arrows
+                    .entry(folder)
+                    .or_default()
+                    .insert((from.clone(), to.clone()));
+            }
+        }
+    }
+    let cycles: Vec<String> = arrows
+        .iter()
+        .filter_map(|(folder, edges)| {
+            find_cycle(edges).map(|c| format!("src/{}: {}", folder.join("/"), c.join(" → ")))
+        })
+        .collect();
+    assert!(
+        cycles.is_empty(),
+        "files import each other in a cycle (move the shared part to a file both import):\n  {}",
+        cycles.join("\n  ")
+    );
+}
+
+/// The check sees `super::` and `crate::` paths, groups, and ignores a folder's own `mod.rs`.
+#[test]
+fn the_sibling_check_finds_a_cycle_through_super_and_crate_paths() {
+    let own = |p: &str| module_path(Path::new(p));
+    let code = "use super::{access, routes::Handler};\nuse crate::gateway::handlers::error;\n";
+    assert_eq!(
+        referenced_paths(code, &own("gateway/routes.rs")),
+        [
+            vec!["gateway".to_string(), "access".into()],
+            vec!["gateway".into(), "routes".into(), "Handler".into()],
+            vec!["gateway".into(), "handlers".into(), "error".into()],
+        ]
+    );
+    assert_eq!(
+        referenced_paths(
+            "use super::super::oip_codec::X;",
+            &own("gateway/handlers/oip.rs")
+        ),
+        [vec!["gateway".to_string(), "oip_codec".into(), "X".into()]]
+    );
+    let edges: BTreeSet<(String, String)> = [("a", "b"), ("b", "c"), ("c", "a"), ("c", "d")]
+        .iter()
+        .map(|(f, t)| (f.to_string(), t.to_string()))
+        .collect();
+    assert_eq!(find_cycle(&edges).unwrap(), ["a", "b", "c", "a"]);
+    let acyclic: BTreeSet<(String, String)> = edges.into_iter().filter(|(f, _)| f != "c").collect();
+    assert_eq!(find_cycle(&acyclic), None);
+}
+
+/// `["gateway", "handlers", "oip"]` for `gateway/handlers/oip.rs`; a `mod.rs` is its folder.
+fn module_path(relative: &Path) -> Vec<String> {
+    let mut parts: Vec<String> = relative
+        .components()
+        .map(|c| {
+            c.as_os_str()
+                .to_string_lossy()
+                .trim_end_matches(".rs")
+                .to_string()
+        })
+        .collect();
+    if parts.last().is_some_and(|p| p == "mod") {
+        parts.pop();
+    }
+    parts
+}
+
+/// For each folder's module path, the names of its child modules (files and sub-folders).
+fn child_modules(src: &Path, files: &[PathBuf]) -> BTreeMap<Vec<String>, BTreeSet<String>> {
+    let mut children: BTreeMap<Vec<String>, BTreeSet<String>> = BTreeMap::new();
+    for file in files {
+        let mut path = module_path(file.strip_prefix(src).unwrap());
+        if let Some(name) = path.pop() {
+            children.entry(path).or_default().insert(name);
+        }
+    }
+    children
+}
+
+/// Every `crate::…`, `super::…` and `self::…` path in `code`, resolved against the module
+/// `own` to an absolute module path (its first segments; groups expanded).
+fn referenced_paths(code: &str, own: &[String]) -> Vec<Vec<String>> {
+    let mut found = Vec::new();
+    let bytes = code.as_bytes();
+    let mut i = 0;
+    while i < code.len() {
+        let at_word = i == 0
+            || !(bytes[i - 1].is_ascii_alphanumeric()
+                || bytes[i - 1] == b'_'
+                || bytes[i - 1] == b':');
+        let rest = &code[i..];
+        let base: Option<(Vec<String>, usize)> = if !at_word {
+            None
+        } else if rest.starts_with("crate::") {
+            Some((Vec::new(), "crate::".len()))
+        } else if rest.starts_with("self::") {
+            Some((own.to_vec(), "self::".len()))
+        } else if rest.starts_with("super::") {
+            let mut base = own.to_vec();
+            let mut len = 0;
+            while code[i + len..].starts_with("super::") {
+                base.pop();
+                len += "super::".len();
+            }
+            Some((base, len))
+        } else {
+            None
+        };
+        match base {
+            Some((base, len)) => {
+                let (paths, used) = path_tree(&code[i + len..]);
+                found.extend(paths.into_iter().map(|tail| {
+                    let mut full = base.clone();
+                    full.extend(tail);
+                    full
+                }));
+                i += len + used.max(1);
+            }
+            None => i += rest.chars().next().map_or(1, char::len_utf8),
+        }
+    }
+    found
+}
+
+/// The paths of a use tree (`a::b`, `{a, b::{c, d}}`), each cut at three segments, and the
+/// bytes read.
+fn path_tree(text: &str) -> (Vec<Vec<String>>, usize) {
+    let mut segments = Vec::new();
+    let mut at = 0;
+    loop {
+        let rest = &text[at..];
+        if let Some(group) = rest.strip_prefix('{') {
+            let mut paths = Vec::new();
+            let mut used;
+            let mut inner = group;
+            loop {
+                inner = inner.trim_start_matches(|c: char| c.is_whitespace() || c == ',');
+                used = text.len() - at - inner.len();
+                if inner.is_empty() || inner.starts_with('}') {
+                    used += 1;
+                    break;
+                }
+                let (tails, n) = path_tree(inner);
+                if n == 0 {
+                    break;
+                }
+                paths.extend(tails.into_iter().map(|t| {
+                    let mut p = segments.clone();
+                    p.extend(t);
+                    p.truncate(3);
+                    p
+                }));
+                inner = &inner[n..];
+            }
+            return (paths, at + used);
+        }
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        if name.is_empty() {
+            return (
+                vec![segments]
+                    .into_iter()
+                    .filter(|s| !s.is_empty())
+                    .collect(),
+                at,
+            );
+        }
+        at += name.len();
+        if name != "self" && segments.len() < 3 {
+            segments.push(name);
+        }
+        if text[at..].starts_with("::") {
+            at += 2;
+        } else {
+            return (vec![segments], at);
+        }
+    }
+}
+
+/// A cycle among `edges` as its nodes (first node repeated at the end), if there is one.
+fn find_cycle(edges: &BTreeSet<(String, String)>) -> Option<Vec<String>> {
+    fn visit<'a>(
+        node: &'a str,
+        edges: &'a BTreeSet<(String, String)>,
+        path: &mut Vec<&'a str>,
+        done: &mut BTreeSet<&'a str>,
+    ) -> Option<Vec<String>> {
+        if let Some(start) = path.iter().position(|n| *n == node) {
+            let mut cycle: Vec<String> = path[start..].iter().map(|n| n.to_string()).collect();
+            cycle.push(node.to_string());
+            return Some(cycle);
+        }
+        if !done.insert(node) {
+            return None;
+        }
+        path.push(node);
+        for (_, to) in edges.iter().filter(|(from, _)| from == node) {
+            if let Some(cycle) = visit(to, edges, path, done) {
+                return Some(cycle);
+            }
+        }
+        path.pop();
+        None
+    }
+    let mut done = BTreeSet::new();
+    edges
+        .iter()
+        .find_map(|(from, _)| visit(from, edges, &mut Vec::new(), &mut done))
+}

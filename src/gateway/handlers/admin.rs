@@ -10,11 +10,12 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::{error, not_found, read_body};
+use super::read_body;
 use crate::gateway::Gateway;
 use crate::gateway::admin::AdminError;
 use crate::gateway::auth::Principal;
-use crate::gateway::routes::Handler;
+use crate::gateway::response::{error, not_found};
+use crate::gateway::route_table::Handler;
 
 /// The status page: plain HTML and JS, no build step, nothing fetched from elsewhere.
 const STATUS_PAGE: &str = include_str!("../status.html");

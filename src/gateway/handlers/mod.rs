@@ -15,7 +15,8 @@ use bytes::Bytes;
 use serde_json::json;
 
 use super::proxy::ProxyError;
-use super::routes::Handler;
+use super::response::error;
+use super::route_table::Handler;
 use super::{Gateway, oip_codec};
 use crate::inference::model::{Model, VersionClient};
 use crate::spec::EndpointSpec;
@@ -48,16 +49,6 @@ pub(crate) fn fixed(handler: Handler, gateway: &Gateway) -> Response {
         Handler::Live => axum::Json(json!({ "live": true })).into_response(),
         _ => error(StatusCode::NOT_FOUND, "no such route"),
     }
-}
-
-/// A JSON error body: `{"error": message}`.
-pub(crate) fn error(status: StatusCode, message: &str) -> Response {
-    (status, axum::Json(json!({ "error": message }))).into_response()
-}
-
-/// 404 for a model or version that does not exist.
-pub(crate) fn not_found() -> Response {
-    error(StatusCode::NOT_FOUND, "no such model or version")
 }
 
 /// Reads a request body within the size limit (413) and the client timeout (408).

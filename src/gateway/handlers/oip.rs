@@ -9,11 +9,10 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use super::{
-    Target, error, not_found, passthrough, pick_version, protocol_name, proxy_error, read_body,
-};
+use super::{Target, passthrough, pick_version, protocol_name, proxy_error, read_body};
 use crate::gateway::proxy::{self, Forward};
-use crate::gateway::routes::Handler;
+use crate::gateway::response::{error, not_found};
+use crate::gateway::route_table::Handler;
 use crate::gateway::{Gateway, oip_codec, translate};
 use crate::spec::{EndpointSpec, OipV2Spec, Secret};
 

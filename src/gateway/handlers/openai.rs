@@ -8,15 +8,13 @@ use axum::http::request::Parts;
 use axum::response::Response;
 use bytes::Bytes;
 
-use super::{
-    Target, error, not_found, passthrough, pick_version, protocol_name, proxy_error, read_body,
-};
+use super::{Target, passthrough, pick_version, protocol_name, proxy_error, read_body};
 use crate::gateway::Gateway;
-use crate::gateway::access::refusal;
 use crate::gateway::auth::{Policy, Principal, Refusal};
 use crate::gateway::openai_body::OpenAiBody;
 use crate::gateway::proxy::{self, Forward};
-use crate::gateway::routes::Handler;
+use crate::gateway::response::{error, not_found, refusal};
+use crate::gateway::route_table::Handler;
 use crate::spec::{EndpointSpec, Secret};
 
 /// Chat completions or embeddings, to the version the model's weights choose.
