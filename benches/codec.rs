@@ -15,7 +15,7 @@ use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use streamgate::batch::{Position, RawRecord};
 use streamgate::codec::avro_encode::{AvroEncoder, Framing, writer_schema};
-use streamgate::demo::generator;
+use streamgate::testing::generator;
 
 mod support;
 use support::*;

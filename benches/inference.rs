@@ -30,14 +30,14 @@ use futures::StreamExt;
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use streamgate::batch::{Position, RawRecord};
-use streamgate::demo::EmbeddedBroker;
-use streamgate::demo::generator;
 use streamgate::inference::onnx::OnnxBackend;
 use streamgate::inference::protocol::{Contract, OutputBinding, Selector};
 use streamgate::inference::{InferenceStage, ModelRegistry};
 use streamgate::plan::CompiledPipeline;
 use streamgate::spec::{OnnxSpec, OutputType, TensorDatatype, TensorLayout};
 use streamgate::telemetry::Metrics;
+use streamgate::testing::EmbeddedBroker;
+use streamgate::testing::generator;
 
 mod support;
 use support::*;

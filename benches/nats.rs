@@ -27,9 +27,9 @@ use async_nats::jetstream::{self, stream};
 use futures::StreamExt;
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
-use streamgate::demo::generator;
 use streamgate::runtime::{StatusBoard, run_pipeline};
 use streamgate::telemetry::Metrics;
+use streamgate::testing::generator;
 use tokio_util::sync::CancellationToken;
 
 mod support;

@@ -28,10 +28,10 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use streamgate::demo::EmbeddedBroker;
-use streamgate::demo::generator;
 use streamgate::runtime::{StatusBoard, run_pipeline};
 use streamgate::telemetry::Metrics;
+use streamgate::testing::EmbeddedBroker;
+use streamgate::testing::generator;
 use tokio_util::sync::CancellationToken;
 
 mod support;

@@ -105,7 +105,7 @@ async fn demo(
 /// `broker`: an embedded Kafka broker until a signal.
 async fn broker(topics: Vec<(String, i32)>) -> anyhow::Result<ExitCode> {
     let refs: Vec<(&str, i32)> = topics.iter().map(|(n, p)| (n.as_str(), *p)).collect();
-    let broker = streamgate::demo::EmbeddedBroker::start(&refs)?;
+    let broker = streamgate::testing::EmbeddedBroker::start(&refs)?;
     println!("bootstrap.servers={}", broker.bootstrap_servers());
     shutdown_on_signal().cancelled().await;
     drop(broker);
@@ -202,7 +202,7 @@ async fn mock_model(
     latency: Option<Duration>,
     error_rate: f64,
 ) -> anyhow::Result<ExitCode> {
-    use streamgate::mock_model::{Faults, Latency, MockModel, MockModelConfig};
+    use streamgate::testing::mock_model::{Faults, Latency, MockModel, MockModelConfig};
     anyhow::ensure!(
         (0.0..=1.0).contains(&error_rate),
         "--error-rate must be between 0 and 1"

@@ -20,14 +20,14 @@
 //!
 //! | level | modules | own |
 //! |---|---|---|
-//! | 0 | [`ack`], [`telemetry`], [`mock_model`], [`http_client`] | receipts and ordered offset tracking; logging, metric families and typed stats; the programmable mock model server; the outbound HTTP client with its guarded resolver |
+//! | 0 | [`ack`], [`telemetry`], [`http_client`], [`testing`] | receipts and ordered offset tracking; logging, metric families and typed stats; the outbound HTTP client with its guarded resolver; test and demo fixtures (mock model server, embedded broker, transaction generator), never on the data path |
 //! | 1 | [`batch`], [`spec`] | the unit of work and the failure vocabulary (`Stage`, `Failure`); the YAML files: types, interpolation, loading, validation, JSON Schema, pure parsers. Each component kind's configuration (`source/<kind>/spec.rs`, `sink/<kind>/spec.rs`) belongs to this layer |
 //! | 2 | [`codec`] | bytes ↔ Arrow: JSON and Avro decode and encode, record schemas, metadata columns |
 //! | 3 | [`connect`] | client connections shared by each system's source and sink (Kafka, NATS) |
 //! | 4 | [`source`], [`transform`], [`inference`], [`sink`] | the components: Kafka and NATS sources; the SQL stage and output filters; models, protocols, batching, balancing, retries; Kafka, NATS, file and stdout sinks and dead letters |
 //! | 5 | [`plan`] | a spec compiled: schemas, decoder, SQL plan, filters, inference steps |
 //! | 6 | [`runtime`] | runs a pipeline: workers, the SQL → inference → route step shared with backfill, ordered shutdown, states |
-//! | 7 | [`demo`] | the embedded broker, synthetic transactions and the one-command demo |
+//! | 7 | [`demo`] | the one-command demo: the fraud pipeline on the embedded broker, with a summary |
 //! | 8 | [`gateway`], [`backfill`] | the HTTP surface (`serve`, and the admin port of `run`); the pipeline over Parquet files |
 //! | 9 | [`cli`] | the command line's types |
 //! | 10 | `fuzzing` | entry points for the fuzz targets (not an API) |
@@ -47,13 +47,13 @@ pub mod fuzzing;
 pub mod gateway;
 pub mod http_client;
 pub mod inference;
-pub mod mock_model;
 pub mod plan;
 pub mod runtime;
 pub mod sink;
 pub mod source;
 pub mod spec;
 pub mod telemetry;
+pub mod testing;
 pub mod transform;
 
 #[cfg(test)]

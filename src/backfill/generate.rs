@@ -49,7 +49,7 @@ pub fn generate(
             let records: Vec<RawRecord> = (0..n)
                 .map(|i| RawRecord {
                     key: None,
-                    payload: crate::demo::generator::transaction(&mut rng, id + i),
+                    payload: crate::testing::generator::transaction(&mut rng, id + i),
                     headers: vec![],
                     timestamp_ms: None,
                     position: Position {

@@ -4,8 +4,6 @@
 //! in process) and the admin server, and prints a live
 //! summary every second.
 
-pub mod broker;
-pub mod generator;
 pub mod summary;
 
 use std::path::Path;
@@ -19,10 +17,9 @@ use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use tokio_util::sync::CancellationToken;
 
-pub use broker::EmbeddedBroker;
-
 use crate::runtime::StatusBoard;
 use crate::telemetry::Metrics;
+use crate::testing::{EmbeddedBroker, broker, generator};
 
 /// The demo pipeline, embedded so the demo runs from any directory.
 pub const DEMO_PIPELINE: &str = include_str!("../../pipelines/fraud-scoring.yaml");

@@ -294,7 +294,7 @@ async fn admin_port_without_keys_stays_on_loopback() {
 /// an `admin:write` key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_admin_port_pauses_only_with_an_admin_write_key() {
-    let broker = streamgate::demo::EmbeddedBroker::start(&[("admin-in", 1)]).unwrap();
+    let broker = streamgate::testing::EmbeddedBroker::start(&[("admin-in", 1)]).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let pipeline = dir.path().join("paused.yaml");
     std::fs::write(

@@ -17,8 +17,9 @@ const LEVELS: &[(&str, u32)] = &[
     // Leaves: they import nothing of the crate.
     ("ack", 0),
     ("telemetry", 0),
-    ("mock_model", 0),
     ("http_client", 0),
+    // Test and demo fixtures (mock model, embedded broker, generator): they import nothing.
+    ("testing", 0),
     // The unit of work (records and their receipt) and the configuration.
     ("batch", 1),
     ("spec", 1),

@@ -117,7 +117,7 @@ fn transactions(n: u64, schema: &AvroSchema) -> Vec<(Vec<u8>, Vec<u8>)> {
     let mut rng = rand::rngs::SmallRng::seed_from_u64(5);
     (0..n)
         .map(|i| {
-            let json_bytes = streamgate::demo::generator::transaction(&mut rng, i);
+            let json_bytes = streamgate::testing::generator::transaction(&mut rng, i);
             let v: serde_json::Value = serde_json::from_slice(&json_bytes).unwrap();
             let ms = chrono_ms(v["event_time"].as_str().unwrap());
             let avro = Value::Record(vec![
@@ -512,7 +512,8 @@ async fn avro_output_is_registered_and_read_back_by_confluent_kafkas_python_clie
     use crate::common::{produce, read_all, spawn_pipeline, transactions, wait_committed};
     let registry = Registry::default();
     let url = registry.start().await;
-    let broker = streamgate::demo::EmbeddedBroker::start(&[("av-in", 2), ("av-out", 2)]).unwrap();
+    let broker =
+        streamgate::testing::EmbeddedBroker::start(&[("av-in", 2), ("av-out", 2)]).unwrap();
     let bootstrap = broker.bootstrap_servers().to_string();
     let (records, bad) = transactions(300, 0.01);
     let b = bootstrap.clone();

@@ -12,8 +12,8 @@ use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::datatypes::Float32Type;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use streamgate::backfill::{self, BackfillOptions, ProgressMode};
-use streamgate::demo::EmbeddedBroker;
 use streamgate::telemetry::Metrics;
+use streamgate::testing::EmbeddedBroker;
 
 use crate::common::{
     produce, read_all, rss_kib, spawn_pipeline, streamgate_bin, transactions, wait_committed,

@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::Duration;
 
-use streamgate::demo::EmbeddedBroker;
+use streamgate::testing::EmbeddedBroker;
 
 use crate::common::{produce, rss_kib, transactions, wait_until};
 use crate::process::{start_gateway, transaction_schema, write_pipeline};

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use streamgate::gateway::auth::key_hash_hex;
 use streamgate::gateway::{Listener, ROUTES, RouteDef};
-use streamgate::mock_model::{MockModel, MockModelConfig};
 use streamgate::telemetry::Metrics;
+use streamgate::testing::mock_model::{MockModel, MockModelConfig};
 
 use crate::common::{python, serve_gateway};
 
@@ -504,7 +504,7 @@ async fn weights_change_and_roll_back_with_an_audit_trail() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limits_and_load_shedding() {
     use reqwest::Method;
-    use streamgate::mock_model::{Faults, Latency};
+    use streamgate::testing::mock_model::{Faults, Latency};
     let gw = start_with(|mock| {
         format!(
             r#"

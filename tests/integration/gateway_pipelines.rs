@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::Value;
-use streamgate::demo::EmbeddedBroker;
 use streamgate::gateway::auth::key_hash_hex;
-use streamgate::mock_model::{MockModel, MockModelConfig};
 use streamgate::runtime::{PipelineState, StatusBoard, run_pipeline};
 use streamgate::telemetry::Metrics;
+use streamgate::testing::EmbeddedBroker;
+use streamgate::testing::mock_model::{MockModel, MockModelConfig};
 use tokio_util::sync::CancellationToken;
 
 use crate::common::{produce, serve_gateway, transactions, wait_until_async};

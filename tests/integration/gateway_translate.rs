@@ -6,8 +6,8 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 use streamgate::gateway::auth::key_hash_hex;
-use streamgate::mock_model::{MockModel, MockModelConfig};
 use streamgate::telemetry::Metrics;
+use streamgate::testing::mock_model::{MockModel, MockModelConfig};
 
 use crate::common::{python, serve_gateway};
 

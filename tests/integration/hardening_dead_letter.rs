@@ -12,8 +12,8 @@ use futures::StreamExt;
 use rdkafka::ClientConfig;
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use streamgate::demo::EmbeddedBroker;
 use streamgate::telemetry::Metrics;
+use streamgate::testing::EmbeddedBroker;
 use tokio_util::sync::CancellationToken;
 
 use crate::common::{read_all, spawn_pipeline, transactions, wait_committed};

@@ -8,10 +8,10 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use streamgate::demo::EmbeddedBroker;
 use streamgate::gateway::auth::key_hash_hex;
-use streamgate::mock_model::{Faults, MockModel, MockModelConfig};
 use streamgate::telemetry::Metrics;
+use streamgate::testing::EmbeddedBroker;
+use streamgate::testing::mock_model::{Faults, MockModel, MockModelConfig};
 
 use crate::common::{
     produce, read_all, spawn_pipeline, streamgate_bin, transactions, wait_committed,

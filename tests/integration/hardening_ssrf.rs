@@ -8,8 +8,8 @@
 
 use reqwest::Method;
 use streamgate::gateway::auth::key_hash_hex;
-use streamgate::mock_model::{MockModel, MockModelConfig};
 use streamgate::telemetry::Metrics;
+use streamgate::testing::mock_model::{MockModel, MockModelConfig};
 
 use crate::common::serve_gateway;
 

@@ -12,8 +12,8 @@ use rdkafka::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use serde::Deserialize;
-use streamgate::demo::EmbeddedBroker;
 use streamgate::telemetry::Metrics;
+use streamgate::testing::EmbeddedBroker;
 
 use crate::common::{read_all, spawn_pipeline, wait_committed};
 

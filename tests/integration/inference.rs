@@ -11,9 +11,9 @@ use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{Float64Type, Int64Type};
 use streamgate::batch::RawRecord;
 use streamgate::inference::{InferenceStage, ModelRegistry, StageOutput};
-use streamgate::mock_model::{Faults, Latency, MockModel, MockModelConfig};
 use streamgate::plan::CompiledPipeline;
 use streamgate::telemetry::Metrics;
+use streamgate::testing::mock_model::{Faults, Latency, MockModel, MockModelConfig};
 
 /// A pipeline whose rows have columns `x` (float), `k` (string key) and `id` (int), calling
 /// model `m` with input `x`; `models` is the YAML of the `models:` map, `step_extra` extra

@@ -7,9 +7,9 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::time::Duration;
 
-use streamgate::demo::EmbeddedBroker;
-use streamgate::mock_model::{Faults, MockModel, MockModelConfig};
 use streamgate::telemetry::Metrics;
+use streamgate::testing::EmbeddedBroker;
+use streamgate::testing::mock_model::{Faults, MockModel, MockModelConfig};
 
 use crate::common::{
     fully_committed, produce, read_all, spawn_pipeline, transactions, wait_until_async,

@@ -5,8 +5,8 @@
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
-use streamgate::demo::EmbeddedBroker;
 use streamgate::telemetry::Metrics;
+use streamgate::testing::EmbeddedBroker;
 
 use crate::common::{produce, read_all, spawn_pipeline, transactions, wait_committed};
 

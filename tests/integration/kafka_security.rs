@@ -7,10 +7,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use streamgate::demo::EmbeddedBroker;
 use streamgate::spec::{
     KafkaSecurity, KafkaSourceSpec, SaslMechanism, SaslSpec, Secret, SecurityProtocol, TlsSpec,
 };
+use streamgate::testing::EmbeddedBroker;
 
 fn spec(bootstrap: &str, security: KafkaSecurity) -> KafkaSourceSpec {
     let yaml = format!(

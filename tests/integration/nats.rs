@@ -537,7 +537,7 @@ async fn kill_9_and_restart_delivers_everything() {
 /// A model slower than `ack_wait`: progress acks keep the server from redelivering.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn progress_acks_keep_slow_batches_from_being_redelivered() {
-    use streamgate::mock_model::{Faults, Latency, MockModel, MockModelConfig};
+    use streamgate::testing::mock_model::{Faults, Latency, MockModel, MockModelConfig};
     let server = NatsServer::start();
     let js = jetstream::new(server.client().await);
     let name = "jsslow";

@@ -4,9 +4,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use streamgate::demo::EmbeddedBroker;
 use streamgate::runtime::{StatusBoard, run_pipeline};
 use streamgate::telemetry::Metrics;
+use streamgate::testing::EmbeddedBroker;
 use tokio_util::sync::CancellationToken;
 
 use crate::common::{committed, produce, read_all, spawn_pipeline, transactions, wait_committed};

@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use streamgate::demo::EmbeddedBroker;
 use streamgate::telemetry::Metrics;
+use streamgate::testing::EmbeddedBroker;
 use tokio_util::sync::CancellationToken;
 
 use crate::common::{

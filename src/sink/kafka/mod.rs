@@ -413,7 +413,7 @@ mod tests {
         use rdkafka::consumer::{BaseConsumer, Consumer};
         use rdkafka::message::Headers;
 
-        let broker = crate::demo::EmbeddedBroker::start(&[("out", 1)]).unwrap();
+        let broker = crate::testing::EmbeddedBroker::start(&[("out", 1)]).unwrap();
         let schema = Arc::new(Schema::new(vec![
             Field::new("card_id", DataType::Utf8, true),
             Field::new("level", DataType::Utf8, true),

@@ -238,11 +238,11 @@ pub(crate) fn transactions(n: u64, malformed: f64) -> (Records, Vec<usize>) {
     let mut bad = Vec::new();
     let records = (0..n)
         .map(|i| {
-            let payload = if streamgate::demo::generator::is_malformed(i, malformed) {
+            let payload = if streamgate::testing::generator::is_malformed(i, malformed) {
                 bad.push(i as usize);
-                streamgate::demo::generator::malformed(&mut rng, i)
+                streamgate::testing::generator::malformed(&mut rng, i)
             } else {
-                streamgate::demo::generator::transaction(&mut rng, i)
+                streamgate::testing::generator::transaction(&mut rng, i)
             };
             (i.to_string().into_bytes(), payload)
         })
