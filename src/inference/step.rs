@@ -76,91 +76,20 @@ pub fn compile_steps(
     let mut compiled = Vec::new();
     let mut taken: HashSet<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
     let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
-    let columns = || column_list(schema);
     for (i, step) in steps.iter().enumerate() {
-        let path = format!("inference[{i}]");
-        let mut err = |p: String, m: String| errors.push((p, m));
         if !models.contains_key(&step.model) {
             // Reported by spec validation.
             continue;
         }
-        let mut input_indices = Vec::new();
-        for (j, input) in step.inputs.iter().enumerate() {
-            match schema.index_of(input) {
-                Ok(index) => input_indices.push(index),
-                Err(_) => err(
-                    format!("{path}.inputs[{j}]"),
-                    format!(
-                        "column `{input}` is not in the SQL output (columns: {})",
-                        columns()
-                    ),
-                ),
-            }
-        }
-        let sticky_index = step
-            .sticky_key
-            .as_ref()
-            .and_then(|k| match schema.index_of(k) {
-                Ok(index) => Some(index),
-                Err(_) => {
-                    err(
-                        format!("{path}.sticky_key"),
-                        format!(
-                            "column `{k}` is not in the SQL output (columns: {})",
-                            columns()
-                        ),
-                    );
-                    None
-                }
-            });
+        let path = format!("inference[{i}]");
+        let mut err = |p: String, m: String| errors.push((p, m));
+        let input_indices = column_indices(step, schema, &path, &mut err);
+        let sticky_index = sticky_column(step, schema, &path, &mut err);
         // Every version a call can reach: the model's own and its fallback's.
         let targets = reachable_versions(&step.model, models);
-        let mut outputs = Vec::new();
-        for (j, output) in step.outputs.iter().enumerate() {
-            if !taken.insert(output.column.clone()) {
-                err(
-                    format!("{path}.outputs[{j}].column"),
-                    format!(
-                        "column `{}` already exists; choose another name",
-                        output.column
-                    ),
-                );
-            }
-            // The selector must make sense for every reachable version's protocol.
-            let mut selector = None;
-            for (model_name, k, version) in &targets {
-                let Some(p) = prepared.get(*model_name).and_then(|v| v.get(&version.name)) else {
-                    continue;
-                };
-                match Selector::parse(&output.from, p.backend.selector_syntax()) {
-                    Ok(s) => selector = selector.or(Some(s)),
-                    Err(m) => err(
-                        format!("{path}.outputs[{j}].from"),
-                        format!(
-                            "{m} (for version `{}`, models.{model_name}.versions[{k}])",
-                            version.name
-                        ),
-                    ),
-                }
-            }
-            if let Some(selector) = selector {
-                outputs.push(OutputBinding {
-                    column: output.column.clone(),
-                    selector,
-                    data_type: output.data_type,
-                });
-            }
-        }
+        let outputs = bind_outputs(step, &targets, prepared, &mut taken, &path, &mut err);
         if step.lineage {
-            for (suffix, _) in LINEAGE {
-                let column = format!("{}_{suffix}", step.name);
-                if !taken.insert(column.clone()) {
-                    err(
-                        format!("{path}.lineage"),
-                        format!("lineage column `{column}` already exists"),
-                    );
-                }
-            }
+            claim_lineage_columns(step, &mut taken, &path, &mut err);
         }
         if input_indices.len() != step.inputs.len() || outputs.len() != step.outputs.len() {
             continue;
@@ -173,41 +102,16 @@ pub fn compile_steps(
             .iter()
             .map(|i| schema.field(*i).data_type())
             .collect();
-        for (model_name, k, version) in &targets {
-            let vpath = format!("models.{model_name}.versions[{k}].endpoint");
-            match &version.endpoint {
-                EndpointSpec::OpenaiChat(chat) => {
-                    if let Err(m) = ChatBackend::check_prompt(chat, &step.inputs) {
-                        err(format!("{vpath}.prompt"), format!("{m} (used by {path})"));
-                    }
-                }
-                EndpointSpec::OpenaiEmbeddings(_)
-                    if step.inputs.len() != 1 || !is_text(input_types[0]) =>
-                {
-                    err(
-                        format!("{path}.inputs"),
-                        "an embeddings model takes exactly one text column".to_string(),
-                    );
-                }
-                EndpointSpec::OipV2(s) if matches!(s.layout, TensorLayout::Matrix { .. }) => {
-                    numeric_inputs(&step.inputs, &input_types, &path, &mut err);
-                }
-                EndpointSpec::Onnx(_) => {
-                    numeric_inputs(&step.inputs, &input_types, &path, &mut err);
-                    if let Some(onnx) = prepared
-                        .get(*model_name)
-                        .and_then(|v| v.get(&version.name))
-                        .and_then(|p| p.onnx.as_ref())
-                        && let Err(m) = onnx.check(&contract)
-                    {
-                        err(
-                            path.clone(),
-                            format!("does not fit model {model_name}/{}: {m}", version.name),
-                        );
-                    }
-                }
-                _ => {}
-            }
+        for target in &targets {
+            check_endpoint(
+                step,
+                target,
+                &contract,
+                &input_types,
+                prepared,
+                &path,
+                &mut err,
+            );
         }
         let compiled_step = CompiledStep {
             name: Arc::from(step.name.as_str()),
@@ -224,6 +128,167 @@ pub fn compile_steps(
         Ok((compiled, Arc::new(Schema::new(fields))))
     } else {
         Err(errors)
+    }
+}
+
+/// A version a step's call can reach: (model name, version index, spec).
+type Target<'a> = (&'a str, usize, &'a VersionSpec);
+
+/// Positions of the step's input columns in the SQL output; a missing column is a problem.
+fn column_indices(
+    step: &InferenceStepSpec,
+    schema: &SchemaRef,
+    path: &str,
+    err: &mut impl FnMut(String, String),
+) -> Vec<usize> {
+    let mut indices = Vec::new();
+    for (j, input) in step.inputs.iter().enumerate() {
+        match schema.index_of(input) {
+            Ok(index) => indices.push(index),
+            Err(_) => err(
+                format!("{path}.inputs[{j}]"),
+                format!(
+                    "column `{input}` is not in the SQL output (columns: {})",
+                    column_list(schema)
+                ),
+            ),
+        }
+    }
+    indices
+}
+
+/// Position of the step's sticky-key column, if it has one.
+fn sticky_column(
+    step: &InferenceStepSpec,
+    schema: &SchemaRef,
+    path: &str,
+    err: &mut impl FnMut(String, String),
+) -> Option<usize> {
+    let key = step.sticky_key.as_ref()?;
+    match schema.index_of(key) {
+        Ok(index) => Some(index),
+        Err(_) => {
+            err(
+                format!("{path}.sticky_key"),
+                format!(
+                    "column `{key}` is not in the SQL output (columns: {})",
+                    column_list(schema)
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// The step's outputs with their selectors. Each output column must be new, and its selector
+/// must make sense for every reachable version's protocol.
+fn bind_outputs(
+    step: &InferenceStepSpec,
+    targets: &[Target<'_>],
+    prepared: &PreparedBackends,
+    taken: &mut HashSet<String>,
+    path: &str,
+    err: &mut impl FnMut(String, String),
+) -> Vec<OutputBinding> {
+    let mut outputs = Vec::new();
+    for (j, output) in step.outputs.iter().enumerate() {
+        if !taken.insert(output.column.clone()) {
+            err(
+                format!("{path}.outputs[{j}].column"),
+                format!(
+                    "column `{}` already exists; choose another name",
+                    output.column
+                ),
+            );
+        }
+        let mut selector = None;
+        for (model_name, k, version) in targets {
+            let Some(p) = prepared.get(*model_name).and_then(|v| v.get(&version.name)) else {
+                continue;
+            };
+            match Selector::parse(&output.from, p.backend.selector_syntax()) {
+                Ok(s) => selector = selector.or(Some(s)),
+                Err(m) => err(
+                    format!("{path}.outputs[{j}].from"),
+                    format!(
+                        "{m} (for version `{}`, models.{model_name}.versions[{k}])",
+                        version.name
+                    ),
+                ),
+            }
+        }
+        if let Some(selector) = selector {
+            outputs.push(OutputBinding {
+                column: output.column.clone(),
+                selector,
+                data_type: output.data_type,
+            });
+        }
+    }
+    outputs
+}
+
+/// Claims the step's lineage columns; one that already exists is a problem.
+fn claim_lineage_columns(
+    step: &InferenceStepSpec,
+    taken: &mut HashSet<String>,
+    path: &str,
+    err: &mut impl FnMut(String, String),
+) {
+    for (suffix, _) in LINEAGE {
+        let column = format!("{}_{suffix}", step.name);
+        if !taken.insert(column.clone()) {
+            err(
+                format!("{path}.lineage"),
+                format!("lineage column `{column}` already exists"),
+            );
+        }
+    }
+}
+
+/// Whether what the step sends fits the protocol of one reachable version: a chat prompt's
+/// placeholders, one text column for embeddings, numbers for a tensor matrix, an in-process
+/// model's own inputs and outputs.
+fn check_endpoint(
+    step: &InferenceStepSpec,
+    (model_name, k, version): &Target<'_>,
+    contract: &Contract,
+    input_types: &[&DataType],
+    prepared: &PreparedBackends,
+    path: &str,
+    err: &mut impl FnMut(String, String),
+) {
+    let vpath = format!("models.{model_name}.versions[{k}].endpoint");
+    match &version.endpoint {
+        EndpointSpec::OpenaiChat(chat) => {
+            if let Err(m) = ChatBackend::check_prompt(chat, &step.inputs) {
+                err(format!("{vpath}.prompt"), format!("{m} (used by {path})"));
+            }
+        }
+        EndpointSpec::OpenaiEmbeddings(_) if step.inputs.len() != 1 || !is_text(input_types[0]) => {
+            err(
+                format!("{path}.inputs"),
+                "an embeddings model takes exactly one text column".to_string(),
+            );
+        }
+        EndpointSpec::OipV2(s) if matches!(s.layout, TensorLayout::Matrix { .. }) => {
+            numeric_inputs(&step.inputs, input_types, path, err);
+        }
+        EndpointSpec::Onnx(_) => {
+            numeric_inputs(&step.inputs, input_types, path, err);
+            if let Some(onnx) = prepared
+                .get(*model_name)
+                .and_then(|v| v.get(&version.name))
+                .and_then(|p| p.onnx.as_ref())
+                && let Err(m) = onnx.check(contract)
+            {
+                err(
+                    path.to_string(),
+                    format!("does not fit model {model_name}/{}: {m}", version.name),
+                );
+            }
+        }
+        _ => {}
     }
 }
 
