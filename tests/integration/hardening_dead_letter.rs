@@ -8,6 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_nats::jetstream;
 use futures::StreamExt;
 use rdkafka::ClientConfig;
 use rdkafka::message::OwnedHeaders;
@@ -410,4 +411,96 @@ async fn a_dead_letter_refused_late_even_as_its_context_stops_the_pipeline_with_
         "nothing committed past the record"
     );
     drop(run.broker);
+}
+
+/// A run whose dead letters go to a JetStream stream with a `max_msg_size` below the server's
+/// `max_payload`: the stream refuses a letter only in its publish ack. The input is one
+/// malformed record of 8 KiB.
+async fn stream_limited(
+    name: &str,
+    max_msg_size: i32,
+    policy: &str,
+) -> (Run, jetstream::stream::Stream) {
+    let server = NatsServer::start();
+    let js = jetstream::new(server.client().await);
+    let stream = js
+        .create_stream(jetstream::stream::Config {
+            name: format!("{name}-dlq"),
+            subjects: vec![format!("{name}.dlq")],
+            max_message_size: max_msg_size,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut payload = b"{not json ".to_vec();
+    payload.resize(8192, b'x');
+    let dead_letter = format!(
+        "{{ type: nats, servers: \"{}\", subject: {name}.dlq, jetstream: true }}\non_undeliverable_dead_letter: {policy}",
+        server.url
+    );
+    let mut run = start(
+        name,
+        &[],
+        vec![(b"k".to_vec(), payload)],
+        &dead_letter,
+        |_| {},
+    )
+    .await;
+    run._server = Some(server);
+    (run, stream)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_over_the_streams_max_msg_size_is_stored_as_its_context() {
+    let (run, mut stream) = stream_limited("jslate", 2048, "fail").await;
+    wait_committed(&run.bootstrap, "jslate-group", "jslate-in", 1).await;
+    assert_eq!(stream.info().await.unwrap().state.messages, 1);
+    let letter = stream.get_raw_message(1).await.unwrap();
+    let headers = letter.headers;
+    assert_eq!(headers.get("streamgate.stage").unwrap().as_str(), "decode");
+    assert_eq!(
+        headers.get("streamgate.source.offset").unwrap().as_str(),
+        "0"
+    );
+    assert_eq!(
+        headers.get("streamgate.truncated").unwrap().as_str(),
+        "key,payload"
+    );
+    assert!(letter.payload.is_empty());
+    assert_eq!(undeliverable_count(&run.metrics), 0);
+    run.stop.cancel();
+    run.task.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_the_stream_refuses_even_as_its_context_follows_the_policy() {
+    // drop: counted, nothing stored, the offset commits.
+    let (run, mut stream) = stream_limited("jsdrop", 64, "drop").await;
+    wait_committed(&run.bootstrap, "jsdrop-group", "jsdrop-in", 1).await;
+    assert_eq!(undeliverable_count(&run.metrics), 1);
+    assert_eq!(stream.info().await.unwrap().state.messages, 0);
+    run.stop.cancel();
+    run.task.await.unwrap().unwrap();
+
+    // fail: the pipeline stops without committing past the record.
+    let (run, _stream) = stream_limited("jsfail", 64, "fail").await;
+    let error = tokio::time::timeout(Duration::from_secs(120), run.task)
+        .await
+        .expect("the pipeline stops by itself")
+        .unwrap()
+        .expect_err("policy fail stops the pipeline")
+        .to_string();
+    assert!(error.contains("not delivered"), "{error}");
+    assert_eq!(undeliverable_count(&run.metrics), 1);
+    let b = run.bootstrap.clone();
+    let committed = tokio::task::spawn_blocking(move || {
+        crate::common::committed(&b, "jsfail-group", "jsfail-in", 1)
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        committed[&0].unwrap_or(0),
+        0,
+        "nothing committed past the record"
+    );
 }

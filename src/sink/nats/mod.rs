@@ -227,6 +227,10 @@ impl NatsSink {
     /// [`DeadLetterRecord::fit`]). One refused as too large even so is sent again as its
     /// context alone; one refused even then is returned as undeliverable, for the pipeline's
     /// `on_undeliverable_dead_letter` policy. Any other refusal fails the send (retried).
+    ///
+    /// On JetStream the stream's own `max_msg_size` may be below `max_payload`, and the stream
+    /// refuses only in the publish ack: dead letters therefore wait for their acks here, so
+    /// such a refusal is handled the same way instead of failing the batch on every retry.
     async fn send_dead_letters(
         &self,
         records: Vec<DeadLetterRecord>,
@@ -244,16 +248,35 @@ impl NatsSink {
                 let letter = dl.fit(limit);
                 let headers = letter_headers(&letter);
                 let payload = Bytes::copy_from_slice(letter.payload);
-                match self
-                    .publish(subject.clone(), headers, payload, Some(&id), &mut acks)
-                    .await
-                {
+                let mut letter_acks = Vec::new();
+                let published = self
+                    .publish(
+                        subject.clone(),
+                        headers,
+                        payload,
+                        Some(&id),
+                        &mut letter_acks,
+                    )
+                    .await;
+                let stored = match (published, letter_acks.pop()) {
+                    (Ok(()), Some(ack)) => ack
+                        .await
+                        .map(drop)
+                        .map_err(|e| Refused::new(stream_refused_as_too_large(&e), &e)),
+                    (published, _) => published,
+                };
+                match stored {
                     Ok(()) => {
                         refusal = None;
                         break;
                     }
                     Err(refused) if refused.too_large => refusal = Some(refused.message),
-                    Err(refused) => return Err(refused.into()),
+                    Err(refused) => {
+                        // Letters already stored stay (their ids make a retry a duplicate
+                        // the stream drops); the batch is retried.
+                        receipt.resolve(AckStatus::Errored);
+                        return Err(refused.into());
+                    }
                 }
             }
             if let Some(message) = refusal {
@@ -263,6 +286,14 @@ impl NatsSink {
         self.confirm(receipt, acks);
         Ok(undeliverable)
     }
+}
+
+/// Whether a JetStream publish ack refused the message as larger than the stream's
+/// `max_msg_size` (JetStream error 10054).
+fn stream_refused_as_too_large(error: &jetstream::context::PublishError) -> bool {
+    std::error::Error::source(error)
+        .and_then(|source| source.downcast_ref::<jetstream::Error>())
+        .is_some_and(|e| e.error_code() == jetstream::ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM)
 }
 
 /// The NATS headers of a dead letter: the original headers kept (those whose names NATS
