@@ -237,7 +237,6 @@ impl NatsSink {
         ack: &Ack,
     ) -> Result<crate::sink::Rejected, SinkError> {
         let receipt = ack.receipt();
-        let mut acks = Vec::new();
         let mut undeliverable = Vec::new();
         let subject = self.subject.render(|_| None);
         for (i, dl) in records.iter().enumerate() {
@@ -283,7 +282,8 @@ impl NatsSink {
                 undeliverable.push((i, crate::sink::TOO_LARGE, message));
             }
         }
-        self.confirm(receipt, acks);
+        // JetStream letters are confirmed above; core NATS ones by the flush.
+        self.confirm(receipt, Vec::new());
         Ok(undeliverable)
     }
 }
