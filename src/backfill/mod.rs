@@ -28,7 +28,7 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::batch::{Failure, Stage};
+use crate::batch::{ErrorClass, Failure, Stage};
 use crate::inference::{InferenceStage, ModelRegistry};
 use crate::plan::CompiledPipeline;
 use crate::runtime::rows::process_rows;
@@ -514,7 +514,7 @@ async fn handle_batch(
         .into_iter()
         .map(|(row, message, record)| DeadRow {
             row,
-            failure: Failure::new(Stage::Decode, "invalid_value", message),
+            failure: Failure::new(Stage::Decode, ErrorClass::InvalidValue, message),
             record,
         })
         .collect();

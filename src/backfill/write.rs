@@ -225,7 +225,7 @@ pub fn dead_letter_batch(file: &str, rows: &[DeadRow]) -> Result<RecordBatch, St
         source.append_value(file);
         row.append_value(r.row);
         stage.append_value(f.stage.as_str());
-        class.append_value(f.class);
+        class.append_value(f.class.as_str());
         error.append_value(&f.message);
         model.append_option(f.model.as_ref().map(|m| &*m.model));
         version.append_option(f.model.as_ref().map(|m| &*m.version));

@@ -24,24 +24,8 @@ use apache_avro::Schema as AvroSchema;
 use super::RecordFailure;
 use super::avro_scan::{DatumShape, Refusal};
 use super::json::{Decoded, JsonDecoder};
-use crate::batch::RawRecord;
+use crate::batch::{ErrorClass, RawRecord};
 use crate::spec::{AvroWire, SchemaRegistrySpec, Secret};
-
-/// Failure class: a Confluent-framed message shorter than its 5-byte header.
-pub const SHORT_HEADER: &str = "avro_short_header";
-/// Failure class: the first byte is not the Confluent magic byte 0.
-pub const BAD_MAGIC: &str = "avro_bad_magic";
-/// Failure class: the registry does not know the schema id.
-pub const UNKNOWN_SCHEMA: &str = "avro_unknown_schema";
-/// Failure class: the datum ends early.
-pub const TRUNCATED: &str = "avro_truncated";
-/// Failure class: the writer schema cannot be resolved to the reader schema.
-pub const INCOMPATIBLE_SCHEMA: &str = "avro_incompatible_schema";
-/// Failure class: anything else wrong with the datum (bad varint, bytes left over, ...).
-pub const INVALID: &str = "avro_invalid";
-/// Failure class: the datum nests records, arrays and maps deeper than
-/// [`super::avro_scan::MAX_DEPTH`] levels.
-pub const TOO_DEEP: &str = "avro_too_deep";
 
 /// Most bytes one declared length may make apache-avro allocate (a Kafka message is at most
 /// a few MiB). A second line of defence: the pre-check already refuses any length larger
@@ -158,13 +142,13 @@ impl AvroDecoder {
     }
 
     /// One datum as JSON bytes (the JSON decoder then types it).
-    fn to_json(&self, payload: &[u8]) -> Result<Vec<u8>, (&'static str, String)> {
+    fn to_json(&self, payload: &[u8]) -> Result<Vec<u8>, (ErrorClass, String)> {
         let (writer, mut datum): (Arc<Writer>, &[u8]) = match self.wire {
             AvroWire::Plain => (self.reader.clone(), payload),
             AvroWire::Confluent => {
                 if payload.len() < 5 {
                     return Err((
-                        SHORT_HEADER,
+                        ErrorClass::AvroShortHeader,
                         format!(
                             "{} bytes: shorter than the 5-byte Confluent header (magic byte and schema id)",
                             payload.len()
@@ -173,7 +157,7 @@ impl AvroDecoder {
                 }
                 if payload[0] != 0 {
                     return Err((
-                        BAD_MAGIC,
+                        ErrorClass::AvroBadMagic,
                         format!("magic byte is {:#04x}, expected 0x00", payload[0]),
                     ));
                 }
@@ -184,7 +168,7 @@ impl AvroDecoder {
                     .and_then(|r| r.get(id))
                     .ok_or_else(|| {
                         (
-                            UNKNOWN_SCHEMA,
+                            ErrorClass::AvroUnknownSchema,
                             format!("schema id {id} is not in the schema registry"),
                         )
                     })?;
@@ -192,10 +176,10 @@ impl AvroDecoder {
             }
         };
         writer.shape.check(datum).map_err(|refusal| match refusal {
-            Refusal::Truncated(m) => (TRUNCATED, m),
-            Refusal::Invalid(m) => (INVALID, super::truncate_message(&m, 300)),
+            Refusal::Truncated(m) => (ErrorClass::AvroTruncated, m),
+            Refusal::Invalid(m) => (ErrorClass::AvroInvalid, super::truncate_message(&m, 300)),
             Refusal::TooDeep => (
-                TOO_DEEP,
+                ErrorClass::AvroTooDeep,
                 format!(
                     "the datum nests records, arrays and maps deeper than {} levels",
                     super::avro_scan::MAX_DEPTH
@@ -207,15 +191,15 @@ impl AvroDecoder {
                 let message = e.to_string();
                 let class =
                     if message.contains("fill whole buffer") || message.contains("UnexpectedEof") {
-                        TRUNCATED
+                        ErrorClass::AvroTruncated
                     } else {
-                        INVALID
+                        ErrorClass::AvroInvalid
                     };
                 (class, super::truncate_message(&message, 300))
             })?;
         if !datum.is_empty() {
             return Err((
-                INVALID,
+                ErrorClass::AvroInvalid,
                 format!("{} bytes left after the datum", datum.len()),
             ));
         }
@@ -224,7 +208,7 @@ impl AvroDecoder {
         } else {
             value.resolve(&self.reader.schema).map_err(|e| {
                 (
-                    INCOMPATIBLE_SCHEMA,
+                    ErrorClass::AvroIncompatibleSchema,
                     super::truncate_message(
                         &format!("writer schema does not resolve to the pipeline's schema: {e}"),
                         300,
@@ -232,9 +216,13 @@ impl AvroDecoder {
                 )
             })?
         };
-        let json = serde_json::Value::try_from(value)
-            .map_err(|e| (INVALID, super::truncate_message(&e.to_string(), 300)))?;
-        serde_json::to_vec(&json).map_err(|e| (INVALID, e.to_string()))
+        let json = serde_json::Value::try_from(value).map_err(|e| {
+            (
+                ErrorClass::AvroInvalid,
+                super::truncate_message(&e.to_string(), 300),
+            )
+        })?;
+        serde_json::to_vec(&json).map_err(|e| (ErrorClass::AvroInvalid, e.to_string()))
     }
 }
 

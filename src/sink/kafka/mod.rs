@@ -22,6 +22,7 @@ mod produce;
 pub mod spec;
 
 use crate::ack::{Ack, AckStatus, PendingReceipt};
+use crate::batch::ErrorClass;
 use crate::sink::{RowEncoder, Sink, SinkError, SinkInput, column_as_strings};
 use crate::spec::{KafkaSinkSpec, KafkaSourceSpec};
 use delivery::PacedProducer;
@@ -262,7 +263,7 @@ impl KafkaSink {
             let payload = match rows.row(i) {
                 Ok(p) => p,
                 Err(e) => {
-                    rejected.push((i, crate::sink::UNREPRESENTABLE, e.to_string()));
+                    rejected.push((i, ErrorClass::UnrepresentableValue, e.to_string()));
                     continue;
                 }
             };
@@ -286,7 +287,7 @@ impl KafkaSink {
                 Err((code @ RDKafkaErrorCode::MessageSizeTooLarge, receipt)) => {
                     receipt.delivered();
                     let why = KafkaError::MessageProduction(code).to_string();
-                    rejected.push((i, crate::sink::TOO_LARGE, why));
+                    rejected.push((i, ErrorClass::MessageTooLarge, why));
                 }
                 Err((code, _refused_receipt_resolves_as_errored)) => {
                     return Err(SinkError::Kafka(

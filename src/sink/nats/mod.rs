@@ -20,6 +20,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 
 use crate::ack::{Ack, AckStatus, PendingReceipt};
+use crate::batch::ErrorClass;
 use crate::sink::{
     DeadLetterRecord, RowEncoder, RowOrigins, Sink, SinkError, SinkInput, column_as_strings,
 };
@@ -185,7 +186,7 @@ impl NatsSink {
             let payload = match rows.row(i) {
                 Ok(p) => Bytes::copy_from_slice(p),
                 Err(e) => {
-                    rejected.push((i, crate::sink::UNREPRESENTABLE, e.to_string()));
+                    rejected.push((i, ErrorClass::UnrepresentableValue, e.to_string()));
                     continue;
                 }
             };
@@ -215,7 +216,7 @@ impl NatsSink {
                 Err(Refused {
                     too_large: true,
                     message,
-                }) => rejected.push((i, crate::sink::TOO_LARGE, message)),
+                }) => rejected.push((i, ErrorClass::MessageTooLarge, message)),
                 Err(refused) => return Err(refused.into()),
             }
         }
@@ -257,7 +258,7 @@ impl NatsSink {
                 }
             }
             if let Some(message) = refusal {
-                undeliverable.push((i, crate::sink::TOO_LARGE, message));
+                undeliverable.push((i, ErrorClass::MessageTooLarge, message));
             }
         }
         self.confirm(receipt, acks);

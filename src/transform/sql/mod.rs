@@ -30,7 +30,7 @@ use datafusion::arrow::array::{ArrayRef, AsArray, RecordBatch, UInt32Array};
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{SchemaRef, UInt32Type};
 
-use crate::batch::RecordFailure;
+use crate::batch::{ErrorClass, RecordFailure};
 use crate::codec::metadata::is_metadata_column;
 
 use self::message::{error_message, trim};
@@ -43,9 +43,6 @@ pub const INPUT_TABLE: &str = "input";
 
 /// Hidden row-id column carried through the plan for provenance.
 pub const ROW_ID: &str = "__sg_row";
-
-/// Failure class of rows whose SQL evaluation failed.
-pub const SQL_ERROR: &str = "sql_error";
 
 /// Rows per batch inside DataFusion. Larger than any micro-batch we expect so operators do not
 /// split batches (a split would only cost a concat at the end).
@@ -240,7 +237,7 @@ impl SqlTransform {
                         let index = row_ids(&slice).first().copied().unwrap_or(offset as u32);
                         failures.push(RecordFailure {
                             index: index as usize,
-                            class: SQL_ERROR,
+                            class: ErrorClass::SqlError,
                             message: error_message(&e),
                         });
                     }
@@ -286,7 +283,7 @@ impl SqlTransform {
             failures: (0..rows)
                 .map(|index| RecordFailure {
                     index,
-                    class: SQL_ERROR,
+                    class: ErrorClass::SqlError,
                     message: message.clone(),
                 })
                 .collect(),
@@ -422,7 +419,7 @@ mod tests {
         let out = t.apply(batch).await;
         let failed: Vec<usize> = out.failures.iter().map(|f| f.index).collect();
         assert_eq!(failed, [37, 80]);
-        assert_eq!(out.failures[0].class, SQL_ERROR);
+        assert_eq!(out.failures[0].class, ErrorClass::SqlError);
         assert!(
             out.failures[0].message.to_lowercase().contains("cast"),
             "{:?}",
