@@ -27,6 +27,23 @@ use super::json::{Decoded, JsonDecoder};
 use crate::batch::{ErrorClass, RawRecord};
 use crate::spec::{AvroWire, SchemaRegistrySpec, Secret};
 
+/// Why the registry could not answer a schema lookup (the batch waits and asks again).
+#[derive(Debug, thiserror::Error)]
+enum FetchError {
+    /// The request failed (kept without its URL).
+    #[error(transparent)]
+    Http(reqwest::Error),
+    /// The registry answered with an error other than "not found".
+    #[error("registry answered {0}")]
+    Status(reqwest::StatusCode),
+    /// The answer is larger than [`MAX_REGISTRY_ANSWER`].
+    #[error("registry answer larger than 1 MiB")]
+    TooLarge,
+    /// The answer is not the expected JSON.
+    #[error("malformed registry answer: {0}")]
+    Malformed(#[source] serde_json::Error),
+}
+
 /// Most bytes one declared length may make apache-avro allocate (a Kafka message is at most
 /// a few MiB). A second line of defence: the pre-check already refuses any length larger
 /// than the datum's remaining bytes.
@@ -303,7 +320,7 @@ impl SchemaRegistry {
 
     /// Fetches schema `id` into the cache. `Err` only when the registry could not answer
     /// (the caller retries); an unknown id or an unparseable schema is cached as unknown.
-    async fn fetch(&self, id: u32) -> Result<(), String> {
+    async fn fetch(&self, id: u32) -> Result<(), FetchError> {
         let client = crate::http_client::client();
         let mut request = client
             .get(format!("{}/schemas/ids/{id}", self.url))
@@ -314,13 +331,13 @@ impl SchemaRegistry {
         let response = request
             .send()
             .await
-            .map_err(|e| e.without_url().to_string())?;
+            .map_err(|e| FetchError::Http(e.without_url()))?;
         let status = response.status();
         // Only "not found" means the id is unknown; anything else (5xx, 429, 401/403 from a
         // misconfigured credential or proxy) is retried, so records are never dead-lettered
         // because the registry could not be asked.
         if !status.is_success() && status.as_u16() != 404 {
-            return Err(format!("registry answered {status}"));
+            return Err(FetchError::Status(status));
         }
         if !status.is_success() {
             self.remember_unknown(id);
@@ -331,10 +348,10 @@ impl SchemaRegistry {
         while let Some(chunk) = response
             .chunk()
             .await
-            .map_err(|e| e.without_url().to_string())?
+            .map_err(|e| FetchError::Http(e.without_url()))?
         {
             if bytes.len() + chunk.len() > MAX_REGISTRY_ANSWER {
-                return Err("registry answer larger than 1 MiB".to_string());
+                return Err(FetchError::TooLarge);
             }
             bytes.extend_from_slice(&chunk);
         }
@@ -342,8 +359,7 @@ impl SchemaRegistry {
         struct Body {
             schema: String,
         }
-        let body: Body = serde_json::from_slice(&bytes)
-            .map_err(|e| format!("malformed registry answer: {e}"))?;
+        let body: Body = serde_json::from_slice(&bytes).map_err(FetchError::Malformed)?;
         match AvroSchema::parse_str(&body.schema) {
             Ok(schema) => {
                 self.cache
