@@ -61,7 +61,7 @@ impl NatsSink {
         let connection = spec.connection(source).ok_or_else(|| {
             build("`servers` is required when the source is not NATS".to_string())
         })?;
-        let subject = SubjectTemplate::parse(&spec.subject).map_err(build)?;
+        let subject = SubjectTemplate::parse(&spec.subject).map_err(|e| build(e.to_string()))?;
         let headers = spec
             .headers
             .iter()
