@@ -44,6 +44,11 @@ pub const INPUT_TABLE: &str = "input";
 /// Hidden row-id column carried through the plan for provenance.
 pub const ROW_ID: &str = "__sg_row";
 
+/// An input batch whose schema is not the one the SQL was planned for (every row fails).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("input batch does not have the schema the SQL was planned for")]
+pub struct InputSchemaChanged;
+
 /// Rows per batch inside DataFusion. Larger than any micro-batch we expect so operators do not
 /// split batches (a split would only cost a concat at the end).
 const DATAFUSION_BATCH_SIZE: usize = 65_536;
@@ -182,8 +187,8 @@ impl SqlTransform {
     /// isolated (by bisection) and reported in [`SqlOutput::failures`].
     pub async fn apply(&self, input: RecordBatch) -> SqlOutput {
         let n = input.num_rows();
-        if let Err(message) = self.check_input(&input) {
-            return self.all_failed(n, message);
+        if let Err(e) = self.check_input(&input) {
+            return self.all_failed(n, e.to_string());
         }
         match &self.kind {
             Kind::Passthrough { columns } => match input.project(columns) {
@@ -205,7 +210,7 @@ impl SqlTransform {
         }
     }
 
-    fn check_input(&self, input: &RecordBatch) -> Result<(), String> {
+    fn check_input(&self, input: &RecordBatch) -> Result<(), InputSchemaChanged> {
         let expected = self.input_schema.fields();
         let got = input.schema();
         let same = got.fields().len() == expected.len()
@@ -217,7 +222,7 @@ impl SqlTransform {
         if same {
             Ok(())
         } else {
-            Err("input batch does not have the schema the SQL was planned for".into())
+            Err(InputSchemaChanged)
         }
     }
 
