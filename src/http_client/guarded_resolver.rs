@@ -28,6 +28,10 @@ pub trait AddressPolicy: Send + Sync {
 
 /// A connection refused because a name resolved to a refused address (carried by the
 /// resolver's `io::Error`, kind `PermissionDenied`).
+///
+/// The policy's reason is part of the message and deliberately not a `source`: the model
+/// client writes a failed call's message as the reqwest error followed by its whole source
+/// chain, which would repeat it.
 #[derive(Debug, thiserror::Error)]
 #[error("connection to {host} refused: it resolves to {ip}: {why}")]
 pub struct ConnectionRefused {
@@ -36,7 +40,6 @@ pub struct ConnectionRefused {
     /// The refused address it resolved to.
     pub ip: IpAddr,
     /// The policy's reason.
-    #[source]
     pub why: Refusal,
 }
 
@@ -281,6 +284,9 @@ mod tests {
             err.to_string().contains("169.254.169.254: link-local"),
             "{err}"
         );
+        // The reason is in the message once: the model client appends every source of a
+        // failed call's error to its message.
+        assert!(std::error::Error::source(&err).is_none());
         // Through the `Resolve` interface the client uses, too.
         let err = match Resolve::resolve(&resolver, "models.test".parse().unwrap()).await {
             Ok(_) => panic!("resolved to a link-local address"),
