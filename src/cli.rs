@@ -272,14 +272,19 @@ pub enum AdminPublic {
     None,
 }
 
+/// `--admin-public none` given with other routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("--admin-public: `none` cannot be combined with other routes")]
+pub struct AdminPublicConflict;
+
 impl AdminPortArgs {
     /// The admin port's public routes, as given or by default for its address.
-    pub fn access(&self) -> Result<crate::gateway::AdminAccess, String> {
+    pub fn access(&self) -> Result<crate::gateway::AdminAccess, AdminPublicConflict> {
         let Some(public) = &self.admin_public else {
             return Ok(crate::gateway::AdminAccess::default_for(self.admin_addr));
         };
         if public.contains(&AdminPublic::None) && public.len() > 1 {
-            return Err("--admin-public: `none` cannot be combined with other routes".into());
+            return Err(AdminPublicConflict);
         }
         Ok(crate::gateway::AdminAccess {
             public_health: public.contains(&AdminPublic::Health),
@@ -288,7 +293,12 @@ impl AdminPortArgs {
     }
 }
 
-fn parse_topic(s: &str) -> Result<(String, i32), String> {
+/// A `--topic name:partitions` whose partitions are not 1..=1000.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("partitions must be 1..=1000 in {0:?}")]
+pub struct TopicArgError(pub String);
+
+fn parse_topic(s: &str) -> Result<(String, i32), TopicArgError> {
     match s.split_once(':') {
         None => Ok((s.to_string(), 1)),
         Some((name, n)) => n
@@ -296,7 +306,7 @@ fn parse_topic(s: &str) -> Result<(String, i32), String> {
             .ok()
             .filter(|n| (1..=1000).contains(n))
             .map(|n| (name.to_string(), n))
-            .ok_or_else(|| format!("partitions must be 1..=1000 in {s:?}")),
+            .ok_or_else(|| TopicArgError(s.to_string())),
     }
 }
 

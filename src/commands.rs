@@ -405,22 +405,22 @@ async fn validate(files: Vec<std::path::PathBuf>, offline: bool) -> anyhow::Resu
 }
 
 /// Checks that the source's brokers answer and its topics or stream exist.
-async fn check_source(source: &SourceSpec) -> Result<(), String> {
+async fn check_source(source: &SourceSpec) -> anyhow::Result<()> {
     match source {
         SourceSpec::Kafka(k) => {
             streamgate::connect::kafka::check_topics(k, Duration::from_secs(10))
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(anyhow::Error::msg)
         }
         SourceSpec::Nats(n) => {
             let client = streamgate::connect::nats::connect(&n.connection(), "streamgate-validate")
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(anyhow::Error::msg)?;
             if let Some(js) = &n.jetstream {
                 async_nats::jetstream::new(client)
                     .get_stream(&js.stream)
                     .await
-                    .map_err(|e| format!("JetStream stream {:?}: {e}", js.stream))?;
+                    .map_err(|e| anyhow::anyhow!("JetStream stream {:?}: {e}", js.stream))?;
             }
             Ok(())
         }

@@ -192,11 +192,11 @@ fn check_sink_columns(
             avro.name.as_deref().unwrap_or("row"),
             &avro.namespace,
         ) {
-            report(format!("{path}.format"), e);
+            report(format!("{path}.format"), e.to_string());
         }
         if let Some(file) = &avro.schema {
             match crate::sink::encode::read_schema(file) {
-                Err(e) => report(format!("{path}.format.schema"), e),
+                Err(e) => report(format!("{path}.format.schema"), e.to_string()),
                 Ok(user) => {
                     for field in user["fields"].as_array().into_iter().flatten() {
                         let name = field["name"].as_str().unwrap_or_default();

@@ -13,6 +13,29 @@ use rand::rngs::SmallRng;
 use crate::batch::{Position, RawRecord};
 use crate::codec::json::JsonDecoder;
 
+/// Why the files cannot be generated.
+#[derive(Debug, thiserror::Error)]
+pub enum GenerateError {
+    /// The folder or a file cannot be created.
+    #[error("{}: {source}", path.display())]
+    Create {
+        /// The folder or file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The demo schema does not load.
+    #[error(transparent)]
+    Schema(#[from] crate::codec::schema::SchemaError),
+    /// The rows cannot be decoded or projected.
+    #[error(transparent)]
+    Arrow(#[from] datafusion::arrow::error::ArrowError),
+    /// The Parquet writer failed.
+    #[error(transparent)]
+    Parquet(#[from] datafusion::parquet::errors::ParquetError),
+}
+
 /// Writes `files` files of `rows_per_file` transactions into `dir`, `row_group_rows` per row
 /// group; transaction ids continue across files. Returns the files.
 pub fn generate(
@@ -21,28 +44,32 @@ pub fn generate(
     rows_per_file: u64,
     row_group_rows: usize,
     seed: u64,
-) -> Result<Vec<PathBuf>, String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+) -> Result<Vec<PathBuf>, GenerateError> {
+    std::fs::create_dir_all(dir).map_err(|source| GenerateError::Create {
+        path: dir.to_path_buf(),
+        source,
+    })?;
     let fields = crate::codec::schema::avro::avro_to_fields(
         crate::demo::DEMO_SCHEMA,
         Path::new("schemas/transaction.avsc"),
-    )
-    .map_err(|e| e.to_string())?;
+    )?;
     let schema = std::sync::Arc::new(datafusion::arrow::datatypes::Schema::new(fields));
-    let decoder = JsonDecoder::try_new(schema.clone()).map_err(|e| e.to_string())?;
+    let decoder = JsonDecoder::try_new(schema.clone())?;
     let mut rng = SmallRng::seed_from_u64(seed);
     let mut written = Vec::new();
     let mut id = 0u64;
     let chunk = 8192u64;
     for f in 0..files {
         let path = dir.join(format!("transactions-{f:05}.parquet"));
-        let file = File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let file = File::create(&path).map_err(|source| GenerateError::Create {
+            path: path.clone(),
+            source,
+        })?;
         let props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::default()))
             .set_max_row_group_row_count(Some(row_group_rows.max(1)))
             .build();
-        let mut writer =
-            ArrowWriter::try_new(file, schema.clone(), Some(props)).map_err(|e| e.to_string())?;
+        let mut writer = ArrowWriter::try_new(file, schema.clone(), Some(props))?;
         let mut left = rows_per_file;
         while left > 0 {
             let n = left.min(chunk);
@@ -63,13 +90,10 @@ pub fn generate(
             left -= n;
             let decoded = decoder.decode(&records);
             let record_columns: Vec<usize> = (0..schema.fields().len()).collect();
-            let batch = decoded
-                .batch
-                .project(&record_columns)
-                .map_err(|e| e.to_string())?;
-            writer.write(&batch).map_err(|e| e.to_string())?;
+            let batch = decoded.batch.project(&record_columns)?;
+            writer.write(&batch)?;
         }
-        writer.close().map_err(|e| e.to_string())?;
+        writer.close()?;
         written.push(path);
     }
     Ok(written)

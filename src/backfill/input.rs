@@ -7,6 +7,78 @@ use std::path::{Path, PathBuf};
 
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use datafusion::parquet::errors::ParquetError;
+
+/// Why the input patterns cannot be expanded.
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    /// A pattern that is not a valid glob.
+    #[error("invalid pattern {pattern:?}: {source}")]
+    Pattern {
+        /// The pattern.
+        pattern: String,
+        /// Why it is invalid.
+        #[source]
+        source: glob::PatternError,
+    },
+    /// A path the pattern matched cannot be read.
+    #[error("{pattern}: {source}")]
+    Glob {
+        /// The pattern.
+        pattern: String,
+        /// The unreadable path.
+        #[source]
+        source: glob::GlobError,
+    },
+    /// A pattern that matches no file.
+    #[error("{0:?} matches no file")]
+    NoMatch(String),
+}
+
+/// Why an input file is skipped.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    /// The file cannot be opened.
+    #[error("cannot open: {0}")]
+    Open(#[source] std::io::Error),
+    /// The file is not Parquet, or its footer is broken.
+    #[error("not a readable Parquet file: {0}")]
+    NotParquet(#[source] ParquetError),
+    /// Its columns do not fit the pipeline's record schema.
+    #[error(transparent)]
+    Schema(#[from] SchemaMismatch),
+    /// It has no rows.
+    #[error("empty: no rows")]
+    Empty,
+}
+
+/// One way a file's column does not fit the pipeline's record schema.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ColumnProblem {
+    /// A non-nullable record column the file does not have.
+    #[error("column `{0}` is missing")]
+    Missing(String),
+    /// A column whose type does not cast to the record's.
+    #[error(
+        "column `{column}` is {file_type} in the file but {record_type} in the pipeline's schema"
+    )]
+    Type {
+        /// The column.
+        column: String,
+        /// Its type in the file.
+        file_type: DataType,
+        /// Its type in the record schema.
+        record_type: DataType,
+    },
+}
+
+/// Every way a file's columns do not fit the pipeline's record schema (at least one).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "schema mismatch: {}",
+    .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+)]
+pub struct SchemaMismatch(pub Vec<ColumnProblem>);
 
 /// A file that is skipped, and why.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -48,19 +120,25 @@ pub struct InputPlan {
 }
 
 /// Expands `patterns` (paths or globs) into sorted, de-duplicated files.
-pub fn expand(patterns: &[String]) -> Result<Vec<PathBuf>, String> {
+pub fn expand(patterns: &[String]) -> Result<Vec<PathBuf>, InputError> {
     let mut files = Vec::new();
     for pattern in patterns {
-        let paths = glob::glob(pattern).map_err(|e| format!("invalid pattern {pattern:?}: {e}"))?;
+        let paths = glob::glob(pattern).map_err(|source| InputError::Pattern {
+            pattern: pattern.clone(),
+            source,
+        })?;
         let before = files.len();
         for path in paths {
-            let path = path.map_err(|e| format!("{pattern}: {e}"))?;
+            let path = path.map_err(|source| InputError::Glob {
+                pattern: pattern.clone(),
+                source,
+            })?;
             if path.is_file() {
                 files.push(path);
             }
         }
         if files.len() == before {
-            return Err(format!("{pattern:?} matches no file"));
+            return Err(InputError::NoMatch(pattern.clone()));
         }
     }
     // The same file named twice (a second pattern, `./`, a symlink) is read once.
@@ -83,17 +161,17 @@ pub fn plan(files: &[PathBuf], record: &SchemaRef, unit_rows: u64) -> InputPlan 
             }
             Err(reason) => out.bad_files.push(BadFile {
                 file: file.display().to_string(),
-                reason,
+                reason: reason.to_string(),
             }),
         }
     }
     out
 }
 
-fn plan_file(file: &Path, record: &SchemaRef, unit_rows: u64) -> Result<Vec<Unit>, String> {
-    let handle = File::open(file).map_err(|e| format!("cannot open: {e}"))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(handle)
-        .map_err(|e| format!("not a readable Parquet file: {e}"))?;
+fn plan_file(file: &Path, record: &SchemaRef, unit_rows: u64) -> Result<Vec<Unit>, FileError> {
+    let handle = File::open(file).map_err(FileError::Open)?;
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(handle).map_err(FileError::NotParquet)?;
     check_columns(builder.schema(), record)?;
     let metadata = builder.metadata();
     let groups: Vec<u64> = metadata
@@ -102,7 +180,7 @@ fn plan_file(file: &Path, record: &SchemaRef, unit_rows: u64) -> Result<Vec<Unit
         .map(|g| g.num_rows().max(0) as u64)
         .collect();
     if groups.iter().sum::<u64>() == 0 {
-        return Err("empty: no rows".to_string());
+        return Err(FileError::Empty);
     }
     let stem = unit_prefix(file);
     let mut units = Vec::new();
@@ -167,25 +245,26 @@ fn unit_prefix(file: &Path) -> String {
 
 /// Every non-nullable record column must be in the file, with a type that casts to the
 /// record's; nullable ones may be missing (they read as nulls).
-pub fn check_columns(file: &SchemaRef, record: &SchemaRef) -> Result<(), String> {
+pub fn check_columns(file: &SchemaRef, record: &SchemaRef) -> Result<(), SchemaMismatch> {
     let mut problems = Vec::new();
     for field in record.fields() {
         match file.field_with_name(field.name()) {
             Err(_) if field.is_nullable() => {}
-            Err(_) => problems.push(format!("column `{}` is missing", field.name())),
-            Ok(f) if !castable(f.data_type(), field.data_type()) => problems.push(format!(
-                "column `{}` is {} in the file but {} in the pipeline's schema",
-                field.name(),
-                f.data_type(),
-                field.data_type()
-            )),
+            Err(_) => problems.push(ColumnProblem::Missing(field.name().clone())),
+            Ok(f) if !castable(f.data_type(), field.data_type()) => {
+                problems.push(ColumnProblem::Type {
+                    column: field.name().clone(),
+                    file_type: f.data_type().clone(),
+                    record_type: field.data_type().clone(),
+                })
+            }
             Ok(_) => {}
         }
     }
     if problems.is_empty() {
         Ok(())
     } else {
-        Err(format!("schema mismatch: {}", problems.join("; ")))
+        Err(SchemaMismatch(problems))
     }
 }
 

@@ -28,7 +28,7 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::batch::{Failure, Stage};
+use crate::batch::{ErrorClass, Failure, Stage};
 use crate::inference::{InferenceStage, ModelRegistry};
 use crate::plan::CompiledPipeline;
 use crate::runtime::rows::process_rows;
@@ -87,15 +87,93 @@ impl Default for BackfillOptions {
 /// Why a backfill could not run at all.
 #[derive(Debug, thiserror::Error)]
 pub enum BackfillError {
-    /// Bad options or inputs.
+    /// Bad inputs.
+    #[error(transparent)]
+    Input(#[from] input::InputError),
+    /// Planning the input failed (the planning task panicked).
     #[error("{0}")]
-    Input(String),
-    /// The pipeline does not fit (models, sinks).
-    #[error("{0}")]
-    Pipeline(String),
+    Planning(#[source] tokio::task::JoinError),
+    /// The progress file cannot be opened or written.
+    #[error(transparent)]
+    Progress(#[from] progress::ProgressError),
+    /// A served model does not fit the pipeline.
+    #[error("{path}: {message}")]
+    Model {
+        /// The spec path of the step or model.
+        path: String,
+        /// The mismatch.
+        message: String,
+    },
+    /// A step's model is not in the registry.
+    #[error(transparent)]
+    UnknownModel(#[from] crate::inference::stage::UnknownModel),
+    /// `--to-sinks` without somewhere for failed rows to go.
+    #[error(
+        "--to-sinks needs the pipeline's `dead_letter` sink (or `on_error: drop`): rows that fail would otherwise make their unit fail on every run"
+    )]
+    NoDeadLetter,
+    /// A sink cannot be built.
+    #[error(transparent)]
+    Sink(#[from] crate::sink::SinkError),
     /// The pipeline spec is invalid.
     #[error("{0}")]
     Spec(#[from] SpecErrors),
+}
+
+/// Why one unit failed; it is left for `--resume`.
+#[derive(Debug, thiserror::Error)]
+pub enum UnitError {
+    /// Reading the unit failed.
+    #[error(transparent)]
+    Read(#[from] read::ReadError),
+    /// Writing an output file failed.
+    #[error(transparent)]
+    Write(#[from] write::WriteError),
+    /// Recording the unit as complete failed.
+    #[error(transparent)]
+    Progress(#[from] progress::ProgressError),
+    /// Projecting or encoding rows failed.
+    #[error(transparent)]
+    Arrow(#[from] datafusion::arrow::error::ArrowError),
+    /// A sink failed.
+    #[error(transparent)]
+    Sink(#[from] crate::sink::SinkError),
+    /// An output's sink could not encode some rows.
+    #[error("{rows} rows could not be encoded for output {output}: {why}")]
+    Rejected {
+        /// Rows refused.
+        rows: usize,
+        /// The output's index.
+        output: usize,
+        /// Why the first was refused.
+        why: String,
+    },
+    /// Rows failed and there is nowhere to send them.
+    #[error("{0} rows failed and the pipeline has no dead_letter sink")]
+    NoDeadLetterSink(usize),
+    /// The dead-letter sink refused letters for good (`on_undeliverable_dead_letter: fail`).
+    #[error("{letters} dead letters were refused by the dead-letter sink: {why}")]
+    LettersRefused {
+        /// Letters refused.
+        letters: usize,
+        /// Why the first was refused.
+        why: String,
+    },
+    /// The sinks settled the unit with another status than delivered.
+    #[error("sinks did not confirm the unit ({0:?})")]
+    NotConfirmed(crate::ack::AckStatus),
+    /// The unit's acknowledgement never came.
+    #[error("the unit's acknowledgement was lost")]
+    AckLost,
+    /// The stage lost rows (an internal error).
+    #[error("an internal error lost rows")]
+    LostRows,
+    /// The backfill was interrupted.
+    #[error("interrupted")]
+    Interrupted,
+    /// The reading task panicked.
+    #[error("{0}")]
+    Reader(#[source] tokio::task::JoinError),
 }
 
 /// Where a unit's results go.
@@ -203,12 +281,12 @@ async fn plan_units(
     compiled: &CompiledPipeline,
     options: &BackfillOptions,
 ) -> Result<(input::InputPlan, Progress), BackfillError> {
-    let files = input::expand(&options.inputs).map_err(BackfillError::Input)?;
+    let files = input::expand(&options.inputs)?;
     let record = compiled.record_schema.clone();
     let unit_rows = options.unit_rows.max(1);
     let plan = tokio::task::spawn_blocking(move || input::plan(&files, &record, unit_rows))
         .await
-        .map_err(|e| BackfillError::Input(e.to_string()))?;
+        .map_err(BackfillError::Planning)?;
     let spec_hash = spec_hash(compiled);
     let progress = Progress::open(
         &options.output,
@@ -216,13 +294,10 @@ async fn plan_units(
         &spec_hash,
         unit_rows,
         options.resume,
-    )
-    .map_err(BackfillError::Input)?;
+    )?;
     for bad in &plan.bad_files {
         tracing::warn!(file = %bad.file, reason = %bad.reason, "skipping input file");
-        progress
-            .bad_file(bad.clone())
-            .map_err(BackfillError::Input)?;
+        progress.bad_file(bad.clone())?;
     }
     Ok((plan, progress))
 }
@@ -245,15 +320,18 @@ async fn start_models(
         if problem.unreachable {
             tracing::warn!(step = %problem.path, "{}", problem.message);
         } else {
-            return Err(BackfillError::Pipeline(format!(
-                "{}: {}",
-                problem.path, problem.message
-            )));
+            return Err(BackfillError::Model {
+                path: problem.path,
+                message: problem.message,
+            });
         }
     }
     let registry = ModelRegistry::build(&models, &compiled.models, &metrics.models);
-    InferenceStage::start(&compiled.steps, &registry, compiled.output_schema())
-        .map_err(BackfillError::Pipeline)
+    Ok(InferenceStage::start(
+        &compiled.steps,
+        &registry,
+        compiled.output_schema(),
+    )?)
 }
 
 /// Where results go: Parquet files under the output directory, or (`--to-sinks`) the
@@ -267,9 +345,7 @@ async fn open_destination(
     let name = &spec.name;
     let policy = spec.error_policy();
     if options.to_sinks && spec.dead_letter.is_none() && policy != crate::spec::OnError::Drop {
-        return Err(BackfillError::Pipeline(
-            "--to-sinks needs the pipeline's `dead_letter` sink (or `on_error: drop`): rows that fail would otherwise make their unit fail on every run".to_string(),
-        ));
+        return Err(BackfillError::NoDeadLetter);
     }
     if !options.to_sinks {
         return Ok(Destination::Files {
@@ -280,7 +356,7 @@ async fn open_destination(
     let build = async |s, output: &str, payload| {
         sink::build(s, &spec.source, name, output, &columns, payload)
             .await
-            .map_err(|e| BackfillError::Pipeline(e.to_string()))
+            .map_err(BackfillError::Sink)
     };
     let mut outputs = Vec::with_capacity(spec.outputs.len());
     for (output, compiled_output) in spec.outputs.iter().zip(&compiled.outputs) {
@@ -433,7 +509,7 @@ fn spec_hash(compiled: &CompiledPipeline) -> String {
 /// `--resume`.
 async fn run_unit(context: &Context, unit: Unit) -> UnitResult {
     let file_name = unit.file.display().to_string();
-    let fail = |reason: String| UnitResult {
+    let fail = |reason: UnitError| UnitResult {
         failed: Some(BadFile {
             file: file_name.clone(),
             reason: format!("row groups {:?}: {reason}", unit.row_groups),
@@ -460,7 +536,7 @@ async fn run_unit(context: &Context, unit: Unit) -> UnitResult {
     let mut error = None;
     while let Some(batch) = rx.recv().await {
         if context.shutdown.is_cancelled() {
-            error = Some("interrupted".to_string());
+            error = Some(UnitError::Interrupted);
             break;
         }
         let read = (batch.input.num_rows() + batch.bad.len()) as u64;
@@ -473,8 +549,8 @@ async fn run_unit(context: &Context, unit: Unit) -> UnitResult {
     drop(rx);
     match reader.await {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => error = error.or(Some(e)),
-        Err(e) => error = error.or(Some(e.to_string())),
+        Ok(Err(e)) => error = error.or(Some(e.into())),
+        Err(e) => error = error.or(Some(UnitError::Reader(e))),
     }
     if let Some(e) = error {
         sink.abort();
@@ -492,7 +568,7 @@ async fn run_unit(context: &Context, unit: Unit) -> UnitResult {
         Err(e) => return fail(e),
     }
     if let Err(e) = context.progress.complete(&unit.id, result.dead) {
-        return fail(e);
+        return fail(e.into());
     }
     context.counters.units.fetch_add(1, Ordering::Relaxed);
     result
@@ -504,7 +580,7 @@ async fn handle_batch(
     batch: read::UnitBatch,
     sink: &mut UnitSink,
     result: &mut UnitResult,
-) -> Result<(), String> {
+) -> Result<(), UnitError> {
     let read::UnitBatch {
         input,
         offsets,
@@ -514,18 +590,18 @@ async fn handle_batch(
         .into_iter()
         .map(|(row, message, record)| DeadRow {
             row,
-            failure: Failure::new(Stage::Decode, "invalid_value", message),
+            failure: Failure::new(Stage::Decode, ErrorClass::InvalidValue, message),
             record,
         })
         .collect();
     let record_columns: Vec<usize> = (0..context.compiled.record_schema.fields().len()).collect();
-    let originals = input.project(&record_columns).map_err(|e| e.to_string())?;
+    let originals = input.project(&record_columns)?;
     let processed = process_rows(&context.compiled, &context.stage, input, &context.metrics).await;
     if processed.errored {
-        return Err("an internal error lost rows".to_string());
+        return Err(UnitError::LostRows);
     }
     if !processed.failures.is_empty() {
-        let encoded = crate::codec::json::encode_rows(&originals).map_err(|e| e.to_string())?;
+        let encoded = crate::codec::json::encode_rows(&originals)?;
         for (row, f) in processed.failures {
             dead.push(DeadRow {
                 row: offsets.get(row).copied().unwrap_or(-1),

@@ -12,6 +12,69 @@ use super::input::BadFile;
 /// File name of the progress record in the output directory.
 pub const PROGRESS_FILE: &str = "_progress.json";
 
+/// Why the progress file cannot be opened or saved.
+#[derive(Debug, thiserror::Error)]
+pub enum ProgressError {
+    /// The output folder or the progress file cannot be created or read.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The folder or file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not a progress file.
+    #[error("{} is not a progress file: {source}", path.display())]
+    NotProgress {
+        /// The file.
+        path: PathBuf,
+        /// Why it does not parse.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// Resuming with another `--unit-rows`.
+    #[error(
+        "{} was started with --unit-rows {unit_rows}; resume with the same value (units, and so output files, depend on it)",
+        path.display()
+    )]
+    UnitRows {
+        /// The file.
+        path: PathBuf,
+        /// The value the backfill was started with.
+        unit_rows: u64,
+    },
+    /// Resuming with another pipeline or pipeline version.
+    #[error(
+        "{} belongs to a backfill of a different pipeline or pipeline version ({pipeline}); resume with the same pipeline file or use a new output directory",
+        path.display()
+    )]
+    OtherPipeline {
+        /// The file.
+        path: PathBuf,
+        /// The pipeline it belongs to.
+        pipeline: String,
+    },
+    /// A previous backfill without `--resume`.
+    #[error(
+        "{} holds a previous backfill: pass --resume to continue it, or choose an empty output directory",
+        .0.display()
+    )]
+    NotEmpty(PathBuf),
+    /// The state cannot be serialized.
+    #[error(transparent)]
+    Serialize(#[from] serde_json::Error),
+    /// The state cannot be saved.
+    #[error("saving {}: {source}", path.display())]
+    Save {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct State {
     version: u32,
@@ -43,34 +106,36 @@ impl Progress {
         spec_hash: &str,
         unit_rows: u64,
         resume: bool,
-    ) -> Result<Self, String> {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    ) -> Result<Self, ProgressError> {
+        std::fs::create_dir_all(dir).map_err(|source| ProgressError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
         let path = dir.join(PROGRESS_FILE);
         let state = match std::fs::read(&path) {
             Ok(bytes) if resume => {
-                let state: State = serde_json::from_slice(&bytes)
-                    .map_err(|e| format!("{} is not a progress file: {e}", path.display()))?;
+                let state: State = serde_json::from_slice(&bytes).map_err(|source| {
+                    ProgressError::NotProgress {
+                        path: path.clone(),
+                        source,
+                    }
+                })?;
                 if state.unit_rows != unit_rows {
-                    return Err(format!(
-                        "{} was started with --unit-rows {}; resume with the same value (units, and so output files, depend on it)",
-                        path.display(),
-                        state.unit_rows
-                    ));
+                    return Err(ProgressError::UnitRows {
+                        path,
+                        unit_rows: state.unit_rows,
+                    });
                 }
                 if state.pipeline != pipeline || state.spec_hash != spec_hash {
-                    return Err(format!(
-                        "{} belongs to a backfill of a different pipeline or pipeline version ({}); resume with the same pipeline file or use a new output directory",
-                        path.display(),
-                        state.pipeline
-                    ));
+                    return Err(ProgressError::OtherPipeline {
+                        path,
+                        pipeline: state.pipeline,
+                    });
                 }
                 state
             }
             Ok(_) => {
-                return Err(format!(
-                    "{} holds a previous backfill: pass --resume to continue it, or choose an empty output directory",
-                    dir.display()
-                ));
+                return Err(ProgressError::NotEmpty(dir.to_path_buf()));
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => State {
                 version: 1,
@@ -79,7 +144,7 @@ impl Progress {
                 unit_rows,
                 ..State::default()
             },
-            Err(e) => return Err(format!("{}: {e}", path.display())),
+            Err(source) => return Err(ProgressError::Io { path, source }),
         };
         let progress = Progress {
             path,
@@ -100,7 +165,7 @@ impl Progress {
 
     /// Records `unit` as complete (its output files are already in place), with the rows it
     /// dead-lettered.
-    pub fn complete(&self, unit: &str, dead_lettered: u64) -> Result<(), String> {
+    pub fn complete(&self, unit: &str, dead_lettered: u64) -> Result<(), ProgressError> {
         {
             let mut state = self.lock();
             if state.completed.insert(unit.to_string()) {
@@ -116,7 +181,7 @@ impl Progress {
     }
 
     /// Records a skipped file.
-    pub fn bad_file(&self, bad: BadFile) -> Result<(), String> {
+    pub fn bad_file(&self, bad: BadFile) -> Result<(), ProgressError> {
         {
             let mut state = self.lock();
             if !state.bad_files.contains(&bad) {
@@ -131,10 +196,10 @@ impl Progress {
         self.lock().completed.len()
     }
 
-    fn save(&self) -> Result<(), String> {
+    fn save(&self) -> Result<(), ProgressError> {
         // Held through the rename: units finishing at once must not interleave their writes.
         let state = self.lock();
-        let bytes = serde_json::to_vec_pretty(&*state).map_err(|e| e.to_string())?;
+        let bytes = serde_json::to_vec_pretty(&*state)?;
         let tmp = self.path.with_extension("json.tmp");
         let write = || -> std::io::Result<()> {
             use std::io::Write;
@@ -143,7 +208,10 @@ impl Progress {
             f.sync_all()?;
             std::fs::rename(&tmp, &self.path)
         };
-        let result = write().map_err(|e| format!("saving {}: {e}", self.path.display()));
+        let result = write().map_err(|source| ProgressError::Save {
+            path: self.path.clone(),
+            source,
+        });
         drop(state);
         result
     }

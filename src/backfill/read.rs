@@ -16,8 +16,52 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::parquet::arrow::ProjectionMask;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
+use datafusion::arrow::error::ArrowError;
+use datafusion::parquet::errors::ParquetError;
+
 use super::input::Unit;
 use crate::codec::metadata::{self, input_table_schema};
+
+/// Why a unit cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The file cannot be opened.
+    #[error("cannot open: {0}")]
+    Open(#[source] std::io::Error),
+    /// The file's footer cannot be read.
+    #[error("cannot read footer: {0}")]
+    Footer(#[source] ParquetError),
+    /// The unit's row groups cannot be read.
+    #[error("cannot read row groups {row_groups:?}: {source}")]
+    RowGroups {
+        /// The unit's row groups.
+        row_groups: Vec<usize>,
+        /// Why.
+        #[source]
+        source: ParquetError,
+    },
+    /// A batch of the unit's row groups cannot be decoded.
+    #[error("row groups {row_groups:?}: cannot decode: {source}")]
+    Decode {
+        /// The unit's row groups.
+        row_groups: Vec<usize>,
+        /// Why.
+        #[source]
+        source: ArrowError,
+    },
+    /// A column cannot be cast to the record's type.
+    #[error("column `{column}`: {source}")]
+    Column {
+        /// The column.
+        column: String,
+        /// Why.
+        #[source]
+        source: ArrowError,
+    },
+    /// Building the input batch failed.
+    #[error(transparent)]
+    Arrow(#[from] ArrowError),
+}
 
 /// One batch of a unit, ready for the SQL stage.
 pub struct UnitBatch {
@@ -38,10 +82,9 @@ pub fn read_unit(
     wanted: &[String],
     batch_rows: usize,
     mut emit: impl FnMut(UnitBatch) -> bool,
-) -> Result<(), String> {
-    let file = File::open(&unit.file).map_err(|e| format!("cannot open: {e}"))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(|e| format!("cannot read footer: {e}"))?;
+) -> Result<(), ReadError> {
+    let file = File::open(&unit.file).map_err(ReadError::Open)?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(ReadError::Footer)?;
     let file_schema = builder.schema().clone();
     let roots: Vec<usize> = file_schema
         .fields()
@@ -56,13 +99,18 @@ pub fn read_unit(
         .with_row_groups(unit.row_groups.clone())
         .with_batch_size(batch_rows.max(1))
         .build()
-        .map_err(|e| format!("cannot read row groups {:?}: {e}", unit.row_groups))?;
+        .map_err(|source| ReadError::RowGroups {
+            row_groups: unit.row_groups.clone(),
+            source,
+        })?;
     let table = input_table_schema(record);
     let topic = unit.file.display().to_string();
     let mut next_row = unit.first_row;
     for batch in reader {
-        let batch =
-            batch.map_err(|e| format!("row groups {:?}: cannot decode: {e}", unit.row_groups))?;
+        let batch = batch.map_err(|source| ReadError::Decode {
+            row_groups: unit.row_groups.clone(),
+            source,
+        })?;
         let n = batch.num_rows();
         let offsets: Vec<i64> = (next_row..next_row + n as i64).collect();
         next_row += n as i64;
@@ -95,15 +143,18 @@ fn to_input(
     offsets: &[i64],
     groups: &[i32],
     wanted: &[String],
-) -> Result<UnitBatch, String> {
+) -> Result<UnitBatch, ReadError> {
     let n = batch.num_rows();
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(table.fields().len());
     let mut bad_reason: Vec<Option<String>> = vec![None; n];
     for field in record.fields() {
         let column = match batch.column_by_name(field.name()) {
             Some(c) => {
-                let cast_column = cast(c, field.data_type())
-                    .map_err(|e| format!("column `{}`: {e}", field.name()))?;
+                let cast_column =
+                    cast(c, field.data_type()).map_err(|source| ReadError::Column {
+                        column: field.name().clone(),
+                        source,
+                    })?;
                 // Per row only when there is a null to find.
                 if !field.is_nullable() && cast_column.null_count() > 0 {
                     for (r, reason) in bad_reason.iter_mut().enumerate() {
@@ -154,7 +205,7 @@ fn to_input(
     columns.push(if reads(metadata::HEADERS) {
         let mut headers = MapBuilder::new(None, StringBuilder::new(), StringBuilder::new());
         for _ in 0..n {
-            headers.append(true).map_err(|e| e.to_string())?;
+            headers.append(true)?;
         }
         Arc::new(headers.finish())
     } else {
@@ -172,12 +223,11 @@ fn to_input(
                     &BooleanArray::from_iter((0..n).map(|r| Some(column.is_valid(r)))),
                     column,
                     &filler,
-                )
-                .map_err(|e| e.to_string())?;
+                )?;
             }
         }
     }
-    let input = RecordBatch::try_new(table.clone(), columns).map_err(|e| e.to_string())?;
+    let input = RecordBatch::try_new(table.clone(), columns)?;
     if !any_bad {
         return Ok(UnitBatch {
             input,
@@ -186,8 +236,8 @@ fn to_input(
         });
     }
     let keep = BooleanArray::from_iter(bad_reason.iter().map(|r| Some(r.is_none())));
-    let input = filter_record_batch(&input, &keep).map_err(|e| e.to_string())?;
-    let raw = crate::codec::json::encode_rows(batch).map_err(|e| e.to_string())?;
+    let input = filter_record_batch(&input, &keep)?;
+    let raw = crate::codec::json::encode_rows(batch)?;
     let mut bad = Vec::new();
     let mut kept = Vec::new();
     for (r, reason) in bad_reason.into_iter().enumerate() {

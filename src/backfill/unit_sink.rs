@@ -9,7 +9,7 @@ use datafusion::arrow::array::RecordBatch;
 use tokio::sync::oneshot;
 
 use super::write::{self, DEAD_LETTER_DIR, DeadRow, UnitFile};
-use super::{Context, Destination, Unit};
+use super::{Context, Destination, Unit, UnitError};
 use crate::ack::{Ack, AckReceiver, AckStatus};
 use crate::batch::{Position, RawRecord};
 use crate::sink::{DeadLetterRecord, PayloadColumns, Sink, SinkInput};
@@ -37,7 +37,7 @@ pub(super) enum UnitSink {
 }
 
 impl UnitSink {
-    pub(super) fn open(context: &Context, unit: &Unit) -> Result<Self, String> {
+    pub(super) fn open(context: &Context, unit: &Unit) -> Result<Self, UnitError> {
         let compiled = &context.compiled;
         let names: Vec<String> = compiled.outputs.iter().map(|o| o.name.clone()).collect();
         Ok(match &context.destination {
@@ -46,13 +46,10 @@ impl UnitSink {
                     .outputs
                     .iter()
                     .map(|o| {
-                        let schema = o
-                            .payload
-                            .schema(&compiled.output_schema())
-                            .map_err(|e| e.to_string())?;
+                        let schema = o.payload.schema(&compiled.output_schema())?;
                         Ok(UnitFile::new(&dir.join(&o.name), &unit.id, schema))
                     })
-                    .collect::<Result<_, String>>()?,
+                    .collect::<Result<_, UnitError>>()?,
                 payloads: compiled.outputs.iter().map(|o| o.payload.clone()).collect(),
                 dead: Box::new(UnitFile::new(
                     &dir.join(DEAD_LETTER_DIR),
@@ -84,11 +81,15 @@ impl UnitSink {
         })
     }
 
-    pub(super) async fn write(&mut self, output: usize, batch: RecordBatch) -> Result<(), String> {
+    pub(super) async fn write(
+        &mut self,
+        output: usize,
+        batch: RecordBatch,
+    ) -> Result<(), UnitError> {
         match self {
             UnitSink::Files {
                 outputs, payloads, ..
-            } => outputs[output].write(&payloads[output].apply(&batch).map_err(|e| e.to_string())?),
+            } => Ok(outputs[output].write(&payloads[output].apply(&batch)?)?),
             UnitSink::Sinks {
                 outputs, ack, rows, ..
             } => {
@@ -102,13 +103,14 @@ impl UnitSink {
                         ack,
                     )
                     .await
-                    .map_err(|e| e.to_string())
+                    .map_err(UnitError::from)
                     .and_then(|rejected| match rejected.first() {
                         // The unit fails (and is retried by `--resume`) rather than losing rows.
-                        Some((_, _, why)) => Err(format!(
-                            "{} rows could not be encoded for output {output}: {why}",
-                            rejected.len()
-                        )),
+                        Some((_, _, why)) => Err(UnitError::Rejected {
+                            rows: rejected.len(),
+                            output,
+                            why: why.clone(),
+                        }),
                         None => Ok(()),
                     })
             }
@@ -119,9 +121,11 @@ impl UnitSink {
         &mut self,
         file: &str,
         rows: Vec<DeadRow>,
-    ) -> Result<(), String> {
+    ) -> Result<(), UnitError> {
         match self {
-            UnitSink::Files { dead, .. } => dead.write(&write::dead_letter_batch(file, &rows)?),
+            UnitSink::Files { dead, .. } => {
+                Ok(dead.write(&write::dead_letter_batch(file, &rows)?)?)
+            }
             UnitSink::Sinks {
                 dead_letter,
                 dead_letter_drop,
@@ -134,10 +138,7 @@ impl UnitSink {
                     return Ok(());
                 }
                 let Some(sink) = dead_letter else {
-                    return Err(format!(
-                        "{} rows failed and the pipeline has no dead_letter sink",
-                        rows.len()
-                    ));
+                    return Err(UnitError::NoDeadLetterSink(rows.len()));
                 };
                 let topic: Arc<str> = Arc::from(file);
                 let letters = rows
@@ -158,18 +159,15 @@ impl UnitSink {
                         failure: r.failure,
                     })
                     .collect();
-                let undeliverable = sink
-                    .send(SinkInput::DeadLetters(letters), ack)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let undeliverable = sink.send(SinkInput::DeadLetters(letters), ack).await?;
                 for (_, _, why) in &undeliverable {
                     tracing::error!(%file, error = %why, "the dead-letter sink refused a row even in bounded form");
                 }
                 match undeliverable.first() {
-                    Some((_, _, why)) if *undeliverable_fails => Err(format!(
-                        "{} dead letters were refused by the dead-letter sink: {why}",
-                        undeliverable.len()
-                    )),
+                    Some((_, _, why)) if *undeliverable_fails => Err(UnitError::LettersRefused {
+                        letters: undeliverable.len(),
+                        why: why.clone(),
+                    }),
                     _ => Ok(()),
                 }
             }
@@ -178,7 +176,7 @@ impl UnitSink {
 
     /// Completes the unit: renames files into place, or waits until every message the unit
     /// sent is confirmed.
-    pub(super) async fn finish(self) -> Result<BTreeMap<String, u64>, String> {
+    pub(super) async fn finish(self) -> Result<BTreeMap<String, u64>, UnitError> {
         match self {
             UnitSink::Files {
                 names,
@@ -203,8 +201,8 @@ impl UnitSink {
                 drop(ack);
                 match resolved.await {
                     Ok(AckStatus::Delivered) => Ok(names.into_iter().zip(rows).collect()),
-                    Ok(status) => Err(format!("sinks did not confirm the unit ({status:?})")),
-                    Err(_) => Err("the unit's acknowledgement was lost".to_string()),
+                    Ok(status) => Err(UnitError::NotConfirmed(status)),
+                    Err(_) => Err(UnitError::AckLost),
                 }
             }
         }

@@ -17,6 +17,38 @@ use datafusion::parquet::basic::{Compression, ZstdLevel};
 use datafusion::parquet::file::properties::WriterProperties;
 use datafusion::parquet::schema::types::ColumnPath;
 
+/// Why a unit's output file cannot be written.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// A folder or file cannot be created.
+    #[error("{}: {source}", path.display())]
+    Create {
+        /// The folder or file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The temporary file cannot be renamed into place.
+    #[error("renaming {}: {source}", path.display())]
+    Rename {
+        /// The temporary file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file cannot be synced.
+    #[error(transparent)]
+    Sync(#[from] std::io::Error),
+    /// The Parquet writer failed.
+    #[error(transparent)]
+    Parquet(#[from] datafusion::parquet::errors::ParquetError),
+    /// The dead-letter batch cannot be built.
+    #[error(transparent)]
+    Arrow(#[from] datafusion::arrow::error::ArrowError),
+}
+
 /// Folder of the dead-letter dataset inside the output directory.
 pub const DEAD_LETTER_DIR: &str = "_dead_letter";
 
@@ -45,16 +77,21 @@ impl UnitFile {
     }
 
     /// Appends rows.
-    pub fn write(&mut self, batch: &RecordBatch) -> Result<(), String> {
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<(), WriteError> {
         if batch.num_rows() == 0 {
             return Ok(());
         }
         if self.writer.is_none() {
             if let Some(dir) = self.tmp.parent() {
-                std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+                std::fs::create_dir_all(dir).map_err(|source| WriteError::Create {
+                    path: dir.to_path_buf(),
+                    source,
+                })?;
             }
-            let file =
-                File::create(&self.tmp).map_err(|e| format!("{}: {e}", self.tmp.display()))?;
+            let file = File::create(&self.tmp).map_err(|source| WriteError::Create {
+                path: self.tmp.clone(),
+                source,
+            })?;
             let mut props = WriterProperties::builder()
                 .set_compression(Compression::ZSTD(ZstdLevel::default()))
                 // Scored rows carry unique ids: dictionary-encoding them is wasted work before
@@ -67,28 +104,31 @@ impl UnitFile {
                 props = props.set_column_dictionary_enabled(ColumnPath::from(name), true);
             }
             let props = props.build();
-            self.writer = Some(
-                ArrowWriter::try_new(file, self.schema.clone(), Some(props))
-                    .map_err(|e| e.to_string())?,
-            );
+            self.writer = Some(ArrowWriter::try_new(
+                file,
+                self.schema.clone(),
+                Some(props),
+            )?);
         }
         let writer = self.writer.as_mut().expect("created above");
-        writer.write(batch).map_err(|e| e.to_string())?;
+        writer.write(batch)?;
         self.rows += batch.num_rows() as u64;
         Ok(())
     }
 
     /// Closes, syncs and renames the file into place; returns the rows written. A unit with
     /// no rows leaves no file (and removes one a previous attempt may have left).
-    pub fn finish(mut self) -> Result<u64, String> {
+    pub fn finish(mut self) -> Result<u64, WriteError> {
         let Some(writer) = self.writer.take() else {
             let _ = std::fs::remove_file(&self.path);
             return Ok(0);
         };
-        let file = writer.into_inner().map_err(|e| e.to_string())?;
-        file.sync_all().map_err(|e| e.to_string())?;
-        std::fs::rename(&self.tmp, &self.path)
-            .map_err(|e| format!("renaming {}: {e}", self.tmp.display()))?;
+        let file = writer.into_inner()?;
+        file.sync_all()?;
+        std::fs::rename(&self.tmp, &self.path).map_err(|source| WriteError::Rename {
+            path: self.tmp.clone(),
+            source,
+        })?;
         if let Some(dir) = self.path.parent()
             && let Ok(d) = File::open(dir)
         {
@@ -209,7 +249,7 @@ pub struct DeadRow {
 }
 
 /// A batch of the dead-letter schema.
-pub fn dead_letter_batch(file: &str, rows: &[DeadRow]) -> Result<RecordBatch, String> {
+pub fn dead_letter_batch(file: &str, rows: &[DeadRow]) -> Result<RecordBatch, WriteError> {
     let n = rows.len();
     let mut source = StringBuilder::with_capacity(n, n * file.len());
     let mut row = Int64Builder::with_capacity(n);
@@ -225,7 +265,7 @@ pub fn dead_letter_batch(file: &str, rows: &[DeadRow]) -> Result<RecordBatch, St
         source.append_value(file);
         row.append_value(r.row);
         stage.append_value(f.stage.as_str());
-        class.append_value(f.class);
+        class.append_value(f.class.as_str());
         error.append_value(&f.message);
         model.append_option(f.model.as_ref().map(|m| &*m.model));
         version.append_option(f.model.as_ref().map(|m| &*m.version));
@@ -243,7 +283,7 @@ pub fn dead_letter_batch(file: &str, rows: &[DeadRow]) -> Result<RecordBatch, St
         Arc::new(attempts.finish()),
         Arc::new(record.finish()),
     ];
-    RecordBatch::try_new(dead_letter_schema(), columns).map_err(|e| e.to_string())
+    Ok(RecordBatch::try_new(dead_letter_schema(), columns)?)
 }
 
 #[cfg(test)]

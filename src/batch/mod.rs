@@ -4,7 +4,9 @@
 
 pub mod failure;
 
-pub use failure::{Failure, Failures, ModelContext, RecordFailure, Stage, truncate_message};
+pub use failure::{
+    ErrorClass, Failure, Failures, ModelContext, RecordFailure, Stage, truncate_message,
+};
 
 use std::sync::Arc;
 use std::time::Instant;

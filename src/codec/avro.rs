@@ -24,24 +24,25 @@ use apache_avro::Schema as AvroSchema;
 use super::RecordFailure;
 use super::avro_scan::{DatumShape, Refusal};
 use super::json::{Decoded, JsonDecoder};
-use crate::batch::RawRecord;
+use crate::batch::{ErrorClass, RawRecord};
 use crate::spec::{AvroWire, SchemaRegistrySpec, Secret};
 
-/// Failure class: a Confluent-framed message shorter than its 5-byte header.
-pub const SHORT_HEADER: &str = "avro_short_header";
-/// Failure class: the first byte is not the Confluent magic byte 0.
-pub const BAD_MAGIC: &str = "avro_bad_magic";
-/// Failure class: the registry does not know the schema id.
-pub const UNKNOWN_SCHEMA: &str = "avro_unknown_schema";
-/// Failure class: the datum ends early.
-pub const TRUNCATED: &str = "avro_truncated";
-/// Failure class: the writer schema cannot be resolved to the reader schema.
-pub const INCOMPATIBLE_SCHEMA: &str = "avro_incompatible_schema";
-/// Failure class: anything else wrong with the datum (bad varint, bytes left over, ...).
-pub const INVALID: &str = "avro_invalid";
-/// Failure class: the datum nests records, arrays and maps deeper than
-/// [`super::avro_scan::MAX_DEPTH`] levels.
-pub const TOO_DEEP: &str = "avro_too_deep";
+/// Why the registry could not answer a schema lookup (the batch waits and asks again).
+#[derive(Debug, thiserror::Error)]
+enum FetchError {
+    /// The request failed (kept without its URL).
+    #[error(transparent)]
+    Http(reqwest::Error),
+    /// The registry answered with an error other than "not found".
+    #[error("registry answered {0}")]
+    Status(reqwest::StatusCode),
+    /// The answer is larger than [`MAX_REGISTRY_ANSWER`].
+    #[error("registry answer larger than 1 MiB")]
+    TooLarge,
+    /// The answer is not the expected JSON.
+    #[error("malformed registry answer: {0}")]
+    Malformed(#[source] serde_json::Error),
+}
 
 /// Most bytes one declared length may make apache-avro allocate (a Kafka message is at most
 /// a few MiB). A second line of defence: the pre-check already refuses any length larger
@@ -158,13 +159,13 @@ impl AvroDecoder {
     }
 
     /// One datum as JSON bytes (the JSON decoder then types it).
-    fn to_json(&self, payload: &[u8]) -> Result<Vec<u8>, (&'static str, String)> {
+    fn to_json(&self, payload: &[u8]) -> Result<Vec<u8>, (ErrorClass, String)> {
         let (writer, mut datum): (Arc<Writer>, &[u8]) = match self.wire {
             AvroWire::Plain => (self.reader.clone(), payload),
             AvroWire::Confluent => {
                 if payload.len() < 5 {
                     return Err((
-                        SHORT_HEADER,
+                        ErrorClass::AvroShortHeader,
                         format!(
                             "{} bytes: shorter than the 5-byte Confluent header (magic byte and schema id)",
                             payload.len()
@@ -173,7 +174,7 @@ impl AvroDecoder {
                 }
                 if payload[0] != 0 {
                     return Err((
-                        BAD_MAGIC,
+                        ErrorClass::AvroBadMagic,
                         format!("magic byte is {:#04x}, expected 0x00", payload[0]),
                     ));
                 }
@@ -184,7 +185,7 @@ impl AvroDecoder {
                     .and_then(|r| r.get(id))
                     .ok_or_else(|| {
                         (
-                            UNKNOWN_SCHEMA,
+                            ErrorClass::AvroUnknownSchema,
                             format!("schema id {id} is not in the schema registry"),
                         )
                     })?;
@@ -192,10 +193,10 @@ impl AvroDecoder {
             }
         };
         writer.shape.check(datum).map_err(|refusal| match refusal {
-            Refusal::Truncated(m) => (TRUNCATED, m),
-            Refusal::Invalid(m) => (INVALID, super::truncate_message(&m, 300)),
+            Refusal::Truncated(m) => (ErrorClass::AvroTruncated, m),
+            Refusal::Invalid(m) => (ErrorClass::AvroInvalid, super::truncate_message(&m, 300)),
             Refusal::TooDeep => (
-                TOO_DEEP,
+                ErrorClass::AvroTooDeep,
                 format!(
                     "the datum nests records, arrays and maps deeper than {} levels",
                     super::avro_scan::MAX_DEPTH
@@ -207,15 +208,15 @@ impl AvroDecoder {
                 let message = e.to_string();
                 let class =
                     if message.contains("fill whole buffer") || message.contains("UnexpectedEof") {
-                        TRUNCATED
+                        ErrorClass::AvroTruncated
                     } else {
-                        INVALID
+                        ErrorClass::AvroInvalid
                     };
                 (class, super::truncate_message(&message, 300))
             })?;
         if !datum.is_empty() {
             return Err((
-                INVALID,
+                ErrorClass::AvroInvalid,
                 format!("{} bytes left after the datum", datum.len()),
             ));
         }
@@ -224,7 +225,7 @@ impl AvroDecoder {
         } else {
             value.resolve(&self.reader.schema).map_err(|e| {
                 (
-                    INCOMPATIBLE_SCHEMA,
+                    ErrorClass::AvroIncompatibleSchema,
                     super::truncate_message(
                         &format!("writer schema does not resolve to the pipeline's schema: {e}"),
                         300,
@@ -232,9 +233,13 @@ impl AvroDecoder {
                 )
             })?
         };
-        let json = serde_json::Value::try_from(value)
-            .map_err(|e| (INVALID, super::truncate_message(&e.to_string(), 300)))?;
-        serde_json::to_vec(&json).map_err(|e| (INVALID, e.to_string()))
+        let json = serde_json::Value::try_from(value).map_err(|e| {
+            (
+                ErrorClass::AvroInvalid,
+                super::truncate_message(&e.to_string(), 300),
+            )
+        })?;
+        serde_json::to_vec(&json).map_err(|e| (ErrorClass::AvroInvalid, e.to_string()))
     }
 }
 
@@ -315,7 +320,7 @@ impl SchemaRegistry {
 
     /// Fetches schema `id` into the cache. `Err` only when the registry could not answer
     /// (the caller retries); an unknown id or an unparseable schema is cached as unknown.
-    async fn fetch(&self, id: u32) -> Result<(), String> {
+    async fn fetch(&self, id: u32) -> Result<(), FetchError> {
         let client = crate::http_client::client();
         let mut request = client
             .get(format!("{}/schemas/ids/{id}", self.url))
@@ -326,13 +331,13 @@ impl SchemaRegistry {
         let response = request
             .send()
             .await
-            .map_err(|e| e.without_url().to_string())?;
+            .map_err(|e| FetchError::Http(e.without_url()))?;
         let status = response.status();
         // Only "not found" means the id is unknown; anything else (5xx, 429, 401/403 from a
         // misconfigured credential or proxy) is retried, so records are never dead-lettered
         // because the registry could not be asked.
         if !status.is_success() && status.as_u16() != 404 {
-            return Err(format!("registry answered {status}"));
+            return Err(FetchError::Status(status));
         }
         if !status.is_success() {
             self.remember_unknown(id);
@@ -343,10 +348,10 @@ impl SchemaRegistry {
         while let Some(chunk) = response
             .chunk()
             .await
-            .map_err(|e| e.without_url().to_string())?
+            .map_err(|e| FetchError::Http(e.without_url()))?
         {
             if bytes.len() + chunk.len() > MAX_REGISTRY_ANSWER {
-                return Err("registry answer larger than 1 MiB".to_string());
+                return Err(FetchError::TooLarge);
             }
             bytes.extend_from_slice(&chunk);
         }
@@ -354,8 +359,7 @@ impl SchemaRegistry {
         struct Body {
             schema: String,
         }
-        let body: Body = serde_json::from_slice(&bytes)
-            .map_err(|e| format!("malformed registry answer: {e}"))?;
+        let body: Body = serde_json::from_slice(&bytes).map_err(FetchError::Malformed)?;
         match AvroSchema::parse_str(&body.schema) {
             Ok(schema) => {
                 self.cache

@@ -16,6 +16,47 @@ use datafusion::arrow::record_batch::RecordBatch;
 
 use apache_avro::Schema as AvroSchema;
 use apache_avro::types::Value;
+use datafusion::arrow::error::ArrowError;
+
+/// Why a writer schema cannot be derived, an encoder built, or a row encoded.
+#[derive(Debug, thiserror::Error)]
+pub enum AvroEncodeError {
+    /// A column's type has no Avro counterpart here.
+    #[error(
+        "column `{path}` has type {data_type}, which has no Avro encoding here; CAST it in the SQL \
+         (to a string, number, timestamp or list)"
+    )]
+    UnsupportedColumn {
+        /// The column (`a.b` inside a struct, `a[]` for list items).
+        path: String,
+        /// Its type.
+        data_type: DataType,
+    },
+    /// A value's type has no Avro encoding here.
+    #[error("type {0} has no Avro encoding here")]
+    UnsupportedType(DataType),
+    /// The schema does not parse, or the datum cannot be written with it.
+    #[error(transparent)]
+    Avro(#[from] apache_avro::Error),
+    /// The row does not resolve to the user's schema.
+    #[error("row does not fit the output schema: {0}")]
+    Resolve(#[source] apache_avro::Error),
+    /// A column could not be cast to the representation the encoder reads.
+    #[error(transparent)]
+    Arrow(#[from] ArrowError),
+    /// Normalizing turned the row's value into a null (a timestamp in seconds beyond what
+    /// milliseconds can hold).
+    #[error("column `{column}`: the value cannot be represented as Avro {data_type}")]
+    Unrepresentable {
+        /// The column.
+        column: String,
+        /// The type it was cast to.
+        data_type: DataType,
+    },
+    /// An unsigned value above `i64::MAX`.
+    #[error("{0} does not fit an Avro long")]
+    LongOverflow(u64),
+}
 
 /// Derives the Avro writer schema (as JSON) of rows with `schema`. Errors name the column
 /// whose type has no Avro counterpart here.
@@ -23,7 +64,7 @@ pub fn writer_schema(
     schema: &Schema,
     name: &str,
     namespace: &str,
-) -> Result<serde_json::Value, String> {
+) -> Result<serde_json::Value, AvroEncodeError> {
     let mut record = record_schema(schema.fields(), name, "")?;
     if !namespace.is_empty() {
         record["namespace"] = serde_json::Value::String(namespace.to_string());
@@ -31,7 +72,11 @@ pub fn writer_schema(
     Ok(record)
 }
 
-fn record_schema(fields: &Fields, name: &str, path: &str) -> Result<serde_json::Value, String> {
+fn record_schema(
+    fields: &Fields,
+    name: &str,
+    path: &str,
+) -> Result<serde_json::Value, AvroEncodeError> {
     let mut out = Vec::with_capacity(fields.len());
     for field in fields {
         let field_path = if path.is_empty() {
@@ -51,7 +96,7 @@ fn record_schema(fields: &Fields, name: &str, path: &str) -> Result<serde_json::
     Ok(serde_json::json!({ "type": "record", "name": name, "fields": out }))
 }
 
-fn field_type(field: &Field, path: &str) -> Result<serde_json::Value, String> {
+fn field_type(field: &Field, path: &str) -> Result<serde_json::Value, AvroEncodeError> {
     use serde_json::json;
     Ok(match field.data_type() {
         DataType::Boolean => json!("boolean"),
@@ -84,10 +129,10 @@ fn field_type(field: &Field, path: &str) -> Result<serde_json::Value, String> {
             record_schema(fields, &name, path)?
         }
         other => {
-            return Err(format!(
-                "column `{path}` has type {other}, which has no Avro encoding here; CAST it in \
-                 the SQL (to a string, number, timestamp or list)"
-            ));
+            return Err(AvroEncodeError::UnsupportedColumn {
+                path: path.to_string(),
+                data_type: other.clone(),
+            });
         }
     })
 }
@@ -113,8 +158,8 @@ pub struct AvroEncoder {
 
 impl AvroEncoder {
     /// An encoder for the writer schema `schema_json`.
-    pub fn new(schema_json: &serde_json::Value, framing: Framing) -> Result<Self, String> {
-        let schema = AvroSchema::parse(schema_json).map_err(|e| e.to_string())?;
+    pub fn new(schema_json: &serde_json::Value, framing: Framing) -> Result<Self, AvroEncodeError> {
+        let schema = AvroSchema::parse(schema_json)?;
         Ok(AvroEncoder {
             schema,
             target: None,
@@ -129,31 +174,34 @@ impl AvroEncoder {
         derived: &serde_json::Value,
         target: &serde_json::Value,
         framing: Framing,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, AvroEncodeError> {
         let mut encoder = Self::new(derived, framing)?;
-        encoder.target = Some(AvroSchema::parse(target).map_err(|e| e.to_string())?);
+        encoder.target = Some(AvroSchema::parse(target)?);
         Ok(encoder)
     }
 
     /// One datum per row, framed; the first row that cannot be encoded fails the call.
-    pub fn encode_rows(&self, batch: &RecordBatch) -> Result<Vec<Vec<u8>>, String> {
+    pub fn encode_rows(&self, batch: &RecordBatch) -> Result<Vec<Vec<u8>>, AvroEncodeError> {
         self.encode_each(batch)?.into_iter().collect()
     }
 
     /// One datum per row, framed, or why that row cannot be encoded (a value the schema does
     /// not allow). The outer error is for the whole batch.
-    pub fn encode_each(&self, batch: &RecordBatch) -> Result<Vec<Result<Vec<u8>, String>>, String> {
+    pub fn encode_each(
+        &self,
+        batch: &RecordBatch,
+    ) -> Result<Vec<Result<Vec<u8>, AvroEncodeError>>, AvroEncodeError> {
         let columns: Vec<ArrayRef> = batch
             .columns()
             .iter()
             .map(normalize)
             .collect::<Result<_, _>>()?;
         let fields = batch.schema().fields().clone();
-        let lost = lost_in_normalizing(&fields, batch.columns(), &columns);
+        let mut lost = lost_in_normalizing(&fields, batch.columns(), &columns);
         let mut out = Vec::with_capacity(batch.num_rows());
         for row in 0..batch.num_rows() {
-            out.push(match lost.get(&row) {
-                Some(why) => Err(why.clone()),
+            out.push(match lost.remove(&row) {
+                Some(why) => Err(why),
                 None => self.encode_row(&fields, &columns, row),
             });
         }
@@ -165,12 +213,10 @@ impl AvroEncoder {
         fields: &Fields,
         columns: &[ArrayRef],
         row: usize,
-    ) -> Result<Vec<u8>, String> {
+    ) -> Result<Vec<u8>, AvroEncodeError> {
         let mut record = record_value(fields, columns, row)?;
         if let Some(target) = &self.target {
-            record = record
-                .resolve(target)
-                .map_err(|e| format!("row does not fit the output schema: {e}"))?;
+            record = record.resolve(target).map_err(AvroEncodeError::Resolve)?;
         }
         let mut bytes = match self.framing {
             Framing::Plain => Vec::new(),
@@ -182,14 +228,14 @@ impl AvroEncoder {
             }
         };
         let schema = self.target.as_ref().unwrap_or(&self.schema);
-        bytes.extend(apache_avro::to_avro_datum(schema, record).map_err(|e| e.to_string())?);
+        bytes.extend(apache_avro::to_avro_datum(schema, record)?);
         Ok(bytes)
     }
 }
 
 /// Casts types the encoder reads through another representation (string views and
 /// dictionaries to strings, seconds and nanoseconds to the timestamp units Avro has).
-fn normalize(array: &ArrayRef) -> Result<ArrayRef, String> {
+fn normalize(array: &ArrayRef) -> Result<ArrayRef, ArrowError> {
     let target = match array.data_type() {
         DataType::Utf8View | DataType::LargeUtf8 | DataType::Dictionary(_, _) => DataType::Utf8,
         DataType::BinaryView | DataType::LargeBinary => DataType::Binary,
@@ -201,7 +247,7 @@ fn normalize(array: &ArrayRef) -> Result<ArrayRef, String> {
         }
         _ => return Ok(array.clone()),
     };
-    cast(array, &target).map_err(|e| e.to_string())
+    cast(array, &target)
 }
 
 /// Rows where normalizing turned a value into a null (a timestamp in seconds beyond what
@@ -210,7 +256,7 @@ fn lost_in_normalizing(
     fields: &Fields,
     originals: &[ArrayRef],
     normalized: &[ArrayRef],
-) -> std::collections::BTreeMap<usize, String> {
+) -> std::collections::BTreeMap<usize, AvroEncodeError> {
     let mut lost = std::collections::BTreeMap::new();
     for ((field, original), normalized) in fields.iter().zip(originals).zip(normalized) {
         if normalized.null_count() == original.null_count() {
@@ -218,20 +264,22 @@ fn lost_in_normalizing(
         }
         for row in 0..original.len() {
             if original.is_valid(row) && normalized.is_null(row) {
-                lost.entry(row).or_insert_with(|| {
-                    format!(
-                        "column `{}`: the value cannot be represented as Avro {}",
-                        field.name(),
-                        normalized.data_type()
-                    )
-                });
+                lost.entry(row)
+                    .or_insert_with(|| AvroEncodeError::Unrepresentable {
+                        column: field.name().clone(),
+                        data_type: normalized.data_type().clone(),
+                    });
             }
         }
     }
     lost
 }
 
-fn record_value(fields: &Fields, columns: &[ArrayRef], row: usize) -> Result<Value, String> {
+fn record_value(
+    fields: &Fields,
+    columns: &[ArrayRef],
+    row: usize,
+) -> Result<Value, AvroEncodeError> {
     let mut values = Vec::with_capacity(fields.len());
     for (field, column) in fields.iter().zip(columns) {
         values.push((field.name().clone(), cell(field, column, row)?));
@@ -240,7 +288,7 @@ fn record_value(fields: &Fields, columns: &[ArrayRef], row: usize) -> Result<Val
 }
 
 /// The value of one cell, wrapped in the `["null", T]` union when the field is nullable.
-fn cell(field: &Field, array: &ArrayRef, row: usize) -> Result<Value, String> {
+fn cell(field: &Field, array: &ArrayRef, row: usize) -> Result<Value, AvroEncodeError> {
     if !field.is_nullable() {
         return plain_value(array, row);
     }
@@ -251,7 +299,7 @@ fn cell(field: &Field, array: &ArrayRef, row: usize) -> Result<Value, String> {
     })
 }
 
-fn plain_value(array: &ArrayRef, row: usize) -> Result<Value, String> {
+fn plain_value(array: &ArrayRef, row: usize) -> Result<Value, AvroEncodeError> {
     Ok(match array.data_type() {
         DataType::Boolean => Value::Boolean(array.as_boolean().value(row)),
         DataType::Int8 => Value::Int(array.as_primitive::<Int8Type>().value(row).into()),
@@ -263,7 +311,7 @@ fn plain_value(array: &ArrayRef, row: usize) -> Result<Value, String> {
         DataType::UInt32 => Value::Long(array.as_primitive::<UInt32Type>().value(row).into()),
         DataType::UInt64 => {
             let v = array.as_primitive::<UInt64Type>().value(row);
-            Value::Long(i64::try_from(v).map_err(|_| format!("{v} does not fit an Avro long"))?)
+            Value::Long(i64::try_from(v).map_err(|_| AvroEncodeError::LongOverflow(v))?)
         }
         DataType::Float32 => Value::Float(array.as_primitive::<Float32Type>().value(row)),
         DataType::Float64 => Value::Double(array.as_primitive::<Float64Type>().value(row)),
@@ -293,11 +341,11 @@ fn plain_value(array: &ArrayRef, row: usize) -> Result<Value, String> {
                 .collect::<Result<_, _>>()?;
             record_value(fields, &columns, row)?
         }
-        other => return Err(format!("type {other} has no Avro encoding here")),
+        other => return Err(AvroEncodeError::UnsupportedType(other.clone())),
     })
 }
 
-fn list_value(item: &Field, values: &ArrayRef) -> Result<Value, String> {
+fn list_value(item: &Field, values: &ArrayRef) -> Result<Value, AvroEncodeError> {
     (0..values.len())
         .map(|i| cell(item, values, i))
         .collect::<Result<Vec<_>, _>>()
@@ -411,14 +459,14 @@ mod tests {
             ],
         )
         .unwrap();
-        let err = encoder.encode_rows(&bad).unwrap_err();
+        let err = encoder.encode_rows(&bad).unwrap_err().to_string();
         assert!(err.contains("does not fit the output schema"), "{err}");
     }
 
     #[test]
     fn unsupported_types_name_the_column() {
         let schema = Schema::new(vec![Field::new("d", DataType::Decimal128(10, 2), false)]);
-        let err = writer_schema(&schema, "R", "").unwrap_err();
+        let err = writer_schema(&schema, "R", "").unwrap_err().to_string();
         assert!(err.contains("column `d`"), "{err}");
     }
 
@@ -442,7 +490,7 @@ mod tests {
         let rows = encoder.encode_each(&batch).unwrap();
         assert!(rows[0].is_ok());
         // Before: the cast to milliseconds overflowed to null and a garbage value was written.
-        let why = rows[1].as_ref().unwrap_err();
+        let why = rows[1].as_ref().unwrap_err().to_string();
         assert!(why.contains("column `t`"), "{why}");
     }
 }

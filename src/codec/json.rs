@@ -29,23 +29,7 @@ use datafusion::arrow::json::{ReaderBuilder, WriterBuilder};
 use super::RecordFailure;
 use super::json_flat::FlatDecoder;
 use super::metadata::{input_table_schema, metadata_arrays};
-use crate::batch::RawRecord;
-
-/// Failure class: the payload is not valid JSON (syntax error, truncated, empty, bad UTF-8).
-pub const MALFORMED_JSON: &str = "malformed_json";
-/// Failure class: the payload is valid JSON but not exactly one object.
-pub const NOT_AN_OBJECT: &str = "not_an_object";
-/// Failure class: a non-nullable field is absent or `null`.
-pub const MISSING_FIELD: &str = "missing_field";
-/// Failure class: a field has the wrong JSON type (a string where a number is declared).
-pub const TYPE_MISMATCH: &str = "type_mismatch";
-/// Failure class: the record nests arrays and objects deeper than
-/// [`super::nesting::MAX_JSON_DEPTH`] (arrow-json formats a mistyped value recursively for its
-/// error message: a record nested 100,000 deep would overflow the stack).
-pub const TOO_DEEP: &str = "too_deep";
-/// Failure class: a field has the right JSON type but an unusable value (`"abc"` as a number,
-/// an unparseable timestamp, an out-of-range integer).
-pub const INVALID_VALUE: &str = "invalid_value";
+use crate::batch::{ErrorClass, RawRecord};
 
 /// Fan-out when a failing chunk is split to isolate bad records. Eight-way keeps the extra work
 /// for one bad record near one decode of the batch (n + n + n/8 + ...), where halving costs
@@ -83,7 +67,7 @@ enum Attempt {
     /// The record at this position of the attempted slice failed on its own bytes.
     BadRecord {
         at: usize,
-        class: &'static str,
+        class: ErrorClass,
         message: String,
     },
     /// Building the columns failed; which record is to blame is unknown.
@@ -166,7 +150,7 @@ impl JsonDecoder {
                     Err(at) => {
                         failures.push(RecordFailure {
                             index: i as usize,
-                            class: TOO_DEEP,
+                            class: ErrorClass::TooDeep,
                             message: format!(
                                 "nests arrays and objects deeper than {max} levels (at byte {at})"
                             ),
@@ -202,7 +186,7 @@ impl JsonDecoder {
                 let message = trim(&e.to_string());
                 failures.extend(rows.iter().map(|&i| RecordFailure {
                     index: i as usize,
-                    class: INVALID_VALUE,
+                    class: ErrorClass::InvalidValue,
                     message: message.clone(),
                 }));
                 failures.sort_by_key(|f| f.index);
@@ -244,7 +228,7 @@ impl JsonDecoder {
                         // arrow-json produced a different row count: cannot map rows to records.
                         failures.extend(idx.iter().map(|&i| RecordFailure {
                             index: i as usize,
-                            class: NOT_AN_OBJECT,
+                            class: ErrorClass::NotAnObject,
                             message: "decoder row count does not match the record count".into(),
                         }));
                     }
@@ -299,10 +283,10 @@ impl JsonDecoder {
                 .unwrap_or_default();
             let bad = |class, message: String| Attempt::BadRecord { at, class, message };
             match decoder.decode(payload) {
-                Err(e) => return bad(MALFORMED_JSON, error_text(&e)),
+                Err(e) => return bad(ErrorClass::MalformedJson, error_text(&e)),
                 Ok(read) if read != payload.len() => {
                     return bad(
-                        NOT_AN_OBJECT,
+                        ErrorClass::NotAnObject,
                         "the payload holds more than one JSON value".into(),
                     );
                 }
@@ -312,13 +296,13 @@ impl JsonDecoder {
             // values, not a truncated object.
             if decoder.len() > at + 1 {
                 return bad(
-                    NOT_AN_OBJECT,
+                    ErrorClass::NotAnObject,
                     "the payload holds more than one JSON value".into(),
                 );
             }
             if decoder.has_partial_record() || decoder.len() != at + 1 {
                 return bad(
-                    MALFORMED_JSON,
+                    ErrorClass::MalformedJson,
                     "truncated JSON: the object is not closed".into(),
                 );
             }
@@ -381,10 +365,10 @@ fn merge_in_order(
 }
 
 /// Cheap checks before decoding: the payload must start (after whitespace) with `{`.
-fn precheck(payload: &[u8]) -> Result<(), (&'static str, String)> {
+fn precheck(payload: &[u8]) -> Result<(), (ErrorClass, String)> {
     match payload.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'{') => Ok(()),
-        None => Err((MALFORMED_JSON, "empty payload".into())),
+        None => Err((ErrorClass::MalformedJson, "empty payload".into())),
         Some(b) => {
             let found = match b {
                 b'[' => "an array",
@@ -394,13 +378,13 @@ fn precheck(payload: &[u8]) -> Result<(), (&'static str, String)> {
                 b'n' => "null",
                 _ => {
                     return Err((
-                        MALFORMED_JSON,
+                        ErrorClass::MalformedJson,
                         format!("not JSON: unexpected {:?}", *b as char),
                     ));
                 }
             };
             Err((
-                NOT_AN_OBJECT,
+                ErrorClass::NotAnObject,
                 format!("expected a JSON object, found {found}"),
             ))
         }
@@ -416,28 +400,28 @@ fn error_text(e: &ArrowError) -> String {
 }
 
 /// Bounded class and message of a decode error of a single record.
-fn classify(e: &ArrowError) -> (&'static str, String) {
+fn classify(e: &ArrowError) -> (ErrorClass, String) {
     let text = match e {
         ArrowError::JsonError(s) | ArrowError::ParseError(s) => s.as_str(),
-        _ => return (INVALID_VALUE, error_text(e)),
+        _ => return (ErrorClass::InvalidValue, error_text(e)),
     };
     if let Some(field) = missing_field_path(text) {
         return (
-            MISSING_FIELD,
+            ErrorClass::MissingField,
             trim(&format!("required field `{field}` is missing or null")),
         );
     }
     let class = if text.contains("expected ") && text.contains(" got ") {
-        TYPE_MISMATCH
+        ErrorClass::TypeMismatch
     } else if text.contains("non-UTF-8")
         || text.contains("UTF-8 sequence")
         || text.contains("surrogate")
         || text.contains("Encountered unexpected")
         || text.contains("Truncated record")
     {
-        MALFORMED_JSON
+        ErrorClass::MalformedJson
     } else {
-        INVALID_VALUE
+        ErrorClass::InvalidValue
     };
     (class, trim(text))
 }
@@ -644,20 +628,20 @@ mod tests {
             assert_eq!(ids.value(row), format!("r{rec_idx}"));
             assert_eq!(offsets.value(row), rec_idx as i64);
         }
-        let classes: Vec<&str> = out.failures.iter().map(|f| f.class).collect();
+        let classes: Vec<ErrorClass> = out.failures.iter().map(|f| f.class).collect();
         assert_eq!(
             classes,
             [
-                MALFORMED_JSON,
-                TYPE_MISMATCH,
-                MISSING_FIELD,
-                NOT_AN_OBJECT,
-                NOT_AN_OBJECT,
-                INVALID_VALUE,
-                MALFORMED_JSON,
-                MALFORMED_JSON,
-                INVALID_VALUE,
-                MISSING_FIELD,
+                ErrorClass::MalformedJson,
+                ErrorClass::TypeMismatch,
+                ErrorClass::MissingField,
+                ErrorClass::NotAnObject,
+                ErrorClass::NotAnObject,
+                ErrorClass::InvalidValue,
+                ErrorClass::MalformedJson,
+                ErrorClass::MalformedJson,
+                ErrorClass::InvalidValue,
+                ErrorClass::MissingField,
             ],
             "{:#?}",
             out.failures
@@ -673,16 +657,19 @@ mod tests {
     fn each_failure_class_alone() {
         let d = JsonDecoder::new(schema());
         let cases = [
-            ("{\"id\":\"a\",\"amount\":1", MALFORMED_JSON),
-            ("   ", MALFORMED_JSON),
-            ("{\"id\":\"\u{0}\"", MALFORMED_JSON),
-            ("42", NOT_AN_OBJECT),
-            ("\"s\"", NOT_AN_OBJECT),
-            ("{\"id\":\"a\",\"amount\":1} 5", NOT_AN_OBJECT),
-            ("{\"amount\":1}", MISSING_FIELD),
-            ("{\"id\":\"a\",\"amount\":true}", TYPE_MISMATCH),
-            ("{\"id\":{},\"amount\":1}", TYPE_MISMATCH),
-            ("{\"id\":\"a\",\"amount\":\"lots\"}", INVALID_VALUE),
+            ("{\"id\":\"a\",\"amount\":1", ErrorClass::MalformedJson),
+            ("   ", ErrorClass::MalformedJson),
+            ("{\"id\":\"\u{0}\"", ErrorClass::MalformedJson),
+            ("42", ErrorClass::NotAnObject),
+            ("\"s\"", ErrorClass::NotAnObject),
+            ("{\"id\":\"a\",\"amount\":1} 5", ErrorClass::NotAnObject),
+            ("{\"amount\":1}", ErrorClass::MissingField),
+            ("{\"id\":\"a\",\"amount\":true}", ErrorClass::TypeMismatch),
+            ("{\"id\":{},\"amount\":1}", ErrorClass::TypeMismatch),
+            (
+                "{\"id\":\"a\",\"amount\":\"lots\"}",
+                ErrorClass::InvalidValue,
+            ),
         ];
         for (payload, class) in cases {
             let out = d.decode(&[rec(0, payload)]);
@@ -699,7 +686,12 @@ mod tests {
         let mut r = rec(0, "");
         r.payload = b"{\"id\":\"\xff\",\"amount\":1}".to_vec();
         let out = d.decode(&[r]);
-        assert_eq!(out.failures[0].class, MALFORMED_JSON, "{:?}", out.failures);
+        assert_eq!(
+            out.failures[0].class,
+            ErrorClass::MalformedJson,
+            "{:?}",
+            out.failures
+        );
     }
 
     #[test]
@@ -730,7 +722,7 @@ mod tests {
             rec(1, r#"{"geo":{"lat":1}}"#),
         ]);
         assert_eq!(out.rows, [1]);
-        assert_eq!(out.failures[0].class, MISSING_FIELD);
+        assert_eq!(out.failures[0].class, ErrorClass::MissingField);
         assert!(
             out.failures[0].message.contains("geo.lat"),
             "{:?}",
@@ -746,7 +738,7 @@ mod tests {
         assert_eq!(out.batch.num_columns(), 10);
         let out = d.decode(&[rec(0, "x")]);
         assert_eq!(out.batch.num_rows(), 0);
-        assert_eq!(out.failures[0].class, MALFORMED_JSON);
+        assert_eq!(out.failures[0].class, ErrorClass::MalformedJson);
     }
 
     #[test]

@@ -662,7 +662,7 @@ mod tests {
     fn assert_same(fast: &Decoded, reference: &Decoded) {
         assert_eq!(fast.rows, reference.rows);
         assert_eq!(fast.batch, reference.batch);
-        let failures = |d: &Decoded| -> Vec<(usize, &str, String)> {
+        let failures = |d: &Decoded| -> Vec<(usize, crate::batch::ErrorClass, String)> {
             d.failures
                 .iter()
                 .map(|f| (f.index, f.class, f.message.clone()))

@@ -8,6 +8,34 @@ use crate::spec::{SchemaRegistrySpec, SubjectStrategy};
 /// Largest registry answer read.
 const MAX_ANSWER: usize = 1 << 20;
 
+/// Why a schema could not be registered. Never holds the password: request errors are kept
+/// without their URL, and the registry's answer is redacted.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The request could not be sent.
+    #[error("cannot reach the schema registry: {0}")]
+    Unreachable(#[source] reqwest::Error),
+    /// The answer could not be read.
+    #[error("reading the registry answer: {0}")]
+    Read(#[source] reqwest::Error),
+    /// The answer is larger than [`MAX_ANSWER`].
+    #[error("registry answer larger than 1 MiB")]
+    TooLarge,
+    /// The registry answered with an error.
+    #[error("the registry refused the schema for subject {subject:?} ({status}): {answer}")]
+    Refused {
+        /// The subject.
+        subject: String,
+        /// The HTTP status.
+        status: reqwest::StatusCode,
+        /// The registry's answer, without the configured credentials, bounded.
+        answer: String,
+    },
+    /// The answer is not the expected JSON.
+    #[error("malformed registry answer: {0}")]
+    Malformed(#[source] serde_json::Error),
+}
+
 /// The subject a schema is registered under: `topic_name` → `<topic>-value`, `record_name` →
 /// `<namespace>.<name>`, `topic_record_name` → `<topic>-<namespace>.<name>`.
 pub fn subject(strategy: SubjectStrategy, topic: &str, full_name: &str) -> String {
@@ -24,7 +52,7 @@ pub async fn register(
     registry: &SchemaRegistrySpec,
     subject: &str,
     schema: &serde_json::Value,
-) -> Result<u32, String> {
+) -> Result<u32, RegistryError> {
     let client = crate::http_client::client();
     let url = format!(
         "{}/subjects/{}/versions",
@@ -43,21 +71,22 @@ pub async fn register(
     let response = request
         .send()
         .await
-        .map_err(|e| format!("cannot reach the schema registry: {}", e.without_url()))?;
+        .map_err(|e| RegistryError::Unreachable(e.without_url()))?;
     let status = response.status();
     let bytes = response
         .bytes()
         .await
-        .map_err(|e| format!("reading the registry answer: {}", e.without_url()))?;
+        .map_err(|e| RegistryError::Read(e.without_url()))?;
     if bytes.len() > MAX_ANSWER {
-        return Err("registry answer larger than 1 MiB".into());
+        return Err(RegistryError::TooLarge);
     }
     if !status.is_success() {
         let text = without_credentials(&String::from_utf8_lossy(&bytes), registry);
-        return Err(format!(
-            "the registry refused the schema for subject {subject:?} ({status}): {}",
-            crate::codec::truncate_message(&text, 300)
-        ));
+        return Err(RegistryError::Refused {
+            subject: subject.to_string(),
+            status,
+            answer: crate::codec::truncate_message(&text, 300),
+        });
     }
     #[derive(serde::Deserialize)]
     struct Answer {
@@ -65,7 +94,7 @@ pub async fn register(
     }
     serde_json::from_slice::<Answer>(&bytes)
         .map(|a| a.id)
-        .map_err(|e| format!("malformed registry answer: {e}"))
+        .map_err(RegistryError::Malformed)
 }
 
 /// `text` (a registry's error answer, which ends up in logs and `validate` output) with the

@@ -74,11 +74,39 @@ fn apply_security(config: &mut ClientConfig, security: &KafkaSecurity) {
     }
 }
 
+/// Why the source's topics could not be confirmed.
+#[derive(Debug, thiserror::Error)]
+pub enum TopicCheckError {
+    /// The client cannot be created from the settings.
+    #[error(transparent)]
+    Client(rdkafka::error::KafkaError),
+    /// The brokers did not answer.
+    #[error("cannot reach brokers {servers}: {source}")]
+    Unreachable {
+        /// The bootstrap servers.
+        servers: String,
+        /// Why.
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    /// Topics the brokers do not have.
+    #[error("topics not found on {servers}: {}", .topics.join(", "))]
+    Missing {
+        /// The bootstrap servers.
+        servers: String,
+        /// The missing topics.
+        topics: Vec<String>,
+    },
+    /// The checking task failed.
+    #[error(transparent)]
+    Task(#[from] tokio::task::JoinError),
+}
+
 /// Connects with the source's settings and checks that every source topic exists.
 pub async fn check_topics(
     spec: &crate::spec::KafkaSourceSpec,
     timeout: std::time::Duration,
-) -> Result<(), String> {
+) -> Result<(), TopicCheckError> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     let config = client_config(
         &spec.bootstrap_servers,
@@ -90,10 +118,13 @@ pub async fn check_topics(
     let topics = spec.topics.clone();
     let servers = spec.bootstrap_servers.clone();
     tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = config.create().map_err(|e| e.to_string())?;
-        let metadata = consumer
-            .fetch_metadata(None, timeout)
-            .map_err(|e| format!("cannot reach brokers {servers}: {e}"))?;
+        let consumer: BaseConsumer = config.create().map_err(TopicCheckError::Client)?;
+        let metadata = consumer.fetch_metadata(None, timeout).map_err(|source| {
+            TopicCheckError::Unreachable {
+                servers: servers.clone(),
+                source,
+            }
+        })?;
         let missing: Vec<_> = topics
             .iter()
             .filter(|t| {
@@ -107,14 +138,13 @@ pub async fn check_topics(
         if missing.is_empty() {
             Ok(())
         } else {
-            Err(format!(
-                "topics not found on {servers}: {}",
-                missing.join(", ")
-            ))
+            Err(TopicCheckError::Missing {
+                servers,
+                topics: missing,
+            })
         }
     })
-    .await
-    .map_err(|e| e.to_string())?
+    .await?
 }
 
 #[cfg(test)]

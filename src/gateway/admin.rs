@@ -27,6 +27,17 @@ pub enum AdminError {
     Audit(String),
 }
 
+/// The audit log file cannot be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot open audit log {}: {source}", path.display())]
+pub struct AuditLogError {
+    /// The file.
+    pub path: PathBuf,
+    /// Why.
+    #[source]
+    pub source: std::io::Error,
+}
+
 /// The audit log and the weight history.
 pub struct Admin {
     file: Option<Mutex<std::fs::File>>,
@@ -36,14 +47,14 @@ pub struct Admin {
 
 impl Admin {
     /// Opens (creating, appending to) the audit log file, if one is configured.
-    pub fn new(audit_log: Option<PathBuf>) -> Result<Admin, String> {
+    pub fn new(audit_log: Option<PathBuf>) -> Result<Admin, AuditLogError> {
         let file = match audit_log {
             Some(path) => Some(Mutex::new(
                 std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
                     .open(&path)
-                    .map_err(|e| format!("cannot open audit log {}: {e}", path.display()))?,
+                    .map_err(|source| AuditLogError { path, source })?,
             )),
             None => None,
         };
@@ -101,7 +112,7 @@ impl Admin {
         )?;
         m.router
             .set_weights(new.clone())
-            .map_err(|e| AdminError::Invalid(400, e))?;
+            .map_err(|e| AdminError::Invalid(400, e.to_string()))?;
         let stack = history.entry(model.to_string()).or_default();
         stack.push(before);
         if stack.len() > KEPT_WEIGHT_SETS {
@@ -136,7 +147,7 @@ impl Admin {
         )?;
         m.router
             .set_weights(previous.clone())
-            .map_err(|e| AdminError::Invalid(409, e))?;
+            .map_err(|e| AdminError::Invalid(409, e.to_string()))?;
         if let Some(stack) = history.get_mut(model) {
             stack.pop();
         }

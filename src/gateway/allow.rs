@@ -19,7 +19,109 @@ use std::sync::{Arc, RwLock, Weak};
 
 use ipnet::IpNet;
 
-use crate::inference::protocol::guarded_resolver::{self, AddressPolicy};
+use crate::inference::protocol::guarded_resolver::{self, AddressPolicy, Refusal};
+
+/// Why a `replica_allow_list` entry cannot be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AllowListError {
+    /// A `*.suffix` entry whose suffix is not a host name.
+    #[error("replica_allow_list: {0:?} is not a host pattern")]
+    NotAHostPattern(String),
+    /// An entry that is nothing the list understands.
+    #[error("replica_allow_list: {0:?} is not a network, address, host name or *.suffix")]
+    Unrecognised(String),
+}
+
+/// Why a replica URL is refused (403 on the admin API).
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaRefused {
+    /// Not a URL.
+    #[error("{url:?} is not a URL: {source}")]
+    NotAUrl {
+        /// The URL as given.
+        url: String,
+        /// Why it does not parse.
+        #[source]
+        source: <reqwest::Url as std::str::FromStr>::Err,
+    },
+    /// A scheme other than http or https.
+    #[error("{0:?}: only http and https replicas")]
+    Scheme(String),
+    /// User name or password in the URL.
+    #[error("replica URLs cannot carry credentials")]
+    Credentials,
+    /// No host.
+    #[error("{0:?} has no host")]
+    NoHost(String),
+    /// The host name does not resolve.
+    #[error("{name} does not resolve: {source}")]
+    Unresolvable {
+        /// The host name.
+        name: String,
+        /// The resolver's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An address of the host is refused.
+    #[error("{url:?} {source}")]
+    Address {
+        /// The URL as given.
+        url: String,
+        /// Why the address is refused.
+        #[source]
+        source: AddressRefused,
+    },
+}
+
+/// Why one address is refused. `ip` is the address checked; `form`, when it differs, the IPv4
+/// address it embeds that was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AddressRefused {
+    /// A link-local or metadata address no entry names explicitly.
+    #[error(
+        "reaches {}, a link-local or metadata address; allow it by name in replica_allow_list to use it",
+        Shown(*.ip, *.form)
+    )]
+    Sensitive {
+        /// The address.
+        ip: IpAddr,
+        /// The form of it that is sensitive.
+        form: IpAddr,
+    },
+    /// Outside every network of the list.
+    #[error("({}) is not in replica_allow_list", Shown(*.ip, *.form))]
+    NotListed {
+        /// The address.
+        ip: IpAddr,
+        /// The form of it that is outside the list.
+        form: IpAddr,
+    },
+}
+
+/// An address refused at connect time, with the name that resolved to it.
+#[derive(Debug, thiserror::Error)]
+#[error("{host} {source}")]
+pub struct HostRefused {
+    /// The name.
+    pub host: String,
+    /// Why its address is refused.
+    #[source]
+    pub source: AddressRefused,
+}
+
+/// An address and, when it is an embedded IPv4 address, the address that embeds it.
+struct Shown(IpAddr, IpAddr);
+
+impl std::fmt::Display for Shown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Shown(ip, form) = self;
+        if form == ip {
+            write!(f, "{ip}")
+        } else {
+            write!(f, "{ip}, which embeds {form}")
+        }
+    }
+}
 
 /// The parsed allow-list.
 #[derive(Debug, Default)]
@@ -41,7 +143,7 @@ const METADATA: &[IpAddr] = &[
 impl AllowList {
     /// Parses entries: a network (`10.0.0.0/8`, `fd00::/8`), an address (`127.0.0.1`), a host
     /// name (`models.internal`) or a suffix pattern (`*.svc.cluster.local`).
-    pub fn parse(entries: &[String]) -> Result<AllowList, String> {
+    pub fn parse(entries: &[String]) -> Result<AllowList, AllowListError> {
         let mut list = AllowList::default();
         for entry in entries {
             let entry = entry.trim();
@@ -51,17 +153,13 @@ impl AllowList {
                 list.networks.push(IpNet::from(ip));
             } else if let Some(suffix) = entry.strip_prefix("*.") {
                 if !is_host_name(suffix) {
-                    return Err(format!(
-                        "replica_allow_list: {entry:?} is not a host pattern"
-                    ));
+                    return Err(AllowListError::NotAHostPattern(entry.to_string()));
                 }
                 list.hosts.push(format!(".{}", suffix.to_ascii_lowercase()));
             } else if is_host_name(entry) {
                 list.hosts.push(entry.to_ascii_lowercase());
             } else {
-                return Err(format!(
-                    "replica_allow_list: {entry:?} is not a network, address, host name or *.suffix"
-                ));
+                return Err(AllowListError::Unrecognised(entry.to_string()));
             }
         }
         Ok(list)
@@ -85,16 +183,19 @@ impl AllowList {
 
     /// Checks a replica URL: scheme, no credentials, and its host (and every address it
     /// resolves to now) against the list.
-    pub async fn check(&self, url: &str) -> Result<(), String> {
-        let parsed = reqwest::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    pub async fn check(&self, url: &str) -> Result<(), ReplicaRefused> {
+        let parsed = reqwest::Url::parse(url).map_err(|source| ReplicaRefused::NotAUrl {
+            url: url.to_string(),
+            source,
+        })?;
         if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(format!("{url:?}: only http and https replicas"));
+            return Err(ReplicaRefused::Scheme(url.to_string()));
         }
         if !parsed.username().is_empty() || parsed.password().is_some() {
-            return Err("replica URLs cannot carry credentials".to_string());
+            return Err(ReplicaRefused::Credentials);
         }
         let Some(host) = parsed.host_str() else {
-            return Err(format!("{url:?} has no host"));
+            return Err(ReplicaRefused::NoHost(url.to_string()));
         };
         // The URL parser has already written every IPv4 spelling (`2852039166`, `0xa9fea9fe`,
         // `0251.0376.0251.0376`, `169.254.43518`) as a dotted address, and IPv6 in brackets.
@@ -111,14 +212,20 @@ impl AllowList {
             Host::Ip(ip) => vec![*ip],
             Host::Name(name) => tokio::net::lookup_host((name.as_str(), port))
                 .await
-                .map_err(|e| format!("{name} does not resolve: {e}"))?
+                .map_err(|source| ReplicaRefused::Unresolvable {
+                    name: name.clone(),
+                    source,
+                })?
                 .map(|a| a.ip())
                 .collect(),
         };
         let named = matches!(&host, Host::Name(n) if self.host_allowed(n));
         for ip in &addresses {
             self.check_address(*ip, !named)
-                .map_err(|why| format!("{url:?} {why}"))?;
+                .map_err(|source| ReplicaRefused::Address {
+                    url: url.to_string(),
+                    source,
+                })?;
         }
         if let Host::Name(name) = host
             && !named
@@ -134,20 +241,13 @@ impl AllowList {
     /// Checks one address in all its forms (itself and every IPv4 address it embeds): none
     /// may be link-local or metadata unless an entry names that range, and with
     /// `within_networks` every form must be inside an entry.
-    fn check_address(&self, ip: IpAddr, within_networks: bool) -> Result<(), String> {
+    fn check_address(&self, ip: IpAddr, within_networks: bool) -> Result<(), AddressRefused> {
         for form in forms(ip) {
-            let shown = if form == ip {
-                format!("{ip}")
-            } else {
-                format!("{ip}, which embeds {form}")
-            };
             if is_sensitive(form) && !self.explicitly_allows(form) {
-                return Err(format!(
-                    "reaches {shown}, a link-local or metadata address; allow it by name in replica_allow_list to use it"
-                ));
+                return Err(AddressRefused::Sensitive { ip, form });
             }
             if within_networks && !self.networks.iter().any(|n| n.contains(&form)) {
-                return Err(format!("({shown}) is not in replica_allow_list"));
+                return Err(AddressRefused::NotListed { ip, form });
             }
         }
         Ok(())
@@ -176,14 +276,18 @@ impl AllowList {
 /// a name the API admitted by its addresses must also stay inside the networks. (Names from
 /// the gateway and pipeline files are not bound to the list, which is about the API.)
 impl AddressPolicy for AllowList {
-    fn permits(&self, host: &str, ip: IpAddr) -> Result<(), String> {
+    fn permits(&self, host: &str, ip: IpAddr) -> Result<(), Refusal> {
         let admitted = self
             .admitted
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .contains(&host.to_ascii_lowercase());
-        self.check_address(ip, admitted)
-            .map_err(|why| format!("{host} {why}"))
+        self.check_address(ip, admitted).map_err(|source| {
+            Box::new(HostRefused {
+                host: host.to_string(),
+                source,
+            }) as Refusal
+        })
     }
 }
 
@@ -281,7 +385,7 @@ mod tests {
             "http://[fd00:ec2::254]/",
             "http://100.100.100.200/",
         ] {
-            let err = broad.check(sensitive).await.unwrap_err();
+            let err = broad.check(sensitive).await.unwrap_err().to_string();
             assert!(err.contains("link-local or metadata"), "{sensitive}: {err}");
         }
         let explicit = list(&["169.254.169.254/32"]);
@@ -290,9 +394,17 @@ mod tests {
         let narrow = list(&["10.0.0.0/8", "localhost", "*.models.internal"]);
         assert!(narrow.check("http://10.9.9.9:8000").await.is_ok());
         assert!(narrow.check("http://localhost:8000").await.is_ok());
-        let err = narrow.check("http://192.168.1.5:8000").await.unwrap_err();
+        let err = narrow
+            .check("http://192.168.1.5:8000")
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not in replica_allow_list"), "{err}");
-        let err = narrow.check("http://user:pw@10.0.0.1/").await.unwrap_err();
+        let err = narrow
+            .check("http://user:pw@10.0.0.1/")
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(!err.contains("pw"), "{err}");
         assert!(narrow.check("ftp://10.0.0.1/").await.is_err());
         assert!(narrow.check("not a url").await.is_err());
@@ -338,7 +450,7 @@ mod tests {
             "http://[2001:0:4136:e378:8000:63bf:5601:5601]/",
             "http://[2001:0:a9fe:a9fe::1]/",
         ] {
-            let err = wide.check(url).await.unwrap_err();
+            let err = wide.check(url).await.unwrap_err().to_string();
             assert!(err.contains("link-local or metadata"), "{url}: {err}");
         }
     }
@@ -386,7 +498,11 @@ mod tests {
         ] {
             assert!(explicit.check(url).await.is_ok(), "{url}");
         }
-        let err = explicit.check("http://169.254.1.1/").await.unwrap_err();
+        let err = explicit
+            .check("http://169.254.1.1/")
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("link-local or metadata"), "{err}");
     }
 
@@ -401,7 +517,7 @@ mod tests {
             "http://[::ffff:192.168.1.5]/",
             "http://[2002:c0a8:105::1]/",
         ] {
-            let err = v6_only.check(url).await.unwrap_err();
+            let err = v6_only.check(url).await.unwrap_err().to_string();
             assert!(
                 err.contains("which embeds 192.168.1.5) is not in replica_allow_list"),
                 "{url}: {err}"
@@ -425,7 +541,10 @@ mod tests {
             "::a9fe:a9fe",
             "fe80::1",
         ] {
-            let err = wide.permits("models.test", ip(address)).unwrap_err();
+            let err = wide
+                .permits("models.test", ip(address))
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("link-local or metadata"), "{address}: {err}");
         }
         assert!(wide.permits("models.test", ip("10.0.0.5")).is_ok());
@@ -434,7 +553,10 @@ mod tests {
         assert!(narrow.permits("localhost", ip("10.0.0.5")).is_ok());
         narrow.check("http://localhost:8000/").await.unwrap();
         assert!(narrow.permits("localhost", ip("127.0.0.1")).is_ok());
-        let err = narrow.permits("LocalHost", ip("10.0.0.5")).unwrap_err();
+        let err = narrow
+            .permits("LocalHost", ip("10.0.0.5"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not in replica_allow_list"), "{err}");
         // Admitted by name: its addresses are free, but never sensitive.
         assert!(narrow.permits("a.models.internal", ip("10.0.0.5")).is_ok());

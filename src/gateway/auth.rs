@@ -11,7 +11,7 @@ use axum::http::HeaderMap;
 pub use super::principal::{AllTaken, KeyLimits, Policy, Principal, Refusal};
 use crate::spec::ApiKeySpec;
 pub use crate::spec::api_keys::Scope;
-use crate::spec::api_keys::parse_api_key;
+use crate::spec::api_keys::{ApiKeyError, parse_api_key};
 
 /// The accepted keys by hash, and the JWT verifier when tokens are accepted.
 #[derive(Default)]
@@ -31,7 +31,7 @@ impl std::fmt::Debug for ApiKeys {
 
 impl ApiKeys {
     /// Builds the key table; errors name the key entry, never a key.
-    pub fn new(specs: &[ApiKeySpec]) -> Result<ApiKeys, String> {
+    pub fn new(specs: &[ApiKeySpec]) -> Result<ApiKeys, ApiKeyError> {
         let mut by_hash = HashMap::new();
         for spec in specs {
             let parsed = parse_api_key(spec)?;
@@ -46,10 +46,7 @@ impl ApiKeys {
                 )),
             );
             if by_hash.insert(hash, principal).is_some() {
-                return Err(format!(
-                    "api key {:?}: the same key is listed twice",
-                    spec.name
-                ));
+                return Err(ApiKeyError::Duplicate(spec.name.clone()));
             }
         }
         Ok(ApiKeys { by_hash, jwt: None })
@@ -214,7 +211,8 @@ mod tests {
             burst: None,
             max_concurrent: None,
         }])
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("\"x\""), "{err}");
         assert!(Scope::parse("infer:").is_err());
         assert!(Scope::parse("root").is_err());

@@ -17,6 +17,47 @@ use crate::spec::{JwtAlgorithm, JwtSpec};
 /// claims are decoded, so a caller cannot make every request parse a large JSON document.
 pub const MAX_TOKEN_BYTES: usize = 16 << 10;
 
+/// Why the JWT settings cannot be used. Names the file or setting, never key material.
+#[derive(Debug, thiserror::Error)]
+pub enum JwtError {
+    /// No algorithm is allowed.
+    #[error("auth.jwt.algorithms is empty")]
+    NoAlgorithms,
+    /// HS256 is allowed without a secret.
+    #[error("auth.jwt: HS256 needs `hs256_secret`")]
+    NoSecret,
+    /// RS256 or ES256 is allowed without a public key or JWKS.
+    #[error("auth.jwt: RS256/ES256 need `public_key_file` or `jwks_file`")]
+    NoPublicKey,
+    /// The public key file cannot be read.
+    #[error("auth.jwt.public_key_file {}: {source}", path.display())]
+    PublicKeyFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The JWKS file cannot be read.
+    #[error("auth.jwt.jwks_file {}: {source}", path.display())]
+    JwksFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The JWKS file is not a JWKS.
+    #[error("auth.jwt.jwks_file {} is not a JWKS: {source}", path.display())]
+    NotJwks {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
 /// Verifies tokens against the configured keys.
 pub struct JwtVerifier {
     algorithms: Vec<Algorithm>,
@@ -30,7 +71,7 @@ pub struct JwtVerifier {
 
 impl JwtVerifier {
     /// Loads the keys; errors name the file or setting, never key material.
-    pub fn new(spec: &JwtSpec, base_dir: &Path) -> Result<JwtVerifier, String> {
+    pub fn new(spec: &JwtSpec, base_dir: &Path) -> Result<JwtVerifier, JwtError> {
         let algorithms: Vec<Algorithm> = spec
             .algorithms
             .iter()
@@ -41,20 +82,22 @@ impl JwtVerifier {
             })
             .collect();
         if algorithms.is_empty() {
-            return Err("auth.jwt.algorithms is empty".into());
+            return Err(JwtError::NoAlgorithms);
         }
         let secret = spec
             .hs256_secret
             .as_ref()
             .map(|s| DecodingKey::from_secret(s.expose().as_bytes()));
         if algorithms.contains(&Algorithm::HS256) && secret.is_none() {
-            return Err("auth.jwt: HS256 needs `hs256_secret`".into());
+            return Err(JwtError::NoSecret);
         }
         let public_key = match &spec.public_key_file {
             Some(file) => {
                 let path = base_dir.join(file);
-                let pem = std::fs::read(&path)
-                    .map_err(|e| format!("auth.jwt.public_key_file {}: {e}", path.display()))?;
+                let pem = std::fs::read(&path).map_err(|source| JwtError::PublicKeyFile {
+                    path: path.clone(),
+                    source,
+                })?;
                 Some((pem, path.display().to_string()))
             }
             None => None,
@@ -62,11 +105,14 @@ impl JwtVerifier {
         let jwks = match &spec.jwks_file {
             Some(file) => {
                 let path = base_dir.join(file);
-                let text = std::fs::read_to_string(&path)
-                    .map_err(|e| format!("auth.jwt.jwks_file {}: {e}", path.display()))?;
-                Some(serde_json::from_str::<JwkSet>(&text).map_err(|e| {
-                    format!("auth.jwt.jwks_file {} is not a JWKS: {e}", path.display())
-                })?)
+                let text = std::fs::read_to_string(&path).map_err(|source| JwtError::JwksFile {
+                    path: path.clone(),
+                    source,
+                })?;
+                Some(
+                    serde_json::from_str::<JwkSet>(&text)
+                        .map_err(|source| JwtError::NotJwks { path, source })?,
+                )
             }
             None => None,
         };
@@ -74,7 +120,7 @@ impl JwtVerifier {
             .iter()
             .any(|a| matches!(a, Algorithm::RS256 | Algorithm::ES256));
         if asymmetric && public_key.is_none() && jwks.is_none() {
-            return Err("auth.jwt: RS256/ES256 need `public_key_file` or `jwks_file`".into());
+            return Err(JwtError::NoPublicKey);
         }
         let mut validation = Validation::new(algorithms[0]);
         validation.algorithms = algorithms.clone();

@@ -101,6 +101,38 @@ pub struct Gateway {
 
 type Shared = Arc<Gateway>;
 
+/// Why a gateway cannot be built from its spec.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// An API key entry is invalid.
+    #[error(transparent)]
+    ApiKeys(#[from] crate::spec::api_keys::ApiKeyError),
+    /// The JWT settings are invalid.
+    #[error(transparent)]
+    Jwt(#[from] jwt::JwtError),
+    /// Models whose backends cannot be created: (spec path, why) each.
+    #[error("{}", models_problems(.0))]
+    Models(Vec<(String, String)>),
+    /// The audit log cannot be opened.
+    #[error(transparent)]
+    AuditLog(#[from] admin::AuditLogError),
+    /// The TLS settings are invalid.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// The replica allow-list is invalid.
+    #[error(transparent)]
+    AllowList(#[from] allow::AllowListError),
+}
+
+/// `path: why` of each model problem, joined by `; `.
+fn models_problems(problems: &[(String, String)]) -> String {
+    problems
+        .iter()
+        .map(|(p, m)| format!("{p}: {m}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// Time an admin port's client has to send its request headers, then its body: the gateway
 /// file's default.
 const ADMIN_CLIENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -115,19 +147,13 @@ impl Gateway {
         spec: &GatewaySpec,
         base_dir: &std::path::Path,
         metrics: Metrics,
-    ) -> Result<Gateway, String> {
+    ) -> Result<Gateway, GatewayError> {
         let mut keys = ApiKeys::new(&spec.auth.api_keys)?;
         if let Some(jwt) = &spec.auth.jwt {
             keys = keys.with_jwt(jwt::JwtVerifier::new(jwt, base_dir)?);
         }
-        let prepared =
-            crate::inference::registry::prepare(&spec.models, base_dir).map_err(|problems| {
-                problems
-                    .into_iter()
-                    .map(|(p, m)| format!("{p}: {m}"))
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            })?;
+        let prepared = crate::inference::registry::prepare(&spec.models, base_dir)
+            .map_err(GatewayError::Models)?;
         let registry = ModelRegistry::build(&spec.models, &prepared, &metrics.models);
         let translations = translate::build(&spec.models, &prepared);
         Ok(Gateway {
@@ -164,7 +190,7 @@ impl Gateway {
         audit_log: Option<&str>,
         base_dir: &std::path::Path,
         metrics: Metrics,
-    ) -> Result<Gateway, String> {
+    ) -> Result<Gateway, GatewayError> {
         let spec = GatewaySpec {
             // Not listened on: the admin port's address comes from the command line.
             listen: "127.0.0.1:0".to_string(),

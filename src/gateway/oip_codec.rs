@@ -33,12 +33,172 @@ const MAX_ELEMENTS: usize = 1 << 24;
 /// with a less clear message, and the raw-JSON paths (OpenAI bodies) do not stop at all.
 pub use crate::codec::nesting::MAX_JSON_DEPTH;
 
+/// A request body nesting arrays and objects too deep.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the JSON body nests arrays and objects deeper than {max} levels (at byte {at})")]
+pub struct TooDeep {
+    /// The limit.
+    pub max: usize,
+    /// Where the body goes past it.
+    pub at: usize,
+}
+
+/// Why a request cannot be decoded: always the client's fault (400).
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// The binary header length is past the body.
+    #[error("Inference-Header-Content-Length is {declared} but the body has {body} bytes")]
+    HeaderLength {
+        /// The header's value.
+        declared: usize,
+        /// The body's length.
+        body: usize,
+    },
+    /// The JSON part nests too deep.
+    #[error(transparent)]
+    TooDeep(#[from] TooDeep),
+    /// The JSON part is not an inference request.
+    #[error("not an OIP v2 inference request: {0}")]
+    NotARequest(#[source] serde_json::Error),
+    /// No input tensors.
+    #[error("the request has no inputs")]
+    NoInputs,
+    /// The inputs' shapes declare more than [`MAX_ELEMENTS`] values.
+    #[error("the request declares more than {MAX_ELEMENTS} values")]
+    TooManyValues,
+    /// Two inputs disagree on the number of rows.
+    #[error(
+        "input `{input}` has {rows} rows but an earlier input has {earlier}: every input needs the same first dimension"
+    )]
+    RowsDiffer {
+        /// The input.
+        input: String,
+        /// Its rows.
+        rows: usize,
+        /// An earlier input's rows.
+        earlier: usize,
+    },
+    /// A JSON input has no data.
+    #[error("input `{0}` has neither data nor binary_data_size")]
+    NoData(String),
+    /// A JSON input's data does not fill its shape.
+    #[error("input `{input}` has shape {shape:?} ({declared} values) but {found} values of data")]
+    DataLength {
+        /// The input.
+        input: String,
+        /// Its shape.
+        shape: Vec<i64>,
+        /// Values the shape declares.
+        declared: usize,
+        /// Values in the data.
+        found: usize,
+    },
+    /// One input's tensor is wrong.
+    #[error("input `{input}`: {source}")]
+    Input {
+        /// The input.
+        input: String,
+        /// What is wrong with it.
+        #[source]
+        source: TensorError,
+    },
+    /// Binary data left over after every input took its part.
+    #[error("{0} bytes of binary data are not claimed by any input")]
+    UnclaimedBinary(usize),
+    /// The columns do not form a batch.
+    #[error(transparent)]
+    Arrow(#[from] datafusion::arrow::error::ArrowError),
+}
+
+/// What is wrong with one input tensor.
+#[derive(Debug, thiserror::Error)]
+pub enum TensorError {
+    /// The shape has no usable first dimension.
+    #[error("shape {0:?} needs a first dimension of 0 or more")]
+    NoRows(Vec<i64>),
+    /// A further dimension is negative or zero (or their product overflows).
+    #[error("shape {0:?} has a negative or zero dimension")]
+    BadDimension(Vec<i64>),
+    /// `binary_data_size` is not a size.
+    #[error("binary_data_size is not a size")]
+    BinarySizeNotASize,
+    /// `binary_data_size` runs past the body.
+    #[error("binary_data_size {0} is past the end of the body")]
+    BinarySizePastEnd(usize),
+    /// A JSON value is not of the declared datatype.
+    #[error("value {index} is not a valid {datatype}")]
+    InvalidValue {
+        /// Position in the flattened data.
+        index: usize,
+        /// The declared datatype.
+        datatype: String,
+    },
+    /// The datatype is not one the gateway translates.
+    #[error("datatype {0} is not supported (BOOL, INT8..INT64, UINT8..UINT64, FP32, FP64, BYTES)")]
+    Unsupported(String),
+    /// A value is out of the declared datatype's range.
+    #[error("a value does not fit {0}")]
+    OutOfRange(String),
+    /// Binary data of the wrong length for its values.
+    #[error("{bytes} bytes of binary data for {count} {datatype} values")]
+    BinaryLength {
+        /// Bytes given.
+        bytes: usize,
+        /// Values declared.
+        count: usize,
+        /// The declared datatype.
+        datatype: String,
+    },
+    /// A BYTES element's length runs past the data.
+    #[error("BYTES element {0} runs past its binary data")]
+    BytesElementTruncated(usize),
+    /// A BYTES element is not UTF-8.
+    #[error("BYTES element {0} is not UTF-8")]
+    BytesElementNotUtf8(usize),
+    /// Bytes left after the declared BYTES values.
+    #[error("{left} bytes left after {count} BYTES values")]
+    BytesLeftOver {
+        /// Bytes left.
+        left: usize,
+        /// Values declared.
+        count: usize,
+    },
+    /// The values do not fill the shape.
+    #[error("{values} values for shape {shape:?}")]
+    ValueCount {
+        /// Values decoded.
+        values: usize,
+        /// The shape.
+        shape: Vec<i64>,
+    },
+    /// A cast or column split failed.
+    #[error(transparent)]
+    Arrow(#[from] datafusion::arrow::error::ArrowError),
+}
+
+/// Why an answer cannot be encoded: the model's fault (502).
+#[derive(Debug, thiserror::Error)]
+pub enum ResponseError {
+    /// An output value is null.
+    #[error("output `{output}` is null for row {row}")]
+    Null {
+        /// The output tensor.
+        output: String,
+        /// The row.
+        row: usize,
+    },
+    /// An output column's type has no OIP v2 datatype.
+    #[error("a {0} output cannot be an OIP v2 tensor")]
+    Unsupported(DataType),
+    /// The answer could not be serialized.
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+}
+
 /// Refuses a request body nesting arrays and objects deeper than `max`, naming the byte where
 /// it goes too deep (linear in the body, see [`crate::codec::nesting`]).
-pub fn check_json_depth(body: &[u8], max: usize) -> Result<(), String> {
-    crate::codec::nesting::check_json_depth(body, max).map_err(|at| {
-        format!("the JSON body nests arrays and objects deeper than {max} levels (at byte {at})")
-    })
+pub fn check_json_depth(body: &[u8], max: usize) -> Result<(), TooDeep> {
+    crate::codec::nesting::check_json_depth(body, max).map_err(|at| TooDeep { max, at })
 }
 
 /// A decoded inference request: its inputs as the columns of one batch.
@@ -86,42 +246,47 @@ struct RawOutput {
 
 /// Decodes a request body; `header_length` is the `Inference-Header-Content-Length` value of
 /// a binary request. Every error is the client's (400).
-pub fn decode_request(body: &[u8], header_length: Option<usize>) -> Result<InferRequest, String> {
+pub fn decode_request(
+    body: &[u8],
+    header_length: Option<usize>,
+) -> Result<InferRequest, RequestError> {
     let (json_part, mut binary) = match header_length {
         Some(n) if n <= body.len() => (&body[..n], &body[n..]),
         Some(n) => {
-            return Err(format!(
-                "Inference-Header-Content-Length is {n} but the body has {} bytes",
-                body.len()
-            ));
+            return Err(RequestError::HeaderLength {
+                declared: n,
+                body: body.len(),
+            });
         }
         None => (body, &[][..]),
     };
     check_json_depth(json_part, MAX_JSON_DEPTH)?;
-    let raw: RawRequest = serde_json::from_slice(json_part)
-        .map_err(|e| format!("not an OIP v2 inference request: {e}"))?;
+    let raw: RawRequest = serde_json::from_slice(json_part).map_err(RequestError::NotARequest)?;
     if raw.inputs.is_empty() {
-        return Err("the request has no inputs".into());
+        return Err(RequestError::NoInputs);
     }
     let mut rows: Option<usize> = None;
     let mut total = 0usize;
     let mut fields = Vec::new();
     let mut columns = Vec::new();
     for input in &raw.inputs {
-        let what = format!("input `{}`", input.name);
-        let (n, width) = dimensions(&input.shape).map_err(|e| format!("{what}: {e}"))?;
+        let in_input = |source: TensorError| RequestError::Input {
+            input: input.name.clone(),
+            source,
+        };
+        let (n, width) = dimensions(&input.shape).map_err(in_input)?;
         total = total.saturating_add(n.saturating_mul(width));
         if total > MAX_ELEMENTS {
-            return Err(format!(
-                "the request declares more than {MAX_ELEMENTS} values"
-            ));
+            return Err(RequestError::TooManyValues);
         }
         match rows {
             None => rows = Some(n),
             Some(r) if r != n => {
-                return Err(format!(
-                    "{what} has {n} rows but an earlier input has {r}: every input needs the same first dimension"
-                ));
+                return Err(RequestError::RowsDiffer {
+                    input: input.name.clone(),
+                    rows: n,
+                    earlier: r,
+                });
             }
             Some(_) => {}
         }
@@ -130,11 +295,9 @@ pub fn decode_request(body: &[u8], header_length: Option<usize>) -> Result<Infer
                 let size = size
                     .as_u64()
                     .and_then(|s| usize::try_from(s).ok())
-                    .ok_or_else(|| format!("{what}: binary_data_size is not a size"))?;
+                    .ok_or_else(|| in_input(TensorError::BinarySizeNotASize))?;
                 if size > binary.len() {
-                    return Err(format!(
-                        "{what}: binary_data_size {size} is past the end of the body"
-                    ));
+                    return Err(in_input(TensorError::BinarySizePastEnd(size)));
                 }
                 let (mine, rest) = binary.split_at(size);
                 binary = rest;
@@ -144,27 +307,26 @@ pub fn decode_request(body: &[u8], header_length: Option<usize>) -> Result<Infer
                 let data = input
                     .data
                     .as_ref()
-                    .ok_or_else(|| format!("{what} has neither data nor binary_data_size"))?;
+                    .ok_or_else(|| RequestError::NoData(input.name.clone()))?;
                 let mut flat = Vec::with_capacity(n * width);
                 flatten(data, &mut flat);
                 if flat.len() != n * width {
-                    return Err(format!(
-                        "{what} has shape {:?} ({} values) but {} values of data",
-                        input.shape,
-                        n * width,
-                        flat.len()
-                    ));
+                    return Err(RequestError::DataLength {
+                        input: input.name.clone(),
+                        shape: input.shape.clone(),
+                        declared: n * width,
+                        found: flat.len(),
+                    });
                 }
                 from_json(&input.datatype, &flat)
             }
         }
-        .map_err(|e| format!("{what}: {e}"))?;
+        .map_err(in_input)?;
         if values.len() != n * width {
-            return Err(format!(
-                "{what}: {} values for shape {:?}",
-                values.len(),
-                input.shape
-            ));
+            return Err(in_input(TensorError::ValueCount {
+                values: values.len(),
+                shape: input.shape.clone(),
+            }));
         }
         for (name, column) in split_columns(&input.name, values, width)? {
             fields.push(datafusion::arrow::datatypes::Field::new(
@@ -176,13 +338,10 @@ pub fn decode_request(body: &[u8], header_length: Option<usize>) -> Result<Infer
         }
     }
     if !binary.is_empty() {
-        return Err(format!(
-            "{} bytes of binary data are not claimed by any input",
-            binary.len()
-        ));
+        return Err(RequestError::UnclaimedBinary(binary.len()));
     }
     let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(fields));
-    let batch = RecordBatch::try_new(schema, columns).map_err(|e| e.to_string())?;
+    let batch = RecordBatch::try_new(schema, columns)?;
     let binary_by_default = raw
         .parameters
         .get("binary_data_output")
@@ -209,16 +368,16 @@ pub fn decode_request(body: &[u8], header_length: Option<usize>) -> Result<Infer
 }
 
 /// Rows and values per row of a shape (`[N]`, `[N, F]`, `[N, a, b]`...).
-fn dimensions(shape: &[i64]) -> Result<(usize, usize), String> {
+fn dimensions(shape: &[i64]) -> Result<(usize, usize), TensorError> {
     let mut dims = shape.iter().map(|d| usize::try_from(*d).ok());
     let rows = dims
         .next()
         .flatten()
-        .ok_or_else(|| format!("shape {shape:?} needs a first dimension of 0 or more"))?;
+        .ok_or_else(|| TensorError::NoRows(shape.to_vec()))?;
     let width = dims.try_fold(1usize, |acc, d| acc.checked_mul(d?));
     match width {
         Some(w) if w > 0 => Ok((rows, w)),
-        _ => Err(format!("shape {shape:?} has a negative or zero dimension")),
+        _ => Err(TensorError::BadDimension(shape.to_vec())),
     }
 }
 
@@ -230,8 +389,11 @@ fn flatten<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
 }
 
 /// A flat array of `datatype` from JSON values.
-fn from_json(datatype: &str, values: &[&Value]) -> Result<ArrayRef, String> {
-    let bad = |i: usize| format!("value {i} is not a valid {datatype}");
+fn from_json(datatype: &str, values: &[&Value]) -> Result<ArrayRef, TensorError> {
+    let bad = |index: usize| TensorError::InvalidValue {
+        index,
+        datatype: datatype.to_string(),
+    };
     let array: ArrayRef = match datatype {
         "BOOL" => Arc::new(
             values
@@ -275,20 +437,18 @@ fn from_json(datatype: &str, values: &[&Value]) -> Result<ArrayRef, String> {
     if array.data_type() == &target {
         return Ok(array);
     }
-    let narrowed = cast(&array, &target).map_err(|e| e.to_string())?;
+    let narrowed = cast(&array, &target)?;
     if narrowed.null_count() > 0 {
-        return Err(format!("a value does not fit {datatype}"));
+        return Err(TensorError::OutOfRange(datatype.to_string()));
     }
     Ok(narrowed)
 }
 
-fn unsupported(datatype: &str) -> String {
-    format!(
-        "datatype {datatype} is not supported (BOOL, INT8..INT64, UINT8..UINT64, FP32, FP64, BYTES)"
-    )
+fn unsupported(datatype: &str) -> TensorError {
+    TensorError::Unsupported(datatype.to_string())
 }
 
-fn arrow_type(datatype: &str) -> Result<DataType, String> {
+fn arrow_type(datatype: &str) -> Result<DataType, TensorError> {
     Ok(match datatype {
         "BOOL" => DataType::Boolean,
         "INT8" => DataType::Int8,
@@ -307,15 +467,17 @@ fn arrow_type(datatype: &str) -> Result<DataType, String> {
 }
 
 /// A flat array of `count` elements of `datatype` from raw little-endian bytes.
-fn from_bytes(datatype: &str, bytes: &[u8], count: usize) -> Result<ArrayRef, String> {
+fn from_bytes(datatype: &str, bytes: &[u8], count: usize) -> Result<ArrayRef, TensorError> {
+    let wrong_length = || TensorError::BinaryLength {
+        bytes: bytes.len(),
+        count,
+        datatype: datatype.to_string(),
+    };
     macro_rules! primitive {
         ($t:ty, $arrow:ty) => {{
             const SIZE: usize = std::mem::size_of::<$t>();
             if bytes.len() != count * SIZE {
-                return Err(format!(
-                    "{} bytes of binary data for {count} {datatype} values",
-                    bytes.len()
-                ));
+                return Err(wrong_length());
             }
             let values: Vec<$t> = bytes
                 .chunks_exact(SIZE)
@@ -329,10 +491,7 @@ fn from_bytes(datatype: &str, bytes: &[u8], count: usize) -> Result<ArrayRef, St
     Ok(match datatype {
         "BOOL" => {
             if bytes.len() != count {
-                return Err(format!(
-                    "{} bytes of binary data for {count} BOOL values",
-                    bytes.len()
-                ));
+                return Err(wrong_length());
             }
             Arc::new(BooleanArray::from(
                 bytes.iter().map(|b| *b != 0).collect::<Vec<_>>(),
@@ -353,21 +512,20 @@ fn from_bytes(datatype: &str, bytes: &[u8], count: usize) -> Result<ArrayRef, St
             let mut out = Vec::with_capacity(count);
             let mut rest = bytes;
             for i in 0..count {
-                let too_short = || format!("BYTES element {i} runs past its binary data");
+                let too_short = || TensorError::BytesElementTruncated(i);
                 let (len, tail) = rest.split_at_checked(4).ok_or_else(too_short)?;
                 let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
                 let (value, tail) = tail.split_at_checked(len).ok_or_else(too_short)?;
                 out.push(
-                    std::str::from_utf8(value)
-                        .map_err(|_| format!("BYTES element {i} is not UTF-8"))?,
+                    std::str::from_utf8(value).map_err(|_| TensorError::BytesElementNotUtf8(i))?,
                 );
                 rest = tail;
             }
             if !rest.is_empty() {
-                return Err(format!(
-                    "{} bytes left after {count} BYTES values",
-                    rest.len()
-                ));
+                return Err(TensorError::BytesLeftOver {
+                    left: rest.len(),
+                    count,
+                });
             }
             Arc::new(StringArray::from(out))
         }
@@ -380,7 +538,7 @@ fn split_columns(
     name: &str,
     values: ArrayRef,
     width: usize,
-) -> Result<Vec<(String, ArrayRef)>, String> {
+) -> Result<Vec<(String, ArrayRef)>, datafusion::arrow::error::ArrowError> {
     if width == 1 {
         return Ok(vec![(name.to_string(), values)]);
     }
@@ -388,9 +546,7 @@ fn split_columns(
     (0..width)
         .map(|j| {
             let indices: UInt32Array = (0..rows).map(|r| (r * width + j) as u32).collect();
-            take(values.as_ref(), &indices, None)
-                .map(|c| (format!("{name}[{j}]"), c))
-                .map_err(|e| e.to_string())
+            take(values.as_ref(), &indices, None).map(|c| (format!("{name}[{j}]"), c))
         })
         .collect()
 }
@@ -413,13 +569,16 @@ pub fn encode_response(
     version: &str,
     id: Option<&str>,
     outputs: &[OutputTensor<'_>],
-) -> Result<(Vec<u8>, Option<usize>), String> {
+) -> Result<(Vec<u8>, Option<usize>), ResponseError> {
     let mut tensors = Vec::with_capacity(outputs.len());
     let mut binary = Vec::new();
     for output in outputs {
         let values = output.values;
         if let Some(row) = (0..values.len()).find(|r| values.is_null(*r)) {
-            return Err(format!("output `{}` is null for row {row}", output.name));
+            return Err(ResponseError::Null {
+                output: output.name.to_string(),
+                row,
+            });
         }
         let (datatype, data, bytes) = tensor_data(values, output.binary)?;
         let mut tensor = json!({
@@ -443,7 +602,7 @@ pub fn encode_response(
     if let Some(id) = id {
         answer["id"] = json!(id);
     }
-    let mut body = serde_json::to_vec(&answer).map_err(|e| e.to_string())?;
+    let mut body = serde_json::to_vec(&answer)?;
     if outputs.iter().any(|o| o.binary) {
         let json_length = body.len();
         body.extend_from_slice(&binary);
@@ -453,7 +612,10 @@ pub fn encode_response(
 }
 
 /// Datatype, JSON data and (when `binary`) raw bytes of a column.
-fn tensor_data(values: &ArrayRef, binary: bool) -> Result<(&'static str, Value, Vec<u8>), String> {
+fn tensor_data(
+    values: &ArrayRef,
+    binary: bool,
+) -> Result<(&'static str, Value, Vec<u8>), ResponseError> {
     macro_rules! numbers {
         ($arrow:ty, $name:literal) => {{
             let a = values.as_primitive::<$arrow>();
@@ -493,7 +655,7 @@ fn tensor_data(values: &ArrayRef, binary: bool) -> Result<(&'static str, Value, 
                 ("BYTES", json!(v), Vec::new())
             }
         }
-        other => return Err(format!("a {other} output cannot be an OIP v2 tensor")),
+        other => return Err(ResponseError::Unsupported(other.clone())),
     })
 }
 
@@ -612,16 +774,18 @@ mod tests {
         ];
         for (body, len, expected) in cases {
             let len = len.map(|l| l.min(body.len()));
-            let err = decode_request(body.as_bytes(), len).unwrap_err();
+            let err = decode_request(body.as_bytes(), len)
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(expected), "{body}: {err}");
         }
         let header = r#"{"inputs": [{"name": "a", "shape": [2], "datatype": "FP32", "parameters": {"binary_data_size": 4}}]}"#;
         let (body, len) = binary_request(header, &[0; 4]);
-        let err = decode_request(&body, Some(len)).unwrap_err();
+        let err = decode_request(&body, Some(len)).unwrap_err().to_string();
         assert!(err.contains("4 bytes of binary data for 2 FP32"), "{err}");
         let header = r#"{"inputs": [{"name": "a", "shape": [1], "datatype": "FP32", "parameters": {"binary_data_size": 4}}]}"#;
         let (body, len) = binary_request(header, &[0; 6]);
-        let err = decode_request(&body, Some(len)).unwrap_err();
+        let err = decode_request(&body, Some(len)).unwrap_err().to_string();
         assert!(err.contains("not claimed"), "{err}");
     }
 
@@ -637,7 +801,9 @@ mod tests {
         // The request itself nests 3 levels: 61 more are fine, 62 are not.
         assert!(decode_request(deep(MAX_JSON_DEPTH - 3).as_bytes(), None).is_ok());
         for levels in [MAX_JSON_DEPTH - 2, 10_000, 1_000_000] {
-            let err = decode_request(deep(levels).as_bytes(), None).unwrap_err();
+            let err = decode_request(deep(levels).as_bytes(), None)
+                .unwrap_err()
+                .to_string();
             assert!(
                 err.contains("nests arrays and objects deeper than 64 levels (at byte 129)"),
                 "{err}"
@@ -685,7 +851,8 @@ mod tests {
                 binary: false,
             }],
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("null for row 1"), "{err}");
     }
 }

@@ -8,7 +8,18 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use super::oip_codec::{MAX_JSON_DEPTH, check_json_depth};
+use super::oip_codec::{MAX_JSON_DEPTH, TooDeep, check_json_depth};
+
+/// Why a body is not an OpenAI request the gateway can forward (the caller's fault, 400).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum BodyError {
+    /// The body nests too deep.
+    #[error(transparent)]
+    TooDeep(#[from] TooDeep),
+    /// The body is not a JSON object.
+    #[error("the body is not a JSON object: {0}")]
+    NotAnObject(#[source] serde_json::Error),
+}
 
 /// A parsed request body.
 pub(crate) struct OpenAiBody<'a> {
@@ -28,14 +39,11 @@ impl<'a> OpenAiBody<'a> {
     /// it nests deeper than [`MAX_JSON_DEPTH`]: the fields are copied as raw JSON text, which
     /// serde_json skips without a depth limit, so the limit is checked here before a backend
     /// is sent a body nested a million levels deep.
-    pub(crate) fn parse(body: &'a [u8]) -> Result<Self, String> {
+    pub(crate) fn parse(body: &'a [u8]) -> Result<Self, BodyError> {
         check_json_depth(body, MAX_JSON_DEPTH)?;
         let fields = match serde_json::from_slice::<BTreeMap<&str, &RawValue>>(body) {
             Ok(map) => Fields::Raw(map),
-            Err(_) => Fields::Owned(
-                serde_json::from_slice(body)
-                    .map_err(|e| format!("the body is not a JSON object: {e}"))?,
-            ),
+            Err(_) => Fields::Owned(serde_json::from_slice(body).map_err(BodyError::NotAnObject)?),
         };
         Ok(OpenAiBody { fields })
     }
@@ -180,7 +188,10 @@ mod tests {
     #[test]
     fn anything_but_an_object_is_refused() {
         for body in ["", "[]", "\"model\"", "{", r#"{"model":"x",}"#, "nul"] {
-            let err = OpenAiBody::parse(body.as_bytes()).err().expect(body);
+            let err = OpenAiBody::parse(body.as_bytes())
+                .err()
+                .expect(body)
+                .to_string();
             assert!(err.starts_with("the body is not a JSON object"), "{err}");
         }
     }
@@ -203,7 +214,8 @@ mod tests {
         for levels in [MAX_JSON_DEPTH, 100_000] {
             let err = OpenAiBody::parse(deep(levels).as_bytes())
                 .err()
-                .expect("refused");
+                .expect("refused")
+                .to_string();
             assert!(err.contains("deeper than 64 levels"), "{err}");
         }
     }

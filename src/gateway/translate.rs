@@ -161,7 +161,7 @@ pub async fn infer(
     };
     let request = match oip_codec::decode_request(body, header_length) {
         Ok(r) => r,
-        Err(e) => return error(StatusCode::BAD_REQUEST, &e),
+        Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
     };
     // Asked-for outputs must exist; none asked means all.
     let mut wanted = Vec::new();
@@ -223,7 +223,7 @@ pub async fn infer(
             body,
         )
             .into_response(),
-        Err(e) => error(StatusCode::BAD_GATEWAY, &e),
+        Err(e) => error(StatusCode::BAD_GATEWAY, &e.to_string()),
     }
 }
 

@@ -16,10 +16,31 @@ use std::sync::{Arc, RwLock, Weak};
 use futures::future::BoxFuture;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
+/// Why a policy refuses an address: the policy's own error (this layer knows nothing of the
+/// policies, which live above it).
+pub type Refusal = Box<dyn std::error::Error + Send + Sync>;
+
 /// Which resolved addresses a client may connect to.
 pub trait AddressPolicy: Send + Sync {
     /// `Err(why)` when connecting to `ip`, one of the addresses `host` resolved to, is refused.
-    fn permits(&self, host: &str, ip: IpAddr) -> Result<(), String>;
+    fn permits(&self, host: &str, ip: IpAddr) -> Result<(), Refusal>;
+}
+
+/// A connection refused because a name resolved to a refused address (carried by the
+/// resolver's `io::Error`, kind `PermissionDenied`).
+///
+/// The policy's reason is part of the message and deliberately not a `source`: the model
+/// client writes a failed call's message as the reqwest error followed by its whole source
+/// chain, which would repeat it.
+#[derive(Debug, thiserror::Error)]
+#[error("connection to {host} refused: it resolves to {ip}: {why}")]
+pub struct ConnectionRefused {
+    /// The name.
+    pub host: String,
+    /// The refused address it resolved to.
+    pub ip: IpAddr,
+    /// The policy's reason.
+    pub why: Refusal,
 }
 
 /// Policies registered by [`enforce`]; each lives as long as its owner keeps it.
@@ -89,7 +110,11 @@ impl GuardedResolver {
                 policy.permits(host, *ip).map_err(|why| {
                     io::Error::new(
                         io::ErrorKind::PermissionDenied,
-                        format!("connection to {host} refused: it resolves to {ip}: {why}"),
+                        ConnectionRefused {
+                            host: host.to_string(),
+                            ip: *ip,
+                            why,
+                        },
                     )
                 })?;
             }
@@ -130,7 +155,7 @@ mod tests {
     struct NoLoopback;
 
     impl AddressPolicy for NoLoopback {
-        fn permits(&self, _host: &str, ip: IpAddr) -> Result<(), String> {
+        fn permits(&self, _host: &str, ip: IpAddr) -> Result<(), Refusal> {
             if ip.is_loopback() {
                 Err("loopback is not allowed".into())
             } else {
@@ -142,7 +167,7 @@ mod tests {
     struct AllowAll;
 
     impl AddressPolicy for AllowAll {
-        fn permits(&self, _: &str, _: IpAddr) -> Result<(), String> {
+        fn permits(&self, _: &str, _: IpAddr) -> Result<(), Refusal> {
             Ok(())
         }
     }
@@ -161,7 +186,7 @@ mod tests {
     struct NoLinkLocal;
 
     impl AddressPolicy for NoLinkLocal {
-        fn permits(&self, _: &str, ip: IpAddr) -> Result<(), String> {
+        fn permits(&self, _: &str, ip: IpAddr) -> Result<(), Refusal> {
             match ip {
                 IpAddr::V4(v4) if v4.is_link_local() => Err("link-local".into()),
                 _ => Ok(()),
@@ -259,6 +284,9 @@ mod tests {
             err.to_string().contains("169.254.169.254: link-local"),
             "{err}"
         );
+        // The reason is in the message once: the model client appends every source of a
+        // failed call's error to its message.
+        assert!(std::error::Error::source(&err).is_none());
         // Through the `Resolve` interface the client uses, too.
         let err = match Resolve::resolve(&resolver, "models.test".parse().unwrap()).await {
             Ok(_) => panic!("resolved to a link-local address"),
@@ -271,7 +299,7 @@ mod tests {
     struct RefuseName(&'static str);
 
     impl AddressPolicy for RefuseName {
-        fn permits(&self, host: &str, _: IpAddr) -> Result<(), String> {
+        fn permits(&self, host: &str, _: IpAddr) -> Result<(), Refusal> {
             if host == self.0 {
                 Err("refused by name".into())
             } else {

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use crate::batch::ErrorClass;
+
 /// What went wrong in a model call. Bounded: used as a metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorKind {
@@ -37,23 +39,10 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    /// Stable lowercase name for metrics labels and dead-letter headers.
+    /// Stable lowercase name for metrics labels and dead-letter headers: the name of its
+    /// [`ErrorClass`].
     pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorKind::Connect => "connect",
-            ErrorKind::Timeout => "timeout",
-            ErrorKind::Deadline => "deadline",
-            ErrorKind::Throttled => "throttled",
-            ErrorKind::Unavailable => "unavailable",
-            ErrorKind::ServerError => "server_error",
-            ErrorKind::Rejected => "rejected",
-            ErrorKind::Misconfigured => "misconfigured",
-            ErrorKind::Saturated => "saturated",
-            ErrorKind::Contract => "contract",
-            ErrorKind::NoReplica => "no_replica",
-            ErrorKind::BadInput => "bad_input",
-            ErrorKind::Runtime => "runtime",
-        }
+        ErrorClass::from(self).as_str()
     }
 
     /// Whether another attempt (possibly on another replica) may succeed. A plain 500 is
@@ -87,6 +76,27 @@ impl ErrorKind {
     /// Whether the rows are at fault, so splitting the batch can isolate them.
     pub fn blames_rows(self) -> bool {
         matches!(self, ErrorKind::Rejected | ErrorKind::BadInput)
+    }
+}
+
+impl From<ErrorKind> for ErrorClass {
+    /// The failure class of rows a model call of this kind failed for.
+    fn from(kind: ErrorKind) -> ErrorClass {
+        match kind {
+            ErrorKind::Connect => ErrorClass::ModelConnect,
+            ErrorKind::Timeout => ErrorClass::ModelTimeout,
+            ErrorKind::Deadline => ErrorClass::ModelDeadline,
+            ErrorKind::Throttled => ErrorClass::ModelThrottled,
+            ErrorKind::Unavailable => ErrorClass::ModelUnavailable,
+            ErrorKind::ServerError => ErrorClass::ModelServerError,
+            ErrorKind::Rejected => ErrorClass::ModelRejected,
+            ErrorKind::Misconfigured => ErrorClass::ModelMisconfigured,
+            ErrorKind::Saturated => ErrorClass::ModelSaturated,
+            ErrorKind::Contract => ErrorClass::ModelContract,
+            ErrorKind::NoReplica => ErrorClass::ModelNoReplica,
+            ErrorKind::BadInput => ErrorClass::ModelBadInput,
+            ErrorKind::Runtime => ErrorClass::ModelRuntime,
+        }
     }
 }
 
@@ -220,6 +230,29 @@ mod tests {
         assert!(kind(503).is_retryable() && kind(429).is_retryable());
         assert!(kind(500).is_retryable() && !kind(400).is_retryable());
         assert!(kind(500).counts_for_ejection() && !kind(429).counts_for_ejection());
+    }
+
+    #[test]
+    fn kinds_keep_their_names_as_classes() {
+        let kinds = [
+            (ErrorKind::Connect, "connect"),
+            (ErrorKind::Timeout, "timeout"),
+            (ErrorKind::Deadline, "deadline"),
+            (ErrorKind::Throttled, "throttled"),
+            (ErrorKind::Unavailable, "unavailable"),
+            (ErrorKind::ServerError, "server_error"),
+            (ErrorKind::Rejected, "rejected"),
+            (ErrorKind::Misconfigured, "misconfigured"),
+            (ErrorKind::Saturated, "saturated"),
+            (ErrorKind::Contract, "contract"),
+            (ErrorKind::NoReplica, "no_replica"),
+            (ErrorKind::BadInput, "bad_input"),
+            (ErrorKind::Runtime, "runtime"),
+        ];
+        for (kind, name) in kinds {
+            assert_eq!(kind.as_str(), name);
+            assert_eq!(ErrorClass::from(kind).as_str(), name);
+        }
     }
 
     #[test]

@@ -48,6 +48,126 @@ pub struct OnnxLoadError {
     pub message: String,
 }
 
+/// A model input element type the runtime cannot feed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("model inputs of type {0:?} are not supported (FP32, FP64, INT32, INT64 are)")]
+pub struct UnsupportedDatatype(pub DatumType);
+
+/// How the model's declared tensors do not fit what the step sends and reads.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum OnnxContractError {
+    /// Layout `matrix` with a model of several inputs.
+    #[error(
+        "layout `matrix` sends one tensor but the model has {} inputs ({})",
+        .model_inputs.len(),
+        declared(.model_inputs)
+    )]
+    MatrixInputs {
+        /// The model's inputs.
+        model_inputs: Vec<TensorInfo>,
+    },
+    /// Layout `matrix` naming a tensor that is not the model's input.
+    #[error("the step sends tensor `{name}` but the model's input is `{input}`")]
+    TensorName {
+        /// The tensor the layout names.
+        name: String,
+        /// The model's input.
+        input: String,
+    },
+    /// Layout `matrix` with a model input of another width.
+    #[error(
+        "the step sends {} columns ({}) but model input `{input}` has shape {shape:?}",
+        .columns.len(),
+        .columns.join(", ")
+    )]
+    Width {
+        /// The step's inputs.
+        columns: Vec<String>,
+        /// The model's input.
+        input: String,
+        /// Its shape.
+        shape: Vec<Option<i64>>,
+    },
+    /// Layout `matrix` with a model input that is not 2-D.
+    #[error("layout `matrix` needs a 2-D input but `{input}` has shape {shape:?}")]
+    NotTwoDimensional {
+        /// The model's input.
+        input: String,
+        /// Its shape.
+        shape: Vec<Option<i64>>,
+    },
+    /// A model input of a type the runtime cannot feed.
+    #[error(transparent)]
+    Datatype(#[from] UnsupportedDatatype),
+    /// Layout `columns` with as many columns as model inputs.
+    #[error(
+        "the step sends {} columns ({}) but the model has {} inputs ({})",
+        .columns.len(),
+        .columns.join(", "),
+        .model_inputs.len(),
+        declared(.model_inputs)
+    )]
+    InputCount {
+        /// The step's inputs.
+        columns: Vec<String>,
+        /// The model's inputs.
+        model_inputs: Vec<TensorInfo>,
+    },
+    /// Layout `columns` with a model input no column is named after.
+    #[error(
+        "model input `{input}` is not among the step's inputs ({}); name the columns like the model's inputs ({})",
+        .columns.join(", "),
+        declared(.model_inputs)
+    )]
+    NoColumn {
+        /// The model's input.
+        input: String,
+        /// The step's inputs.
+        columns: Vec<String>,
+        /// The model's inputs.
+        model_inputs: Vec<TensorInfo>,
+    },
+    /// Layout `columns` with a model input that is not `[N]` or `[N, 1]`.
+    #[error(
+        "layout `columns` sends `{input}` as [N] or [N, 1], but the model expects shape {shape:?}"
+    )]
+    ColumnShape {
+        /// The model's input.
+        input: String,
+        /// Its shape.
+        shape: Vec<Option<i64>>,
+    },
+    /// An output reads a tensor the model does not have.
+    #[error("output `{column}` reads `{tensor}` but the model's outputs are: {}", declared(.model_outputs))]
+    NoOutput {
+        /// The output column.
+        column: String,
+        /// The tensor it reads.
+        tensor: String,
+        /// The model's outputs.
+        model_outputs: Vec<TensorInfo>,
+    },
+    /// An output tensor that is not numeric.
+    #[error(
+        "model output `{name}` is {datum_type:?}; numeric outputs (F32, F64, I64) are supported"
+    )]
+    OutputType {
+        /// The tensor.
+        name: String,
+        /// Its element type.
+        datum_type: DatumType,
+    },
+}
+
+/// `name type shape` of each tensor.
+fn declared(tensors: &[TensorInfo]) -> String {
+    tensors
+        .iter()
+        .map(|t| format!("{} {:?} {:?}", t.name, t.datum_type, t.shape))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Path of `model`/`version` in a repository.
 pub fn model_path(repository: &Path, model: &str, version: &str) -> PathBuf {
     repository.join(model).join(version).join("model.onnx")
@@ -118,44 +238,35 @@ impl OnnxBackend {
     }
 
     /// Checks the model's declared inputs against what the step sends.
-    pub fn check(&self, contract: &Contract) -> Result<(), String> {
-        let declared = |t: &[TensorInfo]| {
-            t.iter()
-                .map(|t| format!("{} {:?} {:?}", t.name, t.datum_type, t.shape))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
+    pub fn check(&self, contract: &Contract) -> Result<(), OnnxContractError> {
         let width = contract.inputs.len() as i64;
         match &self.layout {
             TensorLayout::Matrix { name, .. } => {
                 let [input] = self.inputs.as_slice() else {
-                    return Err(format!(
-                        "layout `matrix` sends one tensor but the model has {} inputs ({})",
-                        self.inputs.len(),
-                        declared(&self.inputs)
-                    ));
+                    return Err(OnnxContractError::MatrixInputs {
+                        model_inputs: self.inputs.clone(),
+                    });
                 };
                 if name != "input" && *name != input.name {
-                    return Err(format!(
-                        "the step sends tensor `{name}` but the model's input is `{}`",
-                        input.name
-                    ));
+                    return Err(OnnxContractError::TensorName {
+                        name: name.clone(),
+                        input: input.name.clone(),
+                    });
                 }
                 match input.shape.as_slice() {
                     [_, Some(f)] if *f != width => {
-                        return Err(format!(
-                            "the step sends {width} columns ({}) but model input `{}` has shape {:?}",
-                            contract.inputs.join(", "),
-                            input.name,
-                            input.shape
-                        ));
+                        return Err(OnnxContractError::Width {
+                            columns: contract.inputs.clone(),
+                            input: input.name.clone(),
+                            shape: input.shape.clone(),
+                        });
                     }
                     [_, _] => {}
-                    other => {
-                        return Err(format!(
-                            "layout `matrix` needs a 2-D input but `{}` has shape {other:?}",
-                            input.name
-                        ));
+                    _ => {
+                        return Err(OnnxContractError::NotTwoDimensional {
+                            input: input.name.clone(),
+                            shape: input.shape.clone(),
+                        });
                     }
                 }
                 datatype_of(input.datum_type)?;
@@ -164,30 +275,26 @@ impl OnnxBackend {
                 // Inputs are matched by name, like OIP v2's columns layout: a swapped order
                 // must not silently swap features.
                 if self.inputs.len() != contract.inputs.len() {
-                    return Err(format!(
-                        "the step sends {} columns ({}) but the model has {} inputs ({})",
-                        contract.inputs.len(),
-                        contract.inputs.join(", "),
-                        self.inputs.len(),
-                        declared(&self.inputs)
-                    ));
+                    return Err(OnnxContractError::InputCount {
+                        columns: contract.inputs.clone(),
+                        model_inputs: self.inputs.clone(),
+                    });
                 }
                 for t in &self.inputs {
                     if !contract.inputs.contains(&t.name) {
-                        return Err(format!(
-                            "model input `{}` is not among the step's inputs ({}); name the columns like the model's inputs ({})",
-                            t.name,
-                            contract.inputs.join(", "),
-                            declared(&self.inputs)
-                        ));
+                        return Err(OnnxContractError::NoColumn {
+                            input: t.name.clone(),
+                            columns: contract.inputs.clone(),
+                            model_inputs: self.inputs.clone(),
+                        });
                     }
                     datatype_of(t.datum_type)?;
                     let per_row: i64 = t.shape.iter().skip(1).map(|d| d.unwrap_or(1)).product();
                     if t.shape.len() > 2 || per_row != 1 {
-                        return Err(format!(
-                            "layout `columns` sends `{}` as [N] or [N, 1], but the model expects shape {:?}",
-                            t.name, t.shape
-                        ));
+                        return Err(OnnxContractError::ColumnShape {
+                            input: t.name.clone(),
+                            shape: t.shape.clone(),
+                        });
                     }
                 }
             }
@@ -198,11 +305,11 @@ impl OnnxBackend {
             };
             match self.outputs.iter().find(|o| &o.name == name) {
                 None => {
-                    return Err(format!(
-                        "output `{}` reads `{name}` but the model's outputs are: {}",
-                        binding.column,
-                        declared(&self.outputs)
-                    ));
+                    return Err(OnnxContractError::NoOutput {
+                        column: binding.column.clone(),
+                        tensor: name.clone(),
+                        model_outputs: self.outputs.clone(),
+                    });
                 }
                 Some(o)
                     if !matches!(
@@ -210,10 +317,10 @@ impl OnnxBackend {
                         DatumType::F32 | DatumType::F64 | DatumType::I64
                     ) =>
                 {
-                    return Err(format!(
-                        "model output `{name}` is {:?}; numeric outputs (F32, F64, I64) are supported",
-                        o.datum_type
-                    ));
+                    return Err(OnnxContractError::OutputType {
+                        name: name.clone(),
+                        datum_type: o.datum_type,
+                    });
                 }
                 Some(_) => {}
             }
@@ -224,18 +331,18 @@ impl OnnxBackend {
     /// Runs the model on `inputs` (blocking; call from a blocking thread).
     pub fn run(&self, inputs: &RecordBatch, contract: &Contract) -> Result<CallOutput, InferError> {
         let n = inputs.num_rows();
-        let bad = |m: String| InferError::new(ErrorKind::BadInput, m);
+        let bad = |m: &dyn std::fmt::Display| InferError::new(ErrorKind::BadInput, m.to_string());
         let runtime = |e: anyhow::Error| InferError::new(ErrorKind::Runtime, format!("{e:#}"));
         let tensors: TVec<TValue> = match &self.layout {
             TensorLayout::Matrix { .. } => {
                 let info = &self.inputs[0];
-                let datatype = datatype_of(info.datum_type).map_err(bad)?;
+                let datatype = datatype_of(info.datum_type).map_err(|e| bad(&e))?;
                 let columns: Vec<ArrayRef> = inputs
                     .columns()
                     .iter()
                     .map(|c| cast_for_tensor(c, datatype))
                     .collect::<Result<_, _>>()
-                    .map_err(bad)?;
+                    .map_err(|e| bad(&e))?;
                 tvec![
                     matrix(&columns, n, info.datum_type)
                         .map_err(runtime)?
@@ -251,11 +358,12 @@ impl OnnxBackend {
                         .inputs
                         .iter()
                         .position(|c| *c == info.name)
-                        .ok_or_else(|| bad(format!("no column for model input `{}`", info.name)))?;
+                        .ok_or_else(|| {
+                            bad(&format!("no column for model input `{}`", info.name))
+                        })?;
                     let column = inputs.column(position);
-                    let column =
-                        cast_for_tensor(column, datatype_of(info.datum_type).map_err(bad)?)
-                            .map_err(bad)?;
+                    let datatype = datatype_of(info.datum_type).map_err(|e| bad(&e))?;
+                    let column = cast_for_tensor(column, datatype).map_err(|e| bad(&e))?;
                     let shape: Vec<usize> = if info.shape.len() == 2 {
                         vec![n, 1]
                     } else {
@@ -354,15 +462,13 @@ fn shape_text(shape: &[Option<i64>]) -> String {
     format!("[{}]", dims.join(", "))
 }
 
-fn datatype_of(dt: DatumType) -> Result<TensorDatatype, String> {
+fn datatype_of(dt: DatumType) -> Result<TensorDatatype, UnsupportedDatatype> {
     match dt {
         DatumType::F32 => Ok(TensorDatatype::Fp32),
         DatumType::F64 => Ok(TensorDatatype::Fp64),
         DatumType::I32 => Ok(TensorDatatype::Int32),
         DatumType::I64 => Ok(TensorDatatype::Int64),
-        other => Err(format!(
-            "model inputs of type {other:?} are not supported (FP32, FP64, INT32, INT64 are)"
-        )),
+        other => Err(UnsupportedDatatype(other)),
     }
 }
 

@@ -6,6 +6,11 @@ use std::sync::{Arc, RwLock};
 
 use rand::Rng;
 
+/// Weights that do not fit the versions: not one per version, or all zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("one weight per version, not all zero")]
+pub struct WeightsError;
+
 /// Versions and their traffic weights.
 pub struct Router<V> {
     /// Versions in declaration order.
@@ -32,9 +37,9 @@ impl<V> Router<V> {
     }
 
     /// Replaces the weights (same length, not all zero).
-    pub fn set_weights(&self, weights: Vec<u32>) -> Result<(), String> {
+    pub fn set_weights(&self, weights: Vec<u32>) -> Result<(), WeightsError> {
         if weights.len() != self.versions.len() || weights.iter().all(|w| *w == 0) {
-            return Err("one weight per version, not all zero".to_string());
+            return Err(WeightsError);
         }
         *self.weights.write().unwrap_or_else(|e| e.into_inner()) = weights;
         Ok(())

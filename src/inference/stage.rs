@@ -62,6 +62,11 @@ pub struct InferenceStage {
     schema: SchemaRef,
 }
 
+/// A step's model that the registry does not hold.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("model `{0}` is not in the registry")]
+pub struct UnknownModel(pub String);
+
 /// Shortest pause between probes of a model that is down.
 const MIN_OUTAGE_PAUSE: Duration = Duration::from_millis(20);
 
@@ -72,12 +77,12 @@ impl InferenceStage {
         steps: &[CompiledStep],
         registry: &ModelRegistry,
         schema: SchemaRef,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, UnknownModel> {
         let mut runtimes = Vec::new();
         for step in steps {
             let model = registry
                 .get(&step.model)
-                .ok_or_else(|| format!("model `{}` is not in the registry", step.model))?
+                .ok_or_else(|| UnknownModel(step.model.clone()))?
                 .clone();
             let batchers = (0..model.router.versions.len())
                 .map(|v| Batcher::spawn(model.clone(), v, step.contract.clone(), model.batching))

@@ -203,9 +203,9 @@ fn build_worker(
 ) -> Result<Arc<PipelineWorker>, RuntimeError> {
     let spec = &compiled.pipeline.spec;
     let inference = InferenceStage::start(&compiled.steps, registry, compiled.output_schema())
-        .map_err(|message| RuntimeError::Model {
+        .map_err(|e| RuntimeError::Model {
             pipeline: name.to_string(),
-            message,
+            message: e.to_string(),
         })?;
     let undeliverable = worker::undeliverable_policy(
         name.clone(),

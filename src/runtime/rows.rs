@@ -128,7 +128,7 @@ fn record_model_failures(
                 input_row,
                 Failure {
                     stage: Stage::Model,
-                    class: f.error.kind.as_str(),
+                    class: f.error.kind.into(),
                     message: format!("step {}: {}", f.step, f.error.message),
                     model: Some(ModelContext {
                         model: f.model,
@@ -211,6 +211,7 @@ fn count_filtered(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::batch::ErrorClass;
 
     #[test]
     fn filtered_counts_input_rows_neither_reached_nor_failed() {
@@ -220,7 +221,11 @@ mod tests {
         let mut failures = Failures::new();
         failures.record(
             3,
-            Failure::new(Stage::Model, "model_error", "boom".to_string()),
+            Failure::new(
+                Stage::Model,
+                ErrorClass::ModelServerError,
+                "boom".to_string(),
+            ),
         );
         let filtered = count_filtered(4, &[true, false, true], &input_row, &failures);
         assert_eq!(filtered, 1, "input row 2 only: 1 is reached, 3 failed");

@@ -8,7 +8,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 
 use super::rows::{Routed, process_rows};
 use crate::ack::{Ack, AckStatus};
-use crate::batch::{Failure, Failures, Position, RawRecord, SourceBatch, Stage};
+use crate::batch::{ErrorClass, Failure, Failures, Position, RawRecord, SourceBatch, Stage};
 use crate::inference::InferenceStage;
 use crate::plan::CompiledPipeline;
 use crate::sink::{DeadLetterRecord, RowOrigins, Sink, SinkInput};
@@ -174,7 +174,7 @@ impl PipelineWorker {
             (OnError::Drop, _) => {
                 for f in failures.values() {
                     self.metrics
-                        .record_failure(false, f.stage.as_str(), f.class);
+                        .record_failure(false, f.stage.as_str(), f.class.as_str());
                 }
             }
             _ => {
@@ -186,7 +186,7 @@ impl PipelineWorker {
                             partition = r.position.partition,
                             offset = r.position.offset,
                             stage = f.stage.as_str(),
-                            class = f.class,
+                            class = f.class.as_str(),
                             error = %f.message,
                             "record failed and on_error is fail: stopping without committing it"
                         );
@@ -211,7 +211,8 @@ impl PipelineWorker {
             .into_iter()
             .filter_map(|(index, f)| {
                 let record = records.get(index)?.clone();
-                self.metrics.record_failure(true, f.stage.as_str(), f.class);
+                self.metrics
+                    .record_failure(true, f.stage.as_str(), f.class.as_str());
                 Some(DeadLetterRecord {
                     record,
                     pipeline: self.name.clone(),
@@ -219,7 +220,7 @@ impl PipelineWorker {
                 })
             })
             .collect();
-        let contexts: Vec<(Position, Stage, &'static str)> = letters
+        let contexts: Vec<(Position, Stage, ErrorClass)> = letters
             .iter()
             .map(|l| (l.record.position.clone(), l.failure.stage, l.failure.class))
             .collect();
@@ -233,7 +234,7 @@ impl PipelineWorker {
                     status = status.max((self.undeliverable)(UndeliverableLetter {
                         position,
                         stage: *stage,
-                        class,
+                        class: *class,
                         why,
                     }));
                 }
@@ -300,14 +301,14 @@ pub(crate) fn undeliverable_policy(
     policy: UndeliverableDeadLetter,
 ) -> UndeliverableHook {
     Arc::new(move |letter: UndeliverableLetter<'_>| {
-        metrics.dead_letter_undeliverable(letter.stage.as_str(), letter.class);
+        metrics.dead_letter_undeliverable(letter.stage.as_str(), letter.class.as_str());
         tracing::error!(
             pipeline = %name,
             topic = %letter.position.topic,
             partition = letter.position.partition,
             offset = letter.position.offset,
             stage = letter.stage.as_str(),
-            class = letter.class,
+            class = letter.class.as_str(),
             error = %letter.why,
             ?policy,
             "the dead-letter sink refused this record even in bounded form"

@@ -219,7 +219,7 @@ impl DeadLetterRecord {
         let line = Line {
             pipeline: &self.pipeline,
             stage: f.stage.as_str(),
-            error_class: f.class,
+            error_class: f.class.as_str(),
             error: &f.message,
             topic: &self.record.position.topic,
             partition: self.record.position.partition,
@@ -259,7 +259,7 @@ fn base64(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::batch::{Position, Stage};
+    use crate::batch::{ErrorClass, Position, Stage};
 
     fn record(payload: &[u8]) -> DeadLetterRecord {
         DeadLetterRecord {
@@ -275,7 +275,7 @@ mod tests {
                 },
             },
             pipeline: "p".into(),
-            failure: Failure::new(Stage::Decode, "malformed_json", "x".repeat(5000)),
+            failure: Failure::new(Stage::Decode, ErrorClass::MalformedJson, "x".repeat(5000)),
         }
     }
 

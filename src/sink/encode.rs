@@ -5,7 +5,7 @@ use datafusion::arrow::datatypes::Schema;
 use datafusion::arrow::record_batch::RecordBatch;
 
 use super::{PayloadColumns, SinkError};
-use crate::codec::avro_encode::{AvroEncoder, Framing, writer_schema};
+use crate::codec::avro_encode::{AvroEncodeError, AvroEncoder, Framing, writer_schema};
 use crate::codec::json::EncodedRows as JsonRows;
 use crate::spec::{AvroWire, SinkFormatSpec};
 
@@ -30,7 +30,53 @@ pub enum EncodedRows {
     /// JSON objects in one buffer.
     Json(JsonRows),
     /// Avro datums, or why a row could not be encoded.
-    Avro(Vec<Result<Vec<u8>, String>>),
+    Avro(Vec<Result<Vec<u8>, AvroEncodeError>>),
+}
+
+/// Why one row has no payload.
+#[derive(Debug, thiserror::Error)]
+pub enum RowError<'a> {
+    /// The row holds a value JSON cannot represent.
+    #[error("{0}")]
+    Json(&'a str),
+    /// The row cannot be written as an Avro datum.
+    #[error(transparent)]
+    Avro(&'a AvroEncodeError),
+    /// There is no such row.
+    #[error("row out of range")]
+    OutOfRange,
+}
+
+/// Why an `.avsc` file cannot be used as an output schema.
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaFileError {
+    /// The file cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not JSON.
+    #[error("{path} is not JSON: {source}")]
+    NotJson {
+        /// The file.
+        path: String,
+        /// The parse error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The file is JSON but not an Avro schema.
+    #[error("{path} is not an Avro schema: {source}")]
+    NotAvro {
+        /// The file.
+        path: String,
+        /// Why the schema does not parse.
+        #[source]
+        source: apache_avro::Error,
+    },
 }
 
 impl EncodedRows {
@@ -48,13 +94,13 @@ impl EncodedRows {
     }
 
     /// The payload of row `i`, or why it could not be encoded.
-    pub fn row(&self, i: usize) -> Result<&[u8], &str> {
+    pub fn row(&self, i: usize) -> Result<&[u8], RowError<'_>> {
         match self {
-            EncodedRows::Json(r) => r.row(i),
+            EncodedRows::Json(r) => r.row(i).map_err(RowError::Json),
             EncodedRows::Avro(r) => match r.get(i) {
                 Some(Ok(bytes)) => Ok(bytes),
-                Some(Err(e)) => Err(e),
-                None => Err("row out of range"),
+                Some(Err(e)) => Err(RowError::Avro(e)),
+                None => Err(RowError::OutOfRange),
             },
         }
     }
@@ -89,14 +135,14 @@ impl RowEncoder {
             SinkFormatSpec::Json => return Ok(Self::json()),
             SinkFormatSpec::Avro(avro) => avro,
         };
-        let encode_err = |message: String| SinkError::Encode(message);
+        let encode_err = |e: &dyn std::error::Error| SinkError::Encode(e.to_string());
         let name = avro
             .name
             .clone()
             .unwrap_or_else(|| output.replace('-', "_"));
-        let derived = writer_schema(columns, &name, &avro.namespace).map_err(encode_err)?;
+        let derived = writer_schema(columns, &name, &avro.namespace).map_err(|e| encode_err(&e))?;
         let user = match &avro.schema {
-            Some(path) => Some(read_schema(path).map_err(encode_err)?),
+            Some(path) => Some(read_schema(path).map_err(|e| encode_err(&e))?),
             None => None,
         };
         let schema = user.clone().unwrap_or_else(|| derived.clone());
@@ -104,7 +150,7 @@ impl RowEncoder {
             AvroWire::Plain => Framing::Plain,
             AvroWire::Confluent => {
                 let registry = avro.registry.as_ref().ok_or_else(|| {
-                    encode_err("`wire: confluent` needs a `registry`".to_string())
+                    SinkError::Encode("`wire: confluent` needs a `registry`".to_string())
                 })?;
                 let full_name = match &user {
                     Some(user) => full_name(user),
@@ -130,7 +176,7 @@ impl RowEncoder {
             None => AvroEncoder::new(&derived, framing),
         };
         Ok(RowEncoder {
-            format: RowFormat::Avro(Box::new(encoder.map_err(encode_err)?)),
+            format: RowFormat::Avro(Box::new(encoder.map_err(|e| encode_err(&e))?)),
             payload: PayloadColumns::all(),
         })
     }
@@ -146,17 +192,26 @@ impl RowEncoder {
             RowFormat::Avro(encoder) => encoder
                 .encode_each(&batch)
                 .map(EncodedRows::Avro)
-                .map_err(SinkError::Encode),
+                .map_err(|e| SinkError::Encode(e.to_string())),
         }
     }
 }
 
 /// Reads and parses an `.avsc` file (as JSON; Avro parsing happens in the encoder).
-pub fn read_schema(path: &str) -> Result<serde_json::Value, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+pub fn read_schema(path: &str) -> Result<serde_json::Value, SchemaFileError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SchemaFileError::Read {
+        path: path.to_string(),
+        source,
+    })?;
     let json: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| format!("{path} is not JSON: {e}"))?;
-    apache_avro::Schema::parse(&json).map_err(|e| format!("{path} is not an Avro schema: {e}"))?;
+        serde_json::from_str(&text).map_err(|source| SchemaFileError::NotJson {
+            path: path.to_string(),
+            source,
+        })?;
+    apache_avro::Schema::parse(&json).map_err(|source| SchemaFileError::NotAvro {
+        path: path.to_string(),
+        source,
+    })?;
     Ok(json)
 }
 

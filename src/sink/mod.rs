@@ -26,7 +26,7 @@ pub use encode::RowEncoder;
 pub use projection::PayloadColumns;
 
 use crate::ack::Ack;
-use crate::batch::Position;
+use crate::batch::{ErrorClass, Position};
 use crate::spec::{SinkSpec, SourceSpec};
 
 /// What a sink is asked to write.
@@ -125,14 +125,7 @@ pub enum SinkError {
 /// Rows a sink could not take: (row index in the input batch, error class, why). Permanent:
 /// the caller dead-letters their records (stage `encode`); the other rows were taken. For
 /// dead-letter input, the letters the sink refused for good even in bounded form.
-pub type Rejected = Vec<(usize, &'static str, String)>;
-
-/// Error class of a row holding a value its output format cannot represent (a timestamp past
-/// what a date can spell, a value outside an Avro schema).
-pub const UNREPRESENTABLE: &str = "unrepresentable_value";
-
-/// Error class of a row or dead letter larger than the sink's message limit.
-pub const TOO_LARGE: &str = "message_too_large";
+pub type Rejected = Vec<(usize, ErrorClass, String)>;
 
 /// A dead letter the sink refused for good, even as its context alone.
 #[derive(Debug, Clone, Copy)]
@@ -142,7 +135,7 @@ pub struct UndeliverableLetter<'a> {
     /// Stage the record failed at.
     pub stage: crate::batch::Stage,
     /// Error class of that failure.
-    pub class: &'static str,
+    pub class: ErrorClass,
     /// Why the sink refused the letter.
     pub why: &'a str,
 }
@@ -277,7 +270,7 @@ pub(crate) fn json_lines(
     let rejected = rows
         .failed()
         .iter()
-        .map(|(row, why)| (*row, UNREPRESENTABLE, why.clone()))
+        .map(|(row, why)| (*row, ErrorClass::UnrepresentableValue, why.clone()))
         .collect();
     Ok((out, rejected))
 }

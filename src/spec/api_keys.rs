@@ -3,6 +3,31 @@
 
 use super::ApiKeySpec;
 
+/// A scope that is none of the known forms.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown scope {0:?}: expected `infer:<model>`, `infer:*`, `admin:read` or `admin:write`")]
+pub struct UnknownScope(pub String);
+
+/// Why a configured key cannot be used. Names the key entry, never a key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiKeyError {
+    /// `sha256` is not 64 lowercase hex digits.
+    #[error("api key {0:?}: `sha256` must be 64 lowercase hex digits")]
+    BadHash(String),
+    /// A scope does not parse.
+    #[error("api key {name:?}: {source}")]
+    Scope {
+        /// The key entry's name.
+        name: String,
+        /// The scope.
+        #[source]
+        source: UnknownScope,
+    },
+    /// The same key (hash) is configured under two entries.
+    #[error("api key {0:?}: the same key is listed twice")]
+    Duplicate(String),
+}
+
 /// One granted permission.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scope {
@@ -18,16 +43,14 @@ pub enum Scope {
 
 impl Scope {
     /// Parses `infer:<model>`, `infer:*`, `admin:read`, `admin:write`.
-    pub fn parse(text: &str) -> Result<Scope, String> {
+    pub fn parse(text: &str) -> Result<Scope, UnknownScope> {
         match text {
             "infer:*" => Ok(Scope::InferAll),
             "admin:read" => Ok(Scope::AdminRead),
             "admin:write" => Ok(Scope::AdminWrite),
             _ => match text.strip_prefix("infer:") {
                 Some(model) if !model.is_empty() => Ok(Scope::Infer(model.to_string())),
-                _ => Err(format!(
-                    "unknown scope {text:?}: expected `infer:<model>`, `infer:*`, `admin:read` or `admin:write`"
-                )),
+                _ => Err(UnknownScope(text.to_string())),
             },
         }
     }
@@ -43,19 +66,18 @@ pub struct ParsedApiKey {
 }
 
 /// Parses one configured key; errors name the key entry, never a key.
-pub fn parse_api_key(spec: &ApiKeySpec) -> Result<ParsedApiKey, String> {
-    let sha256 = parse_hex32(&spec.sha256).ok_or_else(|| {
-        format!(
-            "api key {:?}: `sha256` must be 64 lowercase hex digits",
-            spec.name
-        )
-    })?;
+pub fn parse_api_key(spec: &ApiKeySpec) -> Result<ParsedApiKey, ApiKeyError> {
+    let sha256 =
+        parse_hex32(&spec.sha256).ok_or_else(|| ApiKeyError::BadHash(spec.name.clone()))?;
     let scopes = spec
         .scopes
         .iter()
         .map(|s| Scope::parse(s))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("api key {:?}: {e}", spec.name))?;
+        .map_err(|source| ApiKeyError::Scope {
+            name: spec.name.clone(),
+            source,
+        })?;
     Ok(ParsedApiKey { sha256, scopes })
 }
 
@@ -96,14 +118,18 @@ mod tests {
             parsed.scopes,
             [Scope::Infer("m".into()), Scope::InferAll, Scope::AdminWrite]
         );
-        let short = parse_api_key(&key("abc", &[])).unwrap_err();
+        let short = parse_api_key(&key("abc", &[])).unwrap_err().to_string();
         assert!(
             short.contains("\"k\"") && short.contains("64 lowercase hex"),
             "{short}"
         );
-        let upper = parse_api_key(&key(&"AB".repeat(32), &[])).unwrap_err();
+        let upper = parse_api_key(&key(&"AB".repeat(32), &[]))
+            .unwrap_err()
+            .to_string();
         assert!(upper.contains("64 lowercase hex"), "{upper}");
-        let scope = parse_api_key(&key(&hash, &["infer:"])).unwrap_err();
+        let scope = parse_api_key(&key(&hash, &["infer:"]))
+            .unwrap_err()
+            .to_string();
         assert!(scope.contains("unknown scope"), "{scope}");
     }
 }

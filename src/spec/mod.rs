@@ -361,7 +361,11 @@ pub fn load_gateway_str(
     }
     for (i, key) in spec.auth.api_keys.iter().enumerate() {
         if let Err(e) = api_keys::parse_api_key(key) {
-            errors.push(SpecError::at(file, format!("auth.api_keys[{i}]"), e));
+            errors.push(SpecError::at(
+                file,
+                format!("auth.api_keys[{i}]"),
+                e.to_string(),
+            ));
         }
     }
     if errors.is_empty() {

@@ -32,31 +32,42 @@ pub enum SelectorSyntax {
     Pointer,
 }
 
+/// Why an output's `from` is not a selector of its protocol.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SelectorError {
+    /// Chat answers: neither `text` nor a JSON pointer.
+    #[error("`{0}` is not `text` or a JSON pointer like `/label`")]
+    NotTextOrPointer(String),
+    /// Not a JSON pointer.
+    #[error("`{0}` is not a JSON pointer (it must start with `/`, like `/score`)")]
+    NotAPointer(String),
+    /// Embeddings: anything but `embedding`.
+    #[error("`{0}`: an embeddings model has one output, `embedding`")]
+    NotEmbedding(String),
+    /// Tensors: neither `name` nor `name[i]`.
+    #[error("`{0}` is not an output name or `name[i]`")]
+    NotATensor(String),
+}
+
 impl Selector {
     /// Parses `from` of an inference output for a protocol.
-    pub fn parse(from: &str, syntax: SelectorSyntax) -> Result<Selector, String> {
+    pub fn parse(from: &str, syntax: SelectorSyntax) -> Result<Selector, SelectorError> {
         match syntax {
             SelectorSyntax::Tensor => parse_tensor_selector(from),
             SelectorSyntax::ChatAnswer if from == "text" => Ok(Selector::Text),
             SelectorSyntax::ChatAnswer | SelectorSyntax::Pointer if from.starts_with('/') => {
                 Ok(Selector::Pointer(from.to_string()))
             }
-            SelectorSyntax::ChatAnswer => Err(format!(
-                "`{from}` is not `text` or a JSON pointer like `/label`"
-            )),
-            SelectorSyntax::Pointer => Err(format!(
-                "`{from}` is not a JSON pointer (it must start with `/`, like `/score`)"
-            )),
+            SelectorSyntax::ChatAnswer => Err(SelectorError::NotTextOrPointer(from.to_string())),
+            SelectorSyntax::Pointer => Err(SelectorError::NotAPointer(from.to_string())),
             SelectorSyntax::Embedding if from == "embedding" => Ok(Selector::Embedding),
-            SelectorSyntax::Embedding => Err(format!(
-                "`{from}`: an embeddings model has one output, `embedding`"
-            )),
+            SelectorSyntax::Embedding => Err(SelectorError::NotEmbedding(from.to_string())),
         }
     }
 }
 
-fn parse_tensor_selector(from: &str) -> Result<Selector, String> {
-    let bad = || format!("`{from}` is not an output name or `name[i]`");
+fn parse_tensor_selector(from: &str) -> Result<Selector, SelectorError> {
+    let bad = || SelectorError::NotATensor(from.to_string());
     match from.split_once('[') {
         None if !from.is_empty() && !from.contains(']') => Ok(Selector::Tensor {
             name: from.to_string(),

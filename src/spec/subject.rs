@@ -2,30 +2,46 @@
 //! subject templates built from columns. Pure parsing, shared by validation and the NATS
 //! source and sink.
 
+/// Why a subject or subject pattern is not well formed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubjectError {
+    /// The subject is empty.
+    #[error("is empty")]
+    Empty,
+    /// Two dots in a row, or a dot at either end.
+    #[error("{0:?} has an empty token")]
+    EmptyToken(String),
+    /// White space or a control character.
+    #[error("{0:?} contains white space")]
+    WhiteSpace(String),
+    /// A wildcard where only literal subjects are allowed.
+    #[error("{0:?} has a wildcard: publish subjects must be literal")]
+    Wildcard(String),
+    /// `*` or `>` inside a token, or `>` before the last token.
+    #[error("{0:?}: `*` and `>` are only allowed as whole tokens (`>` last)")]
+    MisplacedWildcard(String),
+}
+
 /// Checks that a subject or subject pattern is well formed: non-empty dot-separated tokens
 /// without white space, `*` only as a whole token and `>` only as the last token.
-pub fn check_subject(subject: &str, wildcards: bool) -> Result<(), String> {
+pub fn check_subject(subject: &str, wildcards: bool) -> Result<(), SubjectError> {
     if subject.is_empty() {
-        return Err("is empty".into());
+        return Err(SubjectError::Empty);
     }
     let tokens: Vec<&str> = subject.split('.').collect();
     for (i, token) in tokens.iter().enumerate() {
         if token.is_empty() {
-            return Err(format!("{subject:?} has an empty token"));
+            return Err(SubjectError::EmptyToken(subject.to_string()));
         }
         if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(format!("{subject:?} contains white space"));
+            return Err(SubjectError::WhiteSpace(subject.to_string()));
         }
         let wildcard = *token == "*" || (*token == ">" && i == tokens.len() - 1);
         if wildcard && !wildcards {
-            return Err(format!(
-                "{subject:?} has a wildcard: publish subjects must be literal"
-            ));
+            return Err(SubjectError::Wildcard(subject.to_string()));
         }
         if !wildcard && token.contains(['*', '>']) {
-            return Err(format!(
-                "{subject:?}: `*` and `>` are only allowed as whole tokens (`>` last)"
-            ));
+            return Err(SubjectError::MisplacedWildcard(subject.to_string()));
         }
     }
     Ok(())
@@ -57,6 +73,40 @@ pub enum SubjectToken {
     Column(String),
 }
 
+/// Why a publish subject template cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    /// The template is empty.
+    #[error("is empty")]
+    Empty,
+    /// A `{column}` that is only part of a token.
+    #[error("{0:?}: `{{column}}` must be a whole token (`a.{{col}}.b`)")]
+    PartialToken(String),
+    /// A `{...}` token that does not name a column.
+    #[error("{template:?}: `{token}` is not a column placeholder")]
+    NotAPlaceholder {
+        /// The template.
+        template: String,
+        /// The token.
+        token: String,
+    },
+    /// A literal token that is not a valid subject token.
+    #[error("{template:?}: {source}")]
+    Literal {
+        /// The template.
+        template: String,
+        /// What is wrong with the token.
+        #[source]
+        source: SubjectError,
+    },
+    /// The first token is a column.
+    #[error(
+        "{0:?} starts with a column: begin with a literal prefix (`alerts.{{col}}`) so rows \
+         cannot publish to arbitrary subjects"
+    )]
+    StartsWithColumn(String),
+}
+
 /// A publish subject built from columns: `fraud.alerts.{merchant_country}`. Column values
 /// become single safe tokens, so every subject stays under the literal prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,36 +117,35 @@ pub struct SubjectTemplate {
 impl SubjectTemplate {
     /// Parses a template. Each `{column}` must be a whole token, and at least the first token
     /// must be literal (the prefix every subject stays under).
-    pub fn parse(template: &str) -> Result<Self, String> {
+    pub fn parse(template: &str) -> Result<Self, TemplateError> {
         if template.is_empty() {
-            return Err("is empty".into());
+            return Err(TemplateError::Empty);
         }
         let mut tokens = Vec::new();
         for token in template.split('.') {
             if let Some(inner) = token.strip_prefix('{') {
-                let column = inner.strip_suffix('}').ok_or_else(|| {
-                    format!("{template:?}: `{{column}}` must be a whole token (`a.{{col}}.b`)")
-                })?;
+                let column = inner
+                    .strip_suffix('}')
+                    .ok_or_else(|| TemplateError::PartialToken(template.to_string()))?;
                 if column.is_empty() || column.contains(['{', '}']) {
-                    return Err(format!(
-                        "{template:?}: `{token}` is not a column placeholder"
-                    ));
+                    return Err(TemplateError::NotAPlaceholder {
+                        template: template.to_string(),
+                        token: token.to_string(),
+                    });
                 }
                 tokens.push(SubjectToken::Column(column.to_string()));
             } else if token.contains(['{', '}']) {
-                return Err(format!(
-                    "{template:?}: `{{column}}` must be a whole token (`a.{{col}}.b`)"
-                ));
+                return Err(TemplateError::PartialToken(template.to_string()));
             } else {
-                check_subject(token, false).map_err(|e| format!("{template:?}: {e}"))?;
+                check_subject(token, false).map_err(|source| TemplateError::Literal {
+                    template: template.to_string(),
+                    source,
+                })?;
                 tokens.push(SubjectToken::Literal(token.to_string()));
             }
         }
         if !matches!(tokens.first(), Some(SubjectToken::Literal(_))) {
-            return Err(format!(
-                "{template:?} starts with a column: begin with a literal prefix (`alerts.{{col}}`) \
-                 so rows cannot publish to arbitrary subjects"
-            ));
+            return Err(TemplateError::StartsWithColumn(template.to_string()));
         }
         Ok(SubjectTemplate { tokens })
     }

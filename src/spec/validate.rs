@@ -338,7 +338,7 @@ pub fn check_registry(
         ),
         (_, Some(r)) => {
             if let Err(m) = super::validate_models::check_url(&r.url) {
-                problems.error(format!("{path}.url"), m);
+                problems.error(format!("{path}.url"), m.to_string());
             }
             if r.password.is_some() != r.username.is_some() {
                 problems.error(path, "give both `username` and `password`, or neither");

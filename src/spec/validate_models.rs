@@ -208,7 +208,7 @@ fn oip_outputs(path: &str, version: &super::VersionSpec, err: &mut impl FnMut(St
             );
         }
         if let Err(e) = Selector::parse(&output.from, syntax) {
-            err(format!("{path}[{i}].from"), e);
+            err(format!("{path}[{i}].from"), e.to_string());
         }
     }
 }
@@ -295,31 +295,58 @@ fn endpoint(path: &str, spec: &EndpointSpec, err: &mut impl FnMut(String, String
     }
     for (i, replica) in replicas.iter().enumerate() {
         if let Err(m) = check_url(replica) {
-            err(format!("{path}.replicas[{i}]"), m);
+            err(format!("{path}.replicas[{i}]"), m.to_string());
         }
     }
 }
 
+/// Why a replica base URL cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UrlError {
+    /// Not a URL.
+    #[error("invalid URL: {0}")]
+    Invalid(#[source] <reqwest::Url as std::str::FromStr>::Err),
+    /// `https://`, which this build cannot call.
+    #[error(
+        "https is not supported yet (this build has no TLS client): use http to a local TLS-terminating proxy or sidecar"
+    )]
+    Https,
+    /// A scheme other than http.
+    #[error("scheme `{0}` is not http")]
+    Scheme(String),
+    /// No host.
+    #[error("the URL has no host")]
+    NoHost,
+    /// A user name or password in the URL.
+    #[error(
+        "credentials in the URL are not allowed (they would appear in logs and metric labels); put them in the credential fields (`headers`, `api_key`, or `username` and `password`)"
+    )]
+    Credentials,
+    /// A query or fragment.
+    #[error("a replica base URL has no query or fragment")]
+    QueryOrFragment,
+}
+
 /// A replica base URL: `http://` (https needs the TLS client that comes later), a host, no credentials (they would end up in
 /// logs and metrics labels: use headers or `api_key`), no query or fragment.
-pub fn check_url(url: &str) -> Result<(), String> {
-    let parsed = reqwest::Url::parse(url).map_err(|e| format!("invalid URL: {e}"))?;
+pub fn check_url(url: &str) -> Result<(), UrlError> {
+    let parsed = reqwest::Url::parse(url).map_err(UrlError::Invalid)?;
     if parsed.scheme() == "https" {
         // reqwest is built without a TLS backend until the gateway issue brings rustls; say so
         // here rather than failing every call at run time.
-        return Err("https is not supported yet (this build has no TLS client): use http to a local TLS-terminating proxy or sidecar".to_string());
+        return Err(UrlError::Https);
     }
     if parsed.scheme() != "http" {
-        return Err(format!("scheme `{}` is not http", parsed.scheme()));
+        return Err(UrlError::Scheme(parsed.scheme().to_string()));
     }
     if parsed.host_str().is_none_or(str::is_empty) {
-        return Err("the URL has no host".to_string());
+        return Err(UrlError::NoHost);
     }
     if !parsed.username().is_empty() || parsed.password().is_some() {
-        return Err("credentials in the URL are not allowed (they would appear in logs and metric labels); put them in the credential fields (`headers`, `api_key`, or `username` and `password`)".to_string());
+        return Err(UrlError::Credentials);
     }
     if parsed.query().is_some() || parsed.fragment().is_some() {
-        return Err("a replica base URL has no query or fragment".to_string());
+        return Err(UrlError::QueryOrFragment);
     }
     Ok(())
 }
@@ -334,12 +361,19 @@ mod tests {
         assert!(
             check_url("https://api.openai.com/v1")
                 .unwrap_err()
+                .to_string()
                 .contains("not supported yet")
         );
-        assert!(check_url("ftp://x").unwrap_err().contains("scheme"));
+        assert!(
+            check_url("ftp://x")
+                .unwrap_err()
+                .to_string()
+                .contains("scheme")
+        );
         assert!(
             check_url("http://user:pw@x")
                 .unwrap_err()
+                .to_string()
                 .contains("credentials")
         );
         assert!(check_url("not a url").is_err());

@@ -12,10 +12,7 @@ use datafusion::execution::context::SessionContext;
 use datafusion::logical_expr::{Expr, ExprSchemable};
 use datafusion::physical_expr::PhysicalExpr;
 
-use crate::batch::RecordFailure;
-
-/// Failure class of rows whose filter evaluation failed.
-pub const ROUTE_ERROR: &str = "route_error";
+use crate::batch::{ErrorClass, RecordFailure};
 
 /// Longest error message kept.
 const MAX_MESSAGE: usize = 500;
@@ -129,7 +126,7 @@ impl RowFilter {
                             values.push(false);
                             failures.push(RecordFailure {
                                 index: i,
-                                class: ROUTE_ERROR,
+                                class: ErrorClass::RouteError,
                                 message: trim(&e.to_string()),
                             });
                         }
@@ -263,7 +260,7 @@ mod tests {
         let r = f.evaluate(&b);
         assert_eq!(r.failures.len(), 1, "{:?}", r.failures);
         assert_eq!(r.failures[0].index, 2);
-        assert_eq!(r.failures[0].class, ROUTE_ERROR);
+        assert_eq!(r.failures[0].class, ErrorClass::RouteError);
         assert_eq!(r.mask, BooleanArray::from(vec![false, true, false, true]));
     }
 }

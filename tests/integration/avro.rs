@@ -342,7 +342,7 @@ async fn each_bad_record_gets_its_own_dead_letter_class_and_evolution_resolves()
     let classes: HashMap<usize, &str> = decoded
         .failures
         .iter()
-        .map(|f| (f.index, f.class))
+        .map(|f| (f.index, f.class.as_str()))
         .collect();
     for (i, (_, expected)) in payloads.iter().enumerate() {
         assert_eq!(
@@ -494,7 +494,7 @@ async fn unknown_schema_ids_are_asked_once_and_dead_lettered() {
             decoded
                 .failures
                 .iter()
-                .all(|f| f.class == "avro_unknown_schema")
+                .all(|f| f.class.as_str() == "avro_unknown_schema")
         );
     }
     assert_eq!(

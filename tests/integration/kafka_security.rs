@@ -74,7 +74,8 @@ async fn a_tls_client_never_talks_plaintext_to_a_plaintext_broker() {
     );
     let err = streamgate::connect::kafka::check_topics(&secured, Duration::from_secs(5))
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
     eprintln!("TLS against plaintext: {err}");
     assert!(err.contains("cannot reach brokers"), "{err}");
     assert!(!err.contains("canary"), "secret echoed: {err}");

@@ -78,7 +78,7 @@ fn a_step_that_does_not_fit_the_model_is_refused_naming_both_sides() {
     let model = load();
     let mut c = contract();
     c.inputs.truncate(5);
-    let err = model.check(&c).unwrap_err();
+    let err = model.check(&c).unwrap_err().to_string();
     assert!(
         err.contains("sends 5 columns (f0, f1, f2, f3, f4) but model input `features` has shape"),
         "{err}"
@@ -88,7 +88,7 @@ fn a_step_that_does_not_fit_the_model_is_refused_naming_both_sides() {
         name: "label".into(),
         index: None,
     };
-    let err = model.check(&c).unwrap_err();
+    let err = model.check(&c).unwrap_err().to_string();
     assert!(
         err.contains("reads `label` but the model's outputs are: fraud_score"),
         "{err}"

@@ -214,7 +214,7 @@ async fn set_replicas(gateway: &Gateway, path: &str, who: &str, body: &[u8]) -> 
     }
     for url in &replicas {
         if let Err(e) = gateway.replica_allow_list.check(url).await {
-            return error(StatusCode::FORBIDDEN, &e);
+            return error(StatusCode::FORBIDDEN, &e.to_string());
         }
     }
     let Some(spec) = gateway.specs.get(&model) else {

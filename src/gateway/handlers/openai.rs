@@ -31,7 +31,7 @@ pub(crate) async fn handle(
     };
     let request = match OpenAiBody::parse(&body) {
         Ok(request) => request,
-        Err(e) => return error(StatusCode::BAD_REQUEST, &e),
+        Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
     };
     let Some(model) = request.model() else {
         return error(StatusCode::BAD_REQUEST, "`model` is missing");

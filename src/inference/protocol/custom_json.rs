@@ -60,7 +60,7 @@ impl CustomJsonBackend {
                 write_str(&mut out, name);
                 out.push(':');
                 write_cell(&mut out, col.as_ref(), row)
-                    .map_err(|m| InferError::new(ErrorKind::BadInput, m))?;
+                    .map_err(|m| InferError::new(ErrorKind::BadInput, m.to_string()))?;
             }
             out.push('}');
         }

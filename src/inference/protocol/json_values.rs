@@ -14,9 +14,39 @@ use serde_json::Value;
 
 use crate::spec::{OutputType, TensorDatatype};
 
+/// Why a cell cannot be written as JSON or cast for a tensor, or a JSON answer value cannot
+/// become a column.
+#[derive(Debug, thiserror::Error)]
+pub enum ValueError {
+    /// NaN or an infinity (JSON has none).
+    #[error("{0} cannot be sent as JSON")]
+    NotFinite(f64),
+    /// A column that is not numeric sent as a tensor.
+    #[error("a {column_type} column cannot be a {} tensor", datatype.as_str())]
+    NotNumeric {
+        /// The column's type.
+        column_type: DataType,
+        /// The tensor's datatype.
+        datatype: TensorDatatype,
+    },
+    /// An answer value of the wrong type.
+    #[error("row {row}: expected {expected}, got {got}")]
+    WrongType {
+        /// The row.
+        row: usize,
+        /// What the output's type needs (`a number`, ...).
+        expected: &'static str,
+        /// The value, as JSON, bounded.
+        got: String,
+    },
+    /// Formatting or casting the column failed.
+    #[error(transparent)]
+    Arrow(#[from] datafusion::arrow::error::ArrowError),
+}
+
 /// Appends the JSON form of `array[row]` to `out`: numbers, booleans and strings as such,
 /// other types as their display string. Non-finite floats are an error (JSON has none).
-pub fn write_cell(out: &mut String, array: &dyn Array, row: usize) -> Result<(), String> {
+pub fn write_cell(out: &mut String, array: &dyn Array, row: usize) -> Result<(), ValueError> {
     use datafusion::arrow::array::AsArray;
     use datafusion::arrow::datatypes as t;
     if array.is_null(row) {
@@ -55,8 +85,7 @@ pub fn write_cell(out: &mut String, array: &dyn Array, row: usize) -> Result<(),
         DataType::LargeUtf8 => write_str(out, array.as_string::<i64>().value(row)),
         DataType::Utf8View => write_str(out, array.as_string_view().value(row)),
         _ => {
-            let formatter = ArrayFormatter::try_new(array, &FormatOptions::default())
-                .map_err(|e| e.to_string())?;
+            let formatter = ArrayFormatter::try_new(array, &FormatOptions::default())?;
             write_str(out, &formatter.value(row).to_string());
         }
     }
@@ -88,11 +117,11 @@ fn write_whole_float(out: &mut String, v: f64, limit: f64) -> bool {
 /// an FP32 value is `0.1`, not the `0.10000000149011612` its widening to f64 would print.
 fn write_float(
     out: &mut String,
-    v: impl ryu::Float + std::fmt::Display,
+    v: impl ryu::Float + std::fmt::Display + Into<f64>,
     finite: bool,
-) -> Result<(), String> {
+) -> Result<(), ValueError> {
     if !finite {
-        return Err(format!("{v} cannot be sent as JSON"));
+        return Err(ValueError::NotFinite(v.into()));
     }
     let mut buffer = ryu::Buffer::new();
     let text = buffer.format_finite(v);
@@ -115,7 +144,7 @@ pub fn write_str(out: &mut String, s: &str) {
 
 /// Casts a numeric input column to the tensor datatype, so values are written (and rounded)
 /// as the model will read them.
-pub fn cast_for_tensor(array: &ArrayRef, datatype: TensorDatatype) -> Result<ArrayRef, String> {
+pub fn cast_for_tensor(array: &ArrayRef, datatype: TensorDatatype) -> Result<ArrayRef, ValueError> {
     let target = match datatype {
         TensorDatatype::Fp32 => DataType::Float32,
         TensorDatatype::Fp64 => DataType::Float64,
@@ -125,12 +154,12 @@ pub fn cast_for_tensor(array: &ArrayRef, datatype: TensorDatatype) -> Result<Arr
     let source = array.data_type();
     let numeric = source.is_numeric() || *source == DataType::Boolean;
     if !numeric {
-        return Err(format!(
-            "a {source} column cannot be a {} tensor",
-            datatype.as_str()
-        ));
+        return Err(ValueError::NotNumeric {
+            column_type: source.clone(),
+            datatype,
+        });
     }
-    cast(array, &target).map_err(|e| e.to_string())
+    Ok(cast(array, &target)?)
 }
 
 /// The OIP v2 datatype of an input column sent as its own tensor.
@@ -154,13 +183,11 @@ pub fn oip_datatype(data_type: &DataType) -> &'static str {
 
 /// Builds a column of `ty` from one JSON value per row. A value of the wrong type is an error
 /// naming the row; `null` becomes a null.
-pub fn to_array(values: &[&Value], ty: OutputType) -> Result<ArrayRef, String> {
-    let wrong = |row: usize, v: &Value| {
-        format!(
-            "row {row}: expected {}, got {}",
-            type_name(ty),
-            crate::codec::truncate_message(&v.to_string(), 60)
-        )
+pub fn to_array(values: &[&Value], ty: OutputType) -> Result<ArrayRef, ValueError> {
+    let wrong = |row: usize, v: &Value| ValueError::WrongType {
+        row,
+        expected: type_name(ty),
+        got: crate::codec::truncate_message(&v.to_string(), 60),
     };
     Ok(match ty {
         OutputType::Boolean => {
@@ -285,7 +312,10 @@ mod tests {
         write_cell(&mut out, &f, 0).unwrap();
         out.push(',');
         write_cell(&mut out, &f, 1).unwrap();
-        assert!(write_cell(&mut out, &f, 2).is_err());
+        assert_eq!(
+            write_cell(&mut out, &f, 2).unwrap_err().to_string(),
+            "NaN cannot be sent as JSON"
+        );
         out.push(',');
         write_cell(&mut out, &StringArray::from(vec!["a\"b\n"]), 0).unwrap();
         assert_eq!(out, "0.1,null,\"a\\\"b\\n\"");
@@ -362,14 +392,16 @@ mod tests {
             1.0
         );
         assert!(a.is_null(2));
-        let err = to_array(&[&json!("x")], OutputType::Float32).unwrap_err();
+        let err = to_array(&[&json!("x")], OutputType::Float32)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("row 0: expected a number"), "{err}");
         let list = to_array(&[&json!([1.0, 2.0])], OutputType::Float32List).unwrap();
         assert_eq!(list.as_list::<i32>().value(0).len(), 2);
     }
 
     /// What the float formatter writes, for comparison with the whole-number fast path.
-    fn formatted(v: impl ryu::Float + std::fmt::Display) -> String {
+    fn formatted(v: impl ryu::Float + std::fmt::Display + Into<f64>) -> String {
         let mut out = String::new();
         write_float(&mut out, v, true).unwrap();
         out

@@ -12,7 +12,9 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::http_json::JsonProtocol;
-use super::json_values::{cast_for_tensor, oip_datatype, to_array, write_cell, write_str};
+use super::json_values::{
+    ValueError, cast_for_tensor, oip_datatype, to_array, write_cell, write_str,
+};
 use super::transport::{get, join};
 use super::{CallOutput, Contract, ContractProblem, Selector, SelectorSyntax};
 use crate::inference::error::InferError;
@@ -59,7 +61,7 @@ pub struct ModelMetadata {
 }
 
 /// A declared tensor.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct TensorMetadata {
     /// Name.
     pub name: String,
@@ -169,8 +171,8 @@ impl OipBackend {
     }
 }
 
-fn bad_input(message: String) -> InferError {
-    InferError::new(crate::inference::error::ErrorKind::BadInput, message)
+fn bad_input(e: ValueError) -> InferError {
+    InferError::new(crate::inference::error::ErrorKind::BadInput, e.to_string())
 }
 
 /// Extracts the contract's outputs from named tensors (shared with the in-process runtime's
@@ -299,10 +301,99 @@ impl JsonProtocol for OipBackend {
                 ContractProblem::Unreachable(format!("malformed model metadata from {url}: {e}"))
             })?;
             check_metadata(&meta, &self.layout, contract, input_types)
-                .map_err(ContractProblem::Mismatch)
+                .map_err(|e| ContractProblem::Mismatch(e.to_string()))
         }
         .boxed()
     }
+}
+
+/// One way the model's declared tensors do not fit what the pipeline sends and selects.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MetadataProblem {
+    /// A column (layout `columns`) the model has no input for.
+    #[error(
+        "the pipeline sends column `{name}` but the model has no input of that name (model inputs: {})",
+        declared(.model_inputs)
+    )]
+    NoInputForColumn {
+        /// The column.
+        name: String,
+        /// The model's declared inputs.
+        model_inputs: Vec<TensorMetadata>,
+    },
+    /// A column (layout `columns`) of another datatype than the model's input.
+    #[error(
+        "input `{name}`: the pipeline sends {sends} ({column_type}) but the model expects {expects}"
+    )]
+    ColumnDatatype {
+        /// The column.
+        name: String,
+        /// The datatype it is sent as.
+        sends: &'static str,
+        /// Its Arrow type.
+        column_type: DataType,
+        /// The model's datatype.
+        expects: String,
+    },
+    /// The tensor (layout `matrix`) the model has no input for.
+    #[error(
+        "the pipeline sends tensor `{name}` but the model has no input of that name (model inputs: {})",
+        declared(.model_inputs)
+    )]
+    NoInputForTensor {
+        /// The tensor.
+        name: String,
+        /// The model's declared inputs.
+        model_inputs: Vec<TensorMetadata>,
+    },
+    /// The tensor (layout `matrix`) of another datatype than the model's input.
+    #[error("input `{name}`: the pipeline sends {sends} but the model expects {expects}")]
+    TensorDatatype {
+        /// The tensor.
+        name: String,
+        /// The datatype it is sent as.
+        sends: &'static str,
+        /// The model's datatype.
+        expects: String,
+    },
+    /// The tensor (layout `matrix`) is not as wide as the model's input.
+    #[error(
+        "input `{name}`: the pipeline sends {} columns ({}) but the model expects shape {shape:?}",
+        .columns.len(),
+        .columns.join(", ")
+    )]
+    Width {
+        /// The tensor.
+        name: String,
+        /// The columns sent in it.
+        columns: Vec<String>,
+        /// The model's shape.
+        shape: Vec<i64>,
+    },
+    /// An output reads a tensor the model does not declare.
+    #[error("output `{column}` reads `{tensor}` but the model's outputs are: {}", .outputs.join(", "))]
+    NoOutput {
+        /// The output column.
+        column: String,
+        /// The tensor it reads.
+        tensor: String,
+        /// The model's output names.
+        outputs: Vec<String>,
+    },
+}
+
+/// Every way the model's declared tensors do not fit the pipeline (at least one).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+pub struct MetadataMismatch(pub Vec<MetadataProblem>);
+
+/// `name datatype [shape]` of each declared tensor.
+fn declared(tensors: &[TensorMetadata]) -> String {
+    tensors
+        .iter()
+        .map(|t| format!("{} {} {:?}", t.name, t.datatype, t.shape))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Compares declared model inputs and outputs with what the pipeline sends and selects.
@@ -311,16 +402,9 @@ pub fn check_metadata(
     layout: &TensorLayout,
     contract: &Contract,
     input_types: &[DataType],
-) -> Result<(), String> {
+) -> Result<(), MetadataMismatch> {
     let mut problems = Vec::new();
     let find = |name: &str| meta.inputs.iter().find(|t| t.name == name);
-    let declared = || {
-        meta.inputs
-            .iter()
-            .map(|t| format!("{} {} {:?}", t.name, t.datatype, t.shape))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
     // A server that declares no inputs (MLServer without `inputs` in its model settings) cannot
     // be checked on that side.
     let inputs_declared = !meta.inputs.is_empty();
@@ -329,31 +413,34 @@ pub fn check_metadata(
         TensorLayout::Columns => {
             for (name, ty) in contract.inputs.iter().zip(input_types) {
                 match find(name) {
-                    None => problems.push(format!(
-                        "the pipeline sends column `{name}` but the model has no input of that name (model inputs: {})",
-                        declared()
-                    )),
-                    Some(t) if t.datatype != oip_datatype(ty) => problems.push(format!(
-                        "input `{name}`: the pipeline sends {} ({ty}) but the model expects {}",
-                        oip_datatype(ty),
-                        t.datatype
-                    )),
+                    None => problems.push(MetadataProblem::NoInputForColumn {
+                        name: name.clone(),
+                        model_inputs: meta.inputs.clone(),
+                    }),
+                    Some(t) if t.datatype != oip_datatype(ty) => {
+                        problems.push(MetadataProblem::ColumnDatatype {
+                            name: name.clone(),
+                            sends: oip_datatype(ty),
+                            column_type: ty.clone(),
+                            expects: t.datatype.clone(),
+                        })
+                    }
                     Some(_) => {}
                 }
             }
         }
         TensorLayout::Matrix { name, datatype } => match find(name) {
-            None => problems.push(format!(
-                "the pipeline sends tensor `{name}` but the model has no input of that name (model inputs: {})",
-                declared()
-            )),
+            None => problems.push(MetadataProblem::NoInputForTensor {
+                name: name.clone(),
+                model_inputs: meta.inputs.clone(),
+            }),
             Some(t) => {
                 if t.datatype != datatype.as_str() {
-                    problems.push(format!(
-                        "input `{name}`: the pipeline sends {} but the model expects {}",
-                        datatype.as_str(),
-                        t.datatype
-                    ));
+                    problems.push(MetadataProblem::TensorDatatype {
+                        name: name.clone(),
+                        sends: datatype.as_str(),
+                        expects: t.datatype.clone(),
+                    });
                 }
                 let width = contract.inputs.len() as i64;
                 if let Some(&last) = t.shape.last()
@@ -361,11 +448,11 @@ pub fn check_metadata(
                     && last != -1
                     && last != width
                 {
-                    problems.push(format!(
-                        "input `{name}`: the pipeline sends {width} columns ({}) but the model expects shape {:?}",
-                        contract.inputs.join(", "),
-                        t.shape
-                    ));
+                    problems.push(MetadataProblem::Width {
+                        name: name.clone(),
+                        columns: contract.inputs.clone(),
+                        shape: t.shape.clone(),
+                    });
                 }
             }
         },
@@ -375,19 +462,18 @@ pub fn check_metadata(
             if let Selector::Tensor { name, .. } = &binding.selector
                 && !meta.outputs.iter().any(|o| &o.name == name)
             {
-                let names: Vec<&str> = meta.outputs.iter().map(|o| o.name.as_str()).collect();
-                problems.push(format!(
-                    "output `{}` reads `{name}` but the model's outputs are: {}",
-                    binding.column,
-                    names.join(", ")
-                ));
+                problems.push(MetadataProblem::NoOutput {
+                    column: binding.column.to_string(),
+                    tensor: name.clone(),
+                    outputs: meta.outputs.iter().map(|o| o.name.clone()).collect(),
+                });
             }
         }
     }
     if problems.is_empty() {
         Ok(())
     } else {
-        Err(problems.join("; "))
+        Err(MetadataMismatch(problems))
     }
 }
 
@@ -487,8 +573,9 @@ mod tests {
             datatype: TensorDatatype::Fp32,
         };
         let c = contract("fraud_score");
-        let err =
-            check_metadata(&meta, &layout, &c, &[DataType::Float64, DataType::Int64]).unwrap_err();
+        let err = check_metadata(&meta, &layout, &c, &[DataType::Float64, DataType::Int64])
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("sends 2 columns (a, b) but the model expects shape [-1, 6]"),
             "{err}"
@@ -499,7 +586,8 @@ mod tests {
             &contract("nope"),
             &[DataType::Float64, DataType::Int64],
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("column `a` but the model has no input of that name (model inputs: features FP32 [-1, 6])"), "{err}");
         assert!(
             err.contains("reads `nope` but the model's outputs are: fraud_score"),

@@ -10,10 +10,32 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::http_json::JsonProtocol;
-use super::json_values::{to_array, write_cell, write_str};
+use super::json_values::{ValueError, to_array, write_cell, write_str};
 use super::{CallOutput, Contract, Selector, SelectorSyntax};
 use crate::inference::error::{ErrorKind, InferError};
 use crate::spec::{OpenAiChatSpec, OpenAiEmbeddingsSpec, Secret};
+
+/// Why a prompt template cannot be parsed or rendered.
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateError {
+    /// A `{column}` that is not one of the step's inputs.
+    #[error(
+        "`{{{name}}}` is not one of the step's inputs ({}); add it to `inputs` or write `{{{{` for a literal brace",
+        inputs.join(", ")
+    )]
+    UnknownColumn {
+        /// The name between the braces.
+        name: String,
+        /// The step's inputs.
+        inputs: Vec<String>,
+    },
+    /// A `}` without its `{`.
+    #[error("unmatched `}}`: write `}}}}` for a literal brace")]
+    UnmatchedBrace,
+    /// A value that cannot be written into the prompt.
+    #[error(transparent)]
+    Value(#[from] ValueError),
+}
 
 /// A prompt template: literal text and `{column}` references.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,7 +52,7 @@ enum Part {
 
 impl Template {
     /// Parses `{column}` references against `inputs`; `{{` and `}}` are literal braces.
-    pub fn parse(text: &str, inputs: &[String]) -> Result<Template, String> {
+    pub fn parse(text: &str, inputs: &[String]) -> Result<Template, TemplateError> {
         let mut parts = Vec::new();
         let mut literal = String::new();
         let mut chars = text.chars().peekable();
@@ -46,18 +68,18 @@ impl Template {
                 }
                 '{' => {
                     let name: String = chars.by_ref().take_while(|c| *c != '}').collect();
-                    let index = inputs.iter().position(|i| *i == name).ok_or_else(|| {
-                        format!(
-                            "`{{{name}}}` is not one of the step's inputs ({}); add it to `inputs` or write `{{{{` for a literal brace",
-                            inputs.join(", ")
-                        )
-                    })?;
+                    let Some(index) = inputs.iter().position(|i| *i == name) else {
+                        return Err(TemplateError::UnknownColumn {
+                            name,
+                            inputs: inputs.to_vec(),
+                        });
+                    };
                     if !literal.is_empty() {
                         parts.push(Part::Text(std::mem::take(&mut literal)));
                     }
                     parts.push(Part::Column(index));
                 }
-                '}' => return Err("unmatched `}`: write `}}` for a literal brace".to_string()),
+                '}' => return Err(TemplateError::UnmatchedBrace),
                 c => literal.push(c),
             }
         }
@@ -68,7 +90,7 @@ impl Template {
     }
 
     /// Renders the template for one row (strings as they are, other values as JSON).
-    pub fn render(&self, inputs: &RecordBatch, row: usize) -> Result<String, String> {
+    pub fn render(&self, inputs: &RecordBatch, row: usize) -> Result<String, TemplateError> {
         let mut out = String::new();
         for part in &self.parts {
             match part {
@@ -140,7 +162,7 @@ impl ChatBackend {
     }
 
     /// Checks that the prompt only references `inputs`.
-    pub fn check_prompt(spec: &OpenAiChatSpec, inputs: &[String]) -> Result<(), String> {
+    pub fn check_prompt(spec: &OpenAiChatSpec, inputs: &[String]) -> Result<(), TemplateError> {
         Template::parse(&spec.prompt, inputs).map(|_| ())
     }
 
@@ -148,7 +170,7 @@ impl ChatBackend {
         // Parsing per request costs well under a microsecond; a chat call costs milliseconds.
         let prompt = Template::parse(&self.spec.prompt, &contract.inputs)
             .and_then(|t| t.render(inputs, 0))
-            .map_err(|m| InferError::new(ErrorKind::BadInput, m))?;
+            .map_err(|m| InferError::new(ErrorKind::BadInput, m.to_string()))?;
         let mut out = String::from("{\"model\":");
         write_str(&mut out, &self.spec.model);
         out.push_str(",\"messages\":[");
@@ -405,12 +427,20 @@ mod tests {
             t.render(&batch(), 0).unwrap(),
             "Merchant ACME \"shop\" spent 12.5 {json}"
         );
-        let err = Template::parse("{nope}", &inputs).unwrap_err();
+        let err = Template::parse("{nope}", &inputs).unwrap_err().to_string();
         assert!(
             err.contains("not one of the step's inputs (merchant, amount)"),
             "{err}"
         );
-        assert!(Template::parse("a } b", &inputs).is_err());
+        assert_eq!(
+            err,
+            "`{nope}` is not one of the step's inputs (merchant, amount); add it to `inputs` or \
+             write `{{` for a literal brace"
+        );
+        assert_eq!(
+            Template::parse("a } b", &inputs).unwrap_err().to_string(),
+            "unmatched `}`: write `}}` for a literal brace"
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::http_json::JsonProtocol;
-use super::json_values::{to_array, write_cell, write_str};
+use super::json_values::{ValueError, to_array, write_cell, write_str};
 use super::{CallOutput, Contract, Selector, SelectorSyntax};
 use crate::inference::error::{ErrorKind, InferError};
 use crate::spec::TfServingSpec;
@@ -38,7 +38,7 @@ impl TfServingBackend {
     }
 
     fn encode(&self, inputs: &RecordBatch, contract: &Contract) -> Result<String, InferError> {
-        let bad = |m: String| InferError::new(ErrorKind::BadInput, m);
+        let bad = |m: ValueError| InferError::new(ErrorKind::BadInput, m.to_string());
         let mut out = String::from("{");
         if let Some(sig) = &self.signature_name {
             out.push_str("\"signature_name\":");

@@ -21,10 +21,9 @@ use tokio::sync::oneshot;
 use super::Destination;
 use super::produce::NativeHeaders;
 use crate::ack::{Ack, AckReceiver, AckStatus, PendingReceipt};
+use crate::batch::ErrorClass;
 use crate::sink::dead_letter::Letter;
-use crate::sink::{
-    DeadLetterRecord, Rejected, SinkError, TOO_LARGE, UndeliverableHook, UndeliverableLetter,
-};
+use crate::sink::{DeadLetterRecord, Rejected, SinkError, UndeliverableHook, UndeliverableLetter};
 
 /// Produces `records` as dead letters to `destination` (see the module docs). Returns the
 /// letters refused at once even as their context alone.
@@ -61,7 +60,7 @@ pub(super) async fn send(
                 receipt.delivered();
                 undeliverable.push((
                     i,
-                    TOO_LARGE,
+                    ErrorClass::MessageTooLarge,
                     KafkaError::MessageProduction(code).to_string(),
                 ));
             }

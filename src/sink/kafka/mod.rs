@@ -22,6 +22,7 @@ mod produce;
 pub mod spec;
 
 use crate::ack::{Ack, AckStatus, PendingReceipt};
+use crate::batch::ErrorClass;
 use crate::sink::{RowEncoder, Sink, SinkError, SinkInput, column_as_strings};
 use crate::spec::{KafkaSinkSpec, KafkaSourceSpec};
 use delivery::PacedProducer;
@@ -95,21 +96,28 @@ static PRODUCERS: LazyLock<Mutex<HashMap<Vec<u8>, WeakProducer>>> = LazyLock::ne
 
 type WeakProducer = Weak<PacedProducer>;
 
+/// Why a producer cannot be created.
+#[derive(Debug, thiserror::Error)]
+enum ProducerError {
+    /// librdkafka refused the configuration.
+    #[error(transparent)]
+    Create(#[from] rdkafka::error::KafkaError),
+    /// The delivery-report thread cannot be started.
+    #[error("cannot start the delivery-report thread: {0}")]
+    Thread(#[source] std::io::Error),
+}
+
 /// The live producer of `group` configured exactly like `config`, or a new one.
-fn shared_producer(group: &str, config: &ClientConfig) -> Result<SharedProducer, String> {
+fn shared_producer(group: &str, config: &ClientConfig) -> Result<SharedProducer, ProducerError> {
     let key = producer_key(group, config);
     let mut producers = PRODUCERS.lock().unwrap_or_else(|p| p.into_inner());
     producers.retain(|_, p| p.strong_count() > 0);
     if let Some(producer) = producers.get(&key).and_then(Weak::upgrade) {
         return Ok(producer);
     }
-    let producer = config
-        .create_with_context(DeliveryContext)
-        .map_err(|e| e.to_string())?;
-    let producer: SharedProducer = Arc::new(
-        PacedProducer::start(producer)
-            .map_err(|e| format!("cannot start the delivery-report thread: {e}"))?,
-    );
+    let producer = config.create_with_context(DeliveryContext)?;
+    let producer: SharedProducer =
+        Arc::new(PacedProducer::start(producer).map_err(ProducerError::Thread)?);
     producers.insert(key, Arc::downgrade(&producer));
     Ok(producer)
 }
@@ -213,17 +221,15 @@ impl KafkaSink {
             // Idempotence gives ordered, duplicate-free retries per partition (acks=all).
             &[("enable.idempotence", "true")],
         );
-        let producer =
-            shared_producer(producer_group, &config).map_err(|message| SinkError::Build {
-                kind: "kafka",
-                message,
-            })?;
-        let topic = TopicHandle::new(producer.producer(), &spec.topic).map_err(|message| {
-            SinkError::Build {
-                kind: "kafka",
-                message,
-            }
+        let producer = shared_producer(producer_group, &config).map_err(|e| SinkError::Build {
+            kind: "kafka",
+            message: e.to_string(),
         })?;
+        let topic =
+            TopicHandle::new(producer.producer(), &spec.topic).map_err(|e| SinkError::Build {
+                kind: "kafka",
+                message: e.to_string(),
+            })?;
         let max_message_bytes = config
             .get("message.max.bytes")
             .and_then(|v| v.trim().parse().ok())
@@ -262,7 +268,7 @@ impl KafkaSink {
             let payload = match rows.row(i) {
                 Ok(p) => p,
                 Err(e) => {
-                    rejected.push((i, crate::sink::UNREPRESENTABLE, e.to_string()));
+                    rejected.push((i, ErrorClass::UnrepresentableValue, e.to_string()));
                     continue;
                 }
             };
@@ -286,7 +292,7 @@ impl KafkaSink {
                 Err((code @ RDKafkaErrorCode::MessageSizeTooLarge, receipt)) => {
                     receipt.delivered();
                     let why = KafkaError::MessageProduction(code).to_string();
-                    rejected.push((i, crate::sink::TOO_LARGE, why));
+                    rejected.push((i, ErrorClass::MessageTooLarge, why));
                 }
                 Err((code, _refused_receipt_resolves_as_errored)) => {
                     return Err(SinkError::Kafka(

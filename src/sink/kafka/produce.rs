@@ -29,23 +29,45 @@ unsafe impl Send for TopicHandle {}
 // SAFETY: as above; producing through a handle is thread-safe in librdkafka.
 unsafe impl Sync for TopicHandle {}
 
+/// Why a topic handle cannot be created.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum TopicHandleError {
+    /// The topic name holds a NUL byte.
+    #[error("topic name contains NUL")]
+    Nul,
+    /// The producer has no librdkafka client.
+    #[error("producer has no client")]
+    NoClient,
+    /// librdkafka refused the topic.
+    #[error("topic {topic}: {code}")]
+    Refused {
+        /// The topic.
+        topic: String,
+        /// librdkafka's error.
+        code: RDKafkaErrorCode,
+    },
+}
+
 impl TopicHandle {
     /// A handle of `topic` with the producer's default topic settings.
-    pub(super) fn new<C, P>(producer: &P, topic: &str) -> Result<Self, String>
+    pub(super) fn new<C, P>(producer: &P, topic: &str) -> Result<Self, TopicHandleError>
     where
         C: rdkafka::producer::ProducerContext,
         P: Producer<C>,
     {
-        let name = CString::new(topic).map_err(|_| "topic name contains NUL".to_string())?;
-        let client = NonNull::new(producer.client().native_ptr())
-            .ok_or_else(|| "producer has no client".to_string())?;
+        let name = CString::new(topic).map_err(|_| TopicHandleError::Nul)?;
+        let client =
+            NonNull::new(producer.client().native_ptr()).ok_or(TopicHandleError::NoClient)?;
         // SAFETY: the client is live; a null topic config means the producer's defaults.
         let handle =
             unsafe { rd::rd_kafka_topic_new(client.as_ptr(), name.as_ptr(), std::ptr::null_mut()) };
         let topic = NonNull::new(handle).ok_or_else(|| {
             // SAFETY: reads the calling thread's last librdkafka error.
             let code = RDKafkaErrorCode::from(unsafe { rd::rd_kafka_last_error() });
-            format!("topic {topic}: {code}")
+            TopicHandleError::Refused {
+                topic: topic.to_string(),
+                code,
+            }
         })?;
         Ok(TopicHandle { topic, client })
     }

@@ -20,6 +20,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 
 use crate::ack::{Ack, AckStatus, PendingReceipt};
+use crate::batch::ErrorClass;
 use crate::sink::{
     DeadLetterRecord, RowEncoder, RowOrigins, Sink, SinkError, SinkInput, column_as_strings,
 };
@@ -60,7 +61,7 @@ impl NatsSink {
         let connection = spec.connection(source).ok_or_else(|| {
             build("`servers` is required when the source is not NATS".to_string())
         })?;
-        let subject = SubjectTemplate::parse(&spec.subject).map_err(build)?;
+        let subject = SubjectTemplate::parse(&spec.subject).map_err(|e| build(e.to_string()))?;
         let headers = spec
             .headers
             .iter()
@@ -185,7 +186,7 @@ impl NatsSink {
             let payload = match rows.row(i) {
                 Ok(p) => Bytes::copy_from_slice(p),
                 Err(e) => {
-                    rejected.push((i, crate::sink::UNREPRESENTABLE, e.to_string()));
+                    rejected.push((i, ErrorClass::UnrepresentableValue, e.to_string()));
                     continue;
                 }
             };
@@ -215,7 +216,7 @@ impl NatsSink {
                 Err(Refused {
                     too_large: true,
                     message,
-                }) => rejected.push((i, crate::sink::TOO_LARGE, message)),
+                }) => rejected.push((i, ErrorClass::MessageTooLarge, message)),
                 Err(refused) => return Err(refused.into()),
             }
         }
@@ -279,7 +280,7 @@ impl NatsSink {
                 }
             }
             if let Some(message) = refusal {
-                undeliverable.push((i, crate::sink::TOO_LARGE, message));
+                undeliverable.push((i, ErrorClass::MessageTooLarge, message));
             }
         }
         // JetStream letters are confirmed above; core NATS ones by the flush.

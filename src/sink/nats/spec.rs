@@ -87,7 +87,7 @@ impl NatsSinkSpec {
         }
         let subject_path = format!("{path}.subject");
         match SubjectTemplate::parse(&spec.subject) {
-            Err(e) => problems.push((subject_path, e)),
+            Err(e) => problems.push((subject_path, e.to_string())),
             Ok(template) if dead_letter && !template.is_literal() => problems.push((
                 subject_path,
                 "a dead-letter subject cannot use columns (failed records have none): write a \

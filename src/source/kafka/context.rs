@@ -78,13 +78,24 @@ pub(super) fn commit_offsets(
 /// broker that is gone would hang a shutdown (or a rebalance) for good.
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Why an offset commit failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum CommitError {
+    /// The broker (or librdkafka) refused the commit.
+    #[error("{0}")]
+    Refused(rdkafka::error::RDKafkaErrorCode),
+    /// No answer in time.
+    #[error("no answer from the broker within {0:?}")]
+    Timeout(Duration),
+}
+
 /// Commits `tpl` and waits at most `timeout` for the broker's answer, on a queue of its own (so
 /// it also works inside a rebalance callback, where the consumer cannot be polled).
 fn commit_within(
     consumer: &BaseConsumer<SourceContext>,
     tpl: &TopicPartitionList,
     timeout: Duration,
-) -> Result<(), String> {
+) -> Result<(), CommitError> {
     use rdkafka::bindings as rd;
     let rk = consumer.client().native_ptr();
     // SAFETY: `rk` and `tpl` outlive the calls; the queue is ours until destroyed, and
@@ -94,19 +105,19 @@ fn commit_within(
         let queue = rd::rd_kafka_queue_new(rk);
         let err = rd::rd_kafka_commit_queue(rk, tpl.ptr(), queue, None, std::ptr::null_mut());
         let result = if err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
-            Err(rdkafka::error::RDKafkaErrorCode::from(err).to_string())
+            Err(CommitError::Refused(err.into()))
         } else {
             let timeout_ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
             let event = rd::rd_kafka_queue_poll(queue, timeout_ms);
             if event.is_null() {
-                Err(format!("no answer from the broker within {timeout:?}"))
+                Err(CommitError::Timeout(timeout))
             } else {
                 let err = rd::rd_kafka_event_error(event);
                 rd::rd_kafka_event_destroy(event);
                 if err == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
                     Ok(())
                 } else {
-                    Err(rdkafka::error::RDKafkaErrorCode::from(err).to_string())
+                    Err(CommitError::Refused(err.into()))
                 }
             }
         };

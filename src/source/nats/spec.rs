@@ -153,7 +153,7 @@ impl NatsSourceSpec {
         }
         for (i, subject) in spec.subjects.iter().enumerate() {
             if let Err(e) = check_subject(subject, true) {
-                problems.push((format!("{path}.subjects[{i}]"), e));
+                problems.push((format!("{path}.subjects[{i}]"), e.to_string()));
             }
         }
         if let Some(group) = &spec.queue_group {

@@ -167,32 +167,56 @@ async fn metadata_version(
     metadata(state, Path(name)).await
 }
 
+/// Why an OIP request's inputs are not rows the mock can score (a 400).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum RowsError {
+    #[error("no `inputs` array")]
+    NoInputs,
+    #[error("input without shape")]
+    NoShape,
+    #[error("bad shape")]
+    BadShape,
+    #[error("empty shape")]
+    EmptyShape,
+    #[error("shape overflows")]
+    ShapeOverflows,
+    #[error("shape {shape:?} but {values} values")]
+    DataLength { shape: Vec<usize>, values: usize },
+    #[error("inputs disagree on the number of rows")]
+    RowsDiffer,
+    #[error("no inputs")]
+    Empty,
+}
+
 /// Numeric values of each row of a set of OIP input tensors.
-fn oip_rows(body: &Value) -> Result<Vec<Vec<f64>>, String> {
-    let inputs = body["inputs"].as_array().ok_or("no `inputs` array")?;
+fn oip_rows(body: &Value) -> Result<Vec<Vec<f64>>, RowsError> {
+    let inputs = body["inputs"].as_array().ok_or(RowsError::NoInputs)?;
     let mut rows: Option<Vec<Vec<f64>>> = None;
     for input in inputs {
         let shape: Vec<usize> = input["shape"]
             .as_array()
-            .ok_or("input without shape")?
+            .ok_or(RowsError::NoShape)?
             .iter()
-            .map(|d| d.as_u64().map(|d| d as usize).ok_or("bad shape"))
+            .map(|d| d.as_u64().map(|d| d as usize).ok_or(RowsError::BadShape))
             .collect::<Result<_, _>>()?;
-        let n = *shape.first().ok_or("empty shape")?;
+        let n = *shape.first().ok_or(RowsError::EmptyShape)?;
         let width = shape
             .iter()
             .skip(1)
             .try_fold(1usize, |a, d| a.checked_mul(*d))
-            .ok_or("shape overflows")?;
+            .ok_or(RowsError::ShapeOverflows)?;
         let mut flat = Vec::new();
         flatten(&input["data"], &mut flat);
         // Checked before allocating rows: a shape is not trusted.
         if n.checked_mul(width) != Some(flat.len()) {
-            return Err(format!("shape {shape:?} but {} values", flat.len()));
+            return Err(RowsError::DataLength {
+                shape,
+                values: flat.len(),
+            });
         }
         let rows = rows.get_or_insert_with(|| vec![Vec::new(); n]);
         if rows.len() != n {
-            return Err("inputs disagree on the number of rows".into());
+            return Err(RowsError::RowsDiffer);
         }
         for (r, row) in rows.iter_mut().enumerate() {
             for v in &flat[r * width..(r + 1) * width] {
@@ -200,7 +224,7 @@ fn oip_rows(body: &Value) -> Result<Vec<Vec<f64>>, String> {
             }
         }
     }
-    rows.ok_or_else(|| "no inputs".to_string())
+    rows.ok_or(RowsError::Empty)
 }
 
 fn flatten<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
@@ -232,7 +256,7 @@ async fn oip_answer(state: &MockState, name: &str, body: &[u8]) -> Response {
     };
     let rows = match oip_rows(&body) {
         Ok(r) => r,
-        Err(m) => return bad_request(m),
+        Err(m) => return bad_request(m.to_string()),
     };
     let poison = state.faults.lock().ok().and_then(|f| f.poison_status);
     if let Some(status) = poison

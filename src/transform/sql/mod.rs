@@ -30,7 +30,7 @@ use datafusion::arrow::array::{ArrayRef, AsArray, RecordBatch, UInt32Array};
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{SchemaRef, UInt32Type};
 
-use crate::batch::RecordFailure;
+use crate::batch::{ErrorClass, RecordFailure};
 use crate::codec::metadata::is_metadata_column;
 
 use self::message::{error_message, trim};
@@ -44,8 +44,10 @@ pub const INPUT_TABLE: &str = "input";
 /// Hidden row-id column carried through the plan for provenance.
 pub const ROW_ID: &str = "__sg_row";
 
-/// Failure class of rows whose SQL evaluation failed.
-pub const SQL_ERROR: &str = "sql_error";
+/// An input batch whose schema is not the one the SQL was planned for (every row fails).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("input batch does not have the schema the SQL was planned for")]
+pub struct InputSchemaChanged;
 
 /// Rows per batch inside DataFusion. Larger than any micro-batch we expect so operators do not
 /// split batches (a split would only cost a concat at the end).
@@ -185,8 +187,8 @@ impl SqlTransform {
     /// isolated (by bisection) and reported in [`SqlOutput::failures`].
     pub async fn apply(&self, input: RecordBatch) -> SqlOutput {
         let n = input.num_rows();
-        if let Err(message) = self.check_input(&input) {
-            return self.all_failed(n, message);
+        if let Err(e) = self.check_input(&input) {
+            return self.all_failed(n, e.to_string());
         }
         match &self.kind {
             Kind::Passthrough { columns } => match input.project(columns) {
@@ -208,7 +210,7 @@ impl SqlTransform {
         }
     }
 
-    fn check_input(&self, input: &RecordBatch) -> Result<(), String> {
+    fn check_input(&self, input: &RecordBatch) -> Result<(), InputSchemaChanged> {
         let expected = self.input_schema.fields();
         let got = input.schema();
         let same = got.fields().len() == expected.len()
@@ -220,7 +222,7 @@ impl SqlTransform {
         if same {
             Ok(())
         } else {
-            Err("input batch does not have the schema the SQL was planned for".into())
+            Err(InputSchemaChanged)
         }
     }
 
@@ -240,7 +242,7 @@ impl SqlTransform {
                         let index = row_ids(&slice).first().copied().unwrap_or(offset as u32);
                         failures.push(RecordFailure {
                             index: index as usize,
-                            class: SQL_ERROR,
+                            class: ErrorClass::SqlError,
                             message: error_message(&e),
                         });
                     }
@@ -286,7 +288,7 @@ impl SqlTransform {
             failures: (0..rows)
                 .map(|index| RecordFailure {
                     index,
-                    class: SQL_ERROR,
+                    class: ErrorClass::SqlError,
                     message: message.clone(),
                 })
                 .collect(),
@@ -422,7 +424,7 @@ mod tests {
         let out = t.apply(batch).await;
         let failed: Vec<usize> = out.failures.iter().map(|f| f.index).collect();
         assert_eq!(failed, [37, 80]);
-        assert_eq!(out.failures[0].class, SQL_ERROR);
+        assert_eq!(out.failures[0].class, ErrorClass::SqlError);
         assert!(
             out.failures[0].message.to_lowercase().contains("cast"),
             "{:?}",
