@@ -354,7 +354,7 @@ async fn open_destination(
     }
     let columns = compiled.output_schema();
     let build = async |s, output: &str, payload| {
-        sink::build(s, &spec.source, name, output, &columns, payload)
+        sink::build(s, &spec.source, name, output, &columns, payload, None)
             .await
             .map_err(BackfillError::Sink)
     };

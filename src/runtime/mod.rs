@@ -26,11 +26,13 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::batch::SourceBatch;
+use crate::connect::transaction::KafkaTransaction;
 use crate::inference::{InferenceStage, ModelRegistry};
 use crate::plan::CompiledPipeline;
+use crate::sink::kafka::TransactionalSettings;
 use crate::sink::{self, Sink, SinkError};
 use crate::source::{self, BatchRouter, SourceError, SourceReport};
-use crate::spec::ProcessingSpec;
+use crate::spec::{Delivery, ProcessingSpec};
 use crate::telemetry::{Metrics, PipelineMetrics};
 pub use status::{PipelineState, StatusBoard};
 use worker::{OutputRuntime, PipelineWorker};
@@ -81,7 +83,9 @@ pub async fn run_pipeline(
     let name: Arc<str> = Arc::from(spec.name.as_str());
     let pipeline_metrics = metrics.pipeline(&name);
     status.set(&name, PipelineState::Starting);
-    let (outputs, dead_letter) = build_sinks(&compiled, &name, &pipeline_metrics).await?;
+    let transaction = exactly_once(spec);
+    let (outputs, dead_letter) =
+        build_sinks(&compiled, &name, &pipeline_metrics, transaction.as_deref()).await?;
     let all_sinks: Vec<_> = outputs
         .iter()
         .map(|o| o.sink.clone())
@@ -98,11 +102,12 @@ pub async fn run_pipeline(
         dead_letter,
         &name,
         &pipeline_metrics,
+        transaction.clone(),
     )?;
     let (workers, router) = spawn_workers(worker, &spec.processing);
 
     let drain_timeout = spec.processing.drain_timeout;
-    let source = source::build(&spec.source, &pipeline_metrics, drain_timeout)
+    let source = source::build(&spec.source, &pipeline_metrics, drain_timeout, transaction)
         .await
         .map_err(|source| RuntimeError::Source {
             pipeline: name.to_string(),
@@ -123,12 +128,23 @@ async fn build_sinks(
     compiled: &CompiledPipeline,
     name: &Arc<str>,
     metrics: &PipelineMetrics,
+    transaction: Option<&KafkaTransaction>,
 ) -> Result<(Vec<OutputRuntime>, Option<Arc<dyn Sink>>), RuntimeError> {
     let spec = &compiled.pipeline.spec;
     let sink_err = |source| RuntimeError::Sink {
         pipeline: name.to_string(),
         source,
     };
+    let transactional = transaction.map(|transaction| sink::Transactional {
+        transaction,
+        settings: TransactionalSettings {
+            id: spec
+                .transactional_id
+                .clone()
+                .unwrap_or_else(|| format!("streamgate-{name}-{:016x}", rand::random::<u64>())),
+            interval: spec.transaction_interval,
+        },
+    });
     let mut outputs = Vec::new();
     for (index, (output, compiled_output)) in spec.outputs.iter().zip(&compiled.outputs).enumerate()
     {
@@ -141,6 +157,7 @@ async fn build_sinks(
                 &output.name,
                 &compiled.output_schema(),
                 &compiled_output.payload,
+                transactional.as_ref(),
             )
             .await
             .map_err(sink_err)?,
@@ -157,6 +174,7 @@ async fn build_sinks(
                 sink::DEAD_LETTER_OUTPUT,
                 &compiled.output_schema(),
                 &sink::PayloadColumns::all(),
+                transactional.as_ref(),
             )
             .await
             .map_err(sink_err)?,
@@ -200,6 +218,7 @@ fn build_worker(
     dead_letter: Option<Arc<dyn Sink>>,
     name: &Arc<str>,
     metrics: &PipelineMetrics,
+    transaction: Option<Arc<KafkaTransaction>>,
 ) -> Result<Arc<PipelineWorker>, RuntimeError> {
     let spec = &compiled.pipeline.spec;
     let inference = InferenceStage::start(&compiled.steps, registry, compiled.output_schema())
@@ -224,7 +243,23 @@ fn build_worker(
         undeliverable,
         metrics: metrics.clone(),
         name: name.clone(),
+        transaction,
     }))
+}
+
+/// Longest one call to librdkafka's transaction API may take (a commit delivers everything
+/// produced since the last one first).
+const TRANSACTION_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The transaction of a `delivery: exactly_once` pipeline (validation made sure its source and
+/// sinks are Kafka; the sinks attach their producer as they are built).
+fn exactly_once(spec: &crate::spec::PipelineSpec) -> Option<Arc<KafkaTransaction>> {
+    (spec.delivery == Delivery::ExactlyOnce).then(|| {
+        Arc::new(KafkaTransaction::new(
+            spec.transaction_interval,
+            TRANSACTION_CALL_TIMEOUT,
+        ))
+    })
 }
 
 /// Starts `processing.workers` workers, each behind a queue of `processing.queued_batches`,

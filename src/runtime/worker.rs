@@ -9,6 +9,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use super::rows::{Routed, process_rows};
 use crate::ack::{Ack, AckStatus};
 use crate::batch::{ErrorClass, Failure, Failures, Position, RawRecord, SourceBatch, Stage};
+use crate::connect::transaction::KafkaTransaction;
 use crate::inference::InferenceStage;
 use crate::plan::CompiledPipeline;
 use crate::sink::{DeadLetterRecord, RowOrigins, Sink, SinkInput};
@@ -39,6 +40,8 @@ pub struct PipelineWorker {
     pub(crate) undeliverable: UndeliverableHook,
     pub(crate) metrics: PipelineMetrics,
     pub(crate) name: Arc<str>,
+    /// Under exactly-once, the transaction every batch's messages and offsets go into.
+    pub(crate) transaction: Option<Arc<KafkaTransaction>>,
 }
 
 impl PipelineWorker {
@@ -71,6 +74,11 @@ impl PipelineWorker {
             record_of_row: &record_of_row,
             stable_positions,
         };
+        // Under exactly-once, no commit runs while this batch hands its messages over.
+        let pass = match &self.transaction {
+            Some(transaction) => Some(transaction.send_pass().await),
+            None => None,
+        };
         self.send_outputs(&rows, processed.routed, &ack, &mut failures)
             .await;
         self.metrics
@@ -78,7 +86,36 @@ impl PipelineWorker {
             .inc_by(processed.filtered as u64);
 
         self.handle_failures(&records, failures, &ack).await;
+        if let Some(transaction) = &self.transaction {
+            self.close_in_transaction(transaction, &records, &ack);
+        }
+        drop(pass);
         receipt.delivered();
+    }
+
+    /// Puts the batch's offsets into the transaction its messages went into, or, when any of
+    /// them failed, poisons the transaction: it is aborted, and the pipeline restarts from the
+    /// committed offsets.
+    fn close_in_transaction(
+        &self,
+        transaction: &KafkaTransaction,
+        records: &[RawRecord],
+        ack: &Ack,
+    ) {
+        let status = ack.status();
+        if status.is_committable() {
+            transaction.record(
+                records
+                    .iter()
+                    .map(|r| (&r.position.topic, r.position.partition, r.position.offset)),
+            );
+        } else if let Some(first) = records.first() {
+            let p = &first.position;
+            transaction.poison(format!(
+                "the batch at {}[{}] offset {} was not delivered ({status:?})",
+                p.topic, p.partition, p.offset
+            ));
+        }
     }
 
     /// Decodes the records into the SQL input table; records that fail are recorded (stage

@@ -188,6 +188,7 @@ pub async fn build(
     output: &str,
     columns: &SchemaRef,
     payload: &PayloadColumns,
+    transaction: Option<&Transactional<'_>>,
 ) -> Result<Arc<dyn Sink>, SinkError> {
     let source_kafka = match source {
         SourceSpec::Kafka(k) => Some(k),
@@ -206,19 +207,30 @@ pub async fn build(
             let encoder = encoder(&k.format, &k.topic).await?;
             // A pipeline's outputs share a producer when configured alike; its dead-letter sink
             // keeps its own, so dead letters still flow while an output's topic is stuck and
-            // its messages fill the shared queue.
-            let group = if output == DEAD_LETTER_OUTPUT {
+            // its messages fill the shared queue. Under exactly-once, every message goes
+            // through the one transactional producer.
+            let group = if output == DEAD_LETTER_OUTPUT && transaction.is_none() {
                 format!("{pipeline}/{output}")
             } else {
                 pipeline.to_string()
             };
-            Arc::new(kafka::KafkaSink::new(
+            let sink = kafka::KafkaSink::new(
                 k,
                 source_kafka,
                 pipeline,
                 &group,
                 encoder,
-            )?)
+                transaction.map(|t| &t.settings),
+            )?;
+            if let Some(t) = transaction {
+                t.transaction
+                    .attach(sink.transactional_producer())
+                    .map_err(|e| SinkError::Build {
+                        kind: "kafka",
+                        message: e.to_string(),
+                    })?;
+            }
+            Arc::new(sink)
         }
         SinkSpec::Stdout(_) => Arc::new(stdout::StdoutSink::new().with_payload(payload.clone())),
         SinkSpec::File(f) => Arc::new(file::FileSink::new(f)?.with_payload(payload.clone())),
@@ -234,6 +246,15 @@ pub async fn build(
             Arc::new(nats::NatsSink::connect(n, source_nats.as_ref(), pipeline, encoder).await?)
         }
     })
+}
+
+/// The transaction of an exactly-once pipeline and its producer's settings: Kafka sinks
+/// produce through it (other sinks are refused by validation).
+pub struct Transactional<'a> {
+    /// The shared transaction.
+    pub transaction: &'a crate::connect::transaction::KafkaTransaction,
+    /// The transactional producer's settings.
+    pub settings: kafka::TransactionalSettings,
 }
 
 /// The values of `column` as strings (`None` for nulls), for keys and headers.

@@ -22,6 +22,7 @@ pub mod nats;
 use std::future::Future;
 use std::hash::{Hash, Hasher};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -95,12 +96,14 @@ pub async fn build(
     spec: &SourceSpec,
     metrics: &PipelineMetrics,
     drain_timeout: Duration,
+    transaction: Option<Arc<crate::connect::transaction::KafkaTransaction>>,
 ) -> Result<Box<dyn Source>, SourceError> {
     Ok(match spec {
         SourceSpec::Kafka(kafka) => Box::new(kafka::KafkaSource::new(
             kafka,
             metrics.clone(),
             drain_timeout,
+            transaction,
         )?),
         SourceSpec::Nats(nats) => {
             Box::new(nats::NatsSource::connect(nats, metrics.clone(), drain_timeout).await?)

@@ -98,8 +98,12 @@ impl Walker<'_> {
             on_error: _,
             on_undeliverable_dead_letter: _,
             processing: _,
+            delivery: _,
+            transaction_interval: _,
+            transactional_id,
         } = spec;
         self.string("name", name);
+        self.opt_string("transactional_id", transactional_id);
         self.source("source", source);
         self.format("format", format);
         self.opt_string("sql", sql);

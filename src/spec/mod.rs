@@ -15,6 +15,7 @@
 
 pub mod api_keys;
 pub mod check;
+pub mod delivery;
 pub mod duration;
 pub mod gateway;
 pub mod interpolate;

@@ -77,6 +77,41 @@ pub struct PipelineSpec {
     /// Concurrency and buffering.
     #[serde(default)]
     pub processing: ProcessingSpec,
+    /// The delivery guarantee: `at_least_once` (default: every record's outputs are published
+    /// at least once; a crash replays up to ~250 ms of delivered work) or `exactly_once`
+    /// (Kafka to Kafka only: outputs, dead letters and input offsets are committed in one
+    /// Kafka transaction, so `read_committed` readers see each record's outputs exactly once).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub delivery: Delivery,
+    /// With `delivery: exactly_once`, how often the open transaction is committed (default
+    /// `"100ms"`). Outputs become visible to `read_committed` readers at commits, so this
+    /// bounds their added latency; longer intervals cost less per record.
+    #[serde(default = "default_transaction_interval", with = "super::duration")]
+    #[schemars(with = "String")]
+    pub transaction_interval: Duration,
+    /// With `delivery: exactly_once`, the producer's `transactional.id`. Give each instance
+    /// of the pipeline its own stable id (`fraud-${HOSTNAME}`): a restarted instance then
+    /// fences its predecessor and aborts its open transaction at once. Default:
+    /// `streamgate-<pipeline>-<random>`, unique per process, so a crashed instance's open
+    /// transaction is aborted only after `transaction.timeout.ms` (10 s by default here),
+    /// and until then `read_committed` readers and the partitions' next owner wait.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transactional_id: Option<String>,
+}
+
+fn default_transaction_interval() -> Duration {
+    Duration::from_millis(100)
+}
+
+/// The delivery guarantee of a pipeline.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Delivery {
+    /// Outputs are published at least once; a crash or rebalance may publish some again.
+    #[default]
+    AtLeastOnce,
+    /// Outputs and input offsets are committed together in Kafka transactions.
+    ExactlyOnce,
 }
 
 fn default_version() -> u32 {

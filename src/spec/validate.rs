@@ -111,6 +111,7 @@ impl Checker<'_> {
         }
 
         self.processing("processing", &spec.processing);
+        super::delivery::check_delivery(spec, &mut self.problems);
 
         for (path, message) in
             super::validate_models::validate_models(&spec.models, &spec.inference)

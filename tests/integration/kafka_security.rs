@@ -96,6 +96,7 @@ async fn an_unreadable_ca_file_is_a_clear_error() {
         &secured,
         metrics.pipeline("sec"),
         Duration::from_secs(1),
+        None,
     )
     .err()
     .map(|e| e.to_string())

@@ -8,6 +8,7 @@ mod backpressure;
 mod common;
 mod crash;
 mod docs;
+mod exactly_once;
 mod examples;
 mod fuzz_regressions;
 mod gateway;

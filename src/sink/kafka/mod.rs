@@ -20,6 +20,9 @@ mod delivery;
 mod letters;
 mod produce;
 pub mod spec;
+mod transactional;
+
+pub use transactional::TransactionalSettings;
 
 use crate::ack::{Ack, AckStatus, PendingReceipt};
 use crate::batch::ErrorClass;
@@ -183,6 +186,13 @@ pub struct KafkaSink {
 const DEFAULT_MAX_MESSAGE_BYTES: usize = 1_000_000;
 
 impl KafkaSink {
+    /// The sink's producer, for the pipeline's transaction (when it is transactional).
+    pub fn transactional_producer(
+        &self,
+    ) -> Arc<dyn crate::connect::transaction::TransactionalProducer> {
+        self.destination.producer.clone()
+    }
+
     /// Creates the sink. Without `bootstrap_servers` the source's connection is used. Sinks
     /// of the same `producer_group` whose settings are equal share one producer (see
     /// `sink::build` for the groups).
@@ -192,6 +202,7 @@ impl KafkaSink {
         pipeline: &str,
         producer_group: &str,
         encoder: RowEncoder,
+        transactional: Option<&TransactionalSettings>,
     ) -> Result<Self, SinkError> {
         let (servers, security) = match (&spec.bootstrap_servers, source) {
             (Some(servers), _) => (servers.as_str(), spec.security.as_ref()),
@@ -207,7 +218,7 @@ impl KafkaSink {
             }
         };
         let client_id = format!("streamgate-{pipeline}");
-        let config = crate::connect::kafka::client_config(
+        let mut config = crate::connect::kafka::client_config(
             servers,
             security,
             &[
@@ -221,6 +232,9 @@ impl KafkaSink {
             // Idempotence gives ordered, duplicate-free retries per partition (acks=all).
             &[("enable.idempotence", "true")],
         );
+        if let Some(settings) = transactional {
+            settings.apply(&mut config);
+        }
         let producer = shared_producer(producer_group, &config).map_err(|e| SinkError::Build {
             kind: "kafka",
             message: e.to_string(),
@@ -406,7 +420,7 @@ mod tests {
             .await
             .unwrap();
         // No broker is needed: librdkafka connects on the first message.
-        KafkaSink::new(&spec, None, "p", group, encoder).unwrap()
+        KafkaSink::new(&spec, None, "p", group, encoder, None).unwrap()
     }
 
     /// Rows reach the topic with their key and configured headers (a null column value is a
@@ -446,7 +460,7 @@ mod tests {
         let encoder = RowEncoder::build(&spec.format, &schema, "out", "out")
             .await
             .unwrap();
-        let sink = KafkaSink::new(&spec, None, "p", "headers-test", encoder).unwrap();
+        let sink = KafkaSink::new(&spec, None, "p", "headers-test", encoder, None).unwrap();
         let recorder = Arc::new(Recorder::default());
         let ack = Ack::new(9, recorder.clone());
         let input = SinkInput::Rows {
@@ -531,7 +545,7 @@ mod tests {
         let encoder = RowEncoder::build(&spec.format, &schema, "out", "nowhere")
             .await
             .unwrap();
-        let sink = KafkaSink::new(&spec, None, "p", "undelivered-test", encoder).unwrap();
+        let sink = KafkaSink::new(&spec, None, "p", "undelivered-test", encoder, None).unwrap();
         let recorder = Arc::new(Recorder::default());
         let ack = Ack::new(4, recorder.clone());
         let input = SinkInput::Rows {

@@ -207,6 +207,12 @@ impl AckState {
         }
     }
 
+    /// Stops the pipeline for `reason` (the first reason stays).
+    pub fn fail(&self, reason: String) {
+        self.lock().failure.get_or_insert(reason);
+        self.changed.notify_all();
+    }
+
     /// Why the pipeline must stop, if a batch failed.
     pub fn failure(&self) -> Option<String> {
         self.lock().failure.clone()

@@ -11,6 +11,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::acks::{AckState, TopicPartition};
 use super::fetch_queue::FetchQueue;
+use crate::connect::transaction::KafkaTransaction;
 use crate::telemetry::PipelineMetrics;
 
 /// Consumer context of the Kafka source.
@@ -28,6 +29,8 @@ pub(super) struct SourceContext {
     /// Where assigned partitions' messages are forwarded (see [`FetchQueue`]); taken out
     /// before the consumer closes.
     pub(super) fetch_queue: Mutex<Option<Arc<FetchQueue>>>,
+    /// Under exactly-once, the transaction that commits offsets.
+    pub(super) transaction: Option<Arc<KafkaTransaction>>,
 }
 
 impl SourceContext {
@@ -70,6 +73,31 @@ pub(super) fn commit_offsets(
         Ok(()) => tracing::debug!(partitions = offsets.len(), "committed offsets"),
         Err(e) => {
             tracing::warn!(error = %e, "offset commit failed; uncommitted records will be redelivered")
+        }
+    }
+}
+
+/// Commits the exactly-once transaction with the consumer group's current metadata. A failed
+/// commit (the transaction is aborted) stops the pipeline: its consumer has read past what is
+/// committed, and only a restart from the committed offsets loses nothing.
+pub(super) fn commit_transaction(
+    consumer: &BaseConsumer<SourceContext>,
+    transaction: &KafkaTransaction,
+    acks: &AckState,
+) {
+    let Some(group) = consumer.group_metadata() else {
+        acks.fail("the consumer has no group metadata to commit a transaction with".into());
+        return;
+    };
+    match transaction.commit(&group) {
+        Ok(partitions) => {
+            if partitions > 0 {
+                tracing::debug!(partitions, "committed the transaction");
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "the Kafka transaction failed; stopping so the pipeline restarts from the committed offsets");
+            acks.fail(e.to_string());
         }
     }
 }
@@ -168,8 +196,20 @@ impl ConsumerContext for SourceContext {
                     "revocation drain timed out; those batches will be redelivered"
                 );
             }
-            let done = self.acks.revoke(&revoked);
-            commit_offsets(consumer, &done);
+            match &self.transaction {
+                // The revoked partitions' finished batches commit with the transaction; what
+                // is still pending is aborted with it later, and redelivered to the new owner.
+                Some(transaction) => {
+                    if !self.closing.load(Ordering::SeqCst) {
+                        commit_transaction(consumer, transaction, &self.acks);
+                    }
+                    self.acks.revoke(&revoked);
+                }
+                None => {
+                    let done = self.acks.revoke(&revoked);
+                    commit_offsets(consumer, &done);
+                }
+            }
             tracing::info!(partitions = revoked.len(), "partitions revoked");
         }
     }

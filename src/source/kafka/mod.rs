@@ -33,6 +33,7 @@ use context::SourceContext;
 use fetch_queue::FetchQueue;
 
 pub use super::SourceReport;
+use crate::connect::transaction::KafkaTransaction;
 use crate::spec::{KafkaSourceSpec, StartFrom};
 use crate::telemetry::PipelineMetrics;
 
@@ -78,6 +79,8 @@ pub struct KafkaSource {
     /// Operator pause (admin API, set when the source is spawned): the assignment stays
     /// paused (membership and partitions kept) while it holds `true`.
     pause: Option<super::PauseSignal>,
+    /// Under exactly-once, the transaction offsets are committed in (never by the consumer).
+    transaction: Option<Arc<KafkaTransaction>>,
 }
 
 impl KafkaSource {
@@ -86,12 +89,27 @@ impl KafkaSource {
         spec: &KafkaSourceSpec,
         metrics: PipelineMetrics,
         drain_timeout: Duration,
+        transaction: Option<Arc<KafkaTransaction>>,
     ) -> Result<Self, KafkaSourceError> {
         let acks = AckState::new(metrics.clone());
         let reset = match spec.start_from {
             StartFrom::Earliest => "earliest",
             StartFrom::Latest => "latest",
         };
+        // At least once: only offsets we store are committed, by librdkafka's auto-commit and
+        // by us on revocation and shutdown. Exactly once: offsets are committed inside the
+        // transactions only, and the input is read as committed.
+        let (auto_commit, isolation) = match transaction {
+            None => ("true", None),
+            Some(_) => ("false", Some(("isolation.level", "read_committed"))),
+        };
+        let mut forced = vec![
+            ("group.id", spec.group_id.as_str()),
+            ("auto.offset.reset", reset),
+            ("enable.auto.offset.store", "false"),
+            ("enable.auto.commit", auto_commit),
+        ];
+        forced.extend(isolation);
         let config = crate::connect::kafka::client_config(
             &spec.bootstrap_servers,
             spec.security.as_ref(),
@@ -108,13 +126,7 @@ impl KafkaSource {
                 ("partition.assignment.strategy", "cooperative-sticky"),
             ],
             &spec.properties,
-            &[
-                ("group.id", &spec.group_id),
-                ("auto.offset.reset", reset),
-                // The delivery guarantee: only offsets we store are committed.
-                ("enable.auto.offset.store", "false"),
-                ("enable.auto.commit", "true"),
-            ],
+            &forced,
         );
         let context = SourceContext {
             acks: acks.clone(),
@@ -123,6 +135,7 @@ impl KafkaSource {
             closing: AtomicBool::new(false),
             paused: AtomicBool::new(false),
             fetch_queue: Mutex::new(None),
+            transaction: transaction.clone(),
         };
         let consumer: BaseConsumer<SourceContext> = config.create_with_context(context)?;
         // Set before subscribing, so no assignment can happen without it.
@@ -144,6 +157,7 @@ impl KafkaSource {
             max_age: spec.batch.max_age,
             drain_timeout,
             metrics,
+            transaction,
         })
     }
 

@@ -14,7 +14,7 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
 
 use super::acks::{Slice, TopicPartition};
-use super::context::commit_offsets;
+use super::context::{commit_offsets, commit_transaction};
 use super::fetch_queue::{FetchedBatch, FetchedMessage};
 use super::{KafkaSource, SourceReport};
 use crate::ack::Ack;
@@ -57,6 +57,8 @@ pub(super) struct PollLoop {
     last_error: Option<(String, u64)>,
     /// Rebalance count when buffered batches were last checked against the assignment.
     seen_rebalances: Option<u64>,
+    /// Under exactly-once, when the transaction is next committed.
+    next_transaction_commit: Instant,
 }
 
 impl PollLoop {
@@ -76,6 +78,7 @@ impl PollLoop {
             workers_gone: false,
             last_error: None,
             seen_rebalances: None,
+            next_transaction_commit: Instant::now(),
         }
     }
 
@@ -439,7 +442,15 @@ impl PollLoop {
         self.ready.retain(current);
     }
 
-    fn store_offsets(&self) {
+    fn store_offsets(&mut self) {
+        if let Some(transaction) = &self.source.transaction {
+            // Exactly once: offsets go into the transaction, committed every interval.
+            if Instant::now() >= self.next_transaction_commit {
+                commit_transaction(&self.source.consumer, transaction, &self.source.acks);
+                self.next_transaction_commit = Instant::now() + transaction.interval;
+            }
+            return;
+        }
         let offsets = self.source.acks.take_unstored();
         if offsets.is_empty() {
             return;
@@ -480,7 +491,17 @@ impl PollLoop {
             );
         }
         let committed = self.source.acks.committable();
-        commit_offsets(&self.source.consumer, &committed);
+        match &self.source.transaction {
+            None => commit_offsets(&self.source.consumer, &committed),
+            Some(transaction) => {
+                if self.source.acks.failure().is_none() {
+                    commit_transaction(&self.source.consumer, transaction, &self.source.acks);
+                }
+                // After a failure, or batches abandoned at the deadline that may still send:
+                // nothing more of this transaction may become visible.
+                transaction.abort();
+            }
+        }
         // Closing the consumer revokes the assignment; there is nothing left to drain.
         self.source
             .consumer
