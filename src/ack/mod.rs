@@ -10,7 +10,7 @@
 //! [`AckStatus::Errored`] if it is dropped without being resolved (panic, cancellation, bug), so
 //! nothing is ever committed by accident.
 
-pub mod tracker;
+pub(crate) mod tracker;
 
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};

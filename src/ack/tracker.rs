@@ -20,7 +20,7 @@ struct Entry {
 
 /// Tracks in-flight batches of one partition and yields the next offset that may be committed.
 #[derive(Debug, Default)]
-pub struct PartitionTracker {
+pub(crate) struct PartitionTracker {
     /// Registered, not yet released batches keyed by their first offset.
     entries: BTreeMap<i64, Entry>,
     /// The next offset to commit (one past the last released record), once anything is released.
@@ -31,13 +31,13 @@ pub struct PartitionTracker {
 
 impl PartitionTracker {
     /// An empty tracker.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// Registers a batch covering `first..=last`. Batches must be registered in increasing
     /// offset order (gaps are fine: compaction and transaction markers skip offsets).
-    pub fn register(&mut self, first: i64, last: i64) {
+    pub(crate) fn register(&mut self, first: i64, last: i64) {
         debug_assert!(first <= last);
         debug_assert!(
             self.entries
@@ -50,7 +50,7 @@ impl PartitionTracker {
 
     /// Records the final status of the batch that starts at `first`. Returns the new committable
     /// offset when the contiguous delivered prefix advanced.
-    pub fn resolve(&mut self, first: i64, status: AckStatus) -> Option<i64> {
+    pub(crate) fn resolve(&mut self, first: i64, status: AckStatus) -> Option<i64> {
         let entry = self.entries.get_mut(&first)?;
         entry.status = Some(status);
         let before = self.committable;
@@ -73,17 +73,19 @@ impl PartitionTracker {
     }
 
     /// The next offset that may be committed, if any batch was released.
-    pub fn committable(&self) -> Option<i64> {
+    pub(crate) fn committable(&self) -> Option<i64> {
         self.committable
     }
 
     /// Number of registered batches not yet released (in flight, or stuck behind a failure).
-    pub fn pending(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn pending(&self) -> usize {
         self.entries.len()
     }
 
     /// First offset of a failed batch that blocks this partition, if any.
-    pub fn blocked_at(&self) -> Option<i64> {
+    #[cfg(test)]
+    pub(crate) fn blocked_at(&self) -> Option<i64> {
         self.blocked_at
     }
 }

@@ -12,7 +12,7 @@
 
 pub mod generate;
 pub mod input;
-pub mod progress;
+pub(crate) mod progress;
 pub mod read;
 pub mod report;
 mod unit_sink;

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::input::BadFile;
 
 /// File name of the progress record in the output directory.
-pub const PROGRESS_FILE: &str = "_progress.json";
+pub(crate) const PROGRESS_FILE: &str = "_progress.json";
 
 /// Why the progress file cannot be opened or saved.
 #[derive(Debug, thiserror::Error)]
@@ -92,7 +92,7 @@ struct State {
 }
 
 /// The progress of one backfill.
-pub struct Progress {
+pub(crate) struct Progress {
     path: PathBuf,
     state: Mutex<State>,
 }
@@ -100,7 +100,7 @@ pub struct Progress {
 impl Progress {
     /// Opens the progress of a backfill into `dir`. Without `resume`, `dir` must not hold a
     /// previous backfill; with it, the previous one must be of the same pipeline.
-    pub fn open(
+    pub(crate) fn open(
         dir: &Path,
         pipeline: &str,
         spec_hash: &str,
@@ -159,13 +159,13 @@ impl Progress {
     }
 
     /// Whether a previous run completed `unit`.
-    pub fn is_done(&self, unit: &str) -> bool {
+    pub(crate) fn is_done(&self, unit: &str) -> bool {
         self.lock().completed.contains(unit)
     }
 
     /// Records `unit` as complete (its output files are already in place), with the rows it
     /// dead-lettered.
-    pub fn complete(&self, unit: &str, dead_lettered: u64) -> Result<(), ProgressError> {
+    pub(crate) fn complete(&self, unit: &str, dead_lettered: u64) -> Result<(), ProgressError> {
         {
             let mut state = self.lock();
             if state.completed.insert(unit.to_string()) {
@@ -176,12 +176,12 @@ impl Progress {
     }
 
     /// Rows dead-lettered by completed units, this run and earlier ones.
-    pub fn dead_lettered(&self) -> u64 {
+    pub(crate) fn dead_lettered(&self) -> u64 {
         self.lock().dead_lettered
     }
 
     /// Records a skipped file.
-    pub fn bad_file(&self, bad: BadFile) -> Result<(), ProgressError> {
+    pub(crate) fn bad_file(&self, bad: BadFile) -> Result<(), ProgressError> {
         {
             let mut state = self.lock();
             if !state.bad_files.contains(&bad) {
@@ -189,11 +189,6 @@ impl Progress {
             }
         }
         self.save()
-    }
-
-    /// Units completed so far.
-    pub fn completed(&self) -> usize {
-        self.lock().completed.len()
     }
 
     fn save(&self) -> Result<(), ProgressError> {

@@ -2,7 +2,7 @@
 //! reports their fate back to the source; and the vocabulary every stage uses to say why a
 //! record failed ([`failure`]).
 
-pub mod failure;
+pub(crate) mod failure;
 
 pub use failure::{
     ErrorClass, Failure, Failures, ModelContext, RecordFailure, Stage, truncate_message,

@@ -29,19 +29,19 @@ use apache_avro::schema::{Name, Namespace};
 /// `decode_internal` takes about 19 KB of stack, and a level of a recursive schema costs three
 /// calls (record, union, reference), so 45 levels overflowed a 2 MiB thread stack. Sixteen
 /// levels stay under 1 MiB, leaving room for the caller and for the conversion to JSON.
-pub const MAX_DEPTH: usize = 16;
+pub(crate) const MAX_DEPTH: usize = 16;
 
 /// Most zero-byte items (`null`, empty records, `fixed` of size 0) one datum may declare
 /// beyond its byte count: they cost nothing to encode, so without a cap a few bytes could
 /// declare billions of them.
-pub const MAX_EMPTY_ITEMS: usize = 4096;
+pub(crate) const MAX_EMPTY_ITEMS: usize = 4096;
 
 /// Longest varint Avro writes (a 64-bit zigzag value in 7-bit groups).
 const MAX_VARINT_BYTES: usize = 10;
 
 /// Why a datum was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// The datum ends before a value it declares (or declares more bytes than it has).
     Truncated(String),
     /// Nesting deeper than [`MAX_DEPTH`].
@@ -75,7 +75,7 @@ enum Node {
 
 /// A writer schema compiled for [`DatumShape::check`].
 #[derive(Debug, Clone)]
-pub struct DatumShape {
+pub(crate) struct DatumShape {
     nodes: Vec<Node>,
     /// Whether a node can be encoded in zero bytes.
     empty: Vec<bool>,
@@ -83,7 +83,7 @@ pub struct DatumShape {
 
 impl DatumShape {
     /// Compiles `schema` (linear in its size).
-    pub fn new(schema: &AvroSchema) -> Self {
+    pub(crate) fn new(schema: &AvroSchema) -> Self {
         let mut compiler = Compiler::default();
         compiler.compile(schema, &None);
         let Compiler { mut nodes, names } = compiler;
@@ -101,7 +101,7 @@ impl DatumShape {
 
     /// Checks that `datum` is one complete value of the schema within the limits. Bytes left
     /// over after the value are not checked here.
-    pub fn check(&self, datum: &[u8]) -> Result<(), Refusal> {
+    pub(crate) fn check(&self, datum: &[u8]) -> Result<(), Refusal> {
         let mut walk = Walk {
             shape: self,
             input: datum,

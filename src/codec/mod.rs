@@ -7,14 +7,14 @@
 
 pub mod avro;
 pub mod avro_encode;
-pub mod avro_scan;
+pub(crate) mod avro_scan;
 pub mod json;
 mod json_check;
 mod json_flat;
 mod json_timestamp;
 pub mod metadata;
 pub mod nesting;
-pub mod registry_client;
+pub(crate) mod registry_client;
 pub mod schema;
 
 pub use crate::batch::{RecordFailure, truncate_message};

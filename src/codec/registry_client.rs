@@ -11,7 +11,7 @@ const MAX_ANSWER: usize = 1 << 20;
 /// Why a schema could not be registered. Never holds the password: request errors are kept
 /// without their URL, and the registry's answer is redacted.
 #[derive(Debug, thiserror::Error)]
-pub enum RegistryError {
+pub(crate) enum RegistryError {
     /// The request could not be sent.
     #[error("cannot reach the schema registry: {0}")]
     Unreachable(#[source] reqwest::Error),
@@ -38,7 +38,7 @@ pub enum RegistryError {
 
 /// The subject a schema is registered under: `topic_name` → `<topic>-value`, `record_name` →
 /// `<namespace>.<name>`, `topic_record_name` → `<topic>-<namespace>.<name>`.
-pub fn subject(strategy: SubjectStrategy, topic: &str, full_name: &str) -> String {
+pub(crate) fn subject(strategy: SubjectStrategy, topic: &str, full_name: &str) -> String {
     match strategy {
         SubjectStrategy::TopicName => format!("{topic}-value"),
         SubjectStrategy::RecordName => full_name.to_string(),
@@ -48,7 +48,7 @@ pub fn subject(strategy: SubjectStrategy, topic: &str, full_name: &str) -> Strin
 
 /// Registers `schema` (Avro JSON) under `subject` and returns its id (the registry returns the
 /// existing id when the schema is already registered). Errors never contain the password.
-pub async fn register(
+pub(crate) async fn register(
     registry: &SchemaRegistrySpec,
     subject: &str,
     schema: &serde_json::Value,

@@ -4,7 +4,7 @@
 //! in process) and the admin server, and prints a live
 //! summary every second.
 
-pub mod summary;
+pub(crate) mod summary;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -6,7 +6,7 @@ use std::time::Instant;
 use crate::telemetry::Metrics;
 
 /// Computes per-second rates between calls.
-pub struct Summary {
+pub(crate) struct Summary {
     pipeline: String,
     metrics: Metrics,
     last: Option<(Instant, u64)>,
@@ -27,7 +27,7 @@ struct Counts {
 
 impl Summary {
     /// A summary of `pipeline`.
-    pub fn new(pipeline: &str, metrics: &Metrics) -> Self {
+    pub(crate) fn new(pipeline: &str, metrics: &Metrics) -> Self {
         Summary {
             pipeline: pipeline.to_string(),
             metrics: metrics.clone(),
@@ -60,13 +60,13 @@ impl Summary {
 
     /// Records that reached an outcome. In the demo every SQL row goes to `scored`, so each
     /// record ends in exactly one of: scored, filtered, dead-lettered, dropped.
-    pub fn accounted(&self) -> u64 {
+    pub(crate) fn accounted(&self) -> u64 {
         let c = self.counts();
         c.scored + c.filtered + c.dead_lettered + c.dropped
     }
 
     /// One line: rates, counts per output, dead letters, latency.
-    pub fn line(&mut self, produced: u64) -> String {
+    pub(crate) fn line(&mut self, produced: u64) -> String {
         let c = self.counts();
         let now = Instant::now();
         let (since, before) = self.last.unwrap_or((self.started, 0));
@@ -88,7 +88,7 @@ impl Summary {
     }
 
     /// Closing report.
-    pub fn final_report(&self, produced: u64) -> String {
+    pub(crate) fn final_report(&self, produced: u64) -> String {
         let c = self.counts();
         format!(
             "done: {produced} transactions produced, {} read, {} alerts, {} scored, {} dead-lettered in {:.1}s",

@@ -8,7 +8,7 @@
 //! are turned into dotted addresses by the URL parser before any check.)
 //!
 //! The list is also enforced when the model client connects (see
-//! [`crate::inference::protocol::guarded_resolver`]): every address any name resolves to is
+//! [`crate::http_client::guarded_resolver`]): every address any name resolves to is
 //! checked against the link-local and metadata rule, and a name admitted through the API by
 //! its addresses must keep resolving inside the list, so a name cannot be rebound to the
 //! metadata service after its check.
@@ -19,7 +19,7 @@ use std::sync::{Arc, RwLock, Weak};
 
 use ipnet::IpNet;
 
-use crate::inference::protocol::guarded_resolver::{self, AddressPolicy, Refusal};
+use crate::http_client::guarded_resolver::{self, AddressPolicy, Refusal};
 
 /// Why a `replica_allow_list` entry cannot be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -34,7 +34,7 @@ pub enum AllowListError {
 
 /// Why a replica URL is refused (403 on the admin API).
 #[derive(Debug, thiserror::Error)]
-pub enum ReplicaRefused {
+pub(crate) enum ReplicaRefused {
     /// Not a URL.
     #[error("{url:?} is not a URL: {source}")]
     NotAUrl {
@@ -76,7 +76,7 @@ pub enum ReplicaRefused {
 /// Why one address is refused. `ip` is the address checked; `form`, when it differs, the IPv4
 /// address it embeds that was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AddressRefused {
+pub(crate) enum AddressRefused {
     /// A link-local or metadata address no entry names explicitly.
     #[error(
         "reaches {}, a link-local or metadata address; allow it by name in replica_allow_list to use it",
@@ -101,7 +101,7 @@ pub enum AddressRefused {
 /// An address refused at connect time, with the name that resolved to it.
 #[derive(Debug, thiserror::Error)]
 #[error("{host} {source}")]
-pub struct HostRefused {
+pub(crate) struct HostRefused {
     /// The name.
     pub host: String,
     /// Why its address is refused.
@@ -125,7 +125,7 @@ impl std::fmt::Display for Shown {
 
 /// The parsed allow-list.
 #[derive(Debug, Default)]
-pub struct AllowList {
+pub(crate) struct AllowList {
     networks: Vec<IpNet>,
     /// Exact host names, or `*.suffix` patterns (stored as `.suffix`).
     hosts: Vec<String>,
@@ -143,7 +143,7 @@ const METADATA: &[IpAddr] = &[
 impl AllowList {
     /// Parses entries: a network (`10.0.0.0/8`, `fd00::/8`), an address (`127.0.0.1`), a host
     /// name (`models.internal`) or a suffix pattern (`*.svc.cluster.local`).
-    pub fn parse(entries: &[String]) -> Result<AllowList, AllowListError> {
+    pub(crate) fn parse(entries: &[String]) -> Result<AllowList, AllowListError> {
         let mut list = AllowList::default();
         for entry in entries {
             let entry = entry.trim();
@@ -167,7 +167,7 @@ impl AllowList {
 
     /// Shares the list and, when it has entries, has the model HTTP client enforce it at
     /// connect time for as long as the returned list lives.
-    pub fn enforced_at_connect(self) -> Arc<AllowList> {
+    pub(crate) fn enforced_at_connect(self) -> Arc<AllowList> {
         let list = Arc::new(self);
         if !list.is_empty() {
             let policy: Weak<AllowList> = Arc::downgrade(&list);
@@ -177,13 +177,13 @@ impl AllowList {
     }
 
     /// Whether nothing is allowed (admin replica changes are then refused).
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.networks.is_empty() && self.hosts.is_empty()
     }
 
     /// Checks a replica URL: scheme, no credentials, and its host (and every address it
     /// resolves to now) against the list.
-    pub async fn check(&self, url: &str) -> Result<(), ReplicaRefused> {
+    pub(crate) async fn check(&self, url: &str) -> Result<(), ReplicaRefused> {
         let parsed = reqwest::Url::parse(url).map_err(|source| ReplicaRefused::NotAUrl {
             url: url.to_string(),
             source,
@@ -570,7 +570,7 @@ mod tests {
     /// The client built by the transport consults a list while the gateway holding it lives.
     #[tokio::test]
     async fn an_enforced_list_reaches_the_resolver() {
-        use crate::inference::protocol::guarded_resolver::GuardedResolver;
+        use crate::http_client::guarded_resolver::GuardedResolver;
         let fake: guarded_resolver::Lookup = Arc::new(|_: &str| {
             Box::pin(async { Ok(vec!["64:ff9b::a9fe:a9fe".parse::<IpAddr>().unwrap()]) })
         });

@@ -39,7 +39,7 @@
 
 mod access;
 pub mod admin;
-pub mod allow;
+pub(crate) mod allow;
 pub mod auth;
 mod handlers;
 mod held_body;
@@ -47,15 +47,15 @@ pub mod http;
 pub mod jwt;
 pub mod oip_codec;
 pub(crate) mod openai_body;
-pub mod pipelines;
-pub mod principal;
-pub mod proxy;
+pub(crate) mod pipelines;
+pub(crate) mod principal;
+pub(crate) mod proxy;
 mod response;
 mod route_table;
 mod routes;
 mod server;
-pub mod tls;
-pub mod translate;
+pub(crate) mod tls;
+pub(crate) mod translate;
 mod workers;
 
 use std::collections::BTreeMap;

@@ -20,7 +20,7 @@ struct Sample {
 }
 
 /// Pipelines' states and counters, with throughput from the last two samples.
-pub struct Pipelines {
+pub(crate) struct Pipelines {
     status: StatusBoard,
     metrics: Metrics,
     /// Per pipeline: the latest sample and the one before it.
@@ -31,7 +31,7 @@ pub struct Pipelines {
 
 impl Pipelines {
     /// A view over `status` and `metrics`.
-    pub fn new(status: StatusBoard, metrics: Metrics) -> Self {
+    pub(crate) fn new(status: StatusBoard, metrics: Metrics) -> Self {
         Pipelines {
             status,
             metrics,
@@ -42,7 +42,7 @@ impl Pipelines {
 
     /// Samples every second until `stop` (throughput is the change between samples a second
     /// apart). Only the first call starts a sampler.
-    pub fn start_sampling(self: &Arc<Self>, stop: CancellationToken) {
+    pub(crate) fn start_sampling(self: &Arc<Self>, stop: CancellationToken) {
         if self.sampling.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -59,12 +59,12 @@ impl Pipelines {
     }
 
     /// The board (pause switches, registries).
-    pub fn status(&self) -> &StatusBoard {
+    pub(crate) fn status(&self) -> &StatusBoard {
         &self.status
     }
 
     /// Takes a sample of every pipeline's counters (called once a second).
-    pub fn sample(&self) {
+    pub(crate) fn sample(&self) {
         let now = Instant::now();
         let names: Vec<String> = self.status.snapshot().into_keys().collect();
         let stats = self.metrics.pipeline_stats();
@@ -83,7 +83,7 @@ impl Pipelines {
     }
 
     /// Every pipeline as JSON: state, paused, totals, records/s in and out, consumer lag.
-    pub fn list(&self) -> Value {
+    pub(crate) fn list(&self) -> Value {
         let samples = self
             .samples
             .lock()

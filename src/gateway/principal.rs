@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-pub use crate::spec::api_keys::Scope;
+pub(crate) use crate::spec::api_keys::Scope;
 
 /// What a route requires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

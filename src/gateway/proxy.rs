@@ -24,7 +24,7 @@ const MAX_ERROR_BODY: usize = 1 << 20;
 
 /// Why forwarding failed (after retries).
 #[derive(Debug)]
-pub struct ProxyError {
+pub(crate) struct ProxyError {
     /// HTTP status to answer with (502, 503 or 504).
     pub status: u16,
     /// What happened, without URLs or secrets.
@@ -32,7 +32,7 @@ pub struct ProxyError {
 }
 
 /// One request to forward.
-pub struct Forward<'a> {
+pub(crate) struct Forward<'a> {
     /// Path appended to the replica's base URL.
     pub path: &'a str,
     /// `GET` when there is no body.
@@ -42,7 +42,7 @@ pub struct Forward<'a> {
 }
 
 /// Sends `request` to a replica of `version`, retrying retryable failures.
-pub async fn forward(
+pub(crate) async fn forward(
     version: &VersionClient,
     policy: &CallPolicy,
     request: Forward<'_>,

@@ -76,7 +76,7 @@ pub enum TlsError {
 }
 
 /// Builds the rustls server configuration; errors name the file, never key material.
-pub fn server_config(
+pub(crate) fn server_config(
     spec: &GatewayTlsSpec,
     base_dir: &Path,
 ) -> Result<rustls::ServerConfig, TlsError> {
@@ -133,14 +133,17 @@ pub fn server_config(
 }
 
 /// A listener that yields connections once their TLS handshake succeeded.
-pub struct TlsListener {
+pub(crate) struct TlsListener {
     ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
     local: SocketAddr,
 }
 
 impl TlsListener {
     /// Accepts on `listener` and handshakes with `config`.
-    pub fn new(listener: TcpListener, config: rustls::ServerConfig) -> std::io::Result<Self> {
+    pub(crate) fn new(
+        listener: TcpListener,
+        config: rustls::ServerConfig,
+    ) -> std::io::Result<Self> {
         let local = listener.local_addr()?;
         let acceptor = TlsAcceptor::from(Arc::new(config));
         let (tx, ready) = mpsc::channel(READY_QUEUE);

@@ -19,7 +19,7 @@ use crate::spec::{EndpointSpec, ModelSpec, OutputType};
 
 /// What the gateway answers for one translated version.
 #[derive(Debug, Clone)]
-pub struct Translation {
+pub(crate) struct Translation {
     /// Output tensors, in order; empty when none are declared (infer answers 501).
     pub outputs: Vec<OutputBinding>,
     /// Declared inputs for the metadata (ONNX models describe theirs).
@@ -27,10 +27,13 @@ pub struct Translation {
 }
 
 /// Translations by (model, version).
-pub type Translations = BTreeMap<(String, String), Translation>;
+pub(crate) type Translations = BTreeMap<(String, String), Translation>;
 
 /// The translation of every version whose protocol is not OIP v2 or OpenAI.
-pub fn build(specs: &BTreeMap<String, ModelSpec>, prepared: &PreparedBackends) -> Translations {
+pub(crate) fn build(
+    specs: &BTreeMap<String, ModelSpec>,
+    prepared: &PreparedBackends,
+) -> Translations {
     let mut out = Translations::new();
     for (model, spec) in specs {
         for version in &spec.versions {
@@ -115,7 +118,12 @@ fn one_per_row(t: &crate::inference::onnx::TensorInfo) -> Option<OutputBinding> 
 }
 
 /// OIP v2 metadata of a translated version.
-pub fn metadata(model: &str, versions: Vec<String>, platform: &str, t: &Translation) -> Value {
+pub(crate) fn metadata(
+    model: &str,
+    versions: Vec<String>,
+    platform: &str,
+    t: &Translation,
+) -> Value {
     json!({
         "name": model,
         "versions": versions,
@@ -130,7 +138,7 @@ pub fn metadata(model: &str, versions: Vec<String>, platform: &str, t: &Translat
 }
 
 /// Serves one OIP v2 `infer` call with a translated version.
-pub async fn infer(
+pub(crate) async fn infer(
     client: &crate::inference::model::VersionClient,
     deadline: std::time::Duration,
     model: &str,

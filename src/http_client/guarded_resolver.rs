@@ -18,10 +18,10 @@ use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
 /// Why a policy refuses an address: the policy's own error (this layer knows nothing of the
 /// policies, which live above it).
-pub type Refusal = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type Refusal = Box<dyn std::error::Error + Send + Sync>;
 
 /// Which resolved addresses a client may connect to.
-pub trait AddressPolicy: Send + Sync {
+pub(crate) trait AddressPolicy: Send + Sync {
     /// `Err(why)` when connecting to `ip`, one of the addresses `host` resolved to, is refused.
     fn permits(&self, host: &str, ip: IpAddr) -> Result<(), Refusal>;
 }
@@ -34,7 +34,7 @@ pub trait AddressPolicy: Send + Sync {
 /// chain, which would repeat it.
 #[derive(Debug, thiserror::Error)]
 #[error("connection to {host} refused: it resolves to {ip}: {why}")]
-pub struct ConnectionRefused {
+pub(crate) struct ConnectionRefused {
     /// The name.
     pub host: String,
     /// The refused address it resolved to.
@@ -49,7 +49,7 @@ static ENFORCED: RwLock<Vec<Weak<dyn AddressPolicy>>> = RwLock::new(Vec::new());
 /// Makes every client built by the transport check resolved addresses against `policy` for
 /// as long as the policy is alive. With several registered (several gateways in one process),
 /// an address must satisfy all of them.
-pub fn enforce(policy: Weak<dyn AddressPolicy>) {
+pub(crate) fn enforce(policy: Weak<dyn AddressPolicy>) {
     let mut enforced = ENFORCED.write().unwrap_or_else(|e| e.into_inner());
     enforced.retain(|p| p.strong_count() > 0);
     enforced.push(policy);
@@ -65,11 +65,12 @@ fn enforced_now() -> Vec<Arc<dyn AddressPolicy>> {
 }
 
 /// How names become addresses (the system resolver, or a fake in tests).
-pub type Lookup = Arc<dyn Fn(&str) -> BoxFuture<'static, io::Result<Vec<IpAddr>>> + Send + Sync>;
+pub(crate) type Lookup =
+    Arc<dyn Fn(&str) -> BoxFuture<'static, io::Result<Vec<IpAddr>>> + Send + Sync>;
 
 /// A [`Resolve`] that refuses a name when any address it resolves to is refused by a policy.
 #[derive(Clone)]
-pub struct GuardedResolver {
+pub(crate) struct GuardedResolver {
     /// `None`: the policies registered with [`enforce`] at the time of each resolution.
     policy: Option<Arc<dyn AddressPolicy>>,
     lookup: Lookup,
@@ -77,7 +78,7 @@ pub struct GuardedResolver {
 
 impl GuardedResolver {
     /// The system resolver checked against the policies registered with [`enforce`].
-    pub fn enforced() -> GuardedResolver {
+    pub(crate) fn enforced() -> GuardedResolver {
         GuardedResolver {
             policy: None,
             lookup: system_lookup(),
@@ -85,7 +86,8 @@ impl GuardedResolver {
     }
 
     /// The system resolver checked against `policy` alone.
-    pub fn new(policy: Arc<dyn AddressPolicy>) -> GuardedResolver {
+    #[cfg(test)]
+    pub(crate) fn new(policy: Arc<dyn AddressPolicy>) -> GuardedResolver {
         GuardedResolver {
             policy: Some(policy),
             lookup: system_lookup(),
@@ -93,13 +95,14 @@ impl GuardedResolver {
     }
 
     /// The same checks over another way of resolving names.
-    pub fn with_lookup(mut self, lookup: Lookup) -> GuardedResolver {
+    #[cfg(test)]
+    pub(crate) fn with_lookup(mut self, lookup: Lookup) -> GuardedResolver {
         self.lookup = lookup;
         self
     }
 
     /// Resolves `host` and checks every address.
-    pub async fn resolve_checked(&self, host: &str) -> io::Result<Vec<IpAddr>> {
+    pub(crate) async fn resolve_checked(&self, host: &str) -> io::Result<Vec<IpAddr>> {
         let addresses = (self.lookup)(host).await?;
         let policies = match &self.policy {
             Some(policy) => vec![policy.clone()],

@@ -7,7 +7,7 @@
 //! A low, neutral module: it knows nothing of models, codecs or the gateway, so each of them
 //! can use it without depending on the others.
 
-pub mod guarded_resolver;
+pub(crate) mod guarded_resolver;
 
 use std::sync::OnceLock;
 use std::time::Duration;

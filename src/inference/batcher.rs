@@ -20,7 +20,7 @@ use super::types::{Answer, BatchingPolicy};
 
 /// The outcome for a contiguous range of submitted rows.
 #[derive(Debug, Clone)]
-pub struct Segment {
+pub(crate) struct Segment {
     /// First row (relative to the submitted batch).
     pub start: usize,
     /// Number of rows.
@@ -36,13 +36,13 @@ struct Job {
 
 /// Handle to a batching task.
 #[derive(Clone)]
-pub struct Batcher {
+pub(crate) struct Batcher {
     tx: mpsc::Sender<Job>,
 }
 
 impl Batcher {
     /// Starts the batching task for `version` of `model`. It ends when every handle is dropped.
-    pub fn spawn(
+    pub(crate) fn spawn(
         model: Arc<Model>,
         version: usize,
         contract: Arc<Contract>,
@@ -60,7 +60,7 @@ impl Batcher {
 
     /// Submits rows; resolves when every row has an outcome. The segments cover every row,
     /// in order.
-    pub async fn submit(&self, inputs: RecordBatch) -> Vec<Segment> {
+    pub(crate) async fn submit(&self, inputs: RecordBatch) -> Vec<Segment> {
         let rows = inputs.num_rows();
         let failed = |message: &str| {
             vec![Segment {

@@ -32,22 +32,22 @@
 //! run-time models; `step.rs` compiles steps against the SQL schema; `online.rs` checks them
 //! against served models' metadata.
 
-pub mod balance;
-pub mod batcher;
+pub(crate) mod balance;
+pub(crate) mod batcher;
 pub mod error;
-pub mod layers;
+pub(crate) mod layers;
 pub mod model;
-pub mod online;
+pub(crate) mod online;
 pub mod onnx;
 pub mod protocol;
-pub mod registry;
-pub mod retry;
-pub mod router;
-pub mod scrub;
+pub(crate) mod registry;
+pub(crate) mod retry;
+pub(crate) mod router;
+pub(crate) mod scrub;
 pub mod stage;
-pub mod step;
+pub(crate) mod step;
 pub mod types;
-pub mod version;
+pub(crate) mod version;
 
 pub use error::{ErrorKind, InferError};
 pub use online::{OnlineProblem, check_online};

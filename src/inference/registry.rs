@@ -22,7 +22,7 @@ use crate::spec::{EndpointSpec, ModelSpec};
 use crate::telemetry::ModelMetrics;
 
 /// Address reported for in-process models (lineage, metrics).
-pub const IN_PROCESS: &str = "in-process";
+pub(crate) const IN_PROCESS: &str = "in-process";
 
 /// A prepared backend of one version, with its replica addresses.
 #[derive(Clone)]
@@ -40,7 +40,7 @@ pub type PreparedBackends = BTreeMap<String, BTreeMap<String, PreparedVersion>>;
 
 /// Creates the backends of every model; loads ONNX files relative to `base_dir`. Errors carry
 /// the spec path (`models.fraud.versions[0].endpoint`).
-pub fn prepare(
+pub(crate) fn prepare(
     models: &BTreeMap<String, ModelSpec>,
     base_dir: &Path,
 ) -> Result<PreparedBackends, Vec<(String, String)>> {

@@ -11,7 +11,7 @@ use crate::spec::RetrySpec;
 /// Backoff before attempt `attempt + 1` (`attempt` ≥ 1 attempts made): "full jitter", a
 /// uniform draw below `base × 2^(attempt-1)` capped at `max`, so clients that failed together
 /// do not retry together.
-pub fn backoff(attempt: u32, base: Duration, max: Duration) -> Duration {
+pub(crate) fn backoff(attempt: u32, base: Duration, max: Duration) -> Duration {
     let exp = base.saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
     let cap = exp.min(max);
     if cap.is_zero() {
@@ -22,13 +22,13 @@ pub fn backoff(attempt: u32, base: Duration, max: Duration) -> Duration {
 }
 
 /// Retries allowed as a share of calls, per model version.
-pub struct RetryBudget {
+pub(crate) struct RetryBudget {
     inner: TpsBudget,
 }
 
 impl RetryBudget {
     /// A budget from the model's retry policy (10 s window).
-    pub fn new(spec: &RetrySpec) -> Self {
+    pub(crate) fn new(spec: &RetrySpec) -> Self {
         RetryBudget {
             inner: TpsBudget::new(
                 Duration::from_secs(10),
@@ -39,12 +39,12 @@ impl RetryBudget {
     }
 
     /// Records a first attempt (earns retry credit).
-    pub fn deposit(&self) {
+    pub(crate) fn deposit(&self) {
         self.inner.deposit();
     }
 
     /// Takes credit for one retry; false when the budget is spent.
-    pub fn withdraw(&self) -> bool {
+    pub(crate) fn withdraw(&self) -> bool {
         self.inner.withdraw()
     }
 }

@@ -26,13 +26,13 @@ use super::error::InferError;
 use crate::spec::{EndpointSpec, Secret};
 
 /// What a secret is replaced with.
-pub const REDACTED: &str = "[REDACTED]";
+pub(crate) const REDACTED: &str = "[REDACTED]";
 
 /// Shortest value scrubbed. A 1-3 byte value would rewrite unrelated text (digits of a status
 /// code, common words) until the message says nothing, and is guessable anyway, so hiding it
 /// protects nothing. Longer values are scrubbed even if that over-redacts: only error text is
 /// rewritten, never data.
-pub const MIN_SECRET_LEN: usize = 4;
+pub(crate) const MIN_SECRET_LEN: usize = 4;
 
 /// How `crate::codec::truncate_message` marks a cut. A message cut in the middle of a secret
 /// keeps only a prefix of it, which no full match finds; the prefix right before this mark is

@@ -54,7 +54,7 @@ impl CompiledStep {
 }
 
 /// Lineage columns, `<step>_<suffix>`.
-pub const LINEAGE: [(&str, DataType); 4] = [
+pub(crate) const LINEAGE: [(&str, DataType); 4] = [
     ("model", DataType::Utf8),
     ("version", DataType::Utf8),
     ("replica", DataType::Utf8),
@@ -62,11 +62,11 @@ pub const LINEAGE: [(&str, DataType); 4] = [
 ];
 
 /// Problems as `(spec path, message)`.
-pub type Problems = Vec<(String, String)>;
+pub(crate) type Problems = Vec<(String, String)>;
 
 /// Compiles `steps`; returns them and the schema of rows after inference, or every problem
 /// with its spec path.
-pub fn compile_steps(
+pub(crate) fn compile_steps(
     steps: &[InferenceStepSpec],
     models: &BTreeMap<String, ModelSpec>,
     prepared: &PreparedBackends,

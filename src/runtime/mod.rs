@@ -15,8 +15,8 @@
 
 mod route;
 pub mod rows;
-pub mod status;
-pub mod worker;
+pub(crate) mod status;
+pub(crate) mod worker;
 
 use std::sync::Arc;
 use std::time::Duration;

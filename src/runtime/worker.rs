@@ -18,7 +18,7 @@ use crate::spec::{OnError, UndeliverableDeadLetter};
 use crate::telemetry::PipelineMetrics;
 
 /// One output at run time.
-pub struct OutputRuntime {
+pub(crate) struct OutputRuntime {
     /// Index into the compiled outputs.
     pub index: usize,
     /// The sink.
@@ -30,7 +30,7 @@ pub struct OutputRuntime {
 }
 
 /// Everything a worker needs; shared by all workers of a pipeline.
-pub struct PipelineWorker {
+pub(crate) struct PipelineWorker {
     pub(crate) compiled: Arc<CompiledPipeline>,
     pub(crate) inference: InferenceStage,
     pub(crate) outputs: Vec<OutputRuntime>,
@@ -47,7 +47,7 @@ pub struct PipelineWorker {
 impl PipelineWorker {
     /// Processes one batch to the point where every row is either handed to its sinks (which
     /// hold receipts), dead-lettered, dropped by policy, or marks the batch as failed.
-    pub async fn process(&self, batch: SourceBatch) {
+    pub(crate) async fn process(&self, batch: SourceBatch) {
         let SourceBatch {
             records,
             receipt,

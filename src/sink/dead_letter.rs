@@ -8,7 +8,7 @@ pub use crate::batch::ModelContext;
 use crate::batch::{Failure, RawRecord};
 
 /// Prefix of the context headers added to dead-letter records.
-pub const HEADER_PREFIX: &str = "streamgate.";
+pub(crate) const HEADER_PREFIX: &str = "streamgate.";
 
 /// Longest error message kept in a header; librdkafka and DataFusion messages can be long.
 const MAX_MESSAGE_LEN: usize = 1024;
@@ -65,7 +65,7 @@ impl Letter<'_> {
 }
 
 /// Header naming what a bounded dead letter left out (`payload`, `key`, `headers`).
-pub const TRUNCATED_HEADER: &str = "streamgate.truncated";
+pub(crate) const TRUNCATED_HEADER: &str = "streamgate.truncated";
 
 impl DeadLetterRecord {
     /// The dead letter as it should be sent to a sink whose messages hold at most

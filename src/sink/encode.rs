@@ -49,7 +49,7 @@ pub enum RowError<'a> {
 
 /// Why an `.avsc` file cannot be used as an output schema.
 #[derive(Debug, thiserror::Error)]
-pub enum SchemaFileError {
+pub(crate) enum SchemaFileError {
     /// The file cannot be read.
     #[error("cannot read {path}: {source}")]
     Read {
@@ -198,7 +198,7 @@ impl RowEncoder {
 }
 
 /// Reads and parses an `.avsc` file (as JSON; Avro parsing happens in the encoder).
-pub fn read_schema(path: &str) -> Result<serde_json::Value, SchemaFileError> {
+pub(crate) fn read_schema(path: &str) -> Result<serde_json::Value, SchemaFileError> {
     let text = std::fs::read_to_string(path).map_err(|source| SchemaFileError::Read {
         path: path.to_string(),
         source,

@@ -5,13 +5,13 @@
 //! resolves it when the write is confirmed (Kafka delivery report, flushed file). `Err` means
 //! nothing was accepted. A sink that can apply backpressure does so by not returning.
 
-pub mod dead_letter;
-pub mod encode;
-pub mod file;
+pub(crate) mod dead_letter;
+pub(crate) mod encode;
+pub(crate) mod file;
 pub mod kafka;
 pub mod nats;
 mod projection;
-pub mod stdout;
+pub(crate) mod stdout;
 
 use std::sync::Arc;
 

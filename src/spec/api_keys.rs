@@ -58,7 +58,7 @@ impl Scope {
 
 /// One configured key, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ParsedApiKey {
+pub(crate) struct ParsedApiKey {
     /// SHA-256 of the key (the key itself is never configured).
     pub sha256: [u8; 32],
     /// What it may do.
@@ -66,7 +66,7 @@ pub struct ParsedApiKey {
 }
 
 /// Parses one configured key; errors name the key entry, never a key.
-pub fn parse_api_key(spec: &ApiKeySpec) -> Result<ParsedApiKey, ApiKeyError> {
+pub(crate) fn parse_api_key(spec: &ApiKeySpec) -> Result<ParsedApiKey, ApiKeyError> {
     let sha256 =
         parse_hex32(&spec.sha256).ok_or_else(|| ApiKeyError::BadHash(spec.name.clone()))?;
     let scopes = spec

@@ -42,7 +42,7 @@ impl Problems {
 
 /// Whether `name` is a valid pipeline or output name: 1 to 63 characters from lowercase ASCII
 /// letters, digits, `-` and `_`, starting with a letter or digit.
-pub fn is_valid_name(name: &str) -> bool {
+pub(crate) fn is_valid_name(name: &str) -> bool {
     let bytes = name.as_bytes();
     (1..=63).contains(&bytes.len())
         && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())

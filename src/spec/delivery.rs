@@ -8,7 +8,7 @@ use super::{Delivery, KafkaSinkSpec, PipelineSpec, SinkSpec, SourceSpec};
 
 /// Longest `transaction_interval`: a transaction stays open that long, and every
 /// `read_committed` reader waits for it.
-pub const MAX_TRANSACTION_INTERVAL: Duration = Duration::from_secs(60);
+pub(crate) const MAX_TRANSACTION_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Producer and consumer settings exactly-once sets itself.
 const RESERVED: &[(&str, &str)] = &[
@@ -29,7 +29,7 @@ const RESERVED: &[(&str, &str)] = &[
 ];
 
 /// Adds the problems of `spec`'s delivery settings.
-pub fn check_delivery(spec: &PipelineSpec, problems: &mut Problems) {
+pub(crate) fn check_delivery(spec: &PipelineSpec, problems: &mut Problems) {
     if spec.delivery == Delivery::AtLeastOnce {
         if spec.transactional_id.is_some() {
             problems.error(

@@ -27,7 +27,7 @@ use super::{
 
 /// Interpolates one secret setting outside a pipeline (the gateway's JWT secret) by the same
 /// rules.
-pub fn interpolate_secret(
+pub(crate) fn interpolate_secret(
     secret: &mut Secret,
     path: &str,
     file: &Path,
@@ -43,7 +43,7 @@ pub fn interpolate_secret(
 }
 
 /// Interpolates a model registry file the same way as a pipeline.
-pub fn interpolate_registry(
+pub(crate) fn interpolate_registry(
     registry: &mut super::ModelRegistrySpec,
     file: &Path,
     env: &dyn Fn(&str) -> Option<String>,
@@ -60,7 +60,7 @@ pub fn interpolate_registry(
 /// Replaces `${VAR}` and `${VAR:-default}` in every string value of `spec`, looking variables
 /// up with `env`. Returns every problem found, each with its path; a string with a problem is
 /// left unchanged.
-pub fn interpolate(
+pub(crate) fn interpolate(
     spec: &mut PipelineSpec,
     file: &Path,
     env: &dyn Fn(&str) -> Option<String>,

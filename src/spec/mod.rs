@@ -13,26 +13,26 @@
 //! Compiling the SQL against the record schema (so that wrong column names fail here too) is
 //! done by [`crate::plan`], which `streamgate validate` also runs.
 
-pub mod api_keys;
-pub mod check;
-pub mod delivery;
-pub mod duration;
+pub(crate) mod api_keys;
+pub(crate) mod check;
+pub(crate) mod delivery;
+pub(crate) mod duration;
 pub mod gateway;
-pub mod interpolate;
+pub(crate) mod interpolate;
 mod interpolate_models;
 pub mod json_schema;
 pub mod kafka;
 pub mod limits;
-pub mod models;
+pub(crate) mod models;
 pub mod nats;
 pub mod reference;
-pub mod secret;
-pub mod selector;
-pub mod subject;
+pub(crate) mod secret;
+pub(crate) mod selector;
+pub(crate) mod subject;
 pub mod types;
-pub mod validate;
-pub mod validate_models;
-pub mod validate_nats;
+pub(crate) mod validate;
+pub(crate) mod validate_models;
+pub(crate) mod validate_nats;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

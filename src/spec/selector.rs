@@ -34,6 +34,8 @@ pub enum SelectorSyntax {
 
 /// Why an output's `from` is not a selector of its protocol.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+// Each variant reads as its message: "not text or a pointer", "not a tensor".
+#[allow(clippy::enum_variant_names)]
 pub enum SelectorError {
     /// Chat answers: neither `text` nor a JSON pointer.
     #[error("`{0}` is not `text` or a JSON pointer like `/label`")]

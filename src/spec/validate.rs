@@ -11,15 +11,14 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::check::Problems;
-pub use super::check::is_valid_name;
-pub use super::kafka::is_legal_topic;
+pub(crate) use super::check::is_valid_name;
 use super::{
     AvroWire, ColumnSpec, FormatSpec, OnError, PipelineSpec, ProcessingSpec, SinkSpec, SourceSpec,
     SpecError,
 };
 
 /// Metadata columns the source adds to every record; declared columns may not start with `_`.
-pub const METADATA_COLUMNS: [&str; 6] = [
+pub(crate) const METADATA_COLUMNS: [&str; 6] = [
     "_key",
     "_topic",
     "_partition",
@@ -33,7 +32,7 @@ const MAX_QUEUED_BATCHES: usize = 1024;
 const MAX_DRAIN_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Every semantic problem in `spec`, each with its path.
-pub fn validate(spec: &PipelineSpec, file: &Path) -> Vec<SpecError> {
+pub(crate) fn validate(spec: &PipelineSpec, file: &Path) -> Vec<SpecError> {
     let mut checker = Checker {
         source: &spec.source,
         problems: Problems::new(),
@@ -320,7 +319,7 @@ impl Checker<'_> {
 
 /// Checks a Schema Registry setting against the Avro wire format: required with `confluent`,
 /// refused with `plain`; its URL must be valid and credentials complete.
-pub fn check_registry(
+pub(crate) fn check_registry(
     problems: &mut Problems,
     path: &str,
     wire: AvroWire,
@@ -350,7 +349,7 @@ pub fn check_registry(
 }
 
 /// Checks a sink's `format`: none for a dead-letter sink; Avro names, namespace and registry.
-pub fn check_sink_format(
+pub(crate) fn check_sink_format(
     problems: &mut Problems,
     path: &str,
     format: &super::SinkFormatSpec,
@@ -407,6 +406,7 @@ pub fn check_sink_format(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spec::kafka::is_legal_topic;
     use crate::spec::{
         ColumnSpec, ColumnType, FileSinkSpec, KafkaSecurity, KafkaSinkSpec, KafkaSourceSpec,
         SaslMechanism, SaslSpec, Secret, SecurityProtocol, TlsSpec, parse,

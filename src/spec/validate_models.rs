@@ -6,7 +6,7 @@ use super::check::is_valid_name;
 use super::{EndpointSpec, InferenceStepSpec, ModelSpec};
 
 /// Problems in `models` and `steps`, as `(path, message)`.
-pub fn validate_models(
+pub(crate) fn validate_models(
     models: &BTreeMap<String, ModelSpec>,
     steps: &[InferenceStepSpec],
 ) -> Vec<(String, String)> {
@@ -302,7 +302,7 @@ fn endpoint(path: &str, spec: &EndpointSpec, err: &mut impl FnMut(String, String
 
 /// Why a replica base URL cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum UrlError {
+pub(crate) enum UrlError {
     /// Not a URL.
     #[error("invalid URL: {0}")]
     Invalid(#[source] <reqwest::Url as std::str::FromStr>::Err),
@@ -329,7 +329,7 @@ pub enum UrlError {
 
 /// A replica base URL: `http://` (https needs the TLS client that comes later), a host, no credentials (they would end up in
 /// logs and metrics labels: use headers or `api_key`), no query or fragment.
-pub fn check_url(url: &str) -> Result<(), UrlError> {
+pub(crate) fn check_url(url: &str) -> Result<(), UrlError> {
     let parsed = reqwest::Url::parse(url).map_err(UrlError::Invalid)?;
     if parsed.scheme() == "https" {
         // reqwest is built without a TLS backend until the gateway issue brings rustls; say so

@@ -7,7 +7,7 @@ use super::nats::{NatsAuth, NatsTls};
 pub(crate) type Problems = Vec<(String, String)>;
 
 /// Whether subject pattern `pattern` (with `*` and `>`) matches literal `subject`.
-pub fn subject_matches(pattern: &str, subject: &str) -> bool {
+pub(crate) fn subject_matches(pattern: &str, subject: &str) -> bool {
     let mut p = pattern.split('.');
     let mut s = subject.split('.');
     loop {

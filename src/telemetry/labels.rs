@@ -2,16 +2,16 @@
 //! one spelling each, so a renamed label is renamed for both.
 
 /// The pipeline a series belongs to.
-pub const PIPELINE: &str = "pipeline";
+pub(crate) const PIPELINE: &str = "pipeline";
 /// The output (by name) rows were delivered to.
-pub const OUTPUT: &str = "output";
+pub(crate) const OUTPUT: &str = "output";
 /// A model of the registry.
-pub const MODEL: &str = "model";
+pub(crate) const MODEL: &str = "model";
 /// A version of a model.
-pub const VERSION: &str = "version";
+pub(crate) const VERSION: &str = "version";
 /// A replica's address.
-pub const REPLICA: &str = "replica";
+pub(crate) const REPLICA: &str = "replica";
 /// How a model call ended: [`OUTCOME_OK`] or an error kind.
-pub const OUTCOME: &str = "outcome";
+pub(crate) const OUTCOME: &str = "outcome";
 /// The outcome of a successful model call.
-pub const OUTCOME_OK: &str = "ok";
+pub(crate) const OUTCOME_OK: &str = "ok";

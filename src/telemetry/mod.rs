@@ -1,11 +1,11 @@
 //! Logging setup, metric families, and typed reads of them ([`stats`]).
 
-pub mod gateway_metrics;
-pub mod labels;
+pub(crate) mod gateway_metrics;
+pub(crate) mod labels;
 pub mod logging;
-pub mod metrics;
-pub mod model_metrics;
-pub mod stats;
+pub(crate) mod metrics;
+pub(crate) mod model_metrics;
+pub(crate) mod stats;
 
 pub use gateway_metrics::GatewayMetrics;
 pub use metrics::{Metrics, PipelineMetrics};

@@ -50,7 +50,7 @@ pub struct CallCounts {
 }
 
 /// A model, one of its versions and one of that version's replicas.
-pub type ReplicaKey = (String, String, String);
+pub(crate) type ReplicaKey = (String, String, String);
 
 impl Metrics {
     /// Every pipeline that has a series, with its totals.

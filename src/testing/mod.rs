@@ -10,7 +10,7 @@
 //!
 //! It imports nothing of the crate, so any test or layer may use it.
 
-pub mod broker;
+pub(crate) mod broker;
 pub mod generator;
 pub mod mock_model;
 

@@ -1,4 +1,4 @@
 //! Transforms over Arrow batches: the SQL stage and output routing filters.
 
-pub mod route;
+pub(crate) mod route;
 pub mod sql;

@@ -8,7 +8,7 @@
 //! lock or a buffer task for on every call.
 
 mod health;
-pub mod replica;
+pub(crate) mod replica;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -17,8 +17,8 @@ use std::time::Instant;
 use rand::Rng;
 
 use crate::spec::BalanceStrategy;
-pub use health::Outcome;
-pub use replica::{InFlight, Replica};
+pub(crate) use health::Outcome;
+pub(crate) use replica::Replica;
 
 /// The replicas of one version and how to choose among them.
 pub struct Balancer {

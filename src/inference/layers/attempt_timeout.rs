@@ -10,17 +10,17 @@ use crate::inference::error::{ErrorKind, InferError};
 use crate::inference::protocol::CallOutput;
 
 /// Shortest attempt worth sending; with less time left before the deadline the call gives up.
-pub const MIN_ATTEMPT: Duration = Duration::from_millis(1);
+pub(crate) const MIN_ATTEMPT: Duration = Duration::from_millis(1);
 
 /// Bounds each attempt in time.
-pub struct AttemptTimeout<S> {
+pub(crate) struct AttemptTimeout<S> {
     timeout: Duration,
     inner: S,
 }
 
 impl<S> AttemptTimeout<S> {
     /// Attempts of at most `timeout` through `inner`.
-    pub fn new(timeout: Duration, inner: S) -> Self {
+    pub(crate) fn new(timeout: Duration, inner: S) -> Self {
         AttemptTimeout { timeout, inner }
     }
 }

@@ -8,13 +8,13 @@ use crate::inference::error::InferError;
 use crate::inference::protocol::{Backend, CallOutput, check_shape};
 
 /// The protocol client as a layer.
-pub struct Protocol {
+pub(crate) struct Protocol {
     backend: Arc<dyn Backend>,
 }
 
 impl Protocol {
     /// A layer over `backend`.
-    pub fn new(backend: Arc<dyn Backend>) -> Self {
+    pub(crate) fn new(backend: Arc<dyn Backend>) -> Self {
         Protocol { backend }
     }
 }

@@ -16,7 +16,7 @@ use crate::inference::types::Answer;
 use crate::spec::EjectionSpec;
 
 /// Spreads attempts over a version's replicas.
-pub struct Balance<S> {
+pub(crate) struct Balance<S> {
     balancer: Arc<Balancer>,
     ejection: EjectionSpec,
     liveness: Arc<Liveness>,
@@ -26,7 +26,7 @@ pub struct Balance<S> {
 
 impl<S> Balance<S> {
     /// Attempts over `balancer`'s replicas through `inner`.
-    pub fn new(
+    pub(crate) fn new(
         balancer: Arc<Balancer>,
         ejection: EjectionSpec,
         liveness: Arc<Liveness>,

@@ -10,14 +10,14 @@ use crate::inference::error::InferError;
 use crate::inference::types::Answer;
 
 /// Sets the deadline of a model call.
-pub struct Deadline<S> {
+pub(crate) struct Deadline<S> {
     limit: Duration,
     inner: S,
 }
 
 impl<S> Deadline<S> {
     /// Calls through `inner`, each with `limit` from its start.
-    pub fn new(limit: Duration, inner: S) -> Self {
+    pub(crate) fn new(limit: Duration, inner: S) -> Self {
         Deadline { limit, inner }
     }
 }

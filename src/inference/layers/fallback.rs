@@ -23,7 +23,7 @@ pub enum Fallback<V> {
 }
 
 /// Tries a model's fallback when the routed version fails.
-pub struct TryFallback<'m, V> {
+pub(crate) struct TryFallback<'m, V> {
     model: &'m str,
     versions: &'m [Arc<V>],
     fallback: Option<&'m Fallback<V>>,
@@ -34,7 +34,7 @@ pub struct TryFallback<'m, V> {
 impl<'m, V> TryFallback<'m, V> {
     /// Calls to `versions` of `model`, falling back to `fallback`; a fallback that finds the
     /// deadline passed gets `timeout`.
-    pub fn new(
+    pub(crate) fn new(
         model: &'m str,
         versions: &'m [Arc<V>],
         fallback: Option<&'m Fallback<V>>,

@@ -11,19 +11,19 @@ use crate::inference::protocol::CallOutput;
 
 /// Answers counted for one version.
 #[derive(Debug, Default)]
-pub struct Liveness {
+pub(crate) struct Liveness {
     answers: AtomicU64,
 }
 
 impl Liveness {
     /// A mark to compare later answers with (taken when a call starts).
-    pub fn mark(&self) -> u64 {
+    pub(crate) fn mark(&self) -> u64 {
         self.answers.load(Ordering::Relaxed)
     }
 
     /// Counts the outcome of a sent attempt when it shows the model is up: an answer, a
     /// rejection, a broken answer or a server error.
-    pub fn observe(&self, result: &Result<CallOutput, InferError>) {
+    pub(crate) fn observe(&self, result: &Result<CallOutput, InferError>) {
         let answered = match result {
             Ok(_) => true,
             Err(e) => matches!(
@@ -37,14 +37,14 @@ impl Liveness {
     }
 
     /// Whether an answer was counted since `mark`.
-    pub fn answered_since(&self, mark: u64) -> bool {
+    pub(crate) fn answered_since(&self, mark: u64) -> bool {
         self.answers.load(Ordering::Relaxed) != mark
     }
 
     /// Whether `error`, from a call that started at `mark`, means the version looks down:
     /// nothing but unavailability or silence, and no call got an answer meanwhile. A model
     /// that answers (even with errors) is up.
-    pub fn looks_down(&self, error: &InferError, mark: u64) -> bool {
+    pub(crate) fn looks_down(&self, error: &InferError, mark: u64) -> bool {
         matches!(
             error.kind,
             ErrorKind::Unavailable | ErrorKind::Timeout | ErrorKind::Deadline

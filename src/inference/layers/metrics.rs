@@ -10,7 +10,7 @@ use crate::telemetry::ModelMetrics;
 
 /// Metrics of one version (`model`, `version` labels).
 #[derive(Clone)]
-pub struct VersionMetrics {
+pub(crate) struct VersionMetrics {
     model: Arc<str>,
     version: Arc<str>,
     families: ModelMetrics,
@@ -18,7 +18,7 @@ pub struct VersionMetrics {
 
 impl VersionMetrics {
     /// The metrics of `version` of `model`.
-    pub fn new(model: Arc<str>, version: Arc<str>, families: ModelMetrics) -> Self {
+    pub(crate) fn new(model: Arc<str>, version: Arc<str>, families: ModelMetrics) -> Self {
         VersionMetrics {
             model,
             version,
@@ -27,17 +27,17 @@ impl VersionMetrics {
     }
 
     /// Model name.
-    pub fn model(&self) -> &Arc<str> {
+    pub(crate) fn model(&self) -> &Arc<str> {
         &self.model
     }
 
     /// Version name.
-    pub fn version(&self) -> &Arc<str> {
+    pub(crate) fn version(&self) -> &Arc<str> {
         &self.version
     }
 
     /// The in-flight gauge and ejection counter of a replica at `address`.
-    pub fn replica(&self, address: &str) -> (prometheus::IntGauge, prometheus::IntCounter) {
+    pub(crate) fn replica(&self, address: &str) -> (prometheus::IntGauge, prometheus::IntCounter) {
         let labels = [&*self.model, &*self.version, address];
         (
             self.families.in_flight.with_label_values(&labels),
@@ -46,7 +46,7 @@ impl VersionMetrics {
     }
 
     /// Rows of one call to the version.
-    pub fn batch_rows(&self, rows: usize) {
+    pub(crate) fn batch_rows(&self, rows: usize) {
         self.families
             .batch_rows
             .with_label_values(&[&*self.model, &*self.version])
@@ -54,7 +54,7 @@ impl VersionMetrics {
     }
 
     /// A failed attempt, by kind.
-    pub fn failed(&self, kind: ErrorKind) {
+    pub(crate) fn failed(&self, kind: ErrorKind) {
         self.families
             .errors
             .with_label_values(&[&*self.model, &*self.version, kind.as_str()])
@@ -62,7 +62,7 @@ impl VersionMetrics {
     }
 
     /// A retry sent.
-    pub fn retried(&self) {
+    pub(crate) fn retried(&self) {
         self.families
             .retries
             .with_label_values(&[&*self.model, &*self.version])
@@ -70,7 +70,7 @@ impl VersionMetrics {
     }
 
     /// A retry not sent for lack of budget.
-    pub fn budget_exhausted(&self) {
+    pub(crate) fn budget_exhausted(&self) {
         self.families
             .retries_budget_exhausted
             .with_label_values(&[&*self.model, &*self.version])
@@ -79,7 +79,7 @@ impl VersionMetrics {
 
     /// One attempt sent to `replica`: its latency and outcome; for an answer, its rows and
     /// tokens.
-    pub fn attempt(
+    pub(crate) fn attempt(
         &self,
         replica: &str,
         result: &Result<CallOutput, InferError>,
@@ -111,7 +111,7 @@ impl VersionMetrics {
     }
 
     /// One attempt forwarded by the gateway (outcome `ok` or an error kind).
-    pub fn forwarded(&self, replica: &str, outcome: &str, latency: Duration) {
+    pub(crate) fn forwarded(&self, replica: &str, outcome: &str, latency: Duration) {
         self.sent(replica, outcome, latency);
         if outcome != "ok" {
             self.families

@@ -4,15 +4,15 @@
 //! and what passes between them; [`liveness`] and [`metrics`] are the state and telemetry
 //! the version's layers share.
 
-pub mod attempt_timeout;
-pub mod backend;
-pub mod balance;
-pub mod deadline;
-pub mod fallback;
-pub mod liveness;
-pub mod metrics;
-pub mod retry;
-pub mod service;
-pub mod stack;
+pub(crate) mod attempt_timeout;
+pub(crate) mod backend;
+pub(crate) mod balance;
+pub(crate) mod deadline;
+pub(crate) mod fallback;
+pub(crate) mod liveness;
+pub(crate) mod metrics;
+pub(crate) mod retry;
+pub(crate) mod service;
+pub(crate) mod stack;
 #[cfg(test)]
 mod testing;

@@ -17,7 +17,7 @@ use crate::inference::types::Answer;
 use crate::spec::RetrySpec;
 
 /// Retries a version's failed attempts within its budget.
-pub struct Retry<S> {
+pub(crate) struct Retry<S> {
     policy: RetrySpec,
     budget: RetryBudget,
     liveness: Arc<Liveness>,
@@ -27,7 +27,7 @@ pub struct Retry<S> {
 
 impl<S> Retry<S> {
     /// Retries by `policy` (which also sizes the budget) around `inner`.
-    pub fn new(
+    pub(crate) fn new(
         policy: &RetrySpec,
         liveness: Arc<Liveness>,
         metrics: VersionMetrics,

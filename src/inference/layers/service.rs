@@ -22,7 +22,7 @@ use crate::inference::error::InferError;
 use crate::inference::protocol::Contract;
 
 /// One layer of the call path: serves `Request`, shared by concurrent calls.
-pub trait Service<Request>: Send + Sync {
+pub(crate) trait Service<Request>: Send + Sync {
     /// What a successful call returns.
     type Response;
     /// What a failed call returns.
@@ -36,7 +36,7 @@ pub trait Service<Request>: Send + Sync {
 }
 
 /// A model version, as the fallback layer names it in metrics and messages.
-pub trait Named {
+pub(crate) trait Named {
     /// Model name.
     fn model(&self) -> &Arc<str>;
     /// Version name.
@@ -45,7 +45,7 @@ pub trait Named {
 
 /// What a model is asked (the deadline layer's request): rows for one of its versions.
 #[derive(Clone, Copy)]
-pub struct ModelCall<'a> {
+pub(crate) struct ModelCall<'a> {
     /// Index of the version in the model's router.
     pub version: usize,
     /// The contract's input columns.
@@ -56,7 +56,7 @@ pub struct ModelCall<'a> {
 
 /// Below the deadline (the fallback layer's request): the call, for one version.
 #[derive(Clone, Copy)]
-pub struct VersionCall<'a> {
+pub(crate) struct VersionCall<'a> {
     /// Index of the version in the model's router.
     pub version: usize,
     /// The call.
@@ -65,7 +65,7 @@ pub struct VersionCall<'a> {
 
 /// What a version serves (the retry layer's request): rows, contract and deadline.
 #[derive(Clone, Copy)]
-pub struct Call<'a> {
+pub(crate) struct Call<'a> {
     /// The contract's input columns.
     pub inputs: &'a RecordBatch,
     /// What is sent and read back.
@@ -75,7 +75,7 @@ pub struct Call<'a> {
 }
 
 /// Below retry (the balance layer's request): one attempt.
-pub struct Attempt<'a> {
+pub(crate) struct Attempt<'a> {
     /// The call.
     pub call: Call<'a>,
     /// The replica that just failed, avoided when another is available.
@@ -83,7 +83,7 @@ pub struct Attempt<'a> {
 }
 
 /// A failed attempt, with the replica it went to (so a retry can avoid it).
-pub struct Failed {
+pub(crate) struct Failed {
     /// Why.
     pub error: InferError,
     /// The replica tried (`None` when none could be picked).
@@ -102,7 +102,7 @@ impl std::fmt::Debug for Failed {
 
 /// Below balance (the attempt timeout's request): the attempt on the chosen replica, which
 /// holds one of the replica's in-flight slots.
-pub struct OnReplica<'a> {
+pub(crate) struct OnReplica<'a> {
     /// Address of the replica.
     pub replica: Arc<str>,
     /// The call.
@@ -111,7 +111,7 @@ pub struct OnReplica<'a> {
 
 /// Why an attempt on a replica brought no answer.
 #[derive(Debug)]
-pub enum AttemptError {
+pub(crate) enum AttemptError {
     /// It was never sent (no time left before the deadline): it says nothing about the
     /// replica, and is neither timed nor counted as an attempt.
     NotSent(InferError),
@@ -121,7 +121,7 @@ pub enum AttemptError {
 
 /// Below the attempt timeout (the backend's request): what is sent. Its time is bounded from
 /// outside.
-pub struct Sent<'a> {
+pub(crate) struct Sent<'a> {
     /// Address of the replica.
     pub replica: Arc<str>,
     /// The contract's input columns.

@@ -30,13 +30,13 @@ use crate::inference::types::CallPolicy;
 use crate::telemetry::ModelMetrics;
 
 /// One version's layers: retry → balance → attempt timeout → backend.
-pub type VersionStack = Retry<Balance<AttemptTimeout<Protocol>>>;
+pub(crate) type VersionStack = Retry<Balance<AttemptTimeout<Protocol>>>;
 
 /// A model's layers over its versions `V`: deadline → fallback.
-pub type ModelStack<'m, V> = Deadline<TryFallback<'m, V>>;
+pub(crate) type ModelStack<'m, V> = Deadline<TryFallback<'m, V>>;
 
 /// The layers of one version: calls to `backend` on `balancer`'s replicas under `policy`.
-pub fn version(
+pub(crate) fn version(
     policy: &CallPolicy,
     backend: Arc<dyn Backend>,
     balancer: Arc<Balancer>,
@@ -59,7 +59,7 @@ pub fn version(
 
 /// The layers of a call to model `name` under `policy`: to one of `versions`, then
 /// `fallback`. Built per call: it only borrows the model.
-pub fn model<'m, V>(
+pub(crate) fn model<'m, V>(
     name: &'m str,
     policy: &CallPolicy,
     versions: &'m [Arc<V>],

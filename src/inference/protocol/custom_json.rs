@@ -15,7 +15,7 @@ use crate::spec::{CustomJsonSpec, Secret};
 
 /// Custom JSON protocol of one model version (sent by an
 /// [`HttpJsonBackend`](super::http_json::HttpJsonBackend)).
-pub struct CustomJsonBackend {
+pub(crate) struct CustomJsonBackend {
     path: String,
     /// The body template rendered once, split where the rows go.
     before_rows: String,
@@ -26,7 +26,7 @@ pub struct CustomJsonBackend {
 
 impl CustomJsonBackend {
     /// A client for `spec`.
-    pub fn new(spec: &CustomJsonSpec) -> Self {
+    pub(crate) fn new(spec: &CustomJsonSpec) -> Self {
         // Validation guarantees the marker is there once; without it the rows go at the end
         // of nothing, which the server will reject loudly.
         let template = serde_json::to_string(&spec.body).unwrap_or_default();

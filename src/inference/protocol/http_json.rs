@@ -16,7 +16,7 @@ use crate::inference::error::InferError;
 use crate::spec::Secret;
 
 /// The protocol-specific half of an [`HttpJsonBackend`].
-pub trait JsonProtocol: Send + Sync {
+pub(crate) trait JsonProtocol: Send + Sync {
     /// Path of a request, joined to the replica's base URL.
     fn path(&self) -> Cow<'_, str>;
 
@@ -61,13 +61,13 @@ pub trait JsonProtocol: Send + Sync {
 }
 
 /// A [`Backend`] speaking JSON over HTTP through protocol `P`.
-pub struct HttpJsonBackend<P> {
+pub(crate) struct HttpJsonBackend<P> {
     protocol: P,
 }
 
 impl<P: JsonProtocol> HttpJsonBackend<P> {
     /// A backend for `protocol`.
-    pub fn new(protocol: P) -> Self {
+    pub(crate) fn new(protocol: P) -> Self {
         HttpJsonBackend { protocol }
     }
 }

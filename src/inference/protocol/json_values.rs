@@ -17,7 +17,7 @@ use crate::spec::{OutputType, TensorDatatype};
 /// Why a cell cannot be written as JSON or cast for a tensor, or a JSON answer value cannot
 /// become a column.
 #[derive(Debug, thiserror::Error)]
-pub enum ValueError {
+pub(crate) enum ValueError {
     /// NaN or an infinity (JSON has none).
     #[error("{0} cannot be sent as JSON")]
     NotFinite(f64),
@@ -46,7 +46,11 @@ pub enum ValueError {
 
 /// Appends the JSON form of `array[row]` to `out`: numbers, booleans and strings as such,
 /// other types as their display string. Non-finite floats are an error (JSON has none).
-pub fn write_cell(out: &mut String, array: &dyn Array, row: usize) -> Result<(), ValueError> {
+pub(crate) fn write_cell(
+    out: &mut String,
+    array: &dyn Array,
+    row: usize,
+) -> Result<(), ValueError> {
     use datafusion::arrow::array::AsArray;
     use datafusion::arrow::datatypes as t;
     if array.is_null(row) {
@@ -137,14 +141,17 @@ fn write_float(
 }
 
 /// Appends `s` as a JSON string.
-pub fn write_str(out: &mut String, s: &str) {
+pub(crate) fn write_str(out: &mut String, s: &str) {
     // serde_json escapes exactly what JSON requires.
     out.push_str(&serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_string()));
 }
 
 /// Casts a numeric input column to the tensor datatype, so values are written (and rounded)
 /// as the model will read them.
-pub fn cast_for_tensor(array: &ArrayRef, datatype: TensorDatatype) -> Result<ArrayRef, ValueError> {
+pub(crate) fn cast_for_tensor(
+    array: &ArrayRef,
+    datatype: TensorDatatype,
+) -> Result<ArrayRef, ValueError> {
     let target = match datatype {
         TensorDatatype::Fp32 => DataType::Float32,
         TensorDatatype::Fp64 => DataType::Float64,
@@ -163,7 +170,7 @@ pub fn cast_for_tensor(array: &ArrayRef, datatype: TensorDatatype) -> Result<Arr
 }
 
 /// The OIP v2 datatype of an input column sent as its own tensor.
-pub fn oip_datatype(data_type: &DataType) -> &'static str {
+pub(crate) fn oip_datatype(data_type: &DataType) -> &'static str {
     match data_type {
         DataType::Boolean => "BOOL",
         DataType::Int8 => "INT8",
@@ -183,7 +190,7 @@ pub fn oip_datatype(data_type: &DataType) -> &'static str {
 
 /// Builds a column of `ty` from one JSON value per row. A value of the wrong type is an error
 /// naming the row; `null` becomes a null.
-pub fn to_array(values: &[&Value], ty: OutputType) -> Result<ArrayRef, ValueError> {
+pub(crate) fn to_array(values: &[&Value], ty: OutputType) -> Result<ArrayRef, ValueError> {
     let wrong = |row: usize, v: &Value| ValueError::WrongType {
         row,
         expected: type_name(ty),
@@ -278,7 +285,7 @@ pub fn to_array(values: &[&Value], ty: OutputType) -> Result<ArrayRef, ValueErro
 }
 
 /// Arrow type of an output column.
-pub fn output_data_type(ty: OutputType) -> DataType {
+pub(crate) fn output_data_type(ty: OutputType) -> DataType {
     match ty {
         OutputType::Boolean => DataType::Boolean,
         OutputType::Int64 => DataType::Int64,

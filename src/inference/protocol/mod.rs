@@ -2,15 +2,13 @@
 //! and the answer back into one column per declared output, with exactly one value per row:
 //! anything else is a contract error.
 
-pub mod custom_json;
-/// Moved to [`crate::http_client::guarded_resolver`]; kept here for existing paths.
-pub use crate::http_client::guarded_resolver;
-pub mod http_json;
-pub mod json_values;
-pub mod oip;
-pub mod openai;
-pub mod scrubbed;
-pub mod tf_serving;
+pub(crate) mod custom_json;
+pub(crate) mod http_json;
+pub(crate) mod json_values;
+pub(crate) mod oip;
+pub(crate) mod openai;
+pub(crate) mod scrubbed;
+pub(crate) mod tf_serving;
 pub mod transport;
 
 use datafusion::arrow::array::ArrayRef;

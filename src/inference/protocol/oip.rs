@@ -22,7 +22,7 @@ use crate::spec::{OipV2Spec, Secret, TensorLayout};
 
 /// OIP v2 protocol of one model version (sent by an
 /// [`HttpJsonBackend`](super::http_json::HttpJsonBackend)).
-pub struct OipBackend {
+pub(crate) struct OipBackend {
     /// `v2/models/{name}[/versions/{v}]`.
     model_path: String,
     layout: TensorLayout,
@@ -32,14 +32,11 @@ pub struct OipBackend {
 
 /// A tensor of an answer.
 #[derive(Debug, Deserialize)]
-pub struct ResponseTensor {
+pub(crate) struct ResponseTensor {
     /// Output name.
     pub name: String,
     /// Shape; the first dimension is the rows.
     pub shape: Vec<i64>,
-    /// Element type.
-    #[serde(default)]
-    pub datatype: String,
     /// Row-major values (nested arrays are flattened).
     pub data: Vec<Value>,
 }
@@ -51,7 +48,7 @@ struct InferResponse {
 
 /// Model metadata (`GET /v2/models/{name}`).
 #[derive(Debug, Deserialize)]
-pub struct ModelMetadata {
+pub(crate) struct ModelMetadata {
     /// Declared inputs.
     #[serde(default)]
     pub inputs: Vec<TensorMetadata>,
@@ -62,7 +59,7 @@ pub struct ModelMetadata {
 
 /// A declared tensor.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct TensorMetadata {
+pub(crate) struct TensorMetadata {
     /// Name.
     pub name: String,
     /// Element type.
@@ -74,7 +71,7 @@ pub struct TensorMetadata {
 
 impl OipBackend {
     /// A client for `spec`, calling the server's model `model_name` (default `registry_name`).
-    pub fn new(spec: &OipV2Spec, registry_name: &str) -> Self {
+    pub(crate) fn new(spec: &OipV2Spec, registry_name: &str) -> Self {
         let name = spec.model_name.as_deref().unwrap_or(registry_name);
         let mut model_path = format!("v2/models/{name}");
         if let Some(v) = &spec.model_version {
@@ -93,7 +90,11 @@ impl OipBackend {
     }
 
     /// Encodes the request body.
-    pub fn encode(&self, inputs: &RecordBatch, contract: &Contract) -> Result<String, InferError> {
+    pub(crate) fn encode(
+        &self,
+        inputs: &RecordBatch,
+        contract: &Contract,
+    ) -> Result<String, InferError> {
         let n = inputs.num_rows();
         let mut out = String::with_capacity(64 + n * inputs.num_columns() * 10);
         out.push_str("{\"inputs\":[");
@@ -164,7 +165,11 @@ impl OipBackend {
     }
 
     /// Decodes an answer for `rows` rows.
-    pub fn decode(body: &[u8], contract: &Contract, rows: usize) -> Result<CallOutput, InferError> {
+    pub(crate) fn decode(
+        body: &[u8],
+        contract: &Contract,
+        rows: usize,
+    ) -> Result<CallOutput, InferError> {
         let response: InferResponse = serde_json::from_slice(body)
             .map_err(|e| InferError::contract(format!("malformed OIP v2 answer: {e}")))?;
         decode_tensors(&response.outputs, contract, rows).map(CallOutput::columns)
@@ -177,7 +182,7 @@ fn bad_input(e: ValueError) -> InferError {
 
 /// Extracts the contract's outputs from named tensors (shared with the in-process runtime's
 /// tests and TF Serving's named outputs).
-pub fn decode_tensors(
+pub(crate) fn decode_tensors(
     tensors: &[ResponseTensor],
     contract: &Contract,
     rows: usize,
@@ -309,7 +314,7 @@ impl JsonProtocol for OipBackend {
 
 /// One way the model's declared tensors do not fit what the pipeline sends and selects.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum MetadataProblem {
+pub(crate) enum MetadataProblem {
     /// A column (layout `columns`) the model has no input for.
     #[error(
         "the pipeline sends column `{name}` but the model has no input of that name (model inputs: {})",
@@ -385,7 +390,7 @@ pub enum MetadataProblem {
 /// Every way the model's declared tensors do not fit the pipeline (at least one).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
-pub struct MetadataMismatch(pub Vec<MetadataProblem>);
+pub(crate) struct MetadataMismatch(pub Vec<MetadataProblem>);
 
 /// `name datatype [shape]` of each declared tensor.
 fn declared(tensors: &[TensorMetadata]) -> String {
@@ -397,7 +402,7 @@ fn declared(tensors: &[TensorMetadata]) -> String {
 }
 
 /// Compares declared model inputs and outputs with what the pipeline sends and selects.
-pub fn check_metadata(
+pub(crate) fn check_metadata(
     meta: &ModelMetadata,
     layout: &TensorLayout,
     contract: &Contract,

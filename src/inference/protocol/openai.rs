@@ -17,7 +17,7 @@ use crate::spec::{OpenAiChatSpec, OpenAiEmbeddingsSpec, Secret};
 
 /// Why a prompt template cannot be parsed or rendered.
 #[derive(Debug, thiserror::Error)]
-pub enum TemplateError {
+pub(crate) enum TemplateError {
     /// A `{column}` that is not one of the step's inputs.
     #[error(
         "`{{{name}}}` is not one of the step's inputs ({}); add it to `inputs` or write `{{{{` for a literal brace",
@@ -39,7 +39,7 @@ pub enum TemplateError {
 
 /// A prompt template: literal text and `{column}` references.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Template {
+pub(crate) struct Template {
     parts: Vec<Part>,
 }
 
@@ -52,7 +52,7 @@ enum Part {
 
 impl Template {
     /// Parses `{column}` references against `inputs`; `{{` and `}}` are literal braces.
-    pub fn parse(text: &str, inputs: &[String]) -> Result<Template, TemplateError> {
+    pub(crate) fn parse(text: &str, inputs: &[String]) -> Result<Template, TemplateError> {
         let mut parts = Vec::new();
         let mut literal = String::new();
         let mut chars = text.chars().peekable();
@@ -90,7 +90,7 @@ impl Template {
     }
 
     /// Renders the template for one row (strings as they are, other values as JSON).
-    pub fn render(&self, inputs: &RecordBatch, row: usize) -> Result<String, TemplateError> {
+    pub(crate) fn render(&self, inputs: &RecordBatch, row: usize) -> Result<String, TemplateError> {
         let mut out = String::new();
         for part in &self.parts {
             match part {
@@ -124,7 +124,7 @@ fn as_str(column: &ArrayRef, row: usize) -> Option<String> {
 
 /// Chat completions protocol of one model version (sent by an
 /// [`HttpJsonBackend`](super::http_json::HttpJsonBackend)).
-pub struct ChatBackend {
+pub(crate) struct ChatBackend {
     spec: OpenAiChatSpec,
 }
 
@@ -157,12 +157,15 @@ struct Usage {
 impl ChatBackend {
     /// A client for `spec`. The prompt is checked against each step's inputs when the
     /// pipeline is compiled ([`ChatBackend::check_prompt`]).
-    pub fn new(spec: &OpenAiChatSpec) -> Self {
+    pub(crate) fn new(spec: &OpenAiChatSpec) -> Self {
         ChatBackend { spec: spec.clone() }
     }
 
     /// Checks that the prompt only references `inputs`.
-    pub fn check_prompt(spec: &OpenAiChatSpec, inputs: &[String]) -> Result<(), TemplateError> {
+    pub(crate) fn check_prompt(
+        spec: &OpenAiChatSpec,
+        inputs: &[String],
+    ) -> Result<(), TemplateError> {
         Template::parse(&spec.prompt, inputs).map(|_| ())
     }
 
@@ -291,7 +294,7 @@ impl JsonProtocol for ChatBackend {
 
 /// Embeddings protocol of one model version (sent by an
 /// [`HttpJsonBackend`](super::http_json::HttpJsonBackend)).
-pub struct EmbeddingsBackend {
+pub(crate) struct EmbeddingsBackend {
     model: String,
     api_key: Option<Secret>,
 }
@@ -311,7 +314,7 @@ struct Embedding {
 
 impl EmbeddingsBackend {
     /// A client for `spec`.
-    pub fn new(spec: &OpenAiEmbeddingsSpec) -> Self {
+    pub(crate) fn new(spec: &OpenAiEmbeddingsSpec) -> Self {
         EmbeddingsBackend {
             model: spec.model.clone(),
             api_key: spec.api_key.clone(),

@@ -14,14 +14,14 @@ use crate::inference::error::InferError;
 use crate::inference::scrub::SecretScrubber;
 
 /// A protocol client whose errors are scrubbed of the secrets it sends.
-pub struct ScrubbedBackend {
+pub(crate) struct ScrubbedBackend {
     inner: Arc<dyn Backend>,
     scrubber: SecretScrubber,
 }
 
 /// `backend` wrapped so its errors are scrubbed of `scrubber`'s secrets; unchanged when there
 /// are none (no cost for versions without secrets).
-pub fn scrubbed(backend: Arc<dyn Backend>, scrubber: SecretScrubber) -> Arc<dyn Backend> {
+pub(crate) fn scrubbed(backend: Arc<dyn Backend>, scrubber: SecretScrubber) -> Arc<dyn Backend> {
     if scrubber.is_empty() {
         backend
     } else {

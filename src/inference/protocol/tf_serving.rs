@@ -15,7 +15,7 @@ use crate::spec::TfServingSpec;
 
 /// TF Serving protocol of one model version (sent by an
 /// [`HttpJsonBackend`](super::http_json::HttpJsonBackend)).
-pub struct TfServingBackend {
+pub(crate) struct TfServingBackend {
     path: String,
     signature_name: Option<String>,
     named_inputs: bool,
@@ -28,7 +28,7 @@ struct PredictResponse {
 
 impl TfServingBackend {
     /// A client for `spec`; the server's model is `model_name` (default `registry_name`).
-    pub fn new(spec: &TfServingSpec, registry_name: &str) -> Self {
+    pub(crate) fn new(spec: &TfServingSpec, registry_name: &str) -> Self {
         let name = spec.model_name.as_deref().unwrap_or(registry_name);
         TfServingBackend {
             path: format!("v1/models/{name}:predict"),

@@ -1,7 +1,7 @@
 //! JSON-lines file sink. Appends; a batch is delivered once written and flushed to the OS (and
 //! synced to disk with `fsync: true`).
 
-pub mod spec;
+pub(crate) mod spec;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -14,7 +14,7 @@ use crate::sink::{PayloadColumns, Sink, SinkError, SinkInput};
 use crate::spec::FileSinkSpec;
 
 /// Appends JSON lines to a file.
-pub struct FileSink {
+pub(crate) struct FileSink {
     file: Mutex<tokio::fs::File>,
     fsync: bool,
     payload: PayloadColumns,
@@ -22,7 +22,7 @@ pub struct FileSink {
 
 impl FileSink {
     /// Opens (creating if needed) the file for appending.
-    pub fn new(spec: &FileSinkSpec) -> Result<Self, SinkError> {
+    pub(crate) fn new(spec: &FileSinkSpec) -> Result<Self, SinkError> {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -39,7 +39,7 @@ impl FileSink {
     }
 
     /// Writes only the `payload` columns of each row.
-    pub fn with_payload(mut self, payload: PayloadColumns) -> Self {
+    pub(crate) fn with_payload(mut self, payload: PayloadColumns) -> Self {
         self.payload = payload;
         self
     }

@@ -1,7 +1,7 @@
 //! Standard-output sink: JSON lines. Writes are serialised so lines of concurrent batches never
 //! interleave, and a blocked pipe blocks the pipeline (backpressure), never memory.
 
-pub mod spec;
+pub(crate) mod spec;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -12,14 +12,14 @@ use crate::ack::Ack;
 use crate::sink::{PayloadColumns, Sink, SinkError, SinkInput, json_lines};
 
 /// Writes rows as JSON lines to standard output.
-pub struct StdoutSink {
+pub(crate) struct StdoutSink {
     out: Mutex<tokio::io::Stdout>,
     payload: PayloadColumns,
 }
 
 impl StdoutSink {
     /// A sink on the process's standard output.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         StdoutSink {
             out: Mutex::new(tokio::io::stdout()),
             payload: PayloadColumns::all(),
@@ -27,7 +27,7 @@ impl StdoutSink {
     }
 
     /// Writes only the `payload` columns of each row.
-    pub fn with_payload(mut self, payload: PayloadColumns) -> Self {
+    pub(crate) fn with_payload(mut self, payload: PayloadColumns) -> Self {
         self.payload = payload;
         self
     }

@@ -7,7 +7,7 @@
 //! Answers are deterministic so tests can check them: a row's score is the sum of its numeric
 //! input values (output `j` of an `[N, k]` output adds `j`).
 
-pub mod faults;
+pub(crate) mod faults;
 mod routes;
 
 use std::net::SocketAddr;
