@@ -290,38 +290,7 @@ pub fn decode_request(
             }
             Some(_) => {}
         }
-        let values = match input.parameters.get("binary_data_size") {
-            Some(size) => {
-                let size = size
-                    .as_u64()
-                    .and_then(|s| usize::try_from(s).ok())
-                    .ok_or_else(|| in_input(TensorError::BinarySizeNotASize))?;
-                if size > binary.len() {
-                    return Err(in_input(TensorError::BinarySizePastEnd(size)));
-                }
-                let (mine, rest) = binary.split_at(size);
-                binary = rest;
-                from_bytes(&input.datatype, mine, n * width)
-            }
-            None => {
-                let data = input
-                    .data
-                    .as_ref()
-                    .ok_or_else(|| RequestError::NoData(input.name.clone()))?;
-                let mut flat = Vec::with_capacity(n * width);
-                flatten(data, &mut flat);
-                if flat.len() != n * width {
-                    return Err(RequestError::DataLength {
-                        input: input.name.clone(),
-                        shape: input.shape.clone(),
-                        declared: n * width,
-                        found: flat.len(),
-                    });
-                }
-                from_json(&input.datatype, &flat)
-            }
-        }
-        .map_err(in_input)?;
+        let values = input_values(input, n * width, &mut binary)?;
         if values.len() != n * width {
             return Err(in_input(TensorError::ValueCount {
                 values: values.len(),
@@ -365,6 +334,50 @@ pub fn decode_request(
         outputs,
         binary_by_default,
     })
+}
+
+/// The values of one input: from its share of the binary part (`binary_data_size`, taken
+/// off the front of `binary`) or from its JSON `data`, which must hold `expected` values.
+fn input_values(
+    input: &RawInput,
+    expected: usize,
+    binary: &mut &[u8],
+) -> Result<ArrayRef, RequestError> {
+    let in_input = |source: TensorError| RequestError::Input {
+        input: input.name.clone(),
+        source,
+    };
+    match input.parameters.get("binary_data_size") {
+        Some(size) => {
+            let size = size
+                .as_u64()
+                .and_then(|s| usize::try_from(s).ok())
+                .ok_or_else(|| in_input(TensorError::BinarySizeNotASize))?;
+            if size > binary.len() {
+                return Err(in_input(TensorError::BinarySizePastEnd(size)));
+            }
+            let (mine, rest) = binary.split_at(size);
+            *binary = rest;
+            from_bytes(&input.datatype, mine, expected).map_err(in_input)
+        }
+        None => {
+            let data = input
+                .data
+                .as_ref()
+                .ok_or_else(|| RequestError::NoData(input.name.clone()))?;
+            let mut flat = Vec::with_capacity(expected);
+            flatten(data, &mut flat);
+            if flat.len() != expected {
+                return Err(RequestError::DataLength {
+                    input: input.name.clone(),
+                    shape: input.shape.clone(),
+                    declared: expected,
+                    found: flat.len(),
+                });
+            }
+            from_json(&input.datatype, &flat).map_err(in_input)
+        }
+    }
 }
 
 /// Rows and values per row of a shape (`[N]`, `[N, F]`, `[N, a, b]`...).
