@@ -61,6 +61,16 @@ pub(crate) fn transaction_schema() -> String {
 
 /// Starts `streamgate run <pipeline>` with an ephemeral admin port; logs go to `log`.
 pub(crate) fn start_gateway(pipeline: &Path, log: &Path, stdout: Stdio) -> Child {
+    start_gateway_with_env(pipeline, log, stdout, &[])
+}
+
+/// [`start_gateway`] with more environment variables (secrets the pipeline file names).
+pub(crate) fn start_gateway_with_env(
+    pipeline: &Path,
+    log: &Path,
+    stdout: Stdio,
+    env: &[(&str, &str)],
+) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -71,6 +81,7 @@ pub(crate) fn start_gateway(pipeline: &Path, log: &Path, stdout: Stdio) -> Child
         .arg(pipeline)
         .args(["--admin-addr", "127.0.0.1:0"])
         .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
         .stdout(stdout)
         .stderr(log)
         .spawn()
