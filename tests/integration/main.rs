@@ -29,6 +29,7 @@ mod nats_server;
 mod onnx_model;
 mod policies;
 mod process;
+mod real_kafka_delivery;
 mod rebalance;
 mod spec_golden;
 mod sql_golden;
