@@ -341,12 +341,10 @@ async fn refused_late(name: &str, refusals: usize, policy: &str) -> Run {
         records,
         &dead_letter,
         |broker| {
-            broker.fail_next_produce_requests(
-                &vec![
+            broker.fail_next_produce_requests(&vec![
                     rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE;
                     refusals
-                ],
-            )
+                ])
         },
     )
     .await
