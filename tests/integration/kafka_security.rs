@@ -77,6 +77,8 @@ async fn a_tls_client_never_talks_plaintext_to_a_plaintext_broker() {
         .unwrap_err();
     eprintln!("TLS against plaintext: {err}");
     assert!(err.contains("cannot reach brokers"), "{err}");
+    // The verdict says why, not only "broker transport failure".
+    assert!(err.contains("SSL handshake failed"), "{err}");
     assert!(!err.contains("canary"), "secret echoed: {err}");
 }
 
