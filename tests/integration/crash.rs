@@ -14,7 +14,10 @@ use std::time::Duration;
 use rand::{Rng, SeedableRng};
 
 use crate::common::{fully_committed, produce, read_all, topic_len, transactions, wait_until};
-use crate::process::{BrokerProcess, start_gateway, terminate, transaction_schema, write_pipeline};
+use crate::process::{
+    BrokerProcess, start_gateway, start_gateway_with_env, terminate, transaction_schema,
+    write_pipeline,
+};
 
 /// Partitions of the input and output topics (the dead-letter topic has one).
 pub(crate) const PARTITIONS: i32 = 8;
@@ -22,12 +25,22 @@ pub(crate) const PARTITIONS: i32 = 8;
 /// The scenarios' pipeline: `{name}-in` → SQL → `{name}-out`, dead letters to `{name}-dlq`,
 /// with a short consumer session so restarts rebalance fast.
 pub(crate) fn pipeline(bootstrap: &str, name: &str) -> String {
-    pipeline_with(bootstrap, name, "", "")
+    pipeline_with(bootstrap, name, &Extra::default())
 }
 
-/// [`pipeline`] with more librdkafka properties: `source` lines go into the source's
-/// `properties` (indented four spaces), `sink` is a flow mapping's entries for the output's.
-pub(crate) fn pipeline_with(bootstrap: &str, name: &str, source: &str, sink: &str) -> String {
+/// What [`pipeline_with`] adds to [`pipeline`].
+#[derive(Default)]
+pub(crate) struct Extra<'a> {
+    /// More entries of the source's `properties` flow mapping, each as `, key: "value"`.
+    pub source_properties: &'a str,
+    /// Entries of the output sink's `properties` flow mapping (`key: "value", ...`).
+    pub sink_properties: &'a str,
+    /// A `security:` block of the source (indented two spaces); the sinks inherit it.
+    pub security: &'a str,
+}
+
+/// [`pipeline`] with more librdkafka properties or a security block.
+pub(crate) fn pipeline_with(bootstrap: &str, name: &str, extra: &Extra<'_>) -> String {
     format!(
         r#"
 name: {name}
@@ -37,21 +50,22 @@ source:
   topics: [{name}-in]
   group_id: {name}-group
   batch: {{ max_rows: 100, max_age: 5ms }}
-  properties:
-    # A killed consumer's membership lasts a session; keep it short so restarts rebalance fast.
-    session.timeout.ms: "6000"
-    heartbeat.interval.ms: "500"
-{source}
+  # A killed consumer's membership lasts a session; keep it short so restarts rebalance fast.
+  properties: {{ session.timeout.ms: "6000", heartbeat.interval.ms: "500"{source_properties} }}
+{security}
 format:
   type: json
   schema: {schema}
 sql: SELECT transaction_id, card_id, amount FROM input
 outputs:
   - name: out
-    sink: {{ type: kafka, topic: {name}-out, key: card_id, properties: {{ {sink} }} }}
+    sink: {{ type: kafka, topic: {name}-out, key: card_id, properties: {{ {sink_properties} }} }}
 dead_letter: {{ type: kafka, topic: {name}-dlq }}
 "#,
-        schema = transaction_schema()
+        schema = transaction_schema(),
+        source_properties = extra.source_properties,
+        sink_properties = extra.sink_properties,
+        security = extra.security,
     )
 }
 
@@ -86,7 +100,18 @@ pub(crate) fn assert_none_lost(counts: &HashMap<u64, usize>, n: u64) -> usize {
 
 /// Runs the gateway until the whole input is committed, then stops it with SIGTERM.
 pub(crate) fn run_to_end_and_terminate(file: &Path, log: &Path, bootstrap: &str, name: &str) {
-    let mut gateway = start_gateway(file, log, Stdio::null());
+    run_to_end_and_terminate_with_env(file, log, bootstrap, name, &[]);
+}
+
+/// [`run_to_end_and_terminate`] with more environment variables for the gateway.
+pub(crate) fn run_to_end_and_terminate_with_env(
+    file: &Path,
+    log: &Path,
+    bootstrap: &str,
+    name: &str,
+    env: &[(&str, &str)],
+) {
+    let mut gateway = start_gateway_with_env(file, log, Stdio::null(), env);
     let (group, input) = (format!("{name}-group"), format!("{name}-in"));
     wait_until(
         "everything committed",
