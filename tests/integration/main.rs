@@ -30,6 +30,7 @@ mod onnx_model;
 mod policies;
 mod process;
 mod real_kafka_delivery;
+mod real_kafka_security;
 mod rebalance;
 mod spec_golden;
 mod sql_golden;
