@@ -29,6 +29,7 @@ mod nats_server;
 mod onnx_model;
 mod policies;
 mod process;
+mod real_kafka_broker_faults;
 mod real_kafka_delivery;
 mod real_kafka_security;
 mod rebalance;
