@@ -1,8 +1,9 @@
-//! Kafka connection security as far as it can be exercised here. librdkafka's mock cluster
-//! (the only Kafka broker available on this machine) speaks neither TLS nor SASL, so TLS and
-//! mutual TLS are tested through a TLS-terminating proxy that the mock cluster advertises as
-//! its address; SASL is checked from the client side only: a TLS client never falls back to
-//! plaintext, unreadable certificate files are clear errors, and secrets are never echoed.
+//! Kafka connection security on the embedded broker, fast and without Java. librdkafka's mock
+//! cluster speaks neither TLS nor SASL, so TLS and mutual TLS are tested through a
+//! TLS-terminating proxy that the mock cluster advertises as its address; SASL is checked from
+//! the client side only: a TLS client never falls back to plaintext, unreadable certificate
+//! files are clear errors, and secrets are never echoed. `real_kafka_security` exercises SASL
+//! and TLS listeners of Apache Kafka's own broker.
 
 use std::sync::Arc;
 use std::time::Duration;
