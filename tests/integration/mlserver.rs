@@ -26,21 +26,13 @@ impl Drop for Server {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn start_mlserver(model_dir: &Path) -> (Server, String) {
     assert!(
         crate::common::venv().join("bin/mlserver").exists(),
         "MLServer is not installed in {}: run `bash tests/run.sh`, which installs it",
         crate::common::venv().display()
     );
-    let port = free_port();
+    let port = crate::common::free_port();
     let child = Command::new("bash")
         .arg(conformance_dir().join("start.sh"))
         .arg(model_dir)

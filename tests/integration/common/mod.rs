@@ -11,6 +11,9 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
+pub(crate) mod pki;
+pub(crate) mod real_kafka;
+
 /// A message read back from a topic.
 #[derive(Debug, Clone)]
 pub(crate) struct ReadMessage {
@@ -95,13 +98,21 @@ fn consumer(bootstrap: &str, group: Option<&str>) -> BaseConsumer {
 
 /// High watermark of every partition.
 pub(crate) fn high_watermarks(bootstrap: &str, topic: &str, partitions: i32) -> HashMap<i32, i64> {
+    try_high_watermarks(bootstrap, topic, partitions, Duration::from_secs(10)).expect("watermarks")
+}
+
+/// High watermark of every partition, or the first error (a broker down or paused).
+pub(crate) fn try_high_watermarks(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    timeout: Duration,
+) -> rdkafka::error::KafkaResult<HashMap<i32, i64>> {
     let c = consumer(bootstrap, None);
     (0..partitions)
         .map(|p| {
-            let (_, high) = c
-                .fetch_watermarks(topic, p, Duration::from_secs(10))
-                .expect("watermarks");
-            (p, high)
+            c.fetch_watermarks(topic, p, timeout)
+                .map(|(_, high)| (p, high))
         })
         .collect()
 }
@@ -197,6 +208,16 @@ pub(crate) fn read_all(bootstrap: &str, topic: &str, partitions: i32) -> Vec<Rea
         }
     }
     out
+}
+
+/// A free loopback port for a server that needs its port before it starts (the probing
+/// listener is closed again at once).
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Polls `condition` every `every` until it holds or `timeout` passes (then panics with `what`).
