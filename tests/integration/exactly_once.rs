@@ -47,10 +47,14 @@ dead_letter: {{ type: kafka, topic: eos-dlq }}
     )
 }
 
-/// Every message of `topic` a `read_committed` reader sees, by partition end (a transactional
+/// Every message (key, payload) of `topic` a `read_committed` reader sees, by partition end (a transactional
 /// topic's last offset is a commit marker, never delivered, so the reader stops at each
 /// partition's end instead of at its high watermark).
-fn read_committed(bootstrap: &str, topic: &str, partitions: i32) -> Vec<Vec<u8>> {
+pub(crate) fn read_committed(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+) -> Vec<(Option<Vec<u8>>, Vec<u8>)> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "eos-reader")
@@ -72,7 +76,10 @@ fn read_committed(bootstrap: &str, topic: &str, partitions: i32) -> Vec<Vec<u8>>
         assert!(Instant::now() < deadline, "timed out reading {topic}");
         match consumer.poll(Duration::from_millis(200)) {
             None => {}
-            Some(Ok(m)) => payloads.push(m.payload().unwrap_or_default().to_vec()),
+            Some(Ok(m)) => payloads.push((
+                m.key().map(<[u8]>::to_vec),
+                m.payload().unwrap_or_default().to_vec(),
+            )),
             Some(Err(KafkaError::PartitionEOF(p))) => {
                 open.remove(&p);
             }
@@ -83,9 +90,9 @@ fn read_committed(bootstrap: &str, topic: &str, partitions: i32) -> Vec<Vec<u8>>
 }
 
 /// Output count per transaction id.
-fn ids(payloads: &[Vec<u8>]) -> HashMap<String, usize> {
+fn ids(messages: &[(Option<Vec<u8>>, Vec<u8>)]) -> HashMap<String, usize> {
     let mut counts = HashMap::new();
-    for p in payloads {
+    for (_, p) in messages {
         let row: serde_json::Value = serde_json::from_slice(p).unwrap();
         *counts
             .entry(row["transaction_id"].as_str().unwrap().to_string())

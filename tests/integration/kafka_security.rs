@@ -79,8 +79,12 @@ async fn a_tls_client_never_talks_plaintext_to_a_plaintext_broker() {
         .to_string();
     eprintln!("TLS against plaintext: {err}");
     assert!(err.contains("cannot reach brokers"), "{err}");
-    // The verdict says why, not only "broker transport failure".
-    assert!(err.contains("SSL handshake failed"), "{err}");
+    // The verdict says why, not only "broker transport failure": depending on timing
+    // librdkafka reports the failed handshake or the reset connection during it.
+    assert!(
+        err.contains("SSL handshake failed") || err.contains("in state SSL_HANDSHAKE"),
+        "{err}"
+    );
     assert!(!err.contains("canary"), "secret echoed: {err}");
 }
 

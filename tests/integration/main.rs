@@ -32,6 +32,7 @@ mod policies;
 mod process;
 mod real_kafka_broker_faults;
 mod real_kafka_delivery;
+mod real_kafka_exactly_once;
 mod real_kafka_security;
 mod rebalance;
 mod spec_golden;
