@@ -33,7 +33,7 @@
 //! | `allow.rs` | the replica allow-list |
 //! | `proxy.rs` | forwarding to a replica, with retries |
 //! | `translate.rs` | OIP v2 in front of other tensor protocols |
-//! | `oip_codec.rs`, `openai_body.rs` | request and response bodies |
+//! | `oip_codec.rs` (errors in `oip_errors.rs`), `openai_body.rs` | request and response bodies |
 //! | `pipelines.rs` | pipelines of the process: state, totals, throughput, lag |
 //! | `http.rs`, `workers.rs`, `tls.rs`, `held_body.rs` | connections, threads, TLS, slots held by a body |
 
@@ -46,6 +46,7 @@ mod held_body;
 pub mod http;
 pub mod jwt;
 pub mod oip_codec;
+pub mod oip_errors;
 pub(crate) mod openai_body;
 pub(crate) mod pipelines;
 pub(crate) mod principal;
