@@ -146,6 +146,7 @@ fn state_name(state: &crate::runtime::PipelineState) -> &'static str {
         Stopping => "stopping",
         Stopped => "stopped",
         Failed(_) => "failed",
+        Held(_) => "held",
     }
 }
 

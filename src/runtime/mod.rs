@@ -13,6 +13,7 @@
 //! sends each output its rows, and applies the error policy to what failed. [`status`] keeps
 //! each pipeline's state and pause switch for the admin API.
 
+pub(crate) mod failure_guard;
 mod route;
 pub mod rows;
 pub(crate) mod status;
@@ -34,6 +35,7 @@ use crate::sink::{self, Sink, SinkError};
 use crate::source::{self, BatchRouter, SourceError, SourceReport};
 use crate::spec::{Delivery, ProcessingSpec};
 use crate::telemetry::{Metrics, PipelineMetrics};
+use failure_guard::FailureGuard;
 pub use status::{PipelineState, StatusBoard};
 use worker::{OutputRuntime, PipelineWorker};
 
@@ -98,11 +100,16 @@ pub async fn run_pipeline(
     let worker = build_worker(
         &compiled,
         &registry,
-        outputs,
-        dead_letter,
+        (outputs, dead_letter),
         &name,
         &pipeline_metrics,
         transaction.clone(),
+        Arc::new(FailureGuard::new(
+            spec.on_systematic_failure.clone(),
+            name.clone(),
+            status.clone(),
+            pipeline_metrics.clone(),
+        )),
     )?;
     let (workers, router) = spawn_workers(worker, &spec.processing);
 
@@ -214,11 +221,11 @@ async fn check_models(
 fn build_worker(
     compiled: &Arc<CompiledPipeline>,
     registry: &ModelRegistry,
-    outputs: Vec<OutputRuntime>,
-    dead_letter: Option<Arc<dyn Sink>>,
+    (outputs, dead_letter): (Vec<OutputRuntime>, Option<Arc<dyn Sink>>),
     name: &Arc<str>,
     metrics: &PipelineMetrics,
     transaction: Option<Arc<KafkaTransaction>>,
+    failure_guard: Arc<FailureGuard>,
 ) -> Result<Arc<PipelineWorker>, RuntimeError> {
     let spec = &compiled.pipeline.spec;
     let inference = InferenceStage::start(&compiled.steps, registry, compiled.output_schema())
@@ -244,6 +251,7 @@ fn build_worker(
         metrics: metrics.clone(),
         name: name.clone(),
         transaction,
+        failure_guard,
     }))
 }
 

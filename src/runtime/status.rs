@@ -23,6 +23,9 @@ pub enum PipelineState {
     Stopped,
     /// Stopped because of an error.
     Failed(String),
+    /// Holding a batch and paused because most records fail (`on_systematic_failure`):
+    /// nothing is dead-lettered until a retry succeeds or an operator resumes.
+    Held(String),
 }
 
 /// What the board knows of one pipeline.

@@ -6,7 +6,8 @@ use std::time::Instant;
 
 use datafusion::arrow::record_batch::RecordBatch;
 
-use super::rows::{Routed, process_rows};
+use super::failure_guard::{FailureGuard, Verdict};
+use super::rows::{Processed, Routed, process_rows};
 use crate::ack::{Ack, AckStatus};
 use crate::batch::{ErrorClass, Failure, Failures, Position, RawRecord, SourceBatch, Stage};
 use crate::connect::transaction::KafkaTransaction;
@@ -42,6 +43,8 @@ pub(crate) struct PipelineWorker {
     pub(crate) name: Arc<str>,
     /// Under exactly-once, the transaction every batch's messages and offsets go into.
     pub(crate) transaction: Option<Arc<KafkaTransaction>>,
+    /// Holds batches instead of dead-lettering them when most records fail.
+    pub(crate) failure_guard: Arc<FailureGuard>,
 }
 
 impl PipelineWorker {
@@ -55,19 +58,9 @@ impl PipelineWorker {
             ..
         } = batch;
         let ack = receipt.ack().clone();
-        // By record index, in source order (so are the dead letters).
-        let mut failures = Failures::new();
-
-        let (decoded, record_of_row) = self.decode(&records, &mut failures).await;
-        let processed = process_rows(&self.compiled, &self.inference, decoded, &self.metrics).await;
+        let (mut failures, processed, record_of_row) = self.process_records(&records).await;
         if processed.errored {
             ack.record(AckStatus::Errored);
-        }
-        // Rows of the decoded batch back to the records they came from.
-        for (row, f) in processed.failures {
-            if let Some(&record) = record_of_row.get(row) {
-                failures.record(record as usize, f);
-            }
         }
         let rows = RowSources {
             records: &records,
@@ -115,6 +108,29 @@ impl PipelineWorker {
                 "the batch at {}[{}] offset {} was not delivered ({status:?})",
                 p.topic, p.partition, p.offset
             ));
+        }
+    }
+
+    /// Decodes the records and runs SQL, inference and routing over them. Returns the failures
+    /// (by record index, in source order, so are the dead letters), the processed rows and,
+    /// per decoded row, its record. While the failure guard holds the batch (most records
+    /// fail), it is processed again every `retry_every`, and nothing of it is sent.
+    async fn process_records(&self, records: &[RawRecord]) -> (Failures, Processed, Vec<u32>) {
+        loop {
+            let mut failures = Failures::new();
+            let (decoded, record_of_row) = self.decode(records, &mut failures).await;
+            let mut processed =
+                process_rows(&self.compiled, &self.inference, decoded, &self.metrics).await;
+            // Rows of the decoded batch back to the records they came from.
+            for (row, f) in std::mem::take(&mut processed.failures) {
+                if let Some(&record) = record_of_row.get(row) {
+                    failures.record(record as usize, f);
+                }
+            }
+            let verdict = self.failure_guard.observe(records.len(), failures.len());
+            if verdict == Verdict::Proceed || self.failure_guard.wait_to_retry().await {
+                return (failures, processed, record_of_row);
+            }
         }
     }
 

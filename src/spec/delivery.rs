@@ -1,10 +1,10 @@
-//! Checks of a pipeline's delivery guarantee: `exactly_once` is Kafka to Kafka through one
-//! transactional producer on the source's cluster.
+//! Checks of a pipeline's delivery settings: `exactly_once` is Kafka to Kafka through one
+//! transactional producer on the source's cluster; `on_systematic_failure` has sane bounds.
 
 use std::time::Duration;
 
 use super::check::Problems;
-use super::{Delivery, KafkaSinkSpec, PipelineSpec, SinkSpec, SourceSpec};
+use super::{Delivery, KafkaSinkSpec, PipelineSpec, SinkSpec, SourceSpec, SystematicFailureSpec};
 
 /// Longest `transaction_interval`: a transaction stays open that long, and every
 /// `read_committed` reader waits for it.
@@ -28,8 +28,36 @@ const RESERVED: &[(&str, &str)] = &[
     ),
 ];
 
+/// Adds the problems of `on_systematic_failure`.
+fn check_systematic_failure(spec: &SystematicFailureSpec, problems: &mut Problems) {
+    let path = "on_systematic_failure";
+    if !(spec.max_failure_rate > 0.0 && spec.max_failure_rate <= 1.0) {
+        problems.error(
+            format!("{path}.max_failure_rate"),
+            format!(
+                "is {}: expected more than 0 and at most 1 (1 turns the guard off)",
+                spec.max_failure_rate
+            ),
+        );
+    }
+    if spec.min_records == 0 {
+        problems.error(format!("{path}.min_records"), "is 0: expected at least 1");
+    }
+    if spec.window.is_zero() || spec.window > Duration::from_secs(3600) {
+        problems.error(
+            format!("{path}.window"),
+            "expected more than 0 and at most 1h",
+        );
+    }
+    if spec.retry_every < Duration::from_millis(100) || spec.retry_every > Duration::from_secs(600)
+    {
+        problems.error(format!("{path}.retry_every"), "expected 100ms to 10m");
+    }
+}
+
 /// Adds the problems of `spec`'s delivery settings.
 pub(crate) fn check_delivery(spec: &PipelineSpec, problems: &mut Problems) {
+    check_systematic_failure(&spec.on_systematic_failure, problems);
     if spec.delivery == Delivery::AtLeastOnce {
         if spec.transactional_id.is_some() {
             problems.error(
@@ -189,6 +217,16 @@ format: {{ type: json, columns: [{{ name: id, type: string }}] }}
         assert!(found[2].starts_with("outputs[1].sink.bootstrap_servers: differs"));
         assert!(found[3].starts_with("outputs[2].sink.properties.transactional.id: is set by"));
         assert!(found[4].starts_with("outputs[2].sink: uses other producer settings"));
+    }
+
+    #[test]
+    fn systematic_failure_bounds_are_checked() {
+        let spec = spec(
+            "outputs: []\non_systematic_failure: { max_failure_rate: 0, min_records: 0, window: 2h, retry_every: 1ms }",
+        );
+        let found = problems(&spec);
+        assert_eq!(found.len(), 4, "{found:#?}");
+        assert!(found[0].starts_with("on_systematic_failure.max_failure_rate: is 0"));
     }
 
     #[test]

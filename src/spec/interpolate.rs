@@ -98,6 +98,7 @@ impl Walker<'_> {
             on_error: _,
             on_undeliverable_dead_letter: _,
             processing: _,
+            on_systematic_failure: _,
             delivery: _,
             transaction_interval: _,
             transactional_id,

@@ -77,6 +77,14 @@ pub struct PipelineSpec {
     /// Concurrency and buffering.
     #[serde(default)]
     pub processing: ProcessingSpec,
+    /// When most records fail (a model that breaks its contract on every answer, a schema
+    /// change upstream), dead-lettering them all would empty the stream into the dead-letter
+    /// topic. Past `max_failure_rate` the pipeline instead holds the failing batch, pauses
+    /// consumption (backpressure), reports it (logs, `streamgate_systematic_failure`,
+    /// `/readyz`, `/admin/pipelines`) and dead-letters nothing more until a retry succeeds or
+    /// an operator resumes the pipeline (`POST /admin/pipelines/<name>/resume`).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub on_systematic_failure: SystematicFailureSpec,
     /// The delivery guarantee: `at_least_once` (default: every record's outputs are published
     /// at least once; a crash replays up to ~250 ms of delivered work) or `exactly_once`
     /// (Kafka to Kafka only: outputs, dead letters and input offsets are committed in one
@@ -101,6 +109,56 @@ pub struct PipelineSpec {
 
 fn default_transaction_interval() -> Duration {
     Duration::from_millis(100)
+}
+
+/// When failures count as systematic (see `on_systematic_failure`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SystematicFailureSpec {
+    /// Share of records (0 to 1) failing within `window` above which failures count as
+    /// systematic (default 0.5). `1` turns the guard off.
+    #[serde(default = "default_max_failure_rate")]
+    pub max_failure_rate: f64,
+    /// Least records the window must hold before its rate counts (default 500), so a few bad
+    /// records at start-up do not trip it.
+    #[serde(default = "default_min_records")]
+    pub min_records: usize,
+    /// How far back the rate looks (default `"60s"`).
+    #[serde(default = "default_failure_window", with = "super::duration")]
+    #[schemars(with = "String")]
+    pub window: Duration,
+    /// How often a held batch is processed again to see whether the cause is gone (default
+    /// `"10s"`).
+    #[serde(default = "default_retry_every", with = "super::duration")]
+    #[schemars(with = "String")]
+    pub retry_every: Duration,
+}
+
+impl Default for SystematicFailureSpec {
+    fn default() -> Self {
+        SystematicFailureSpec {
+            max_failure_rate: default_max_failure_rate(),
+            min_records: default_min_records(),
+            window: default_failure_window(),
+            retry_every: default_retry_every(),
+        }
+    }
+}
+
+fn default_max_failure_rate() -> f64 {
+    0.5
+}
+
+fn default_min_records() -> usize {
+    500
+}
+
+fn default_failure_window() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn default_retry_every() -> Duration {
+    Duration::from_secs(10)
 }
 
 /// The delivery guarantee of a pipeline.

@@ -37,6 +37,8 @@ pub struct Metrics {
     pub backpressure_pauses: IntCounterVec,
     /// Partitions currently assigned to the pipeline's consumer.
     pub assigned_partitions: IntGaugeVec,
+    /// 1 while the pipeline holds a batch because most records fail (`on_systematic_failure`).
+    pub systematic_failure: IntGaugeVec,
     /// JetStream messages settled, by kind (`ack`, `term`, `nak`, `progress`, `exhausted`).
     pub nats_acks: IntCounterVec,
     /// Model call families.
@@ -156,6 +158,11 @@ impl Metrics {
                 "Partitions currently assigned to this instance's consumer.",
                 &[PIPELINE],
             ),
+            systematic_failure: gauge(
+                "streamgate_systematic_failure",
+                "1 while the pipeline holds a batch and pauses because most records fail (on_systematic_failure); nothing is dead-lettered meanwhile.",
+                &[PIPELINE],
+            ),
             nats_acks: counter(
                 "streamgate_nats_acks_total",
                 "JetStream messages settled, by kind: ack, term (dead-lettered), nak (redeliver), progress (still working), exhausted (failed on its last allowed delivery).",
@@ -188,6 +195,7 @@ impl Metrics {
             batches_failed: self.batches_failed.with_label_values(&[pipeline]),
             backpressure_pauses: self.backpressure_pauses.with_label_values(&[pipeline]),
             assigned_partitions: self.assigned_partitions.with_label_values(&[pipeline]),
+            systematic_failure: self.systematic_failure.with_label_values(&[pipeline]),
             all: self.clone(),
         }
     }
@@ -211,6 +219,8 @@ pub struct PipelineMetrics {
     pub backpressure_pauses: prometheus::IntCounter,
     /// `streamgate_assigned_partitions{pipeline}`.
     pub assigned_partitions: prometheus::IntGauge,
+    /// `streamgate_systematic_failure{pipeline}`.
+    pub systematic_failure: prometheus::IntGauge,
     all: Metrics,
 }
 

@@ -327,3 +327,106 @@ async fn rejected_rows_are_dead_lettered_by_the_model_stage_and_scored_rows_carr
         assert!(latency >= 0.0, "{h:?}");
     }
 }
+
+/// A model that breaks its contract on every answer (here: a wrong row count) must not drain
+/// the stream into the dead-letter topic: past `on_systematic_failure`'s rate the pipeline
+/// holds the batch, pauses, reports `held` (not ready, gauge 1) and dead-letters nothing more;
+/// once the model answers right again, the held batch goes through and the stream completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_failing_every_row_holds_the_stream_instead_of_dead_lettering_it() {
+    let (_broker, bootstrap) = broker_with_transactions(20_000).await;
+    let mock = MockModel::start(MockModelConfig::default()).await.unwrap();
+    mock.set_faults(Faults {
+        wrong_row_count_probability: 1.0,
+        ..Faults::default()
+    });
+    let yaml = format!(
+        "{}on_systematic_failure: {{ max_failure_rate: 0.5, min_records: 400, retry_every: 200ms }}\n",
+        pipeline_yaml(&bootstrap, &mock.url(), "")
+    );
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/scored.yaml");
+    let compiled =
+        streamgate::plan::compile(streamgate::spec::load_str(&yaml, &file, &|_| None).unwrap())
+            .await
+            .unwrap();
+    let metrics = Metrics::new();
+    let board = streamgate::runtime::StatusBoard::default();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn({
+        let (metrics, board, stop) = (metrics.clone(), board.clone(), stop.clone());
+        async move { streamgate::runtime::run_pipeline(compiled, &metrics, stop, board).await }
+    });
+    let dead_lettered = |m: &Metrics| {
+        m.render()
+            .lines()
+            .filter(|l| l.starts_with("streamgate_records_dead_lettered_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    };
+    let held = || {
+        matches!(
+            board.snapshot().get("scored"),
+            Some(streamgate::runtime::PipelineState::Held(_))
+        )
+    };
+    wait_until_async(
+        "the guard to trip",
+        Duration::from_secs(60),
+        Duration::from_millis(20),
+        held,
+    )
+    .await;
+    assert!(!board.ready(), "a held pipeline is not ready");
+    assert!(
+        metrics
+            .render()
+            .contains("streamgate_systematic_failure{pipeline=\"scored\"} 1")
+    );
+    // The held batch is retried (each retry calls the model again) and nothing more is
+    // dead-lettered meanwhile (batches other workers passed before the trip finish first).
+    let retries = async |n: u64| {
+        let calls = mock.calls();
+        wait_until_async(
+            "retries",
+            Duration::from_secs(30),
+            Duration::from_millis(20),
+            || mock.calls() >= calls + n,
+        )
+        .await;
+    };
+    retries(3).await;
+    let at_trip = dead_lettered(&metrics);
+    retries(5).await;
+    assert!(held());
+    assert_eq!(dead_lettered(&metrics), at_trip, "dead letters while held");
+    assert!(
+        at_trip < 2_000,
+        "the guard trips early: {at_trip} dead letters of 20,000"
+    );
+
+    // The model is fixed: the next retry succeeds, the guard clears, the stream completes.
+    mock.set_faults(Faults::default());
+    wait_done(&bootstrap, &task).await;
+    assert_eq!(
+        board.snapshot()["scored"],
+        streamgate::runtime::PipelineState::Running
+    );
+    assert!(
+        metrics
+            .render()
+            .contains("streamgate_systematic_failure{pipeline=\"scored\"} 0")
+    );
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    let (out, dlq) = read_outputs(&bootstrap).await;
+    assert_eq!(
+        dlq.len() as u64,
+        at_trip,
+        "nothing dead-lettered after the trip"
+    );
+    assert_eq!(
+        out.len() + dlq.len(),
+        20_000,
+        "every record scored or dead-lettered"
+    );
+}
