@@ -96,9 +96,20 @@ fn consumer(bootstrap: &str, group: Option<&str>) -> BaseConsumer {
     c.create().expect("consumer")
 }
 
-/// High watermark of every partition.
+/// High watermark of every partition. Transient errors are retried for up to 30 s: right
+/// after a topic is created, Apache Kafka may answer `NotLeaderForPartition` for a moment.
 pub(crate) fn high_watermarks(bootstrap: &str, topic: &str, partitions: i32) -> HashMap<i32, i64> {
-    try_high_watermarks(bootstrap, topic, partitions, Duration::from_secs(10)).expect("watermarks")
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match try_high_watermarks(bootstrap, topic, partitions, Duration::from_secs(10)) {
+            Ok(highs) => return highs,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("watermarks of {topic}: {e}; trying again");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => panic!("watermarks of {topic}: {e}"),
+        }
+    }
 }
 
 /// High watermark of every partition, or the first error (a broker down or paused).
