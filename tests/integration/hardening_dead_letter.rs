@@ -397,11 +397,18 @@ async fn a_dead_letter_refused_late_even_as_its_context_stops_the_pipeline_with_
     let error = result
         .expect_err("policy fail stops the pipeline")
         .to_string();
+    assert_stopped_before(&run.bootstrap, &run.metrics, &error, "latefail").await;
+    drop(run.broker);
+}
+
+/// A run of the one-record input `{name}-in` stopped by policy `fail`: it says the record
+/// was not delivered, counted it as undeliverable, and committed nothing past it.
+async fn assert_stopped_before(bootstrap: &str, metrics: &Metrics, error: &str, name: &str) {
     assert!(error.contains("not delivered"), "{error}");
-    assert_eq!(undeliverable_count(&run.metrics), 1);
-    let b = run.bootstrap.clone();
+    assert_eq!(undeliverable_count(metrics), 1);
+    let (b, name) = (bootstrap.to_string(), name.to_string());
     let committed = tokio::task::spawn_blocking(move || {
-        crate::common::committed(&b, "latefail-group", "latefail-in", 1)
+        crate::common::committed(&b, &format!("{name}-group"), &format!("{name}-in"), 1)
     })
     .await
     .unwrap();
@@ -410,7 +417,6 @@ async fn a_dead_letter_refused_late_even_as_its_context_stops_the_pipeline_with_
         0,
         "nothing committed past the record"
     );
-    drop(run.broker);
 }
 
 /// A run whose dead letters go to a JetStream stream with a `max_msg_size` below the server's
@@ -490,17 +496,5 @@ async fn a_dead_letter_the_stream_refuses_even_as_its_context_follows_the_policy
         .unwrap()
         .expect_err("policy fail stops the pipeline")
         .to_string();
-    assert!(error.contains("not delivered"), "{error}");
-    assert_eq!(undeliverable_count(&run.metrics), 1);
-    let b = run.bootstrap.clone();
-    let committed = tokio::task::spawn_blocking(move || {
-        crate::common::committed(&b, "jsfail-group", "jsfail-in", 1)
-    })
-    .await
-    .unwrap();
-    assert_eq!(
-        committed[&0].unwrap_or(0),
-        0,
-        "nothing committed past the record"
-    );
+    assert_stopped_before(&run.bootstrap, &run.metrics, &error, "jsfail").await;
 }
