@@ -95,6 +95,17 @@ struct State {
     open: bool,
 }
 
+impl State {
+    /// Moves a partition's next offset to commit past `offset`.
+    fn advance(&mut self, (topic, partition, offset): (&Arc<str>, i32, i64)) {
+        let next = self
+            .produced
+            .entry((topic.clone(), partition))
+            .or_insert(offset + 1);
+        *next = (*next).max(offset + 1);
+    }
+}
+
 impl KafkaTransaction {
     /// A transaction committed every `interval`; each call to librdkafka waits at most
     /// `timeout`.
@@ -147,13 +158,24 @@ impl KafkaTransaction {
     /// Records that every message of a batch holding `offsets` (topic, partition, offset) is
     /// handed to the producer: their next offsets go into the next commit.
     pub fn record<'a>(&self, offsets: impl IntoIterator<Item = (&'a Arc<str>, i32, i64)>) {
+        // A batch holds runs of records of one partition: keep each run's highest offset and
+        // touch the map once per run, not once per record.
         let mut state = self.lock();
+        let mut run: Option<(&Arc<str>, i32, i64)> = None;
         for (topic, partition, offset) in offsets {
-            let next = state
-                .produced
-                .entry((topic.clone(), partition))
-                .or_insert(offset + 1);
-            *next = (*next).max(offset + 1);
+            match &mut run {
+                Some((t, p, highest)) if Arc::ptr_eq(t, topic) && *p == partition => {
+                    *highest = (*highest).max(offset);
+                }
+                _ => {
+                    if let Some(done) = run.replace((topic, partition, offset)) {
+                        state.advance(done);
+                    }
+                }
+            }
+        }
+        if let Some(done) = run {
+            state.advance(done);
         }
     }
 
