@@ -41,6 +41,11 @@ pub struct Metrics {
     pub systematic_failure: IntGaugeVec,
     /// JetStream messages settled, by kind (`ack`, `term`, `nak`, `progress`, `exhausted`).
     pub nats_acks: IntCounterVec,
+    /// Errors the Kafka source's consumer reported (a broker down, a request timed out), by
+    /// librdkafka's error code.
+    pub kafka_consumer_errors: IntCounterVec,
+    /// Broker request timeouts and disconnects the Kafka source's consumer saw.
+    pub kafka_broker_faults: IntCounterVec,
     /// Model call families.
     pub models: super::model_metrics::ModelMetrics,
     /// Gateway request families.
@@ -168,6 +173,16 @@ impl Metrics {
                 "JetStream messages settled, by kind: ack, term (dead-lettered), nak (redeliver), progress (still working), exhausted (failed on its last allowed delivery).",
                 &[PIPELINE, "kind"],
             ),
+            kafka_consumer_errors: counter(
+                "streamgate_kafka_consumer_errors_total",
+                "Errors the Kafka source's consumer reported, by librdkafka error code (BrokerTransportFailure: a broker connection broke; AllBrokersDown; RequestTimedOut). librdkafka retries them; a rising rate is a broker or network episode.",
+                &[PIPELINE, "error"],
+            ),
+            kafka_broker_faults: counter(
+                "streamgate_kafka_broker_faults_total",
+                "Requests to a broker that timed out and broker connections that broke, as the Kafka source's consumer saw them (from librdkafka statistics, every 5 s), by kind: request_timeout, disconnect.",
+                &[PIPELINE, "kind"],
+            ),
             registry,
         }
     }
@@ -265,6 +280,24 @@ impl PipelineMetrics {
     /// `streamgate_nats_acks_total{pipeline, kind}`.
     pub fn nats_ack(&self, kind: &str) -> prometheus::IntCounter {
         self.all.nats_acks.with_label_values(&[&self.name, kind])
+    }
+
+    /// Counts an error of the Kafka source's consumer
+    /// (`streamgate_kafka_consumer_errors_total{pipeline, error}`); `error` is librdkafka's
+    /// error code name, a fixed list.
+    pub fn kafka_consumer_error(&self, error: &str) {
+        self.all
+            .kafka_consumer_errors
+            .with_label_values(&[&self.name, error])
+            .inc();
+    }
+
+    /// `streamgate_kafka_broker_faults_total{pipeline, kind}` (`request_timeout`,
+    /// `disconnect`).
+    pub fn kafka_broker_faults(&self, kind: &str) -> prometheus::IntCounter {
+        self.all
+            .kafka_broker_faults
+            .with_label_values(&[&self.name, kind])
     }
 
     /// `streamgate_consumer_lag{pipeline, topic, partition}`.

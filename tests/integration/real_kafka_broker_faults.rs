@@ -3,7 +3,7 @@
 //! pipeline's group coordinator is `kill -9`ed and later restarted, or paused with SIGSTOP for
 //! longer than the sink's request timeout and then resumed. The same `streamgate run` process
 //! keeps going through the episode (it makes progress while the node is gone), every record
-//! arrives (0 lost, counted by id), and the log shows the episode.
+//! arrives (0 lost, counted by id), and the metrics and the log show the episode.
 
 use std::process::Stdio;
 use std::sync::Mutex;
@@ -17,7 +17,7 @@ use crate::common::{
     Records, fully_committed, topic_len, transactions, try_high_watermarks, wait_until,
 };
 use crate::crash::{Extra, PARTITIONS, assert_none_lost, deliveries, pipeline_with, topics};
-use crate::process::{start_gateway, terminate, write_pipeline};
+use crate::process::{admin_addr, metric, start_gateway, terminate, write_pipeline};
 
 /// Three JVMs per test on two cores: one cluster at a time.
 static CLUSTER: Mutex<()> = Mutex::new(());
@@ -172,6 +172,20 @@ fn broker_fault(name: &str, fault: Fault) {
         gateway.try_wait().unwrap().is_none(),
         "the gateway is still the first process"
     );
+    // The metrics show the episode: the consumer's request timeouts or broken connections to
+    // the node (from librdkafka's statistics, every 5 s), and the errors it reported.
+    let admin = admin_addr(&log);
+    let faults = || metric(&admin, "streamgate_kafka_broker_faults_total");
+    wait_until(
+        "streamgate_kafka_broker_faults_total to show the episode",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || faults() > 0,
+    );
+    let (broker_faults, consumer_errors) = (
+        faults(),
+        metric(&admin, "streamgate_kafka_consumer_errors_total"),
+    );
     terminate(&gateway);
     assert!(gateway.wait().unwrap().success(), "graceful stop exits 0");
 
@@ -180,8 +194,8 @@ fn broker_fault(name: &str, fault: Fault) {
     let text = std::fs::read_to_string(&log).unwrap();
     let warnings: Vec<&str> = text.lines().filter(|l| l.contains(" WARN ")).collect();
     eprintln!(
-        "{name}: {RECORDS} records, 0 lost, {duplicates} duplicates, {:.1?} in all; the \
-         gateway's warnings:\n{}",
+        "{name}: {RECORDS} records, 0 lost, {duplicates} duplicates, {consumer_errors} consumer \
+         errors and {broker_faults} broker faults counted, {:.1?} in all; the gateway's warnings:\n{}",
         started.elapsed(),
         warnings.join("\n")
     );

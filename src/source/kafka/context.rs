@@ -31,6 +31,28 @@ pub(super) struct SourceContext {
     pub(super) fetch_queue: Mutex<Option<Arc<FetchQueue>>>,
     /// Under exactly-once, the transaction that commits offsets.
     pub(super) transaction: Option<Arc<KafkaTransaction>>,
+    /// librdkafka's totals of request timeouts and disconnects over every broker at the last
+    /// statistics, so the counters grow by the difference.
+    pub(super) broker_faults: Mutex<BrokerFaults>,
+}
+
+/// Request timeouts and disconnects summed over the brokers of one statistics report.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct BrokerFaults {
+    request_timeouts: u64,
+    disconnects: u64,
+}
+
+impl BrokerFaults {
+    fn of(statistics: &Statistics) -> Self {
+        statistics
+            .brokers
+            .values()
+            .fold(BrokerFaults::default(), |sum, b| BrokerFaults {
+                request_timeouts: sum.request_timeouts + b.req_timeouts,
+                disconnects: sum.disconnects + b.disconnects.unwrap_or(0).max(0) as u64,
+            })
+    }
 }
 
 impl SourceContext {
@@ -156,6 +178,20 @@ fn commit_within(
 
 impl ClientContext for SourceContext {
     fn stats(&self, statistics: Statistics) {
+        // A broker killed, paused or unreachable shows as disconnects and request timeouts
+        // (librdkafka retries; nothing is lost, but operators want to see the episode).
+        let now = BrokerFaults::of(&statistics);
+        let before = std::mem::replace(
+            &mut *self.broker_faults.lock().unwrap_or_else(|p| p.into_inner()),
+            now,
+        );
+        // A broker that left the metadata takes its totals along: never count backwards.
+        self.metrics
+            .kafka_broker_faults("request_timeout")
+            .inc_by(now.request_timeouts.saturating_sub(before.request_timeouts));
+        self.metrics
+            .kafka_broker_faults("disconnect")
+            .inc_by(now.disconnects.saturating_sub(before.disconnects));
         for (topic, t) in &statistics.topics {
             for (partition, p) in &t.partitions {
                 // librdkafka reports -1 for partitions this consumer does not fetch.

@@ -136,6 +136,7 @@ impl KafkaSource {
             paused: AtomicBool::new(false),
             fetch_queue: Mutex::new(None),
             transaction: transaction.clone(),
+            broker_faults: Default::default(),
         };
         let consumer: BaseConsumer<SourceContext> = config.create_with_context(context)?;
         // Set before subscribing, so no assignment can happen without it.

@@ -214,6 +214,10 @@ impl PollLoop {
     /// Logs consumer errors (unknown topic, broker down), repeating an identical one only
     /// every `ERROR_LOG_EVERY` occurrences so an outage does not flood the logs.
     fn consumer_error(&mut self, error: KafkaError) {
+        let code = error
+            .rdkafka_error_code()
+            .map_or_else(|| "Other".to_string(), |code| format!("{code:?}"));
+        self.source.metrics.kafka_consumer_error(&code);
         let text = error.to_string();
         let repeated = matches!(&self.last_error, Some((last, _)) if *last == text);
         if !repeated {
