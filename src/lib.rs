@@ -54,6 +54,7 @@ pub mod source;
 pub mod spec;
 pub mod telemetry;
 pub mod testing;
+pub mod tls;
 pub mod transform;
 
 #[cfg(test)]

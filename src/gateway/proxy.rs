@@ -48,7 +48,7 @@ pub(crate) async fn forward(
     request: Forward<'_>,
 ) -> Result<reqwest::Response, ProxyError> {
     let deadline = Instant::now() + policy.deadline;
-    let client = crate::inference::protocol::transport::client();
+    let client = version.backend.http_client();
     let scrubber = version.backend.secret_scrubber();
     let mut last = None;
     let mut attempt = 0u32;

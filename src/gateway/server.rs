@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::route_table::AdminAccess;
 use super::routes::{admin_router, router};
-use super::{Gateway, http, tls, workers};
+use super::{Gateway, http, workers};
 
 /// Binds `addr` and serves until `shutdown`, over TLS when the gateway has a certificate,
 /// on the gateway's worker threads (see `workers.rs`). Returns the bound address and a task
@@ -33,7 +33,7 @@ pub async fn serve(
         let (app, shutdown, tls) = (app.clone(), stop.clone(), tls.clone());
         async move {
             match tls {
-                Some(config) => match tls::TlsListener::new(listener, (*config).clone()) {
+                Some(config) => match crate::tls::TlsListener::new(listener, (*config).clone()) {
                     Ok(listener) => http::serve(listener, app, timeout, shutdown).await,
                     Err(e) => tracing::error!(error = %e, "gateway worker cannot start TLS"),
                 },

@@ -225,6 +225,7 @@ mod tests {
         let url = format!("http://localhost:{port}/");
         let client = |policy: Arc<dyn AddressPolicy>| {
             reqwest::Client::builder()
+                .tls_backend_preconfigured(crate::tls::client::default_client_config())
                 .no_proxy()
                 .dns_resolver(GuardedResolver::new(policy).with_lookup(localhost.clone()))
                 .build()

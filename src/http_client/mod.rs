@@ -4,6 +4,9 @@
 //! following it could leak headers elsewhere), no proxy from the environment, and every
 //! resolved address checked against the replica allow-list ([`guarded_resolver`]).
 //!
+//! HTTPS verifies servers against the web PKI roots ([`crate::tls::client`]); an endpoint with
+//! its own `tls` settings gets a client of its own ([`client_with_tls`]).
+//!
 //! A low, neutral module: it knows nothing of models, codecs or the gateway, so each of them
 //! can use it without depending on the others.
 
@@ -39,7 +42,25 @@ fn shared_client() -> &'static reqwest::Client {
 }
 
 fn new_client() -> reqwest::Client {
+    builder(crate::tls::client::default_client_config())
+        .build()
+        .expect("HTTP client with static settings")
+}
+
+/// A client of its own for an endpoint with TLS settings (same limits and address checks as
+/// the shared one). Errors name the setting and file.
+pub fn client_with_tls(
+    options: &crate::tls::client::ClientTlsOptions,
+) -> Result<reqwest::Client, crate::tls::client::ClientTlsError> {
+    let tls = crate::tls::client::client_config(options)?;
+    Ok(builder(tls)
+        .build()
+        .expect("HTTP client with static settings"))
+}
+
+fn builder(tls: tokio_rustls::rustls::ClientConfig) -> reqwest::ClientBuilder {
     reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
         .tcp_nodelay(true)
@@ -48,6 +69,4 @@ fn new_client() -> reqwest::Client {
         // Resolved addresses are checked against the gateway's replica allow-list at every
         // connection, so a name cannot re-resolve to the metadata service (DNS rebinding).
         .dns_resolver(guarded_resolver::GuardedResolver::enforced())
-        .build()
-        .expect("HTTP client with static settings")
 }

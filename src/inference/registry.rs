@@ -16,6 +16,7 @@ use super::protocol::oip::OipBackend;
 use super::protocol::openai::{ChatBackend, EmbeddingsBackend};
 use super::protocol::scrubbed::scrubbed;
 use super::protocol::tf_serving::TfServingBackend;
+use super::protocol::transport::Upstream;
 use super::scrub::SecretScrubber;
 use super::types::{BatchingPolicy, CallPolicy};
 use crate::spec::{EndpointSpec, ModelSpec};
@@ -57,16 +58,33 @@ pub(crate) fn prepare(
                 replicas: replicas.to_vec(),
                 onnx: None,
             };
+            // A version with `tls` settings gets an HTTP client (and pool) of its own.
+            let upstream = match endpoint.tls() {
+                None => Upstream::shared(),
+                Some(tls) => match Upstream::with_tls(&tls.options("tls", base_dir)) {
+                    Ok(upstream) => upstream,
+                    Err(e) => {
+                        errors.push((
+                            format!("models.{name}.versions[{i}].endpoint"),
+                            e.to_string(),
+                        ));
+                        continue;
+                    }
+                },
+            };
+            let u = &upstream;
             let v = match endpoint {
-                EndpointSpec::OipV2(s) => http(json(OipBackend::new(s, name)), &s.replicas),
-                EndpointSpec::OpenaiChat(s) => http(json(ChatBackend::new(s)), &s.replicas),
+                EndpointSpec::OipV2(s) => http(json(OipBackend::new(s, name), u), &s.replicas),
+                EndpointSpec::OpenaiChat(s) => http(json(ChatBackend::new(s), u), &s.replicas),
                 EndpointSpec::OpenaiEmbeddings(s) => {
-                    http(json(EmbeddingsBackend::new(s)), &s.replicas)
+                    http(json(EmbeddingsBackend::new(s), u), &s.replicas)
                 }
                 EndpointSpec::TfServing(s) => {
-                    http(json(TfServingBackend::new(s, name)), &s.replicas)
+                    http(json(TfServingBackend::new(s, name), u), &s.replicas)
                 }
-                EndpointSpec::CustomJson(s) => http(json(CustomJsonBackend::new(s)), &s.replicas),
+                EndpointSpec::CustomJson(s) => {
+                    http(json(CustomJsonBackend::new(s), u), &s.replicas)
+                }
                 EndpointSpec::Onnx(s) => {
                     match OnnxBackend::load(s, name, &version.name, base_dir) {
                         Ok(model) => {
@@ -97,9 +115,9 @@ pub(crate) fn prepare(
     }
 }
 
-/// The HTTP-JSON backend speaking `protocol`.
-fn json(protocol: impl JsonProtocol + 'static) -> Arc<dyn Backend> {
-    Arc::new(HttpJsonBackend::new(protocol))
+/// The HTTP-JSON backend speaking `protocol` through `upstream`.
+fn json(protocol: impl JsonProtocol + 'static, upstream: &Upstream) -> Arc<dyn Backend> {
+    Arc::new(HttpJsonBackend::new(protocol, upstream.clone()))
 }
 
 /// Run-time models by name.

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use super::interpolate::Walker;
 use super::{
     CustomJsonSpec, EndpointSpec, InferenceOutputSpec, InferenceStepSpec, ModelSpec, OipV2Spec,
-    OnnxSpec, OpenAiChatSpec, OpenAiEmbeddingsSpec, Secret, TfServingSpec, VersionSpec,
+    OnnxSpec, OpenAiChatSpec, OpenAiEmbeddingsSpec, Secret, TfServingSpec, TlsClientSpec,
+    VersionSpec,
 };
 
 impl Walker<'_> {
@@ -60,6 +61,23 @@ impl Walker<'_> {
         }
     }
 
+    /// An endpoint's `tls` file names and server name may come from the environment.
+    fn endpoint_tls(&mut self, path: &str, tls: &mut Option<TlsClientSpec>) {
+        let Some(TlsClientSpec {
+            ca_file,
+            client_cert,
+            client_key,
+            server_name,
+        }) = tls
+        else {
+            return;
+        };
+        self.opt_string(&format!("{path}.tls.ca_file"), ca_file);
+        self.opt_string(&format!("{path}.tls.client_cert"), client_cert);
+        self.opt_string(&format!("{path}.tls.client_key"), client_key);
+        self.opt_string(&format!("{path}.tls.server_name"), server_name);
+    }
+
     fn version(&mut self, path: &str, version: &mut VersionSpec) {
         let VersionSpec {
             name,
@@ -81,8 +99,10 @@ impl Walker<'_> {
                 layout: _,
                 request_outputs,
                 headers,
+                tls,
             }) => {
                 self.replicas(&path, replicas);
+                self.endpoint_tls(&path, tls);
                 self.opt_string(&format!("{path}.model_name"), model_name);
                 self.opt_string(&format!("{path}.model_version"), model_version);
                 for (i, o) in request_outputs.iter_mut().enumerate() {
@@ -99,8 +119,10 @@ impl Walker<'_> {
                 max_tokens: _,
                 temperature: _,
                 api_key,
+                tls,
             }) => {
                 self.replicas(&path, replicas);
+                self.endpoint_tls(&path, tls);
                 self.string(&format!("{path}.model"), model);
                 self.string(&format!("{path}.prompt"), prompt);
                 self.opt_string(&format!("{path}.system"), system);
@@ -110,8 +132,10 @@ impl Walker<'_> {
                 replicas,
                 model,
                 api_key,
+                tls,
             }) => {
                 self.replicas(&path, replicas);
+                self.endpoint_tls(&path, tls);
                 self.string(&format!("{path}.model"), model);
                 self.opt_secret(&format!("{path}.api_key"), api_key);
             }
@@ -120,8 +144,10 @@ impl Walker<'_> {
                 model_name,
                 signature_name,
                 named_inputs: _,
+                tls,
             }) => {
                 self.replicas(&path, replicas);
+                self.endpoint_tls(&path, tls);
                 self.opt_string(&format!("{path}.model_name"), model_name);
                 self.opt_string(&format!("{path}.signature_name"), signature_name);
             }
@@ -131,8 +157,10 @@ impl Walker<'_> {
                 body: _,
                 results_pointer,
                 headers,
+                tls,
             }) => {
                 self.replicas(&path, replicas);
+                self.endpoint_tls(&path, tls);
                 self.string(&format!("{path}.path"), request_path);
                 self.string(&format!("{path}.results_pointer"), results_pointer);
                 self.headers(&path, headers);

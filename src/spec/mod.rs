@@ -29,6 +29,7 @@ pub mod reference;
 pub(crate) mod secret;
 pub(crate) mod selector;
 pub(crate) mod subject;
+pub(crate) mod tls_client;
 pub mod types;
 pub(crate) mod validate;
 pub(crate) mod validate_models;
@@ -48,6 +49,7 @@ pub use kafka::{KafkaSecurity, SaslMechanism, SaslSpec, SecurityProtocol, TlsSpe
 pub use models::*;
 pub use nats::*;
 pub use secret::Secret;
+pub use tls_client::TlsClientSpec;
 pub use types::*;
 
 /// One problem found in a pipeline file.

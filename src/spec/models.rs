@@ -277,6 +277,20 @@ pub enum EndpointSpec {
     Onnx(OnnxSpec),
 }
 
+impl EndpointSpec {
+    /// The endpoint's `tls` settings (HTTP protocols only).
+    pub fn tls(&self) -> Option<&super::TlsClientSpec> {
+        match self {
+            EndpointSpec::OipV2(s) => s.tls.as_ref(),
+            EndpointSpec::OpenaiChat(s) => s.tls.as_ref(),
+            EndpointSpec::OpenaiEmbeddings(s) => s.tls.as_ref(),
+            EndpointSpec::TfServing(s) => s.tls.as_ref(),
+            EndpointSpec::CustomJson(s) => s.tls.as_ref(),
+            EndpointSpec::Onnx(_) => None,
+        }
+    }
+}
+
 /// Open Inference Protocol v2 endpoint.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -298,6 +312,10 @@ pub struct OipV2Spec {
     /// Extra HTTP headers (for example an API key for KServe behind a gateway).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, Secret>,
+    /// TLS for `https://` replicas: a CA bundle, a client certificate, a server name
+    /// (default: the web PKI roots, no client certificate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<super::TlsClientSpec>,
 }
 
 /// Mapping of input columns to tensors.
@@ -379,6 +397,10 @@ pub struct OpenAiChatSpec {
     /// Bearer token; write `${OPENAI_API_KEY}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key: Option<Secret>,
+    /// TLS for `https://` replicas: a CA bundle, a client certificate, a server name
+    /// (default: the web PKI roots, no client certificate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<super::TlsClientSpec>,
 }
 
 /// OpenAI-compatible embeddings.
@@ -392,6 +414,10 @@ pub struct OpenAiEmbeddingsSpec {
     /// Bearer token; write `${OPENAI_API_KEY}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key: Option<Secret>,
+    /// TLS for `https://` replicas: a CA bundle, a client certificate, a server name
+    /// (default: the web PKI roots, no client certificate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<super::TlsClientSpec>,
 }
 
 /// TensorFlow Serving REST predict.
@@ -410,6 +436,10 @@ pub struct TfServingSpec {
     /// values in order (`false`, for single-input models).
     #[serde(default = "default_true")]
     pub named_inputs: bool,
+    /// TLS for `https://` replicas: a CA bundle, a client certificate, a server name
+    /// (default: the web PKI roots, no client certificate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<super::TlsClientSpec>,
 }
 
 fn default_true() -> bool {
@@ -439,6 +469,10 @@ pub struct CustomJsonSpec {
     /// Extra HTTP headers (an API key, say).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, Secret>,
+    /// TLS for `https://` replicas: a CA bundle, a client certificate, a server name
+    /// (default: the web PKI roots, no client certificate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<super::TlsClientSpec>,
 }
 
 fn default_body() -> serde_json::Value {

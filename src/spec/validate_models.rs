@@ -306,13 +306,8 @@ pub(crate) enum UrlError {
     /// Not a URL.
     #[error("invalid URL: {0}")]
     Invalid(#[source] <reqwest::Url as std::str::FromStr>::Err),
-    /// `https://`, which this build cannot call.
-    #[error(
-        "https is not supported yet (this build has no TLS client): use http to a local TLS-terminating proxy or sidecar"
-    )]
-    Https,
-    /// A scheme other than http.
-    #[error("scheme `{0}` is not http")]
+    /// A scheme other than http and https.
+    #[error("scheme `{0}` is not http or https")]
     Scheme(String),
     /// No host.
     #[error("the URL has no host")]
@@ -327,16 +322,11 @@ pub(crate) enum UrlError {
     QueryOrFragment,
 }
 
-/// A replica base URL: `http://` (https needs the TLS client that comes later), a host, no credentials (they would end up in
+/// A replica base URL: `http://` or `https://`, a host, no credentials (they would end up in
 /// logs and metrics labels: use headers or `api_key`), no query or fragment.
 pub(crate) fn check_url(url: &str) -> Result<(), UrlError> {
     let parsed = reqwest::Url::parse(url).map_err(UrlError::Invalid)?;
-    if parsed.scheme() == "https" {
-        // reqwest is built without a TLS backend until the gateway issue brings rustls; say so
-        // here rather than failing every call at run time.
-        return Err(UrlError::Https);
-    }
-    if parsed.scheme() != "http" {
+    if !matches!(parsed.scheme(), "http" | "https") {
         return Err(UrlError::Scheme(parsed.scheme().to_string()));
     }
     if parsed.host_str().is_none_or(str::is_empty) {
@@ -358,12 +348,7 @@ mod tests {
     #[test]
     fn urls() {
         assert!(check_url("http://127.0.0.1:8000").is_ok());
-        assert!(
-            check_url("https://api.openai.com/v1")
-                .unwrap_err()
-                .to_string()
-                .contains("not supported yet")
-        );
+        assert!(check_url("https://api.openai.com/v1").is_ok());
         assert!(
             check_url("ftp://x")
                 .unwrap_err()

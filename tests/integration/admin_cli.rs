@@ -33,7 +33,7 @@ fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
 
 /// `method path` on `base` (`http://host:port`) with `key` as bearer: status and body.
 async fn call(base: &str, method: &str, path: &str, key: Option<&str>) -> (u16, String) {
-    let client = reqwest::Client::new();
+    let client = crate::common::http();
     let url = format!("{base}{path}");
     let mut request = match method {
         "GET" => client.get(url),

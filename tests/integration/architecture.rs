@@ -17,9 +17,12 @@ const LEVELS: &[(&str, u32)] = &[
     // Leaves: they import nothing of the crate.
     ("ack", 0),
     ("telemetry", 0),
-    ("http_client", 0),
-    // Test and demo fixtures (mock model, embedded broker, generator): they import nothing.
-    ("testing", 0),
+    ("tls", 0),
+    // The outbound HTTP client (its TLS from `tls`).
+    ("http_client", 1),
+    // Test and demo fixtures (mock model, embedded broker, generator): only `tls`, for a
+    // model server behind HTTPS.
+    ("testing", 1),
     // The unit of work (records and their receipt) and the configuration.
     ("batch", 1),
     ("spec", 1),

@@ -103,7 +103,7 @@ impl Running {
         key: &str,
         body: &str,
     ) -> (u16, serde_json::Value) {
-        let response = reqwest::Client::new()
+        let response = crate::common::http()
             .request(method, format!("{}{path}", self.url))
             .header("authorization", format!("Bearer {key}"))
             .header("content-type", "application/json")
@@ -146,7 +146,7 @@ fn routes() -> Vec<&'static RouteDef> {
 }
 
 async fn call(url: &str, def: &streamgate::gateway::RouteDef, key: Option<&str>) -> u16 {
-    let client = reqwest::Client::new();
+    let client = crate::common::http();
     let target = format!("{url}{}", concrete(def.path));
     let mut request = match def.method {
         "GET" => client.get(target),
@@ -182,7 +182,7 @@ async fn every_route_declares_a_policy_and_rejects_before_the_handler() {
         ["/v2/health/live", "/"],
         "only liveness and the status page's data-free shell are public"
     );
-    let client = reqwest::Client::new();
+    let client = crate::common::http();
     let shell = client
         .get(format!("{}/", gw.url))
         .send()
@@ -274,7 +274,7 @@ async fn every_route_declares_a_policy_and_rejects_before_the_handler() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_bodies_get_413_and_unknown_models_404() {
     let gw = start().await;
-    let client = reqwest::Client::new();
+    let client = crate::common::http();
     let big = format!(
         r#"{{"model": "chat", "messages": [{{"role": "user", "content": "{}"}}]}}"#,
         "x".repeat(100 * 1024)
@@ -305,7 +305,7 @@ async fn oversized_bodies_get_413_and_unknown_models_404() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sized_answers_keep_their_length() {
     let gw = start().await;
-    let client = reqwest::Client::new();
+    let client = crate::common::http();
     let post = |path: &str, body: &str| {
         client
             .post(format!("{}{path}", gw.url))
@@ -540,7 +540,7 @@ auth:
         );
     }
     assert_eq!(statuses, [200, 200, 200, 429, 429]);
-    let response = reqwest::Client::new()
+    let response = crate::common::http()
         .post(format!("{}/v2/models/scorer/infer", gw.url))
         .header("authorization", "Bearer k-limited")
         .body(infer)
@@ -561,7 +561,7 @@ auth:
             let calls = (0..n).map(|_| {
                 let url = url.clone();
                 async move {
-                    reqwest::Client::new()
+                    crate::common::http()
                         .post(format!("{url}/v2/models/scorer/infer"))
                         .header("authorization", format!("Bearer {key}"))
                         .body(infer)
@@ -709,8 +709,8 @@ auth:
         {
             let target = format!("{url}{}", concrete(def.path));
             let request = match def.method {
-                "GET" => reqwest::Client::new().get(target),
-                _ => reqwest::Client::new().post(target).body(infer),
+                "GET" => crate::common::http().get(target),
+                _ => crate::common::http().post(target).body(infer),
             };
             let status = request
                 .header("authorization", format!("Bearer {token}"))
@@ -903,7 +903,7 @@ auth:
     let status = |token: String| {
         let url = format!("{}/v2/models/scorer/ready", gw.url);
         async move {
-            reqwest::Client::new()
+            crate::common::http()
                 .get(url)
                 .header("authorization", format!("Bearer {token}"))
                 .send()
@@ -1033,7 +1033,7 @@ auth:
     .await;
     let chat =
         r#"{"model": "chat", "stream": true, "messages": [{"role": "user", "content": "hi"}]}"#;
-    let client = reqwest::Client::new();
+    let client = crate::common::http();
     let send_chat = || {
         client
             .post(format!("{}/v1/chat/completions", gw.url))

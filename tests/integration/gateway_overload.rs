@@ -63,7 +63,7 @@ fn memory_kib(pid: u32) -> (u64, u64) {
 
 /// Latencies of admitted (200) and refused (503) requests from `clients` closed loops.
 async fn drive(url: &str, clients: usize, for_: Duration) -> (Vec<Duration>, Vec<Duration>) {
-    let client = reqwest::Client::new();
+    let client = crate::common::http();
     let body =
         r#"{"inputs": [{"name": "amount", "datatype": "FP64", "shape": [1], "data": [1.5]}]}"#;
     let until = Instant::now() + for_;
@@ -145,7 +145,7 @@ auth:
     let admin = {
         let url = url.clone();
         tokio::spawn(async move {
-            let client = reqwest::Client::new();
+            let client = crate::common::http();
             let mut slowest = Duration::ZERO;
             for _ in 0..20 {
                 let started = Instant::now();

@@ -139,7 +139,7 @@ async fn setup() -> Setup {
 
 impl Setup {
     async fn request(&self, method: reqwest::Method, path: &str, key: &str, body: &str) -> Value {
-        let response = reqwest::Client::new()
+        let response = crate::common::http()
             .request(method, format!("{}{path}", self.url))
             .bearer_auth(key)
             .header("content-type", "application/json")
@@ -231,7 +231,7 @@ async fn pipelines_in_the_admin_api_pause_resume_and_shared_weights() {
     let status = |path: &'static str, key: &'static str| {
         let url = format!("{}{path}", s.url);
         async move {
-            reqwest::Client::new()
+            crate::common::http()
                 .post(url)
                 .bearer_auth(key)
                 .send()

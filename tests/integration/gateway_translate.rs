@@ -147,7 +147,7 @@ print(json.dumps(out))
     assert_eq!(mock.calls(), 2, "one TF Serving and one custom JSON call");
 
     // Malformed requests are the client's fault, with the reason, and reach no model.
-    let client = reqwest::Client::new();
+    let client = crate::common::http();
     let cases = [
         (
             r#"{"inputs": [{"name": "amount", "shape": [2], "datatype": "FP64", "data": [1]}]}"#,

@@ -59,7 +59,7 @@ auth:
 }
 
 async fn post(url: &str, path: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
-    let response = reqwest::Client::new()
+    let response = crate::common::http()
         .post(format!("{url}{path}"))
         .bearer_auth(KEY)
         .header("content-type", "application/json")

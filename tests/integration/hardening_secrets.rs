@@ -119,7 +119,7 @@ auth:
             r#"{"model":"embed","input":["hi"]}"#.to_string(),
         ),
     ];
-    let client = reqwest::Client::new();
+    let client = crate::common::http();
     // A rejection, a refused key, a crash, and an outage retried until the last answer.
     for status in [400u16, 401, 500, 503] {
         mock.set_faults(Faults {

@@ -35,7 +35,7 @@ replica_allow_list: ["0.0.0.0/0", "::/0"]
 }
 
 async fn send(url: &str, method: Method, path: &str, body: &str) -> (u16, serde_json::Value) {
-    let response = reqwest::Client::new()
+    let response = crate::common::http()
         .request(method, format!("{url}{path}"))
         .header("authorization", format!("Bearer {OPS}"))
         .header("content-type", "application/json")

@@ -453,7 +453,7 @@ async fn every_hostile_request_gets_exactly_its_expected_status() {
     // Beside the shipped model repository (models/fraud/local/model.onnx).
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/hostile-test.yaml");
     let (url, _stop) = crate::common::serve_gateway(&yaml, &file, Metrics::new(), None).await;
-    let client = reqwest::Client::new();
+    let client = crate::common::http();
     let mut wrong = Vec::new();
     for case in &cases {
         let method = reqwest::Method::from_bytes(case.method.as_bytes()).expect("method");

@@ -37,6 +37,7 @@ mod real_kafka_security;
 mod rebalance;
 mod spec_golden;
 mod sql_golden;
+mod tls_upstream;
 
 /// Tests read fixtures from the checkout they were compiled in (`env!("CARGO_MANIFEST_DIR")`),
 /// and cargo does not rebuild when the same sources move to another path: a build cache shared

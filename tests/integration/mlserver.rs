@@ -46,7 +46,7 @@ async fn start_mlserver(model_dir: &Path) -> (Server, String) {
     let server = Server(child);
     let url = format!("http://127.0.0.1:{port}");
     let ready = format!("{url}/v2/health/ready");
-    let client = reqwest::Client::new();
+    let client = crate::common::http();
     let deadline = std::time::Instant::now() + Duration::from_secs(90);
     loop {
         if let Ok(r) = client.get(&ready).send().await

@@ -155,6 +155,7 @@ mod tests {
             body: serde_json::json!({"data": {"items": "{{rows}}"}, "mode": "fast"}),
             results_pointer: "/data/results".into(),
             headers: Default::default(),
+            tls: None,
         };
         let b = CustomJsonBackend::new(&spec);
         let contract = Contract {

@@ -10,7 +10,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
-use super::transport::{join, post_json};
+use super::transport::{Upstream, join};
 use super::{Backend, CallOutput, Contract, ContractProblem, SelectorSyntax};
 use crate::inference::error::InferError;
 use crate::spec::Secret;
@@ -49,9 +49,10 @@ pub(crate) trait JsonProtocol: Send + Sync {
     /// See [`Backend::selector_syntax`].
     fn selector_syntax(&self) -> SelectorSyntax;
 
-    /// See [`Backend::check_contract`].
+    /// See [`Backend::check_contract`]; requests go through `upstream`.
     fn check_contract<'a>(
         &'a self,
+        _upstream: &'a Upstream,
         _replica: &'a str,
         _contract: &'a Contract,
         _input_types: &'a [DataType],
@@ -63,12 +64,13 @@ pub(crate) trait JsonProtocol: Send + Sync {
 /// A [`Backend`] speaking JSON over HTTP through protocol `P`.
 pub(crate) struct HttpJsonBackend<P> {
     protocol: P,
+    upstream: Upstream,
 }
 
 impl<P: JsonProtocol> HttpJsonBackend<P> {
-    /// A backend for `protocol`.
-    pub(crate) fn new(protocol: P) -> Self {
-        HttpJsonBackend { protocol }
+    /// A backend for `protocol`, sending through `upstream`.
+    pub(crate) fn new(protocol: P, upstream: Upstream) -> Self {
+        HttpJsonBackend { protocol, upstream }
     }
 }
 
@@ -83,7 +85,10 @@ impl<P: JsonProtocol> Backend for HttpJsonBackend<P> {
             let p = &self.protocol;
             let body = p.encode_body(inputs, contract)?;
             let url = join(replica, &p.path());
-            let answer = post_json(&url, body, p.headers(), p.bearer()).await?;
+            let answer = self
+                .upstream
+                .post_json(&url, body, p.headers(), p.bearer())
+                .await?;
             p.decode_answer(&answer, contract, inputs.num_rows())
         }
         .boxed()
@@ -103,7 +108,12 @@ impl<P: JsonProtocol> Backend for HttpJsonBackend<P> {
         contract: &'a Contract,
         input_types: &'a [DataType],
     ) -> BoxFuture<'a, Result<(), ContractProblem>> {
-        self.protocol.check_contract(replica, contract, input_types)
+        self.protocol
+            .check_contract(&self.upstream, replica, contract, input_types)
+    }
+
+    fn http_client(&self) -> reqwest::Client {
+        self.upstream.client()
     }
 }
 
@@ -212,7 +222,7 @@ mod tests {
     #[tokio::test]
     async fn encodes_posts_to_the_joined_path_and_decodes() {
         let (url, served) = serve_once(200, r#"{"n":7}"#).await;
-        let backend = HttpJsonBackend::new(Echo);
+        let backend = HttpJsonBackend::new(Echo, Upstream::shared());
         let out = backend.call(&url, &rows(3), &contract()).await.unwrap();
         assert_eq!(
             out.columns[0].as_primitive::<Int64Type>().values(),
@@ -230,7 +240,7 @@ mod tests {
     #[tokio::test]
     async fn an_error_status_is_classified_by_the_transport() {
         let (url, _served) = serve_once(503, "busy").await;
-        let err = HttpJsonBackend::new(Echo)
+        let err = HttpJsonBackend::new(Echo, Upstream::shared())
             .call(&url, &rows(1), &contract())
             .await
             .unwrap_err();

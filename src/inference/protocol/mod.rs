@@ -96,6 +96,12 @@ pub trait Backend: Send + Sync {
     fn secret_scrubber(&self) -> Option<&crate::inference::scrub::SecretScrubber> {
         None
     }
+
+    /// The HTTP client that reaches this version's replicas (its own when the endpoint has
+    /// `tls` settings), for the gateway's pass-through.
+    fn http_client(&self) -> reqwest::Client {
+        transport::client()
+    }
 }
 
 /// Why a served model's contract could not be confirmed.

@@ -18,7 +18,7 @@ use super::http_json::JsonProtocol;
 use super::json_values::{
     ValueError, cast_for_tensor, oip_datatype, to_array, write_cell, write_str,
 };
-use super::transport::{get, join};
+use super::transport::{Upstream, join};
 use super::{CallOutput, Contract, ContractProblem, Selector, SelectorSyntax};
 use crate::inference::error::InferError;
 use crate::spec::{OipV2Spec, Secret, TensorLayout};
@@ -296,13 +296,14 @@ impl JsonProtocol for OipBackend {
 
     fn check_contract<'a>(
         &'a self,
+        upstream: &'a Upstream,
         replica: &'a str,
         contract: &'a Contract,
         input_types: &'a [DataType],
     ) -> BoxFuture<'a, Result<(), ContractProblem>> {
         async move {
             let url = join(replica, &self.model_path);
-            let body = get(&url, &self.headers).await.map_err(|e| {
+            let body = upstream.get(&url, &self.headers).await.map_err(|e| {
                 ContractProblem::Unreachable(format!("reading model metadata from {url}: {e}"))
             })?;
             let meta: ModelMetadata = serde_json::from_slice(&body).map_err(|e| {
@@ -525,6 +526,7 @@ mod tests {
             layout: TensorLayout::Columns,
             request_outputs: vec!["p".into()],
             headers: Default::default(),
+            tls: None,
         };
         let backend = OipBackend::new(&spec, "m");
         assert_eq!(backend.model_path, "v2/models/m/versions/2");

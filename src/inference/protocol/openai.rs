@@ -457,6 +457,7 @@ mod tests {
             max_tokens: Some(20),
             temperature: 0.0,
             api_key: None,
+            tls: None,
         };
         let inputs = vec!["merchant".to_string(), "amount".to_string()];
         assert!(ChatBackend::check_prompt(&spec, &inputs[1..]).is_err());

@@ -74,6 +74,10 @@ impl Backend for ScrubbedBackend {
             .boxed()
     }
 
+    fn http_client(&self) -> reqwest::Client {
+        self.inner.http_client()
+    }
+
     fn secret_scrubber(&self) -> Option<&SecretScrubber> {
         Some(&self.scrubber)
     }

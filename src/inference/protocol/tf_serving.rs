@@ -190,6 +190,7 @@ mod tests {
             model_name: None,
             signature_name: Some("serving_default".into()),
             named_inputs: true,
+            tls: None,
         };
         let b = TfServingBackend::new(&spec, "m");
         assert_eq!(b.path, "v1/models/m:predict");

@@ -7,6 +7,7 @@ use bytes::Bytes;
 pub use crate::http_client::{client, use_own_client_on_this_thread};
 use crate::inference::error::{ErrorKind, InferError, parse_retry_after};
 use crate::spec::Secret;
+use crate::tls::client::{ClientTlsError, ClientTlsOptions, describe_handshake_failure};
 
 /// Largest answer read from a model (64 MiB): bigger is a contract error, not an OOM.
 const MAX_RESPONSE_BYTES: usize = 64 << 20;
@@ -32,14 +33,71 @@ pub fn join_url(base: &reqwest::Url, path: &str) -> reqwest::Url {
     url
 }
 
-/// `POST url` with a JSON body; returns the body of a 2xx answer.
+/// How a version reaches its replicas over HTTP: the process's shared client (the web PKI
+/// roots), or a client of its own when its endpoint has `tls` settings (a CA bundle, a client
+/// certificate, a server name). Cloning is cheap.
+#[derive(Clone, Default)]
+pub struct Upstream {
+    own: Option<reqwest::Client>,
+}
+
+impl Upstream {
+    /// Through the process's shared client.
+    pub fn shared() -> Self {
+        Upstream::default()
+    }
+
+    /// Through a client of its own with these TLS settings.
+    pub fn with_tls(options: &ClientTlsOptions) -> Result<Self, ClientTlsError> {
+        Ok(Upstream {
+            own: Some(crate::http_client::client_with_tls(options)?),
+        })
+    }
+
+    /// The client to send with.
+    pub fn client(&self) -> reqwest::Client {
+        self.own.clone().unwrap_or_else(client)
+    }
+
+    /// `POST url` with a JSON body; returns the body of a 2xx answer.
+    pub async fn post_json(
+        &self,
+        url: &str,
+        body: String,
+        headers: &[(String, Secret)],
+        bearer: Option<&Secret>,
+    ) -> Result<Bytes, InferError> {
+        post_json_with(self.client(), url, body, headers, bearer).await
+    }
+
+    /// `GET url`; returns the body of a 2xx answer.
+    pub async fn get(&self, url: &str, headers: &[(String, Secret)]) -> Result<Bytes, InferError> {
+        let mut request = self.client().get(url);
+        for (name, value) in headers {
+            request = request.header(name.as_str(), value.expose());
+        }
+        send(request).await
+    }
+}
+
+/// `POST url` with a JSON body through the shared client; returns the body of a 2xx answer.
 pub async fn post_json(
     url: &str,
     body: String,
     headers: &[(String, Secret)],
     bearer: Option<&Secret>,
 ) -> Result<Bytes, InferError> {
-    let mut request = client()
+    post_json_with(client(), url, body, headers, bearer).await
+}
+
+async fn post_json_with(
+    client: reqwest::Client,
+    url: &str,
+    body: String,
+    headers: &[(String, Secret)],
+    bearer: Option<&Secret>,
+) -> Result<Bytes, InferError> {
+    let mut request = client
         .post(url)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .body(body);
@@ -49,15 +107,6 @@ pub async fn post_json(
     // An empty key (`${OPENAI_API_KEY:-}` unset) means a server without authentication.
     if let Some(token) = bearer.filter(|t| !t.expose().is_empty()) {
         request = request.bearer_auth(token.expose());
-    }
-    send(request).await
-}
-
-/// `GET url`; returns the body of a 2xx answer.
-pub async fn get(url: &str, headers: &[(String, Secret)]) -> Result<Bytes, InferError> {
-    let mut request = client().get(url);
-    for (name, value) in headers {
-        request = request.header(name.as_str(), value.expose());
     }
     send(request).await
 }
@@ -95,8 +144,20 @@ async fn send(request: reqwest::RequestBuilder) -> Result<Bytes, InferError> {
 }
 
 /// Maps a reqwest error to a kind. The message never includes the URL's credentials: reqwest
-/// errors carry the URL, so only the error's own description is kept.
+/// errors carry the URL, so only the error's own description is kept. A failed TLS handshake
+/// is a configuration problem (retrying cannot fix a certificate): its message names the host
+/// and says what to fix.
 fn classify(e: reqwest::Error) -> InferError {
+    if let Some(why) = describe_handshake_failure(&e) {
+        let host = e
+            .url()
+            .and_then(|u| Some(format!("{}:{}", u.host_str()?, u.port_or_known_default()?)))
+            .unwrap_or_else(|| "the server".to_string());
+        return InferError::new(
+            ErrorKind::Misconfigured,
+            format!("TLS handshake with {host} failed: {why}"),
+        );
+    }
     let kind = if e.is_timeout() {
         ErrorKind::Timeout
     } else if e.is_builder() {

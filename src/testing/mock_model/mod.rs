@@ -86,6 +86,8 @@ impl Drop for InFlightGuard {
 /// A running mock replica.
 pub struct MockModel {
     addr: SocketAddr,
+    /// Serves HTTPS with this configuration instead of HTTP.
+    tls: Option<tokio_rustls::rustls::ServerConfig>,
     state: Arc<MockState>,
     stop: CancellationToken,
     task: Option<JoinHandle<()>>,
@@ -97,8 +99,30 @@ impl MockModel {
         Self::start_on("127.0.0.1:0".parse().expect("valid address"), config).await
     }
 
+    /// Starts a replica that serves HTTPS (`tls`: its certificate and, for mutual TLS, the
+    /// client CAs it requires) on a free loopback port.
+    pub async fn start_tls(
+        config: MockModelConfig,
+        tls: tokio_rustls::rustls::ServerConfig,
+    ) -> std::io::Result<MockModel> {
+        Self::start_with(
+            "127.0.0.1:0".parse().expect("valid address"),
+            config,
+            Some(tls),
+        )
+        .await
+    }
+
     /// Starts a replica on `addr`.
     pub async fn start_on(addr: SocketAddr, config: MockModelConfig) -> std::io::Result<MockModel> {
+        Self::start_with(addr, config, None).await
+    }
+
+    async fn start_with(
+        addr: SocketAddr,
+        config: MockModelConfig,
+        tls: Option<tokio_rustls::rustls::ServerConfig>,
+    ) -> std::io::Result<MockModel> {
         let state = Arc::new(MockState {
             config,
             faults: Mutex::new(Faults::default()),
@@ -111,6 +135,7 @@ impl MockModel {
         });
         let mut model = MockModel {
             addr,
+            tls,
             state,
             stop: CancellationToken::new(),
             task: None,
@@ -125,17 +150,32 @@ impl MockModel {
         self.stop = CancellationToken::new();
         let stop = self.stop.clone();
         let app = routes::router(self.state.clone());
+        let tls = self.tls.clone();
         self.task = Some(tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await;
+            let stopped = async move { stop.cancelled().await };
+            let _ = match tls {
+                None => {
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(stopped)
+                        .await
+                }
+                Some(tls) => match crate::tls::TlsListener::new(listener, tls) {
+                    Ok(listener) => {
+                        axum::serve(listener, app)
+                            .with_graceful_shutdown(stopped)
+                            .await
+                    }
+                    Err(e) => Err(e),
+                },
+            };
         }));
         Ok(())
     }
 
-    /// Base URL (`http://127.0.0.1:port`).
+    /// Base URL (`http://127.0.0.1:port`, or `https://` when serving TLS).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Bound address.

@@ -221,6 +221,13 @@ pub(crate) fn read_all(bootstrap: &str, topic: &str, partitions: i32) -> Vec<Rea
     out
 }
 
+/// A plain reqwest client for tests (reqwest's defaults; ring as the rustls provider, which
+/// Streamgate's reqwest build leaves to the application).
+pub(crate) fn http() -> reqwest::Client {
+    streamgate::tls::install_default_provider();
+    reqwest::Client::new()
+}
+
 /// A free loopback port for a server that needs its port before it starts (the probing
 /// listener is closed again at once).
 pub(crate) fn free_port() -> u16 {
