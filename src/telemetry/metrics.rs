@@ -46,6 +46,8 @@ pub struct Metrics {
     pub kafka_consumer_errors: IntCounterVec,
     /// Broker request timeouts and disconnects the Kafka source's consumer saw.
     pub kafka_broker_faults: IntCounterVec,
+    /// Time to commit one exactly-once transaction (offsets, flush, end).
+    pub transaction_commit: HistogramVec,
     /// Model call families.
     pub models: super::model_metrics::ModelMetrics,
     /// Gateway request families.
@@ -183,6 +185,11 @@ impl Metrics {
                 "Requests to a broker that timed out and broker connections that broke, as the Kafka source's consumer saw them (from librdkafka statistics, every 5 s), by kind: request_timeout, disconnect.",
                 &[PIPELINE, "kind"],
             ),
+            transaction_commit: histogram(
+                "streamgate_kafka_transaction_commit_seconds",
+                "Time to commit one exactly-once transaction: wait for a batch boundary, send the offsets, flush the producer and end the transaction. Sends wait meanwhile.",
+                &[PIPELINE],
+            ),
             registry,
         }
     }
@@ -211,6 +218,7 @@ impl Metrics {
             backpressure_pauses: self.backpressure_pauses.with_label_values(&[pipeline]),
             assigned_partitions: self.assigned_partitions.with_label_values(&[pipeline]),
             systematic_failure: self.systematic_failure.with_label_values(&[pipeline]),
+            transaction_commit: self.transaction_commit.with_label_values(&[pipeline]),
             all: self.clone(),
         }
     }
@@ -236,6 +244,8 @@ pub struct PipelineMetrics {
     pub assigned_partitions: prometheus::IntGauge,
     /// `streamgate_systematic_failure{pipeline}`.
     pub systematic_failure: prometheus::IntGauge,
+    /// `streamgate_kafka_transaction_commit_seconds{pipeline}`.
+    pub transaction_commit: prometheus::Histogram,
     all: Metrics,
 }
 

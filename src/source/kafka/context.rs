@@ -111,9 +111,16 @@ pub(super) fn commit_transaction(
         acks.fail("the consumer has no group metadata to commit a transaction with".into());
         return;
     };
-    match transaction.commit(&group) {
+    let started = std::time::Instant::now();
+    let committed = transaction.commit(&group);
+    match committed {
         Ok(partitions) => {
             if partitions > 0 {
+                consumer
+                    .context()
+                    .metrics
+                    .transaction_commit
+                    .observe(started.elapsed().as_secs_f64());
                 tracing::debug!(partitions, "committed the transaction");
             }
         }

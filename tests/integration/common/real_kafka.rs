@@ -421,6 +421,11 @@ impl RealKafka {
         self.nodes.iter().map(|n| n.id as i32).collect()
     }
 
+    /// Process id of a running node (benchmarks read its CPU time from /proc).
+    pub(crate) fn pid(&mut self, id: i32) -> u32 {
+        self.node(id).child.as_ref().expect("node running").id()
+    }
+
     /// `kill -9` of one node.
     pub(crate) fn kill(&mut self, id: i32) {
         self.node(id).kill();
