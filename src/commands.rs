@@ -329,17 +329,38 @@ async fn run(
     };
 
     let mut tasks = tokio::task::JoinSet::new();
-    for c in compiled {
-        let metrics = metrics.clone();
-        let status = status.clone();
-        let shutdown = shutdown.clone();
-        tasks.spawn(async move { runtime::run_pipeline(c, &metrics, shutdown, status).await });
+    let spawn = |tasks: &mut tokio::task::JoinSet<_>, index: usize, delay: Duration| {
+        let c = compiled[index].clone();
+        let (metrics, status, shutdown) = (metrics.clone(), status.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            tokio::time::sleep(delay).await;
+            (
+                index,
+                runtime::run_pipeline(c, &metrics, shutdown, status).await,
+            )
+        });
+    };
+    for index in 0..compiled.len() {
+        spawn(&mut tasks, index, Duration::ZERO);
     }
+    let mut restarts = vec![TransactionRestarts::default(); compiled.len()];
     let mut code = ExitCode::SUCCESS;
     while let Some(result) = tasks.join_next().await {
         match result {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
+            Ok((_, Ok(_))) => {}
+            // An aborted exactly-once transaction left nothing visible: running the pipeline
+            // again (a new consumer and producer, which fences the old one) continues exactly
+            // once from the committed offsets. A supervisor would do the same, slower; one
+            // that keeps aborting stops the process as before.
+            Ok((index, Err(e)))
+                if e.is_transaction_abort()
+                    && !shutdown.is_cancelled()
+                    && let Some(delay) = restarts[index].next_delay() =>
+            {
+                tracing::warn!(error = %e, ?delay, "restarting the pipeline from its committed offsets");
+                spawn(&mut tasks, index, delay);
+            }
+            Ok((_, Err(e))) => {
                 tracing::error!(error = %e, "pipeline failed");
                 code = ExitCode::FAILURE;
                 // One failed pipeline stops the process: a supervisor restarts it and the
@@ -359,6 +380,36 @@ async fn run(
         let _ = tokio::time::timeout(Duration::from_secs(2), gateway_server).await;
     }
     Ok(code)
+}
+
+/// In-process restarts of a pipeline after aborted exactly-once transactions: at most
+/// [`TransactionRestarts::MAX`] within [`TransactionRestarts::WINDOW`], after a backoff that
+/// doubles from 500 ms.
+#[derive(Clone, Default)]
+struct TransactionRestarts {
+    recent: std::collections::VecDeque<std::time::Instant>,
+}
+
+impl TransactionRestarts {
+    const MAX: usize = 5;
+    const WINDOW: Duration = Duration::from_secs(300);
+
+    /// The wait before the next restart, or `None` when the budget is spent.
+    fn next_delay(&mut self) -> Option<Duration> {
+        let now = std::time::Instant::now();
+        while self
+            .recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > Self::WINDOW)
+        {
+            self.recent.pop_front();
+        }
+        if self.recent.len() >= Self::MAX {
+            return None;
+        }
+        self.recent.push_back(now);
+        Some(Duration::from_millis(500) * (1 << (self.recent.len() - 1)))
+    }
 }
 
 async fn compile(
@@ -542,4 +593,21 @@ async fn serve_admin_port(
     streamgate::gateway::serve_admin(addr, gateway, access, shutdown)
         .await
         .with_context(|| format!("cannot listen on {addr} (choose another with --admin-addr)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transaction_restarts_back_off_and_stop_after_their_budget() {
+        let mut restarts = TransactionRestarts::default();
+        let delays: Vec<_> = std::iter::from_fn(|| restarts.next_delay()).collect();
+        assert_eq!(
+            delays,
+            [500, 1000, 2000, 4000, 8000].map(Duration::from_millis),
+            "five restarts with a doubling backoff, then none"
+        );
+        assert_eq!(restarts.next_delay(), None);
+    }
 }

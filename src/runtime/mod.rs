@@ -68,6 +68,24 @@ pub enum RuntimeError {
     },
 }
 
+impl RuntimeError {
+    /// Whether the pipeline stopped because its exactly-once transaction was aborted: nothing
+    /// of that transaction is visible, so running the pipeline again continues exactly once
+    /// from the committed offsets (a commit refused during a consumer-group rebalance ends
+    /// this way).
+    pub fn is_transaction_abort(&self) -> bool {
+        matches!(
+            self,
+            RuntimeError::Source {
+                source: SourceError::Kafka(
+                    crate::source::kafka::KafkaSourceError::TransactionAborted(_)
+                ),
+                ..
+            }
+        )
+    }
+}
+
 /// Extra time workers get after the source's drain deadline before they are aborted (their
 /// unfinished batches were not committed and will be redelivered).
 const WORKER_GRACE: Duration = Duration::from_secs(2);

@@ -13,6 +13,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
+use rdkafka::ClientConfig;
 
 use crate::common::real_kafka::RealKafka;
 use crate::common::{produce, topic_len, transactions, wait_until};
@@ -40,6 +41,26 @@ impl Drop for Running {
         let _ = self.0.wait();
     }
 }
+/// Prints the end of each instance's log when the test fails.
+struct LogsOnFailure(Vec<std::path::PathBuf>);
+
+impl Drop for LogsOnFailure {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        for log in &self.0 {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            eprintln!(
+                "--- {} (tail) ---\n{}",
+                log.display(),
+                lines[lines.len().saturating_sub(30)..].join("\n")
+            );
+        }
+    }
+}
+
 const KILLS: usize = 20;
 
 /// The crash scenarios' pipeline, exactly once, with a stable transactional id: a restarted
@@ -118,6 +139,72 @@ fn real_kafka_exactly_once_through_twenty_kill_9s_loses_and_duplicates_nothing()
 
     let (outputs, letters) = counts_by_id(&bootstrap, name, PARTITIONS);
     assert_exactly_once(&outputs, &letters, RECORDS, &bad);
+}
+
+/// Another producer takes the pipeline's transactional id, as a second instance configured
+/// with the same id would: the pipeline's producer is fenced and its open transaction aborted.
+/// `streamgate run` starts the pipeline again from the committed offsets (its new producer
+/// fences the intruder in turn) instead of exiting, and every record still comes out exactly
+/// once.
+#[test]
+fn real_kafka_an_aborted_transaction_restarts_the_pipeline_exactly_once() {
+    use rdkafka::producer::{BaseProducer, Producer};
+    let name = "rk-fenced";
+    let records = 20_000u64;
+    let kafka = RealKafka::single();
+    kafka.create_topics(&topics(name));
+    let bootstrap = kafka.bootstrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_pipeline(dir.path(), name, &exactly_once_pipeline(&bootstrap, name));
+    let log = dir.path().join("gateway.log");
+    let _show_logs = LogsOnFailure(vec![log.clone()]);
+    let (all, bad) = transactions(records, 0.01);
+    let (first, rest) = all.split_at(all.len() / 2);
+    let (input, output) = (format!("{name}-in"), format!("{name}-out"));
+    produce(&bootstrap, &input, PARTITIONS, first);
+    let gateway = Running(start_gateway(&file, &log, Stdio::null()));
+    wait_until(
+        "output progress",
+        Duration::from_secs(60),
+        Duration::from_millis(20),
+        || topic_len(&bootstrap, &output, PARTITIONS) >= 1_000,
+    );
+
+    let intruder: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("transactional.id", format!("{name}-instance-1"))
+        .create()
+        .unwrap();
+    intruder.init_transactions(Duration::from_secs(30)).unwrap();
+    // The fenced producer finds out at its next send or commit.
+    produce(&bootstrap, &input, PARTITIONS, rest);
+    wait_until(
+        "the abort and the restart in the log",
+        Duration::from_secs(60),
+        Duration::from_millis(50),
+        || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            text.contains("the Kafka transaction was aborted")
+                && text.contains("restarting the pipeline from its committed offsets")
+        },
+    );
+    wait_until(
+        "everything committed after the restart",
+        Duration::from_secs(120),
+        Duration::from_millis(100),
+        || crate::common::fully_committed(&bootstrap, &format!("{name}-group"), &input, PARTITIONS),
+    );
+    let mut gateway = gateway;
+    assert!(
+        gateway.0.try_wait().unwrap().is_none(),
+        "the process kept running"
+    );
+    terminate(&gateway.0);
+    assert!(gateway.0.wait().unwrap().success(), "graceful stop exits 0");
+    drop(intruder);
+
+    let (outputs, letters) = counts_by_id(&bootstrap, name, PARTITIONS);
+    assert_exactly_once(&outputs, &letters, records, &bad);
 }
 
 /// Every id of `0..records` is in `outputs` exactly once, or, when malformed (`bad`), in
@@ -212,6 +299,7 @@ fn failover(
     let logs: Vec<_> = (0..3)
         .map(|i| dir.path().join(format!("gateway-{i}.log")))
         .collect();
+    let _show_logs = LogsOnFailure(logs.clone());
     let mut gateways: Vec<_> = (0..3)
         .map(|i| {
             let instance = i.to_string();

@@ -125,8 +125,8 @@ pub(super) fn commit_transaction(
             }
         }
         Err(e) => {
-            tracing::error!(error = %e, "the Kafka transaction failed; stopping so the pipeline restarts from the committed offsets");
-            acks.fail(e.to_string());
+            tracing::warn!(error = %e, "the Kafka transaction was aborted; stopping so the pipeline restarts from the committed offsets");
+            acks.fail_transaction(e.to_string());
         }
     }
 }

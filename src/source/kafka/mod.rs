@@ -50,6 +50,11 @@ pub enum KafkaSourceError {
     /// A batch failed and the pipeline stopped without committing it.
     #[error("{0}")]
     BatchFailed(String),
+    /// The exactly-once transaction was aborted (a commit refused during a rebalance, a
+    /// fenced producer, a batch not delivered): nothing of it is visible, and the pipeline
+    /// can start again from the committed offsets.
+    #[error("{0}")]
+    TransactionAborted(String),
 }
 
 impl Drop for KafkaSource {

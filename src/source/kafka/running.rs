@@ -51,6 +51,9 @@ fn spawn_thread(
             let (report, poll_loop) =
                 poll_loop::PollLoop::new(source, router, runtime).run(&shutdown);
             let result = match acks.failure() {
+                Some(reason) if acks.transaction_aborted() => {
+                    Err(KafkaSourceError::TransactionAborted(reason))
+                }
                 Some(reason) => Err(KafkaSourceError::BatchFailed(reason)),
                 None => Ok(report),
             };
