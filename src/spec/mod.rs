@@ -260,6 +260,15 @@ fn merge_registry(
             if let EndpointSpec::Onnx(onnx) = &mut version.endpoint {
                 onnx.repository = registry_dir.join(&onnx.repository).display().to_string();
             }
+            // So are an endpoint's TLS files.
+            if let Some(tls) = version.endpoint.tls_mut() {
+                for file in [&mut tls.ca_file, &mut tls.client_cert, &mut tls.client_key]
+                    .into_iter()
+                    .flatten()
+                {
+                    *file = registry_dir.join(&*file).display().to_string();
+                }
+            }
         }
     }
     for (name, model) in registry.models {

@@ -278,6 +278,18 @@ pub enum EndpointSpec {
 }
 
 impl EndpointSpec {
+    /// The endpoint's `tls` settings, to change (HTTP protocols only).
+    pub fn tls_mut(&mut self) -> Option<&mut super::TlsClientSpec> {
+        match self {
+            EndpointSpec::OipV2(s) => s.tls.as_mut(),
+            EndpointSpec::OpenaiChat(s) => s.tls.as_mut(),
+            EndpointSpec::OpenaiEmbeddings(s) => s.tls.as_mut(),
+            EndpointSpec::TfServing(s) => s.tls.as_mut(),
+            EndpointSpec::CustomJson(s) => s.tls.as_mut(),
+            EndpointSpec::Onnx(_) => None,
+        }
+    }
+
     /// The endpoint's `tls` settings (HTTP protocols only).
     pub fn tls(&self) -> Option<&super::TlsClientSpec> {
         match self {

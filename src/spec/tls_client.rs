@@ -9,7 +9,8 @@ use crate::tls::client::{ClientTlsOptions, ConfiguredFile};
 
 /// How Streamgate connects to an `https://` endpoint. Without it, a server's certificate must
 /// chain to the web PKI roots (Mozilla's list, built in) and no client certificate is sent.
-/// Paths are relative to the file that configures them.
+/// Paths are relative to the file that declares the endpoint (the pipeline or its
+/// `model_registry` file).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TlsClientSpec {

@@ -252,3 +252,43 @@ async fn an_unreadable_tls_file_is_refused_at_compile_naming_the_setting() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_files_in_a_model_registry_file_are_relative_to_that_file() {
+    let pki = pki();
+    let mock = https_mock(&pki, &["localhost", "127.0.0.1"], false).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("shared")).unwrap();
+    std::fs::copy(pki.file("ca.pem"), dir.path().join("shared/ca.pem")).unwrap();
+    std::fs::write(
+        dir.path().join("shared/models.yaml"),
+        format!("models:\n{}", models(&mock.url(), "{ ca_file: ca.pem }")),
+    )
+    .unwrap();
+    let yaml = pipeline("", "").replace(
+        "models:\n\ninference:",
+        "model_registry: shared/models.yaml\ninference:",
+    );
+    assert!(yaml.contains("model_registry"), "{yaml}");
+    let file = dir.path().join("pipeline.yaml");
+    std::fs::write(&file, &yaml).unwrap();
+    let loaded = streamgate::spec::load_file(&file).unwrap();
+    let compiled = streamgate::plan::compile(loaded).await.unwrap();
+    let metrics = Metrics::new();
+    let registry = streamgate::inference::ModelRegistry::build(
+        &compiled.pipeline.spec.models,
+        &compiled.models,
+        &metrics.models,
+    );
+    let stage = streamgate::inference::InferenceStage::start(
+        &compiled.steps,
+        &registry,
+        compiled.output_schema(),
+    )
+    .unwrap();
+    assert_scored(
+        &stage
+            .apply(rows(&compiled, 0, 10, 10, &HashSet::new()).await)
+            .await,
+    );
+}
