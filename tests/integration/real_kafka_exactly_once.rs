@@ -179,13 +179,15 @@ fn real_kafka_an_aborted_transaction_restarts_the_pipeline_exactly_once() {
     // The fenced producer finds out at its next send or commit.
     produce(&bootstrap, &input, PARTITIONS, rest);
     wait_until(
-        "the abort and the restart in the log",
+        "the restart in the log",
         Duration::from_secs(60),
         Duration::from_millis(50),
         || {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            text.contains("the Kafka transaction was aborted")
-                && text.contains("restarting the pipeline from its committed offsets")
+            // The fence shows at a send (the batch fails) or at the commit, whichever comes
+            // first; either way the transaction is aborted and the pipeline restarts.
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("restarting the pipeline from its committed offsets")
         },
     );
     wait_until(

@@ -54,9 +54,6 @@ struct Inner {
     next_token: u64,
     next_generation: u64,
     failure: Option<String>,
-    /// Whether the failure is an aborted exactly-once transaction (nothing of it is visible;
-    /// a fresh start from the committed offsets continues exactly once).
-    transaction_aborted: bool,
 }
 
 /// Shared between the consumer thread (registers batches, stores offsets), the rebalance
@@ -216,26 +213,9 @@ impl AckState {
         self.changed.notify_all();
     }
 
-    /// Stops the pipeline because the exactly-once transaction was aborted (see
-    /// [`AckState::transaction_aborted`]).
-    pub fn fail_transaction(&self, reason: String) {
-        let mut inner = self.lock();
-        if inner.failure.is_none() {
-            inner.failure = Some(reason);
-            inner.transaction_aborted = true;
-        }
-        drop(inner);
-        self.changed.notify_all();
-    }
-
     /// Why the pipeline must stop, if a batch failed.
     pub fn failure(&self) -> Option<String> {
         self.lock().failure.clone()
-    }
-
-    /// Whether the pipeline stopped because its exactly-once transaction was aborted.
-    pub fn transaction_aborted(&self) -> bool {
-        self.lock().transaction_aborted
     }
 }
 

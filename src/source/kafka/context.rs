@@ -126,7 +126,7 @@ pub(super) fn commit_transaction(
         }
         Err(e) => {
             tracing::warn!(error = %e, "the Kafka transaction was aborted; stopping so the pipeline restarts from the committed offsets");
-            acks.fail_transaction(e.to_string());
+            acks.fail(e.to_string());
         }
     }
 }

@@ -50,9 +50,9 @@ pub enum KafkaSourceError {
     /// A batch failed and the pipeline stopped without committing it.
     #[error("{0}")]
     BatchFailed(String),
-    /// The exactly-once transaction was aborted (a commit refused during a rebalance, a
-    /// fenced producer, a batch not delivered): nothing of it is visible, and the pipeline
-    /// can start again from the committed offsets.
+    /// Under exactly-once, any failure (a commit refused during a rebalance, a fenced
+    /// producer, a batch not delivered): the transaction is aborted, nothing of it is visible,
+    /// and the pipeline can start again from the committed offsets.
     #[error("{0}")]
     TransactionAborted(String),
 }

@@ -48,12 +48,12 @@ fn spawn_thread(
         .name(format!("kafka-source-{}", source.metrics.name()))
         .spawn(move || {
             let acks = source.acks.clone();
+            // Under exactly-once every failure ends in an aborted transaction.
+            let transactional = source.transaction.is_some();
             let (report, poll_loop) =
                 poll_loop::PollLoop::new(source, router, runtime).run(&shutdown);
             let result = match acks.failure() {
-                Some(reason) if acks.transaction_aborted() => {
-                    Err(KafkaSourceError::TransactionAborted(reason))
-                }
+                Some(reason) if transactional => Err(KafkaSourceError::TransactionAborted(reason)),
                 Some(reason) => Err(KafkaSourceError::BatchFailed(reason)),
                 None => Ok(report),
             };
