@@ -42,21 +42,12 @@ mod support;
 use support::*;
 
 // The integration tests' real-broker harness, compiled into this benchmark (it reaches
-// `free_port`, `wait_until` and `pki` through `super::`).
+// `wait_until` and `pki` through `super::`).
 #[path = "../tests/integration/common/pki.rs"]
 mod pki;
 #[path = "../tests/integration/common/real_kafka.rs"]
 mod real_kafka;
 use real_kafka::RealKafka;
-
-/// An ephemeral loopback port (the harness asks for four per node).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Partitions of the input and output topics.
 const PARTITIONS: i32 = 12;

@@ -19,7 +19,6 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::metadata::Metadata;
 
-use super::free_port;
 use super::pki::Pki;
 
 /// The Kafka version `tests/kafka/pom.xml` pins.
@@ -179,6 +178,17 @@ impl Node {
     }
 }
 
+/// `n` different free loopback ports: all probe listeners are open at once, so none repeats.
+fn distinct_ports(n: usize) -> Vec<u16> {
+    let probes: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    probes
+        .iter()
+        .map(|p| p.local_addr().unwrap().port())
+        .collect()
+}
+
 fn tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
@@ -219,6 +229,10 @@ impl RealKafka {
             .prefix("streamgate-kafka-")
             .tempdir()
             .unwrap();
+        // Every port of every node at once: probes closed one by one can hand out the same
+        // port twice, which Kafka refuses for two listeners.
+        let mut ports = distinct_ports(4 * count as usize).into_iter();
+        let mut port = move || ports.next().expect("a port for every listener");
         let mut nodes: Vec<Node> = (1..=count)
             .map(|id| {
                 let node_dir = dir.path().join(format!("node-{id}"));
@@ -227,10 +241,10 @@ impl RealKafka {
                     id,
                     dir: node_dir,
                     ports: Ports {
-                        plaintext: free_port(),
-                        controller: free_port(),
-                        sasl_ssl: free_port(),
-                        mtls: free_port(),
+                        plaintext: port(),
+                        controller: port(),
+                        sasl_ssl: port(),
+                        mtls: port(),
                     },
                     child: None,
                     paused: false,
