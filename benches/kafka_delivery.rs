@@ -200,47 +200,26 @@ fn assignment(topic: &str, partitions: i32) -> TopicPartitionList {
 }
 
 fn passthrough(bootstrap: &str, output: &str, n: u64, batched: bool, broker_pid: u32) -> Run {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "bench-passthrough")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false")
-        .create()
-        .expect("consumer");
-    let producer = producer(bootstrap, "5");
-    let watcher = Watcher::new(bootstrap, "bench-watch");
-    let clock = Clock::start(broker_pid);
-    let copy = if batched {
-        copy_records
-    } else {
-        copy_records_polled
-    };
-    copy(
-        &consumer,
-        &assignment("in", PARTITIONS),
-        &producer,
-        output,
+    passthrough_timed(
+        bootstrap,
+        ("in", output, PARTITIONS),
         n,
-        Duration::from_secs(600),
-    );
-    producer.flush(Duration::from_secs(120)).expect("flush");
-    wait_until(
-        "passthrough output complete",
-        Duration::from_secs(120),
-        Duration::from_millis(2),
-        || watcher.len(output, PARTITIONS) >= n as i64,
-    );
-    let (seconds, cpu_seconds, broker_cpu_seconds) = clock.read();
-    Run {
-        records: n,
-        readable_seconds: seconds,
-        first_output_seconds: 0.0,
-        committed_seconds: seconds,
-        cpu_seconds,
-        broker_cpu_seconds,
-        commits: 0,
-        commit_seconds: 0.0,
-    }
+        batched,
+        || Clock::start(broker_pid),
+        |clock| {
+            let (seconds, cpu_seconds, broker_cpu_seconds) = clock.read();
+            Run {
+                records: n,
+                readable_seconds: seconds,
+                first_output_seconds: 0.0,
+                committed_seconds: seconds,
+                cpu_seconds,
+                broker_cpu_seconds,
+                commits: 0,
+                commit_seconds: 0.0,
+            }
+        },
+    )
 }
 
 /// The benchmark pipeline: JSON decode → projection → Kafka sink, with `mode`'s delivery.

@@ -70,50 +70,18 @@ const PROJECTION: &str = "SELECT transaction_id, card_id, amount, amount * 100 A
 /// limit); otherwise one message per `poll` and `send`, as rust-rdkafka's API is usually used
 /// (the reference of the issue's throughput target).
 fn passthrough(bootstrap: &str, input: &str, output: &str, n: u64, batched: bool) -> Throughput {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "bench-passthrough")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false")
-        .create()
-        .expect("consumer");
-    let producer = producer(bootstrap, "5");
-    let watcher = Watcher::new(bootstrap, "bench-passthrough-watch");
-
-    let cpu0 = cpu_seconds();
-    let start = Instant::now();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..BIG_PARTITIONS {
-        tpl.add_partition_offset(input, p, Offset::Beginning)
-            .expect("tpl");
-    }
-    let copy = if batched {
-        copy_records
-    } else {
-        copy_records_polled
-    };
-    copy(
-        &consumer,
-        &tpl,
-        &producer,
-        output,
+    passthrough_timed(
+        bootstrap,
+        (input, output, BIG_PARTITIONS),
         n,
-        Duration::from_secs(600),
-    );
-    producer.flush(Duration::from_secs(120)).expect("flush");
-    wait_until(
-        "passthrough output complete",
-        Duration::from_secs(120),
-        Duration::from_millis(2),
-        || watcher.len(output, BIG_PARTITIONS) >= n as i64,
-    );
-    let seconds = start.elapsed().as_secs_f64();
-    let cpu_seconds = cpu_seconds() - cpu0;
-    Throughput {
-        records: n,
-        seconds,
-        cpu_seconds,
-    }
+        batched,
+        || (cpu_seconds(), Instant::now()),
+        |(cpu0, start)| Throughput {
+            records: n,
+            seconds: start.elapsed().as_secs_f64(),
+            cpu_seconds: cpu_seconds() - cpu0,
+        },
+    )
 }
 
 struct PipelineConfig<'a> {

@@ -383,3 +383,54 @@ pub(crate) fn load_average() -> String {
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_default()
 }
+
+/// A passthrough from `input` to `output` (`partitions` each): one `BaseConsumer` assigned
+/// every partition from the beginning and one idempotent producer (linger.ms 5) copy `n`
+/// records, batched (the physical limit) or one `poll` and `send` per message, until the
+/// output topic holds them all. `start` is called right before copying (after the clients
+/// are made) and its value handed to `done` once the output is complete: the caller's clock.
+pub(crate) fn passthrough_timed<T, R>(
+    bootstrap: &str,
+    (input, output, partitions): (&str, &str, i32),
+    n: u64,
+    batched: bool,
+    start: impl FnOnce() -> T,
+    done: impl FnOnce(T) -> R,
+) -> R {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "bench-passthrough")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .create()
+        .expect("consumer");
+    let producer = producer(bootstrap, "5");
+    let watcher = Watcher::new(bootstrap, "bench-passthrough-watch");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(input, p, Offset::Beginning)
+            .expect("tpl");
+    }
+    let clock = start();
+    let copy = if batched {
+        copy_records
+    } else {
+        copy_records_polled
+    };
+    copy(
+        &consumer,
+        &tpl,
+        &producer,
+        output,
+        n,
+        Duration::from_secs(600),
+    );
+    producer.flush(Duration::from_secs(120)).expect("flush");
+    wait_until(
+        "passthrough output complete",
+        Duration::from_secs(120),
+        Duration::from_millis(2),
+        || watcher.len(output, partitions) >= n as i64,
+    );
+    done(clock)
+}

@@ -98,15 +98,30 @@ fn counts_by_id(
     (outputs, letters)
 }
 
-#[test]
-fn real_kafka_exactly_once_through_twenty_kill_9s_loses_and_duplicates_nothing() {
-    let name = "rk-eos";
+/// One broker with `name`'s topics, and the exactly-once pipeline written to a temporary
+/// folder: (broker, bootstrap servers, folder, pipeline file, log file).
+fn one_broker_and_pipeline(
+    name: &str,
+) -> (
+    RealKafka,
+    String,
+    tempfile::TempDir,
+    std::path::PathBuf,
+    std::path::PathBuf,
+) {
     let kafka = RealKafka::single();
     kafka.create_topics(&topics(name));
     let bootstrap = kafka.bootstrap().to_string();
     let dir = tempfile::tempdir().unwrap();
     let file = write_pipeline(dir.path(), name, &exactly_once_pipeline(&bootstrap, name));
     let log = dir.path().join("gateway.log");
+    (kafka, bootstrap, dir, file, log)
+}
+
+#[test]
+fn real_kafka_exactly_once_through_twenty_kill_9s_loses_and_duplicates_nothing() {
+    let name = "rk-eos";
+    let (_kafka, bootstrap, _dir, file, log) = one_broker_and_pipeline(name);
     let seed: u64 = rand::rng().random();
     eprintln!("exactly-once crash test seed {seed}");
     let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
@@ -151,12 +166,7 @@ fn real_kafka_an_aborted_transaction_restarts_the_pipeline_exactly_once() {
     use rdkafka::producer::{BaseProducer, Producer};
     let name = "rk-fenced";
     let records = 20_000u64;
-    let kafka = RealKafka::single();
-    kafka.create_topics(&topics(name));
-    let bootstrap = kafka.bootstrap().to_string();
-    let dir = tempfile::tempdir().unwrap();
-    let file = write_pipeline(dir.path(), name, &exactly_once_pipeline(&bootstrap, name));
-    let log = dir.path().join("gateway.log");
+    let (_kafka, bootstrap, _dir, file, log) = one_broker_and_pipeline(name);
     let _show_logs = LogsOnFailure(vec![log.clone()]);
     let (all, bad) = transactions(records, 0.01);
     let (first, rest) = all.split_at(all.len() / 2);
