@@ -122,6 +122,7 @@ fn one_broker_and_pipeline(
 fn real_kafka_exactly_once_through_twenty_kill_9s_loses_and_duplicates_nothing() {
     let name = "rk-eos";
     let (_kafka, bootstrap, _dir, file, log) = one_broker_and_pipeline(name);
+    let _show_logs = LogsOnFailure(vec![log.clone()]);
     let seed: u64 = rand::rng().random();
     eprintln!("exactly-once crash test seed {seed}");
     let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
